@@ -1,0 +1,52 @@
+"""Test configuration: Hypothesis profiles, the ``device`` parameter, CUDA determinism, markers.
+
+Profiles (choose with ``HYPOTHESIS_PROFILE=...``; ``ci`` is the default when ``CI`` is set):
+  ci        built on Hypothesis's own ``ci`` profile (derandomized, no database); 100 examples
+  dev       fast local runs: 25 examples, random seeds, example database
+  thorough  2,000 examples, random seeds; ``hypothesis.target()`` hunts the worst margins
+
+Every test that takes a ``device`` argument runs for ``cpu`` and ``cuda``. Without a GPU the
+``cuda`` cases are skipped, unless ``MDM_PROPS_REQUIRE_CUDA=1`` turns that skip into a failure.
+"""
+
+import os
+
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before the first cuBLAS call
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("ci", parent=settings.get_profile("ci"), deadline=None, max_examples=100, print_blob=True)
+settings.register_profile("dev", deadline=None, max_examples=25)
+settings.register_profile("thorough", deadline=None, max_examples=2000, derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+torch.use_deterministic_algorithms(True, warn_only=True)
+if torch.cuda.is_available():
+    torch.backends.cudnn.benchmark = False
+
+DEVICES = ("cpu", "cuda")
+
+
+def pytest_generate_tests(metafunc):
+    """Parametrize every test that takes ``device`` over cpu and cuda (a plain parameter, not a
+    fixture, so ``@given`` tests trip no function-scoped-fixture health check)."""
+    explicit = any(m.args and "device" in str(m.args[0]) for m in metafunc.definition.iter_markers("parametrize"))
+    if "device" in metafunc.fixturenames and not explicit:
+        metafunc.parametrize("device", [pytest.param("cpu"), pytest.param("cuda", marks=pytest.mark.xdist_group("cuda"))])
+
+
+def pytest_runtest_setup(item):
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and callspec.params.get("device") == "cuda" and not torch.cuda.is_available():
+        if os.environ.get("MDM_PROPS_REQUIRE_CUDA") == "1":
+            pytest.fail("MDM_PROPS_REQUIRE_CUDA=1 but torch.cuda.is_available() is False")
+        pytest.skip("no CUDA device (set MDM_PROPS_REQUIRE_CUDA=1 on GPU runners to make this a failure)")
+
+
+def pytest_report_header(config):
+    return (
+        f"mdm_props: torch {torch.__version__}, cuda available: {torch.cuda.is_available()}, "
+        f"hypothesis profile: {settings._current_profile}"
+    )

@@ -1,0 +1,126 @@
+"""Structured results that every claim checker returns, shared by the tests and ``mdm-props verify``.
+
+A :class:`CheckResult` is one comparison: the quantity, what it must equal or respect, the observed
+error, the derived tolerance and a *relative* margin (dimensionless; > 0 means the claim holds with
+room to spare). A :class:`Counterexample` is the outcome of a negative control's search.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+RELATIONS = ("==", ">", ">=", "<=", "<")
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    claim: str
+    quantity: str
+    observed: float
+    reference: float  # the exact value it must equal, or the bound it must respect
+    relation: str  # observed <relation> reference; "==" means within ``tolerance``
+    error: float  # |observed − reference| for "==", the size of the violation (0 when none) otherwise
+    tolerance: float  # derived rounding/statistical allowance (0 for a strict mathematical bound)
+    margin: float  # relative margin: 1 − error/tolerance for "=="; signed distance to the bound / scale otherwise
+    holds: bool
+    details: dict = field(default_factory=dict)
+
+    @property
+    def error_ratio(self) -> float:
+        """error / tolerance (0 when both vanish); a check holds when this is ≤ 1."""
+        if self.tolerance > 0:
+            return self.error / self.tolerance
+        return 0.0 if self.error == 0 else math.inf
+
+    def __str__(self) -> str:
+        status = "holds" if self.holds else "VIOLATED"
+        return (
+            f"{self.claim} {self.quantity}: observed {self.observed:.6g} {self.relation} {self.reference:.6g} "
+            f"(error {self.error:.3g}, tolerance {self.tolerance:.3g}, margin {self.margin:.3g}) {status}"
+        )
+
+
+def identity(claim: str, quantity: str, observed: float, exact: float, tolerance: float, **details) -> CheckResult:
+    """``observed`` must equal ``exact`` within the derived ``tolerance``."""
+    observed, exact, tolerance = float(observed), float(exact), float(tolerance)
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be >= 0; got {tolerance}")
+    error = abs(observed - exact) if math.isfinite(observed) else math.inf
+    ratio = error / tolerance if tolerance > 0 else (0.0 if error == 0 else math.inf)
+    return CheckResult(claim, quantity, observed, exact, "==", error, tolerance, 1.0 - ratio, ratio <= 1.0, details)
+
+
+def inequality(
+    claim: str,
+    quantity: str,
+    observed: float,
+    bound: float,
+    relation: str,
+    scale: float,
+    tolerance: float = 0.0,
+    **details,
+) -> CheckResult:
+    """``observed <relation> bound``, allowing a rounding ``tolerance`` on the weak side.
+
+    The relative margin is the signed distance to the bound divided by ``scale`` (a positive
+    magnitude of the quantity, e.g. the product of the norms that bound it), so saturated draws
+    with tiny absolute values still report a meaningful margin.
+    """
+    if relation not in RELATIONS[1:]:
+        raise ValueError(f"relation must be one of {RELATIONS[1:]}; got {relation!r}")
+    observed, bound, scale, tolerance = float(observed), float(bound), float(scale), float(tolerance)
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0; got {scale}")
+    signed = observed - bound if relation in (">", ">=") else bound - observed  # > 0: on the right side
+    strict = relation in (">", "<")
+    if not math.isfinite(observed):
+        holds, violation = False, math.inf
+    else:
+        holds = (signed > 0) if strict else (signed >= -tolerance)
+        violation = max(0.0, -signed)
+    return CheckResult(claim, quantity, observed, bound, relation, violation, tolerance, signed / scale, holds, details)
+
+
+@dataclass(frozen=True)
+class Counterexample:
+    """Outcome of a negative control: a search for a draw that violates ``claim`` once
+    ``dropped`` (a hypothesis) is removed."""
+
+    claim: str
+    dropped: str
+    found: bool
+    searched: int  # draws examined
+    example: dict = field(default_factory=dict)  # the violating draw and its numbers, when found
+    observed: float = math.nan  # the violating quantity (e.g. a negative inner product)
+
+    def __str__(self) -> str:
+        what = f"counterexample found after {self.searched} draws: {self.example}" if self.found else (
+            f"no counterexample in {self.searched} draws"
+        )
+        return f"{self.claim} without {self.dropped}: {what}"
+
+
+def summarize(results: list[CheckResult]) -> dict:
+    """Worst relative margin, worst error/tolerance ratio and overall status of a list of checks."""
+    if not results:
+        raise ValueError("results must hold at least one CheckResult")
+    return {
+        "draws": len(results),
+        "worst_margin": min(r.margin for r in results),
+        "worst_error_ratio": max(r.error_ratio for r in results),
+        "holds": all(r.holds for r in results),
+    }
+
+
+@dataclass(frozen=True)
+class NegativeControl:
+    """A registered negative control: ``run(draws, seed, device) -> Counterexample`` searches for a
+    violation of ``claim`` with hypothesis ``dropped`` removed (it must find one)."""
+
+    id: str  # "<claim>~<what changed>", e.g. "C3~absolute"
+    claim: str
+    dropped: str  # the hypothesis dropped, e.g. "H-rel (absolute positions)"
+    description: str
+    run: object  # callable (draws: int, seed: int, device: str) -> Counterexample
+    default_draws: int = 200

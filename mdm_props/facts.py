@@ -1,0 +1,191 @@
+"""Fact templates, the forward and reverse configurations, and the training objectives.
+
+Slots are 0-based in code: the canonical fact "A r B" is ``Template(length=3, a=0, b=2,
+fillers=(r,))``, which THEORY.md writes with 1-based slots a = 1, b = 3. Only the offset
+Δ = b − a (canonical 2) enters any claim.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from itertools import combinations
+
+import torch
+
+from .model import ModelConfig, forward
+
+
+@dataclass(frozen=True)
+class Template:
+    """A fact of ``length`` tokens: subject in slot ``a``, object in slot ``b > a``, fillers elsewhere."""
+
+    length: int = 3
+    a: int = 0
+    b: int = 2
+    fillers: tuple[int, ...] = (0,)
+
+    def __post_init__(self):
+        if isinstance(self.length, bool) or not isinstance(self.length, int) or self.length < 2:
+            raise ValueError(f"length must be an integer >= 2; got {self.length!r}")
+        for name in ("a", "b"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < self.length:
+                raise ValueError(f"slot {name} must be an integer in [0, {self.length - 1}] (0-based); got {v!r}")
+        if self.a >= self.b:
+            raise ValueError(f"slots must satisfy a < b; got a={self.a}, b={self.b}")
+        if len(self.fillers) != self.length - 2:
+            raise ValueError(f"fillers must hold length - 2 = {self.length - 2} token ids; got {len(self.fillers)}")
+
+    @property
+    def offset(self) -> int:
+        """Δ = b − a."""
+        return self.b - self.a
+
+    def check_tokens(self, vocab: int, A: int, B: int) -> None:
+        """A, B and fillers must be real tokens (0 .. V−1); A ≠ B; neither equal to a filler."""
+        for name, t in (("A", A), ("B", B)) + tuple((f"fillers[{i}]", f) for i, f in enumerate(self.fillers)):
+            if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab:
+                raise ValueError(
+                    f"{name} must be a real token id in [0, {vocab - 1}] (the mask id {vocab} is not allowed); got {t!r}"
+                )
+        if A == B:
+            raise ValueError(f"A and B must be distinct tokens; got A = B = {A}")
+        for name, t in (("A", A), ("B", B)):
+            if t in self.fillers:
+                raise ValueError(f"{name}={t} must differ from the filler (relation) tokens {self.fillers}")
+
+    def sequence(self, first: int, second: int) -> list[int]:
+        """Token list with ``first`` at slot a, ``second`` at slot b, fillers in order elsewhere."""
+        fill = iter(self.fillers)
+        return [first if i == self.a else second if i == self.b else next(fill) for i in range(self.length)]
+
+
+def canonical_template(relation: int = 0) -> Template:
+    """"A r B": length 3, a = 0, b = 2, Δ = 2."""
+    return Template(3, 0, 2, (relation,))
+
+
+@dataclass(frozen=True)
+class Query:
+    """One masked-prediction query: the model reads ``tokens`` and predicts ``target`` at ``slot``."""
+
+    tokens: tuple[int, ...]
+    slot: int
+    target: int
+
+    def tensor(self, device="cpu") -> torch.Tensor:
+        return torch.tensor(self.tokens, dtype=torch.long, device=device)
+
+
+def forward_query(template: Template, A: int, B: int, vocab: int) -> Query:
+    """Forward configuration (M, r, B): A's slot masked, query slot a, target A."""
+    template.check_tokens(vocab, A, B)
+    return Query(tuple(template.sequence(vocab, B)), template.a, A)
+
+
+def reverse_query(template: Template, A: int, B: int, vocab: int) -> Query:
+    """Reverse configuration (B, r, M): B moved to slot a, mask in slot b, query slot b, target A."""
+    template.check_tokens(vocab, A, B)
+    return Query(tuple(template.sequence(B, vocab)), template.b, A)
+
+
+def arm_forward_query(template: Template, A: int, B: int, vocab: int) -> Query:
+    """ARM forward: predict B at slot b from the prefix (A, r, ...); the query sits at slot b − 1."""
+    template.check_tokens(vocab, A, B)
+    return Query(tuple(template.sequence(A, B)[: template.b]), template.b - 1, B)
+
+
+def arm_reverse_query(template: Template, A: int, B: int, vocab: int) -> Query:
+    """ARM reverse: predict A at slot b from the prefix (B, r, ...); the query sits at slot b − 1."""
+    template.check_tokens(vocab, A, B)
+    return Query(tuple(template.sequence(B, A)[: template.b]), template.b - 1, A)
+
+
+def query_logprobs(params: dict, cfg: ModelConfig, query: Query) -> torch.Tensor:
+    """log p (V,) at the query slot."""
+    out = forward(params, cfg, query.tensor(params["E"].device))
+    return torch.log_softmax(out["logits"][query.slot], dim=-1)
+
+
+def query_loss(params: dict, cfg: ModelConfig, query: Query) -> torch.Tensor:
+    """−log p(target) at the query slot."""
+    return -query_logprobs(params, cfg, query)[query.target]
+
+
+def forward_loss(params: dict, cfg: ModelConfig, template: Template, A: int, B: int) -> torch.Tensor:
+    """L_f = −log p_f(A) in the forward configuration."""
+    return query_loss(params, cfg, forward_query(template, A, B, cfg.vocab))
+
+
+def reverse_loss(params: dict, cfg: ModelConfig, template: Template, A: int, B: int) -> torch.Tensor:
+    """L_r = −log p_r(A) in the reverse configuration."""
+    return query_loss(params, cfg, reverse_query(template, A, B, cfg.vocab))
+
+
+# ---------------------------------------------------------------------------------------------
+# masked-diffusion objective (THEORY C0.4)
+#
+# Convention (named "1/t", as in MDLM's linear schedule, no ε floor): draw t ~ U(0, 1), mask each
+# token independently with probability t, and score the masked tokens with weight 1/t, summed (not
+# averaged) over masked positions. Its expectation is an exact finite sum over masks S:
+#     E = Σ_{S ≠ ∅} Σ_{i∈S} −log p(x_i | x with S masked) · 1/(|S| · C(L, |S|)),
+# because ∫₀¹ t^{k−1}(1 − t)^{L−k} dt = 1/(k · C(L, k)).
+# LLaDA/SMDM instead mask with probability (1 − ε)t + ε and divide by that; not used here.
+
+
+def masked_token_nll(params: dict, cfg: ModelConfig, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Σ_{i: mask_i} −log p(x_i | x with the masked positions replaced by M); batched over leading axes."""
+    corrupted = torch.where(mask, torch.full_like(tokens, cfg.mask_id), tokens)
+    logp = torch.log_softmax(forward(params, cfg, corrupted)["logits"], dim=-1)
+    nll = -logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    return (nll * mask.to(nll.dtype)).sum(-1)
+
+
+def mdm_mask_weight(L: int, k: int) -> float:
+    """1/(k · C(L, k)): the 1/t-weighted probability of one particular mask with k of L tokens masked."""
+    return 1.0 / (k * math.comb(L, k))
+
+
+def all_masks(L: int, device="cpu") -> torch.Tensor:
+    """Every nonempty mask of L positions, (2^L − 1, L) bool, in order of size then position."""
+    rows = [[i in S for i in range(L)] for k in range(1, L + 1) for S in combinations(range(L), k)]
+    return torch.tensor(rows, dtype=torch.bool, device=device)
+
+
+def mdm_objective_exact(params: dict, cfg: ModelConfig, tokens: torch.Tensor, max_length: int = 10) -> torch.Tensor:
+    """The expected 1/t-weighted masked loss of one sequence by enumerating all 2^L − 1 masks."""
+    L = tokens.shape[-1]
+    if L > max_length:
+        raise ValueError(f"tokens: exact enumeration needs length <= max_length={max_length}; got {L}")
+    masks = all_masks(L, tokens.device)
+    weights = torch.tensor(
+        [mdm_mask_weight(L, int(m.sum())) for m in masks.cpu()], dtype=params["E"].dtype, device=tokens.device
+    )
+    return (masked_token_nll(params, cfg, tokens.expand(len(masks), L), masks) * weights).sum()
+
+
+def mdm_objective_samples(
+    params: dict, cfg: ModelConfig, tokens: torch.Tensor, n_samples: int, generator: torch.Generator
+) -> torch.Tensor:
+    """``n_samples`` iid draws of the 1/t-weighted masked loss (t ~ U(0,1), mask ~ Bernoulli(t)).
+
+    Their mean is an unbiased estimator of :func:`mdm_objective_exact`. Randomness is drawn on
+    the CPU from ``generator`` and moved to the tokens' device.
+    """
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+        raise ValueError(f"n_samples must be an integer >= 1; got {n_samples!r}")
+    L = tokens.shape[-1]
+    t = torch.rand(n_samples, 1, generator=generator, dtype=torch.float64)
+    t = t.clamp_min(torch.finfo(torch.float64).tiny)
+    mask = torch.rand(n_samples, L, generator=generator, dtype=torch.float64) < t
+    nll = masked_token_nll(params, cfg, tokens.expand(n_samples, L), mask.to(tokens.device))
+    return nll / t.squeeze(-1).to(nll.device, nll.dtype)
+
+
+def arm_loss(params: dict, cfg: ModelConfig, tokens: torch.Tensor) -> torch.Tensor:
+    """Next-token loss Σ_{i≥1} −log p(x_i | x_{<i}); needs ``attention='causal'``; batched over leading axes."""
+    if cfg.attention != "causal":
+        raise ValueError(f"arm_loss needs a ModelConfig with attention='causal'; got attention={cfg.attention!r}")
+    logp = torch.log_softmax(forward(params, cfg, tokens[..., :-1])["logits"], dim=-1)
+    return -logp.gather(-1, tokens[..., 1:].unsqueeze(-1)).squeeze(-1).sum(-1)

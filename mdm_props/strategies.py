@@ -1,0 +1,103 @@
+"""Hypothesis strategies: draw *structure* (sizes, encodings, scales, seeds, templates, token ids),
+never matrices entry by entry. Parameters are generated from the drawn seed by
+:func:`mdm_props.params.init_params` (CPU, float64, then moved to the device).
+
+Shrinking goes towards small vocabularies and dimensions, the canonical template "A r B", RoPE,
+one head and scale 1: smaller examples that still satisfy every hypothesis the strategy promises
+(non-degeneracy is built in: A ≠ B ≠ fillers, d ≥ V + 1 under H-orth, even d_head under RoPE).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hypothesis import strategies as st
+
+from .facts import Template
+from .model import POSITIONAL_ENCODINGS, RELATIVE_ENCODINGS, ModelConfig
+from .params import init_params
+
+MAX_SEED = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class Case:
+    """One drawn example: a model structure, a parameter seed and scale, a template and a pair A ≠ B."""
+
+    cfg: ModelConfig
+    seed: int
+    scale: float
+    orthonormal: bool
+    template: Template
+    A: int
+    B: int
+
+    def params(self, device="cpu") -> dict:
+        return init_params(self.cfg, self.seed, scale=self.scale, orthonormal=self.orthonormal, device=device)
+
+
+seeds = st.integers(0, MAX_SEED)
+scales = st.sampled_from([1.0, 0.5, 2.0, 4.0])
+rope_bases = st.sampled_from([1e4, 5e5, 100.0])
+
+
+@st.composite
+def templates(draw, vocab: int, A: int, B: int, max_length: int = 5) -> Template:
+    """A template whose fillers avoid A and B; shrinks to the canonical "A r B" with r the smallest free id."""
+    free = [t for t in range(vocab) if t not in (A, B)]
+    length = draw(st.integers(3, max_length))
+    a = draw(st.integers(0, length - 2))
+    b = draw(st.integers(a + 1, length - 1))
+    fillers = tuple(draw(st.lists(st.sampled_from(free), min_size=length - 2, max_size=length - 2)))
+    return Template(length, a, b, fillers)
+
+
+@st.composite
+def configs(
+    draw,
+    *,
+    pos=st.sampled_from(POSITIONAL_ENCODINGS),
+    attention=st.just("bidirectional"),
+    orthonormal: bool = False,
+    n_heads=st.just(1),
+    n_layers=st.just(1),
+    d_head=None,
+    max_vocab: int = 8,
+) -> ModelConfig:
+    """A ModelConfig; with ``orthonormal=True``, d_model ≥ vocab + 1 is guaranteed (H-orth)."""
+    p = draw(pos)
+    vocab = draw(st.integers(3, max_vocab))
+    d_model = draw(st.integers(vocab + 1, vocab + 9)) if orthonormal else draw(st.integers(2, 16))
+    if d_head is None:
+        d_head = st.integers(1, 8).map(lambda h: 2 * h) if p == "rope" else st.integers(1, 16)
+    return ModelConfig(
+        vocab=vocab,
+        d_model=d_model,
+        d_head=draw(d_head),
+        n_heads=draw(n_heads),
+        n_layers=draw(n_layers),
+        pos=p,
+        rope_base=draw(rope_bases),
+        absolute_kind=draw(st.sampled_from(["learned", "sinusoidal"])),
+        attention=draw(attention),
+    )
+
+
+@st.composite
+def cases(
+    draw,
+    *,
+    pos=st.sampled_from(RELATIVE_ENCODINGS),
+    orthonormal: bool = True,
+    canonical: bool = False,
+    **config_kwargs,
+) -> Case:
+    """A full example. Defaults satisfy H-rel, H-orth and H-bi (the hypotheses of C1, C3, C4a)."""
+    cfg = draw(configs(pos=pos, orthonormal=orthonormal, **config_kwargs))
+    A = draw(st.integers(0, cfg.vocab - 1))
+    B = draw(st.integers(0, cfg.vocab - 1).filter(lambda t: t != A))
+    if canonical:
+        template = Template(3, 0, 2, (min(t for t in range(cfg.vocab) if t not in (A, B)),))
+    else:
+        template = draw(templates(cfg.vocab, A, B))
+    return Case(cfg, draw(seeds), draw(scales), orthonormal, template, A, B)
