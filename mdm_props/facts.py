@@ -189,3 +189,27 @@ def arm_loss(params: dict, cfg: ModelConfig, tokens: torch.Tensor) -> torch.Tens
         raise ValueError(f"arm_loss needs a ModelConfig with attention='causal'; got attention={cfg.attention!r}")
     logp = torch.log_softmax(forward(params, cfg, tokens[..., :-1])["logits"], dim=-1)
     return -logp.gather(-1, tokens[..., 1:].unsqueeze(-1)).squeeze(-1).sum(-1)
+
+
+def stack_queries(queries: list[Query], device="cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Tokens (N, T), slots (N,) and targets (N,) of queries of one common length."""
+    lengths = {len(q.tokens) for q in queries}
+    if len(lengths) != 1:
+        raise ValueError(f"queries must share one sequence length; got lengths {sorted(lengths)}")
+    tokens = torch.tensor([q.tokens for q in queries], dtype=torch.long, device=device)
+    slots = torch.tensor([q.slot for q in queries], dtype=torch.long, device=device)
+    targets = torch.tensor([q.target for q in queries], dtype=torch.long, device=device)
+    return tokens, slots, targets
+
+
+def batched_query_logprobs(params: dict, cfg: ModelConfig, tokens, slots) -> torch.Tensor:
+    """log p (N, V) at each query's slot, for stacked queries."""
+    logits = forward(params, cfg, tokens)["logits"]
+    return torch.log_softmax(logits[torch.arange(len(slots), device=logits.device), slots], dim=-1)
+
+
+def mean_query_loss(params: dict, cfg: ModelConfig, queries: list[Query]) -> torch.Tensor:
+    """Mean of −log p(target) over a list of queries of one common length."""
+    tokens, slots, targets = stack_queries(queries, params["E"].device)
+    logp = batched_query_logprobs(params, cfg, tokens, slots)
+    return -logp[torch.arange(len(targets), device=logp.device), targets].mean()
