@@ -50,3 +50,16 @@ def pytest_report_header(config):
         f"mdm_props: torch {torch.__version__}, cuda available: {torch.cuda.is_available()}, "
         f"hypothesis profile: {settings._current_profile}"
     )
+
+
+def pytest_collection_modifyitems(config, items):
+    """A ``claim``/``negative_control`` marker must name exactly one registered claim id."""
+    from mdm_props.registry import BY_ID
+
+    for item in items:
+        for name in ("claim", "negative_control"):
+            for mark in item.iter_markers(name):
+                if len(mark.args) != 1 or mark.args[0] not in BY_ID:
+                    raise pytest.UsageError(
+                        f"{item.nodeid}: @pytest.mark.{name}{mark.args} must name one claim id of {', '.join(BY_ID)}"
+                    )

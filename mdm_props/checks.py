@@ -124,3 +124,7 @@ class NegativeControl:
     description: str
     run: object  # callable (draws: int, seed: int, device: str) -> Counterexample
     default_draws: int = 200
+
+
+class ClaimSkipped(Exception):
+    """Raised by a runner that cannot run here (e.g. C0.5 without a CUDA device); the message says why."""

@@ -130,3 +130,53 @@ def select(ids) -> list[Claim]:
             raise ValueError(f"unknown claim id {i!r}; known: {', '.join(BY_ID)} (or a family C0 … C4)")
         chosen += [c for c in group if c not in chosen]
     return chosen
+
+
+def marked_ids(tests_dir) -> dict[str, dict[str, list[str]]]:
+    """Claim ids named by ``pytest.mark.claim(...)`` / ``pytest.mark.negative_control(...)`` in the
+    test files under ``tests_dir``: {"claim": {id: [files]}, "negative_control": {id: [files]}} (static scan)."""
+    import ast
+
+    found = {"claim": {}, "negative_control": {}}
+    for path in sorted(Path(tests_dir).rglob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in found
+                    and isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "mark"):
+                for arg in node.args:
+                    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                        found[node.func.attr].setdefault(arg.value, []).append(path.name)
+    return found
+
+
+def audit(tests_dir, docs_dir=DOCS, claims=CLAIMS) -> list[str]:
+    """Completeness problems (empty when complete): a claim without a runner, a test, a doc page that
+    names it, or (where required) a negative control both registered and tested; a marker naming an
+    unknown claim; a negative control attached to an unknown claim."""
+    problems = []
+    marks = marked_ids(tests_dir)
+    ids = {c.id for c in claims}
+    for c in claims:
+        try:
+            c.runner()
+        except (ImportError, KeyError, AttributeError) as exc:
+            problems.append(f"{c.id}: no runner in {c.module}.RUNNERS ({type(exc).__name__}: {exc})")
+        if c.id not in marks["claim"]:
+            problems.append(f"{c.id}: no test marked claim({c.id!r})")
+        page = Path(docs_dir) / c.doc
+        if not page.is_file():
+            problems.append(f"{c.id}: doc page docs/{c.doc} is missing")
+        elif c.id not in page.read_text():
+            problems.append(f"{c.id}: doc page docs/{c.doc} does not mention {c.id}")
+        if c.needs_negative_control:
+            if c.id not in marks["negative_control"]:
+                problems.append(f"{c.id}: no test marked negative_control({c.id!r})")
+            try:
+                if not c.negative_controls():
+                    problems.append(f"{c.id}: no NegativeControl registered in {c.module}.NEGATIVE_CONTROLS")
+            except (ImportError, AttributeError) as exc:
+                problems.append(f"{c.id}: cannot read {c.module}.NEGATIVE_CONTROLS ({exc})")
+    for kind, table in marks.items():
+        for i, files in table.items():
+            if i not in ids:
+                problems.append(f"marker {kind}({i!r}) in {', '.join(sorted(set(files)))} names an unknown claim")
+    return problems
