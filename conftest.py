@@ -23,6 +23,9 @@ settings.register_profile("thorough", deadline=None, max_examples=2000, derandom
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 torch.use_deterministic_algorithms(True, warn_only=True)
+# One intra-op thread per process: the tensors here are tiny, and with 2 xdist workers on 2 cores
+# OpenMP's second thread only waits for a busy core (measured: a C1b check takes 5x longer).
+torch.set_num_threads(1)
 if torch.cuda.is_available():
     torch.backends.cudnn.benchmark = False
 

@@ -102,8 +102,29 @@ def arm_reverse_query(template: Template, A: int, B: int, vocab: int) -> Query:
     return Query(tuple(template.sequence(B, A)[: template.b]), template.b - 1, A)
 
 
+def check_query(query: Query, cfg: ModelConfig) -> None:
+    """Tokens are ids in [0, V] (real tokens or the mask id V), the slot a position of the sequence,
+    the target a real token in [0, V − 1] (never the mask id)."""
+    bad = [t for t in query.tokens if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t <= cfg.vocab]
+    if bad:
+        raise ValueError(f"query.tokens must be ids in [0, {cfg.vocab}] (real tokens and the mask id); got {bad}")
+    if isinstance(query.slot, bool) or not isinstance(query.slot, int) or not 0 <= query.slot < len(query.tokens):
+        raise ValueError(f"query.slot must be a position in [0, {len(query.tokens) - 1}]; got {query.slot!r}")
+    t = query.target
+    if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < cfg.vocab:
+        raise ValueError(f"query.target must be a real token id in [0, {cfg.vocab - 1}] (not the mask id {cfg.vocab}); got {t!r}")
+
+
+def check_real_tokens(tokens: torch.Tensor, cfg: ModelConfig, name: str = "tokens") -> None:
+    """Every entry of ``tokens`` must be a real token id in [0, V − 1] (they are prediction targets)."""
+    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= cfg.vocab):
+        raise ValueError(f"{name} must hold real token ids in [0, {cfg.vocab - 1}] (not the mask id {cfg.vocab}); "
+                         f"got values in [{int(tokens.min())}, {int(tokens.max())}]")
+
+
 def query_logprobs(params: dict, cfg: ModelConfig, query: Query) -> torch.Tensor:
     """log p (V,) at the query slot."""
+    check_query(query, cfg)
     out = forward(params, cfg, query.tensor(params["E"].device))
     return torch.log_softmax(out["logits"][query.slot], dim=-1)
 
@@ -155,6 +176,7 @@ def all_masks(L: int, device="cpu") -> torch.Tensor:
 
 def mdm_objective_exact(params: dict, cfg: ModelConfig, tokens: torch.Tensor, max_length: int = 10) -> torch.Tensor:
     """The expected 1/t-weighted masked loss of one sequence by enumerating all 2^L − 1 masks."""
+    check_real_tokens(tokens, cfg)
     L = tokens.shape[-1]
     if L > max_length:
         raise ValueError(f"tokens: exact enumeration needs length <= max_length={max_length}; got {L}")
@@ -175,6 +197,7 @@ def mdm_objective_samples(
     """
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"n_samples must be an integer >= 1; got {n_samples!r}")
+    check_real_tokens(tokens, cfg)
     L = tokens.shape[-1]
     t = torch.rand(n_samples, 1, generator=generator, dtype=torch.float64)
     t = t.clamp_min(torch.finfo(torch.float64).tiny)

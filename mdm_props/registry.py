@@ -92,7 +92,7 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("C2c", "forward training raises reverse attention", "typical", ("H-rel", "H-bi"),
           "After forward-only training the reverse attention to B rises with the forward attention to B, "
           "and the across-pair correlation of S_f and S_r rises; reported as a rate with a Clopper–Pearson interval.",
-          _C2, _M + "c2", True, 20),
+          _C2, _M + "c2", True, 30),
     Claim("C3", "positively aligned shared-storage gradient", "per-draw", ("H-rel", "H-orth", "H-bi"),
           "⟨G_f, G_r⟩ = [(1 − p_f(A))(1 − p_r(A)) + Σ_{v≠A} p_f(v) p_r(v)] Σ_t α^f(t) α^r(t) "
           "≥ (1 − p_f(A))(1 − p_r(A)) Σ_t α^f(t) α^r(t) > 0; multi-head: a sum of such terms.",

@@ -47,7 +47,7 @@ def templates(draw, vocab: int, A: int, B: int, max_length: int = 5) -> Template
     free = [t for t in range(vocab) if t not in (A, B)]
     length = draw(st.integers(3, max_length))
     a = draw(st.integers(0, length - 2))
-    b = draw(st.integers(a + 1, length - 1))
+    b = length - 1 - draw(st.integers(0, length - 2 - a))  # shrinks to the last slot: "A r B"
     fillers = tuple(draw(st.lists(st.sampled_from(free), min_size=length - 2, max_size=length - 2)))
     return Template(length, a, b, fillers)
 
@@ -63,11 +63,19 @@ def configs(
     n_layers=st.just(1),
     d_head=None,
     max_vocab: int = 8,
+    max_d_model: int | None = None,
 ) -> ModelConfig:
-    """A ModelConfig; with ``orthonormal=True``, d_model ≥ vocab + 1 is guaranteed (H-orth)."""
+    """A ModelConfig; with ``orthonormal=True``, d_model ≥ vocab + 1 is guaranteed (H-orth).
+
+    ``max_d_model`` caps d_model (default: 16, or vocab + 9 under H-orth; never below vocab + 1 there).
+    """
     p = draw(pos)
     vocab = draw(st.integers(3, max_vocab))
-    d_model = draw(st.integers(vocab + 1, vocab + 9)) if orthonormal else draw(st.integers(2, 16))
+    if orthonormal:
+        top = vocab + 9 if max_d_model is None else max(vocab + 1, min(vocab + 9, max_d_model))
+        d_model = draw(st.integers(vocab + 1, top))
+    else:
+        d_model = draw(st.integers(2, 16 if max_d_model is None else max_d_model))
     if d_head is None:
         d_head = st.integers(1, 8).map(lambda h: 2 * h) if p == "rope" else st.integers(1, 16)
     return ModelConfig(
@@ -101,3 +109,49 @@ def cases(
     else:
         template = draw(templates(cfg.vocab, A, B))
     return Case(cfg, draw(seeds), draw(scales), orthonormal, template, A, B)
+
+
+def sample_case(
+    rng,
+    *,
+    pos=RELATIVE_ENCODINGS,
+    orthonormal: bool = True,
+    canonical: bool = False,
+    attention: str = "bidirectional",
+    n_heads=(1,),
+    max_vocab: int = 8,
+    vocab: int | None = None,
+    d_model: int | None = None,
+    max_length: int = 5,
+) -> Case:
+    """A seeded draw mirroring :func:`cases` (same ranges and choices), for claim runners and
+    negative controls, which run outside Hypothesis: ``rng`` is a ``random.Random``.
+
+    ``pos`` and ``n_heads`` are sequences to choose from; ``vocab`` / ``d_model`` fix a size
+    (``d_model`` must still be ≥ vocab + 1 when ``orthonormal``)."""
+    p = rng.choice(tuple(pos))
+    V = rng.randint(3, max_vocab) if vocab is None else vocab
+    if d_model is None:
+        d_model = rng.randint(V + 1, V + 9) if orthonormal else rng.randint(2, 16)
+    d_head = 2 * rng.randint(1, 8) if p == "rope" else rng.randint(1, 16)
+    cfg = ModelConfig(
+        vocab=V,
+        d_model=d_model,
+        d_head=d_head,
+        n_heads=rng.choice(tuple(n_heads)),
+        pos=p,
+        rope_base=rng.choice(rope_bases.elements),
+        absolute_kind=rng.choice(("learned", "sinusoidal")),
+        attention=attention,
+    )
+    A = rng.randrange(V)
+    B = rng.choice([t for t in range(V) if t != A])
+    free = [t for t in range(V) if t not in (A, B)]
+    if canonical:
+        template = Template(3, 0, 2, (min(free),))
+    else:
+        length = rng.randint(3, max_length)
+        a = rng.randint(0, length - 2)
+        b = rng.randint(a + 1, length - 1)
+        template = Template(length, a, b, tuple(rng.choice(free) for _ in range(length - 2)))
+    return Case(cfg, rng.randint(0, MAX_SEED), rng.choice(scales.elements), orthonormal, template, A, B)

@@ -1,0 +1,414 @@
+"""C0 — identities and oracles the rest stands on (THEORY §2 C0.1–C0.5); all of kind "identity".
+
+Checkers (one draw → a list of CheckResult) are pure functions of explicit inputs:
+
+* :func:`rope_checks` (C0.1): R_δ orthogonal, R_δᵀ = R_{−δ}, R_a R_b = R_{a+b},
+  (R_m q)ᵀ(R_n k) = qᵀR_{n−m}k, each within the derived float64 bound of mdm_props.tolerances.
+* :func:`oracle_checks` (C0.2): scores, attention, logits, log-probs and the query loss against
+  the mpmath oracle (mdm_props.oracles) within :func:`tolerances.forward_error_bounds`.
+* :func:`gradient_checks` (C0.3): autograd (torch.func.grad) against the closed forms of
+  mdm_props.gradients, within twice the either-route bound (both routes round).
+* :func:`objective_checks` (C0.4): facts.mdm_objective_exact against an independent enumeration,
+  the Beta-integral weights, and the distribution of facts.mdm_objective_samples (KS test at
+  false-alarm probability ≤ 1e-6) together with its mean (unbiasedness).
+* :func:`device_checks` (C0.5): CUDA against CPU within the sum of the two devices' bounds.
+
+Every matrix comparison reports its worst entry (largest error/tolerance). A comparison of a
+float64 value with an exact value rounded to float64 adds u|exact| to the tolerance (the rounding
+of the reference; ``_EXACT_ROUNDING``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import random
+from fractions import Fraction
+from itertools import combinations
+
+import mpmath
+import numpy as np
+import torch
+from scipy import special, stats
+
+from .. import oracles, tolerances
+from ..checks import CheckResult, identity, inequality
+from ..facts import (
+    Query,
+    Template,
+    all_masks,
+    forward_query,
+    masked_token_nll,
+    mdm_objective_exact,
+    mdm_objective_samples,
+    query_loss,
+    reverse_query,
+)
+from ..gradients import score_gradient_closed_form, storage_gradient_closed_form
+from ..model import ATTENTIONS, POSITIONAL_ENCODINGS, ModelConfig, forward, rope_matrix, rope_rotate
+from ..params import init_params, resolve_device
+from ..statistics import FALSE_ALARM
+
+_EXACT_ROUNDING = tolerances.UNIT_ROUNDOFF
+
+
+def _identity_with_error(claim: str, quantity: str, observed: float, exact: float, error: float, tolerance: float,
+                         **details) -> CheckResult:
+    """Like checks.identity, with the error supplied (computed exactly, e.g. in mpmath) rather than
+    recomputed from the float64 rounding of ``exact``."""
+    ratio = error / tolerance if tolerance > 0 else (0.0 if error == 0 else math.inf)
+    if not math.isfinite(observed):
+        ratio = math.inf
+    return CheckResult(claim, quantity, float(observed), float(exact), "==", float(error), float(tolerance),
+                       1.0 - ratio, ratio <= 1.0, details)
+
+
+def _worst_entry(claim: str, quantity: str, observed: torch.Tensor, exact: torch.Tensor, bound: torch.Tensor,
+                 error: torch.Tensor | None = None, **details) -> CheckResult:
+    """One CheckResult for a whole array: the entry with the largest error/tolerance.
+
+    ``error`` defaults to |observed − exact| (then ``u|exact|`` is added to the tolerance for the
+    rounding of the subtraction); pass the exact error when ``exact`` is a rounded mpmath value.
+    Entries where observed and exact are the same infinity (masked scores) have error 0.
+    """
+    observed, exact, bound = (t.detach().to("cpu", torch.float64) for t in (observed, exact, bound))
+    same_inf = torch.isinf(observed) & (observed == exact)
+    finite_exact = torch.where(torch.isinf(exact), torch.zeros_like(exact), exact)
+    if error is None:
+        error = (observed - exact).abs()
+        bound = bound + _EXACT_ROUNDING * finite_exact.abs()
+    error = torch.where(same_inf, torch.zeros_like(observed), error.detach().to("cpu", torch.float64))
+    ratio = torch.where(bound > 0, error / bound, torch.where(error > 0, math.inf, 0.0)).nan_to_num(nan=math.inf)
+    idx = int(torch.argmax(ratio.flatten()))
+    index = tuple(int(v) for v in np.unravel_index(idx, tuple(observed.shape))) if observed.dim() else ()
+    o, e = float(observed.flatten()[idx]), float(exact.flatten()[idx])
+    return _identity_with_error(claim, quantity, o, e, float(error.flatten()[idx]), float(bound.flatten()[idx]),
+                                index=index, **details)
+
+
+# ---------------------------------------------------------------------------------------------
+# C0.1 RoPE facts
+
+
+def rope_checks(d_head: int, base: float, m: int, n: int, a: int, b: int, seed: int, device="cpu") -> list[CheckResult]:
+    """R_δ orthogonal and R_δᵀ = R_{−δ} (δ = n − m), R_a R_b = R_{a+b}, and
+    (R_m q)ᵀ(R_n k) = qᵀ R_{n−m} k for Gaussian q, k (CPU generator ``seed``)."""
+    dev = resolve_device(device)
+    kw = dict(dtype=torch.float64, device=dev)
+    delta = n - m
+    R, R_neg = rope_matrix(delta, d_head, base, **kw), rope_matrix(-delta, d_head, base, **kw)
+    eye = torch.eye(d_head, **kw)
+    out = [
+        _worst_entry("C0.1", "R_δᵀR_δ = I", R.T @ R, eye, tolerances.rope_orthogonality_bound(R), delta=delta),
+        _worst_entry("C0.1", "R_δᵀ = R_{−δ}", R.T, R_neg, tolerances.rope_transpose_bound(R, R_neg), delta=delta),
+    ]
+    R_a, R_b, R_ab = (rope_matrix(v, d_head, base, **kw) for v in (a, b, a + b))
+    out.append(_worst_entry("C0.1", "R_a R_b = R_{a+b}", R_a @ R_b, R_ab,
+                            tolerances.rope_composition_bound(a, b, d_head, base, R_a, R_b, R_ab), a=a, b=b))
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    q, k = (torch.randn(d_head, generator=gen, dtype=torch.float64).to(dev) for _ in range(2))
+    pos = torch.tensor([m, n], device=dev)
+    lhs = rope_rotate(q[None], pos[:1], base)[0] @ rope_rotate(k[None], pos[1:], base)[0]
+    rhs = q @ (rope_matrix(n - m, d_head, base, **kw) @ k)
+    tol = tolerances.rope_relativity_bound(q, k, m, n, base)
+    out.append(identity("C0.1", "(R_m q)ᵀ(R_n k) = qᵀR_{n−m}k", float(lhs), float(rhs), tol, m=m, n=n))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# C0.2 oracle
+
+
+def oracle_checks(params: dict, cfg: ModelConfig, query: Query, dps: int = oracles.DEFAULT_DPS) -> list[CheckResult]:
+    """The float64 forward pass (on the params' device) against :func:`oracles.stable_oracle`."""
+    tokens = query.tensor(params["E"].device)
+    out = forward(params, cfg, tokens)
+    out["logprobs"] = torch.log_softmax(out["logits"], dim=-1)
+    exact = oracles.stable_oracle(params, cfg, tokens, dps)
+    bounds = tolerances.forward_error_bounds(params, cfg, tokens)
+    results = []
+    for key in ("scores", "attn", "logits", "logprobs"):
+        results.append(_worst_entry("C0.2", key, out[key], oracles.to_tensor(exact[key]), bounds[key],
+                                    error=oracles.abs_error(exact[key], out[key]), pos=cfg.pos, attention=cfg.attention))
+    loss = query_loss(params, cfg, query)
+    exact_loss = -exact["logprobs"][query.slot][query.target]
+    with mpmath.workdps(30):
+        err = float(abs(mpmath.mpf(float(loss)) - exact_loss))
+    tol = float(bounds["logprobs"][query.slot, query.target])
+    results.append(_identity_with_error("C0.2", "query loss", float(loss), float(exact_loss), err, tol, pos=cfg.pos))
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# C0.3 gradients
+
+
+def gradient_checks(params: dict, cfg: ModelConfig, query: Query, i: int, j: int, head: int = 0) -> list[CheckResult]:
+    """Autograd against the closed forms: ∂L/∂W_OV (storage) and ∂s_ij/∂W_Q, ∂s_ij/∂W_K (route).
+
+    Tolerance: twice the either-route bound (:func:`tolerances.storage_gradient_error_bound`,
+    :func:`tolerances.score_gradient_error_bound`), since both sides round.
+    """
+    auto = torch.func.grad(lambda p: query_loss(p, cfg, query))(params)["W_OV"][0]
+    closed = storage_gradient_closed_form(params, cfg, query)
+    bound = 2 * tolerances.storage_gradient_error_bound(params, cfg, query)
+    out = [_worst_entry("C0.3", "∂L/∂W_OV = Uᵀ(p − y)cᵀ", auto, closed, bound, pos=cfg.pos, n_heads=cfg.n_heads)]
+    tokens = query.tensor(params["E"].device)
+    g = torch.func.grad(lambda p: forward(p, cfg, tokens)["scores"][0, head, i, j])(params)
+    dQ, dK = score_gradient_closed_form(params, cfg, tokens, i, j, head)
+    bQ, bK = tolerances.score_gradient_error_bound(params, cfg, tokens, i, j, head)
+    out.append(_worst_entry("C0.3", "∂s/∂W_Q = R k xᵀ/√d_k", g["W_Q"][0, head], dQ, 2 * bQ, i=i, j=j, pos=cfg.pos))
+    out.append(_worst_entry("C0.3", "∂s/∂W_K = Rᵀ q xᵀ/√d_k", g["W_K"][0, head], dK, 2 * bK, i=i, j=j, pos=cfg.pos))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# C0.4 masked-diffusion objective
+
+
+def beta_weight(L: int, k: int) -> Fraction:
+    """∫₀¹ t^{k−1}(1 − t)^{L−k} dt = B(k, L−k+1) = (k−1)!(L−k)!/L!, as an exact fraction."""
+    return Fraction(math.factorial(k - 1) * math.factorial(L - k), math.factorial(L))
+
+
+def beta_weight_quad(L: int, k: int, dps: int = 30):
+    """The same integral by mpmath.quad at ``dps`` digits (an independent check of the closed form)."""
+    with mpmath.workdps(dps):
+        return mpmath.quad(lambda t: t ** (k - 1) * (1 - t) ** (L - k), [0, 1])
+
+
+def enumerate_objective(params: dict, cfg: ModelConfig, tokens: torch.Tensor) -> float:
+    """Σ_{S≠∅} B(|S|, L−|S|+1) Σ_{i∈S} −log p(x_i | x with S masked), written independently of
+    facts.mdm_objective_exact: its own mask list (itertools), Beta-integral weights and sum, with
+    the corrupted sequences run through the model as one batch."""
+    L = tokens.shape[0]
+    subsets = [S for k in range(1, L + 1) for S in combinations(range(L), k)]
+    corrupted = tokens.repeat(len(subsets), 1)
+    for row, S in enumerate(subsets):
+        corrupted[row, list(S)] = cfg.mask_id
+    logp = torch.log_softmax(forward(params, cfg, corrupted)["logits"], dim=-1).cpu()
+    ids = tokens.cpu().tolist()
+    return math.fsum(float(beta_weight(L, len(S))) * -float(logp[row, i, ids[i]])
+                     for row, S in enumerate(subsets) for i in S)
+
+
+def enumerate_objective_oracle(params: dict, cfg: ModelConfig, tokens: torch.Tensor):
+    """The exact objective as an mpf: exact Beta weights and the mpmath oracle's log-probs."""
+    L = tokens.shape[0]
+    total = mpmath.mpf(0)
+    with mpmath.workdps(oracles.DEFAULT_DPS):
+        for k in range(1, L + 1):
+            w = beta_weight(L, k)
+            w = mpmath.mpf(w.numerator) / w.denominator
+            for S in combinations(range(L), k):
+                corrupted = tokens.clone()
+                corrupted[list(S)] = cfg.mask_id
+                lp = oracles.stable_oracle(params, cfg, corrupted)["logprobs"]
+                total += w * mpmath.fsum(-lp[i][int(tokens[i])] for i in S)
+    return total
+
+
+def mask_losses(params: dict, cfg: ModelConfig, tokens: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """ℓ(S) = Σ_{i∈S} −log p(x_i | x_S masked) and k = |S| for every nonempty mask S (float64, CPU)."""
+    masks = all_masks(tokens.shape[0], tokens.device)
+    ells = masked_token_nll(params, cfg, tokens.expand(len(masks), -1), masks)
+    return ells.detach().cpu().numpy(), masks.sum(-1).cpu().numpy()
+
+
+def mask_probability(L: int, k) -> np.ndarray:
+    """P(S) for one mask with |S| = k under t ~ U(0,1), mask ~ Bernoulli(t): B(k+1, L−k+1) = 1/((L+1) C(L,k))."""
+    k = np.asarray(k)
+    return 1.0 / ((L + 1) * special.comb(L, k))
+
+
+def sample_cdf(x, ells: np.ndarray, ks: np.ndarray, L: int) -> np.ndarray:
+    """CDF of X = ℓ(S)/t (0 when S = ∅): t | S ~ Beta(k+1, L−k+1), so for x > 0
+    F(x) = P(∅) + Σ_{S≠∅} P(S)(1 − I_{min(ℓ(S)/x, 1)}(k+1, L−k+1)); F(x) = 0 for x < 0, F(0) = P(∅)."""
+    x = np.atleast_1d(np.asarray(x, dtype=np.float64))
+    P = mask_probability(L, ks)
+    pos = x > 0
+    F = np.where(x >= 0, 1.0 / (L + 1), 0.0)
+    if pos.any():
+        z = np.minimum(ells[None, :] / x[pos, None], 1.0)
+        F[pos] = 1.0 - (P[None, :] * special.betainc(ks + 1, L - ks + 1, z)).sum(-1)
+    return F
+
+
+def ks_test_with_atom_at_zero(samples: np.ndarray, cdf) -> tuple[float, float]:
+    """Kolmogorov–Smirnov statistic D = sup_x |F_n(x) − F(x)| for an F continuous except for an atom
+    at 0, computed exactly with ties (scipy.stats.kstest assumes no ties and would count the atom
+    as a jump of the empirical CDF), and its p-value from the continuous null law
+    (scipy.stats.kstwo). For a discontinuous F that p-value is conservative: D is then a supremum
+    over a subset of what it is for a continuous F, so P(D ≥ d) is no larger."""
+    x = np.sort(np.asarray(samples, dtype=np.float64))
+    n = len(x)
+    values, counts = np.unique(x, return_counts=True)
+    Fn = np.cumsum(counts) / n  # F_n(v)
+    Fn_left = Fn - counts / n  # F_n(v−)
+    F = cdf(values)
+    F_left = np.where(values == 0, 0.0, F)  # F is continuous away from 0
+    D = float(max(np.max(Fn - F), np.max(F_left - Fn_left), 0.0))
+    return D, float(stats.kstwo.sf(D, n))
+
+
+@functools.lru_cache(maxsize=None)
+def _beta_cdf_moment(L: int, k: int) -> float:
+    """∫₀¹ I_t(k+1, L−k+1)/t² dt by mpmath.quad at 30 digits (I the regularized incomplete Beta)."""
+    with mpmath.workdps(30):
+        return float(mpmath.quad(lambda t: mpmath.betainc(k + 1, L - k + 1, 0, t, regularized=True) / t**2, [0, 1]))
+
+
+def sample_mean_from_cdf(ells: np.ndarray, ks: np.ndarray, L: int) -> float:
+    """∫₀^∞ (1 − F(x)) dx for the F of :func:`sample_cdf`, by quadrature: 1 − F = Σ_S P(S) I_{min(ℓ/x,1)},
+    and per mask ∫₀^∞ I_{min(ℓ/x,1)} dx = ℓ (1 + ∫₀¹ I_t(k+1, L−k+1)/t² dt) (x ≤ ℓ contributes ℓ;
+    substitute x = ℓ/t above). The integral depends only on (L, k): one mpmath quad each."""
+    P = mask_probability(L, ks)
+    return float(sum(P[s] * ells[s] * (1 + _beta_cdf_moment(L, int(ks[s]))) for s in range(len(ells))))
+
+
+QUAD_WEIGHT_TOL = 1e-25  # mpmath.quad at 30 digits of a polynomial on [0, 1]: accurate to ~1e-30
+
+
+def objective_checks(params: dict, cfg: ModelConfig, tokens: torch.Tensor, n_samples: int, sample_seed: int,
+                     alpha: float = FALSE_ALARM) -> list[CheckResult]:
+    """C0.4 on one draw: exact objective vs enumeration; the weights; the sampler's law and mean."""
+    L = tokens.shape[0]
+    exact = float(mdm_objective_exact(params, cfg, tokens))
+    bound = tolerances.mdm_objective_error_bound(params, cfg, tokens)
+    out = [identity("C0.4", "mdm_objective_exact = enumeration", exact, enumerate_objective(params, cfg, tokens),
+                    2 * bound, L=L)]
+    for k in range(1, L + 1):
+        target = Fraction(1, k * math.comb(L, k))
+        out.append(identity("C0.4", f"B(k, L−k+1) − 1/(k C(L,k)), exact fractions, k={k}",
+                            float(beta_weight(L, k) - target), 0.0, 0.0, L=L))
+        with mpmath.workdps(30):
+            gap = float(beta_weight_quad(L, k) - mpmath.mpf(target.numerator) / target.denominator)
+        out.append(identity("C0.4", f"mpmath.quad ∫t^(k−1)(1−t)^(L−k) − 1/(k C(L,k)), k={k}", gap, 0.0, QUAD_WEIGHT_TOL, L=L))
+    ells, ks = mask_losses(params, cfg, tokens)
+    gen = torch.Generator(device="cpu").manual_seed(sample_seed)
+    samples = mdm_objective_samples(params, cfg, tokens, n_samples, gen).detach().cpu().numpy()
+    D, p = ks_test_with_atom_at_zero(samples, lambda x: sample_cdf(x, ells, ks, L))
+    out.append(inequality("C0.4", "KS p-value of the 1/t estimator's law", p, alpha, ">=", scale=1.0, D=D, n=n_samples))
+    mean = sample_mean_from_cdf(ells, ks, L)
+    # both sides are float64 evaluations of the same exact sum (ℓ(S) within its forward bound, weights
+    # P(S)(1 + q_k) = 1/(k C(L,k)) rounded, 2u more than mdm_objective_exact's): 2 bounds + 4u|exact|
+    out.append(identity("C0.4", "∫(1 − F) = exact objective (unbiased)", mean, exact,
+                        2 * bound + 4 * tolerances.UNIT_ROUNDOFF * abs(exact), L=L))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# C0.5 devices
+
+
+def device_checks(cfg: ModelConfig, seed: int, query: Query, scale: float = 1.0) -> list[CheckResult]:
+    """Forward outputs and the query loss on CUDA against the CPU, from the same seed
+    (init_params draws on the CPU and moves); tolerance = CPU bound + CUDA bound, since both round.
+    Returns [] when CUDA is unavailable (reported as skipped)."""
+    if not torch.cuda.is_available():
+        return []
+    p_cpu = init_params(cfg, seed, scale=scale, device="cpu")
+    p_gpu = init_params(cfg, seed, scale=scale, device="cuda")
+    results = []
+    outs, bounds = [], []
+    for p in (p_cpu, p_gpu):
+        tokens = query.tensor(p["E"].device)
+        o = forward(p, cfg, tokens)
+        o["logprobs"] = torch.log_softmax(o["logits"], dim=-1)
+        o["loss"] = query_loss(p, cfg, query)
+        b = tolerances.forward_error_bounds(p, cfg, tokens)
+        b["loss"] = b["logprobs"][query.slot, query.target]
+        outs.append({k: v.detach().cpu() for k, v in o.items()})
+        bounds.append({k: v.detach().cpu() for k, v in b.items()})
+    for key in ("scores", "attn", "logits", "logprobs", "loss"):
+        results.append(_worst_entry("C0.5", f"{key} cuda vs cpu", outs[1][key], outs[0][key],
+                                    bounds[0][key] + bounds[1][key], pos=cfg.pos))
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# runners: run(draws, seed, device) -> list[CheckResult]
+
+
+def random_case(rng: random.Random, *, max_vocab: int = 5, max_d: int = 8, max_len: int = 4):
+    """A small random (cfg, seed, scale, query) for the oracle-based runners: every positional
+    encoding, both attentions, 1–2 heads, tied/untied, residual on/off, merged or factored W_OV."""
+    pos = rng.choice(POSITIONAL_ENCODINGS)
+    vocab = rng.randint(3, max_vocab)
+    d_head = 2 * rng.randint(1, max_d // 2) if pos == "rope" else rng.randint(1, max_d)
+    cfg = ModelConfig(
+        vocab=vocab, d_model=rng.randint(2, max_d), d_head=d_head, n_heads=rng.randint(1, 2), pos=pos,
+        rope_base=rng.choice([1e4, 5e5, 100.0]), absolute_kind=rng.choice(["learned", "sinusoidal"]),
+        attention=rng.choice(ATTENTIONS), residual=rng.random() < 0.75, tied=rng.random() < 0.75,
+        merged_ov=rng.random() < 0.75,
+    )
+    A, B = rng.sample(range(vocab), 2)
+    length = rng.randint(3, max_len)
+    a = rng.randint(0, length - 2)
+    b = rng.randint(a + 1, length - 1)
+    free = [t for t in range(vocab) if t not in (A, B)]
+    template = Template(length, a, b, tuple(rng.choice(free) for _ in range(length - 2)))
+    query = (forward_query if rng.random() < 0.5 else reverse_query)(template, A, B, vocab)
+    return cfg, rng.randint(0, 2**32 - 1), rng.choice([0.5, 1.0, 2.0, 4.0]), query
+
+
+def run_c01(draws: int, seed: int, device: str) -> list[CheckResult]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(draws):
+        d_head = 2 * rng.randint(1, 8)
+        base = rng.choice([1e4, 5e5, 100.0, 2.0])
+        m, n = rng.randint(0, 15), rng.randint(0, 15)
+        a, b = rng.randint(-15, 15), rng.randint(-15, 15)
+        out += rope_checks(d_head, base, m, n, a, b, rng.randint(0, 2**32 - 1), device)
+    return out
+
+
+def run_c02(draws: int, seed: int, device: str) -> list[CheckResult]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(draws):
+        cfg, s, scale, query = random_case(rng)
+        out += oracle_checks(init_params(cfg, s, scale=scale, device=device), cfg, query)
+    return out
+
+
+def run_c03(draws: int, seed: int, device: str) -> list[CheckResult]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(draws):
+        cfg, s, scale, query = random_case(rng, max_d=16, max_len=5)
+        cfg = dataclasses.replace(cfg, merged_ov=True)
+        T = len(query.tokens)
+        i = rng.randint(0, T - 1)
+        j = rng.randint(0, i) if cfg.attention == "causal" else rng.randint(0, T - 1)
+        out += gradient_checks(init_params(cfg, s, scale=scale, device=device), cfg, query, i, j,
+                               head=rng.randint(0, cfg.n_heads - 1))
+    return out
+
+
+def run_c04(draws: int, seed: int, device: str) -> list[CheckResult]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(draws):
+        cfg, s, scale, _ = random_case(rng)
+        L = rng.randint(2, 5)
+        tokens = torch.tensor([rng.randrange(cfg.vocab) for _ in range(L)], device=resolve_device(device))
+        out += objective_checks(init_params(cfg, s, scale=scale, device=device), cfg, tokens, 4000, rng.randint(0, 2**32 - 1))
+    return out
+
+
+def run_c05(draws: int, seed: int, device: str) -> list[CheckResult]:
+    if not torch.cuda.is_available():
+        return []
+    rng = random.Random(seed)
+    out = []
+    for _ in range(draws):
+        cfg, s, scale, query = random_case(rng, max_d=16, max_len=5)
+        out += device_checks(cfg, s, query, scale)
+    return out
+
+
+RUNNERS = {"C0.1": run_c01, "C0.2": run_c02, "C0.3": run_c03, "C0.4": run_c04, "C0.5": run_c05}
+NEGATIVE_CONTROLS: list = []  # C0 claims are identities of the implementation: nothing to drop

@@ -1,0 +1,354 @@
+"""C4 — first-order decrease of the reverse loss (THEORY §2).
+
+* C4a (per draw, H-rel + H-orth + H-bi) the storage step: ``φ(η) = L_r(W_OV − η G_f)`` is convex,
+  ``φ'(0) = −⟨G_r, G_f⟩`` and ``φ'' = Var_p(a) ≤ spread(a)²/4`` with ``a = UUᵀ(y − p_f)(c_fᵀc_r)`` (the
+  reverse logits move by exactly ``η a``), so ``0 ≤ φ(η) − φ(0) + η⟨G_r, G_f⟩ ≤ η² spread(a)²/8`` and
+  the reverse loss decreases, by at least ``η⟨G_r, G_f⟩(1 − η/η*)``, for ``0 < η < η* = 8⟨G_r, G_f⟩/spread(a)²``.
+* C4b (per draw) the Taylor test on the full parameter dict θ: ``R(η) = L_r(θ − η g_f) − L_r(θ) +
+  η⟨g_r, g_f⟩ = O(η²)``; over ``η = 2^−k`` the observed order is 2 and ``R(η)/η² → ½ g_fᵀH_r g_f``
+  (a Hessian-vector product), inside a band derived from the next Taylor terms and the float64 floor.
+* C4c (typical, H-rel + H-bi) ``⟨g_r, g_f⟩ > 0`` for the full gradient is common, not guaranteed:
+  a rate with a Clopper–Pearson interval per positional encoding.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import torch
+
+from .. import tolerances as tol
+from ..checks import CheckResult, Counterexample, NegativeControl, identity, inequality
+from ..facts import Query, Template, query_loss
+from ..model import POSITIONAL_ENCODINGS, RELATIVE_ENCODINGS, ModelConfig, unembedding
+from ..params import check_params, resolve_device
+from ..statistics import FALSE_ALARM, clopper_pearson
+from ..strategies import sample_case
+from .c1 import (
+    N_HEADS,
+    _describe,
+    _draws,
+    _prepare,
+    case_args,
+    evaluate,
+    pair_queries,
+    search,
+    seeded_cases,
+    storage_gradient,
+    storage_step,
+)
+from .c3 import _arm_queries, search_negative_alignment, storage_alignment
+
+C4A_ETAS = (1e-3, 1e-2, 0.1, 1.0)
+TAYLOR_EXPONENTS = range(0, 61)  # η = 2^−k
+
+
+# ---------------------------------------------------------------------------------------------
+# C4a
+
+
+def check_c4a(params: dict, cfg: ModelConfig, template: Template, A: int, B: int,
+              etas=C4A_ETAS) -> list[CheckResult]:
+    """C4a on one draw: the remainder bounds at each η of ``etas`` and the decrease at η*/2, η*(1 − 10⁻³)."""
+    _prepare(params, cfg)
+    V = cfg.vocab
+    fq, rq = pair_queries(template, A, B, V)
+    al = storage_alignment(params, cfg, fq, rq)
+    f, r, G_f, G_r, ip = al["f"], al["r"], al["G_f"], al["G_r"], al["ip"]
+    S = float((f.context * r.context).sum())
+    e_S = tol.context_overlap_error(f.context, r.context, f.e_context, r.e_context)
+    a = f.resid * S  # the reverse logits' direction, (y − p_f) c_fᵀc_r
+    spread = float(a.max() - a.min())
+    eta_star = 8 * ip / spread**2
+    omega = tol.gram_defect(params["E"])
+    U, W = unembedding(params, cfg), params["W_OV"][0]
+    phi0, e_L0 = -float(r.logp[A]), float(r.e_logp[A])
+    results = []
+    steps = [(float(e), None) for e in etas] + [(eta_star / 2, "η*/2"), (eta_star * (1 - 1e-3), "η*(1 − 1e-3)")]
+    for eta, label in steps:
+        r1 = evaluate(storage_step(params, G_f, eta), cfg, rq)
+        phi1, e_L1 = -float(r1.logp[A]), float(r1.e_logp[A])
+        R = (phi1 - phi0) + eta * ip
+        step_err = tol.storage_step_logit_error(U, W, G_f, al["e_G_f"], eta, r.context, r.e_context)
+        delta_a = float(tol.logit_direction_error(step_err, eta, f.resid, f.e_p, S, e_S, omega, a).max())
+        t_lo, t_hi = tol.c4a_tolerances(e_L0, e_L1, phi0, phi1, eta, ip, al["ip_err"], G_r, G_f, al["e_G_f"], W,
+                                        spread, delta_a)
+        quad = eta**2 * spread**2 / 8
+        info = {"eta": eta, "eta_star": eta_star, "inner_product": ip, "spread": spread}
+        if label is None:
+            results.append(inequality("C4a", "R(η) = φ(η) − φ(0) + η⟨G_r, G_f⟩ ≥ 0", R, 0.0, ">=", quad, t_lo, **info))
+            results.append(inequality("C4a", "R(η) ≤ η² spread(a)²/8", R, quad, "<=", quad, t_hi, **info))
+        else:
+            bound = -eta * ip + quad  # = −η⟨G_r, G_f⟩(1 − η/η*) < 0
+            results.append(inequality("C4a", f"φ(η) − φ(0) ≤ −η⟨G_r, G_f⟩(1 − η/η*) < 0 at η = {label}",
+                                      phi1 - phi0, bound, "<=", eta * ip, t_hi,
+                                      decrease_resolved=bool(phi1 - phi0 < -t_hi), **info))
+    return results
+
+
+def run_c4a(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
+    """C4a on ``draws`` seeded draws under H-rel + H-orth + H-bi, 1–3 heads."""
+    resolve_device(device)
+    rng = random.Random(seed)
+    return [r for _ in range(_draws(draws))
+            for r in check_c4a(*case_args(sample_case(rng, n_heads=N_HEADS), device))]
+
+
+# ---------------------------------------------------------------------------------------------
+# C4b
+
+
+def full_gradient(params: dict, cfg: ModelConfig, query: Query) -> dict:
+    """∇_θ of −log p(target) over every parameter tensor (autograd)."""
+    p = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+    with torch.enable_grad():
+        g = torch.autograd.grad(query_loss(p, cfg, query), list(p.values()))
+    return dict(zip(p, g))
+
+
+def inner(a: dict, b: dict) -> float:
+    """Σ over parameter tensors of the elementwise products: the Euclidean inner product on θ."""
+    return float(sum((a[k] * b[k]).sum() for k in a))
+
+
+def hessian_vector_product(params: dict, cfg: ModelConfig, query: Query, v: dict) -> dict:
+    """H v for the Hessian of −log p(target) over θ (double backward)."""
+    p = {k: t.detach().requires_grad_(True) for k, t in params.items()}
+    with torch.enable_grad():
+        g = torch.autograd.grad(query_loss(p, cfg, query), list(p.values()), create_graph=True)
+        Hv = torch.autograd.grad(sum((gi * v[k]).sum() for gi, k in zip(g, p)), list(p.values()))
+    return dict(zip(p, Hv))
+
+
+def line_derivatives(params: dict, cfg: ModelConfig, query: Query, direction: dict, order: int = 5) -> list[float]:
+    """φ^(k)(0), k = 0 … order, of φ(η) = −log p(target) at θ − η·direction (nested autograd in η)."""
+    eta = torch.zeros((), dtype=torch.float64, device=params["E"].device, requires_grad=True)
+    with torch.enable_grad():
+        phi = query_loss({k: params[k] - eta * direction[k] for k in params}, cfg, query)
+        out = [phi]
+        for _ in range(order):
+            (d,) = torch.autograd.grad(out[-1], eta, create_graph=True)
+            out.append(d)
+    return [float(d.detach()) for d in out]
+
+
+def taylor_remainders(params: dict, cfg: ModelConfig, query: Query, direction: dict, slope: float,
+                      g_loss: dict, A2: float, taylor: tuple[float, ...]) -> list[dict]:
+    """Rows {k, η, R, floor, x} with R(η) = L(θ − η d) − L(θ) + η·slope, its float64 floor
+    (:func:`mdm_props.tolerances.taylor_floor`; ``g_loss`` = ∇L, the loss's sensitivity to θ's
+    rounding) and relative band x(η), for η = 2^−k over the k where x(η) can be ≤ TAYLOR_WINDOW:
+    from the first k with η ≤ ρ̂ TAYLOR_RADIUS_FRACTION whose Taylor part of x is (it decreases with η)
+    until the floor part alone is above it (floor/η² only grows as η shrinks)."""
+    if A2 == 0:
+        return []
+    L0 = float(query_loss(params, cfg, query))
+    e_L0 = tol.query_loss_error_bound(params, cfg, query, safety=1.0)
+    names = list(params)
+    g_l, g_d, theta = [g_loss[n] for n in names], [direction[n] for n in names], [params[n] for n in names]
+    rho = tol.taylor_radius(A2, taylor)
+    rows = []
+    for k in TAYLOR_EXPONENTS:
+        eta = 2.0**-k
+        if eta > tol.TAYLOR_RADIUS_FRACTION * rho or tol.taylor_relative_band(A2, taylor, 0.0, eta) > tol.TAYLOR_WINDOW:
+            continue
+        moved = {n: params[n] - eta * direction[n] for n in names}
+        L1 = float(query_loss(moved, cfg, query))
+        e_L1 = tol.query_loss_error_bound(moved, cfg, query, safety=1.0)
+        floor = tol.taylor_floor(e_L0, e_L1, L0, L1, eta, slope, g_l, g_d, theta)
+        if floor / (eta**2 * abs(A2)) > tol.TAYLOR_WINDOW:
+            break
+        rows.append({"k": k, "eta": eta, "R": (L1 - L0) + eta * slope, "floor": floor,
+                     "x": tol.taylor_relative_band(A2, taylor, floor, eta)})
+    return rows
+
+
+def taylor_test(claim: str, rows: list[dict], A2: float, taylor: tuple[float, ...]) -> list[CheckResult]:
+    """The observed orders (every consecutive pair) and the ratios R(η)/η² (every point) on the
+    asymptotic window {η : x(η) ≤ TAYLOR_WINDOW} (:func:`mdm_props.tolerances.taylor_relative_band`),
+    each against its derived band. Without a window above the float64 floor — the regime where R is
+    quadratic lies below what float64 resolves — there is nothing to compare: no result."""
+    window = [row for row in rows if row["x"] <= tol.TAYLOR_WINDOW]
+    info = {"A2": A2, "window": [row["k"] for row in window], "taylor": taylor}
+    by_k = {row["k"]: row for row in window}
+    orders, ratios = [], []
+    for row in window:
+        ratios.append((row["R"] / row["eta"] ** 2, A2, row["x"] * abs(A2), row["k"]))
+        nxt = by_k.get(row["k"] + 1)
+        if nxt is not None:
+            order = math.log2(row["R"] / nxt["R"]) if row["R"] / nxt["R"] > 0 else math.nan
+            orders.append((order, tol.taylor_order_band(row["x"], nxt["x"]), row["k"]))
+    results = []
+    if orders:
+        worst = max(orders, key=lambda o: abs(o[0] - 2) / o[1] if math.isfinite(o[0]) else math.inf)
+        results.append(identity(claim, "observed order log2(R(η)/R(η/2)) = 2", worst[0], 2.0, worst[1], k=worst[2],
+                                orders=[round(o[0], 6) for o in orders], **info))
+    if ratios:
+        worst = max(ratios, key=lambda r: abs(r[0] - r[1]) / r[2])
+        results.append(identity(claim, "R(η)/η² = ½ g_fᵀ H_r g_f", worst[0], worst[1], worst[2], k=worst[3], **info))
+    return results
+
+
+def check_c4b(params: dict, cfg: ModelConfig, template: Template, A: int, B: int, *,
+              gradient: dict | None = None) -> list[CheckResult]:
+    """C4b on one draw: the Taylor test of the reverse loss along the full forward gradient g_f.
+
+    ``gradient`` replaces g_r = ∇_θ L_r in the linear term (default: autograd's); a wrong one leaves a
+    first-order remainder, which the test must reject. Returns [] for a draw whose quadratic regime
+    lies below the float64 floor (no asymptotic window; :func:`taylor_test`)."""
+    check_params(params, cfg)
+    fq, rq = pair_queries(template, A, B, cfg.vocab)
+    g_f, g_r = full_gradient(params, cfg, fq), full_gradient(params, cfg, rq)
+    linear = g_r if gradient is None else gradient
+    if set(linear) != set(params):
+        raise ValueError(f"gradient must have the parameter names {sorted(params)}; got {sorted(linear)}")
+    A2 = 0.5 * inner(g_f, hessian_vector_product(params, cfg, rq, g_f))
+    d = line_derivatives(params, cfg, rq, g_f, 5)
+    taylor = (d[3] / 6, d[4] / 24, d[5] / 120)
+    rows = taylor_remainders(params, cfg, rq, g_f, inner(linear, g_f), g_r, A2, taylor)
+    return taylor_test("C4b", rows, A2, taylor)
+
+
+def run_c4b(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
+    """C4b on ``draws`` seeded draws: every encoding, orthonormal embeddings or not."""
+    resolve_device(device)
+    rng = random.Random(seed)
+    out = []
+    for _ in range(_draws(draws)):
+        case = sample_case(rng, pos=POSITIONAL_ENCODINGS, orthonormal=rng.random() < 0.5)
+        out += check_c4b(*case_args(case, device))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# C4c
+
+
+def full_alignment(params: dict, cfg: ModelConfig, fq: Query, rq: Query) -> float:
+    """⟨g_r, g_f⟩ over every parameter tensor (autograd)."""
+    return inner(full_gradient(params, cfg, rq), full_gradient(params, cfg, fq))
+
+
+def alignment_counts(draws: int, seed: int, device: str = "cpu", *, attention: str = "bidirectional",
+                     encodings=POSITIONAL_ENCODINGS) -> dict[str, tuple[int, int]]:
+    """{encoding: (draws with ⟨g_r, g_f⟩ > 0, draws)}: draw i uses encodings[i mod len], orthonormal
+    embeddings with probability 1/2, the MDM queries (bidirectional) or the ARM's (causal)."""
+    resolve_device(device)
+    rng = random.Random(seed)
+    counts = {e: [0, 0] for e in encodings}
+    for i in range(_draws(draws)):
+        enc = encodings[i % len(encodings)]
+        case = sample_case(rng, pos=(enc,), orthonormal=rng.random() < 0.5, attention=attention)
+        queries = _arm_queries(case) if attention == "causal" else pair_queries(case.template, case.A, case.B,
+                                                                                  case.cfg.vocab)
+        counts[enc][0] += full_alignment(case.params(device), case.cfg, *queries) > 0
+        counts[enc][1] += 1
+    return {e: (k, n) for e, (k, n) in counts.items() if n}
+
+
+def rate_report(counts: dict[str, tuple[int, int]], alpha: float = FALSE_ALARM) -> dict:
+    """Per-encoding rates with Clopper–Pearson (1 − alpha) intervals."""
+    return {e: {"positive": k, "draws": n, "rate": k / n, "interval": clopper_pearson(k, n, alpha)}
+            for e, (k, n) in counts.items()}
+
+
+def run_c4c(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
+    """C4c: over relative encodings pooled, the Clopper–Pearson lower bound (false alarm 1e-6) of
+    P(⟨g_r, g_f⟩ > 0) exceeds 1/2 ("common"); per-encoding rates, absolute included, are reported."""
+    counts = alignment_counts(draws, seed, device)
+    k = sum(counts[e][0] for e in RELATIVE_ENCODINGS if e in counts)
+    n = sum(counts[e][1] for e in RELATIVE_ENCODINGS if e in counts)
+    lo, hi = clopper_pearson(k, n, FALSE_ALARM)
+    return [inequality("C4c", "Clopper–Pearson lower bound of P(⟨g_r, g_f⟩ > 0), relative encodings, > 1/2",
+                       lo, 0.5, ">", 0.5, positive=k, draws=n, interval=(lo, hi), alpha=FALSE_ALARM,
+                       per_encoding=rate_report(counts))]
+
+
+RUNNERS = {"C4a": run_c4a, "C4b": run_c4b, "C4c": run_c4c}
+
+
+# ---------------------------------------------------------------------------------------------
+# negative controls
+
+
+def storage_step_raises(params: dict, cfg: ModelConfig, fq: Query, rq: Query, eta: float = 1e-3):
+    """(Δ, details) when one storage step on the loss of ``fq`` raises the loss of ``rq`` beyond rounding:
+    Δ = φ̂(η) − φ̂(0) > STORAGE_SAFETY (e_L0 + e_L1 + u|Δ|) (forward bounds of the two evaluations)."""
+    G, _ = storage_gradient(params, cfg, fq)
+    r0, r1 = evaluate(params, cfg, rq), evaluate(storage_step(params, G, eta), cfg, rq)
+    delta = float(r0.logp[rq.target] - r1.logp[rq.target])
+    bound = tol.STORAGE_SAFETY * (float(r0.e_logp[rq.target] + r1.e_logp[rq.target]) + tol.UNIT_ROUNDOFF * abs(delta))
+    return (delta, {"eta": eta, "loss_increase": delta, "bound": bound}) if delta > bound else None
+
+
+def full_step_raises(params: dict, cfg: ModelConfig, fq: Query, rq: Query):
+    """(Δ, details) when a full-parameter step along −g_f raises L_r and the opposite step lowers it,
+    both beyond the Taylor floor (:func:`mdm_props.tolerances.taylor_floor`), at the smallest
+    η = 2^−k (k = 28, 26, …, 4) where that is resolved: the reverse loss increases along the forward
+    step, i.e. ⟨g_r, g_f⟩ < 0."""
+    g_f, g_r = full_gradient(params, cfg, fq), full_gradient(params, cfg, rq)
+    names = list(params)
+    L0 = float(query_loss(params, cfg, rq))
+    e_L0 = tol.query_loss_error_bound(params, cfg, rq, safety=1.0)
+    g_l, g_d, theta = [g_r[n] for n in names], [g_f[n] for n in names], [params[n] for n in names]
+    for k in range(28, 3, -2):  # the smallest step first: the most local evidence
+        eta, deltas = 2.0**-k, []
+        for sign in (1.0, -1.0):
+            moved = {n: params[n] - sign * eta * g_f[n] for n in names}
+            L1 = float(query_loss(moved, cfg, rq))
+            e_L1 = tol.query_loss_error_bound(moved, cfg, rq, safety=1.0)
+            deltas.append((L1 - L0, tol.taylor_floor(e_L0, e_L1, L0, L1, eta, 0.0, g_l, g_d, theta)))
+        (up, f_up), (down, f_down) = deltas
+        if up > f_up and down < -f_down:
+            return up, {"eta": eta, "loss_increase": up, "loss_change_backwards": down, "floor": f_up,
+                        "full_inner_product": inner(g_r, g_f)}
+    return None
+
+
+def c4a_arm(draws: int, seed: int, device: str = "cpu") -> Counterexample:
+    """ARM: a small storage step on the ARM forward loss raises the ARM reverse loss."""
+    resolve_device(device)
+    return search_negative_alignment("C4a", "H-bi (ARM: causal attention, next-token targets)", draws,
+                                     seeded_cases(seed, attention="causal"), _arm_queries, ("W_Q", "W_K", "W_OV"),
+                                     device, confirm=storage_step_raises)
+
+
+def c4b_wrong_gradient(draws: int, seed: int, device: str = "cpu") -> Counterexample:
+    """The Taylor test's own control: with g_f in place of g_r in the linear term the remainder is
+    first order, the observed order ≈ 1, and the test rejects it."""
+    resolve_device(device)
+
+    def violation(item):
+        _, case = item
+        params, cfg = case.params(device), case.cfg
+        fq, _ = pair_queries(case.template, case.A, case.B, cfg.vocab)
+        res = check_c4b(params, cfg, case.template, case.A, case.B, gradient=full_gradient(params, cfg, fq))
+        failed = [r for r in res if not r.holds]
+        if failed:
+            return failed[0].error_ratio, _describe(case, failed=failed[0].quantity, observed=failed[0].observed,
+                                    reference=failed[0].reference, tolerance=failed[0].tolerance)
+        return None
+
+    # under alibi and none the mirror-symmetric template makes L_f and L_r one function: g_f = g_r there
+    return search("C4b", "the correct gradient (g_f used in place of g_r)", _draws(draws),
+                  seeded_cases(seed, pos=("rope", "t5", "absolute")), violation)
+
+
+def c4c_arm(draws: int, seed: int, device: str = "cpu") -> Counterexample:
+    """ARM: a forward step (full gradient) raises the ARM reverse loss: ⟨g_r, g_f⟩ < 0."""
+    resolve_device(device)
+    return search_negative_alignment("C4c", "H-bi (ARM: causal attention, next-token targets)", draws,
+                                     seeded_cases(seed, attention="causal"), _arm_queries, ("W_Q", "W_K", "W_OV"),
+                                     device, confirm=full_step_raises)
+
+
+NEGATIVE_CONTROLS = [
+    NegativeControl("C4a~arm", "C4a", "H-bi (ARM: causal attention, next-token targets)",
+                    "a storage step on the ARM's forward loss raises its reverse loss", c4a_arm, 20),
+    NegativeControl("C4b~wrong-gradient", "C4b", "the correct gradient in the linear term",
+                    "with g_f in place of g_r the remainder is first order: observed order ≈ 1",
+                    c4b_wrong_gradient, 5),
+    NegativeControl("C4c~arm", "C4c", "H-bi (ARM: causal attention, next-token targets)",
+                    "a full forward step raises the ARM's reverse loss (negative full-gradient alignment)",
+                    c4c_arm, 20),
+]

@@ -1,0 +1,210 @@
+"""An independent arbitrary-precision evaluation of the model (THEORY §1, claim C0.2).
+
+Written from the equations, not by calling :func:`mdm_props.model.forward`::
+
+    x_i  = E[t_i]  (+ p_i under ``absolute``)
+    s_ij = q_iᵀ R_{j−i} k_j / √d_k + bias(j − i),    q_i = W_Q x_i,  k_j = W_K x_j
+    α_i  = softmax_j(s_ij)            (j ≤ i under causal attention; other entries are 0)
+    c_i  = Σ_j α_ij x_j,   h_i = x_i + Σ_heads W_OV c_i  (no x_i without the residual)
+    z_i  = U h_i,          log p_i = z_i − log Σ_v exp(z_iv)
+
+The float64 parameters are converted exactly (every double is an mpf), RoPE uses the rotation
+matrix R_δ with exact cos/sin of ``δ θ_l``, ``θ_l = base^(−2l/d_k)``, and every operation is
+carried out with ``dps`` decimal digits inside :func:`mpmath.workdps` (no global state changes).
+:func:`stable_oracle` evaluates at ``dps`` and ``2·dps`` and refuses a result whose two
+evaluations disagree beyond ``10^(−dps+10)`` relative (the idea of scipy's ``_mptestutils``).
+
+Results are nested Python lists of ``mpmath.mpf``: ``scores[l][h][i][j]`` (``None`` for masked
+entries), ``attn[l][h][i][j]``, ``context[l][h][i][e]``, ``hidden[i][e]``, ``logits[i][v]``,
+``logprobs[i][v]``.
+"""
+
+from __future__ import annotations
+
+import mpmath
+import torch
+
+from .model import ModelConfig
+
+DEFAULT_DPS = 50
+
+
+def _mp(t: torch.Tensor):
+    """A float64 tensor as nested lists of mpf (exact: every double is representable)."""
+    if t.dim() == 0:
+        return mpmath.mpf(float(t))
+    return [_mp(s) for s in t.detach().cpu()]
+
+
+def _matvec(W, x):
+    return [mpmath.fsum(w * v for w, v in zip(row, x)) for row in W]
+
+
+def _dot(a, b):
+    return mpmath.fsum(x * y for x, y in zip(a, b))
+
+
+def _rope(v, delta, base):
+    """R_δ v: block l rotates (v_{2l}, v_{2l+1}) counterclockwise by δ θ_l, θ_l = base^(−2l/d_k)."""
+    d = len(v)
+    out = []
+    for l in range(d // 2):
+        angle = delta * mpmath.power(base, mpmath.mpf(-2 * l) / d)
+        c, s = mpmath.cos(angle), mpmath.sin(angle)
+        out += [c * v[2 * l] - s * v[2 * l + 1], s * v[2 * l] + c * v[2 * l + 1]]
+    return out
+
+
+def _inputs(P: dict, cfg: ModelConfig, tokens: list[int]):
+    x = [list(P["E"][t]) for t in tokens]
+    if cfg.pos == "absolute":
+        d = cfg.d_model
+        for i in range(len(tokens)):
+            if cfg.absolute_kind == "learned":
+                p = P["P"][i]
+            else:  # p_{i,2m} = sin(i ω_m), p_{i,2m+1} = cos(i ω_m), ω_m = 10⁴^(−2m/d), scaled by √(2/d)
+                scale = mpmath.sqrt(mpmath.mpf(2) / d)
+                p = []
+                for e in range(d):
+                    omega = mpmath.power(10000, -mpmath.mpf(e - e % 2) / d)
+                    p.append(scale * (mpmath.sin(i * omega) if e % 2 == 0 else mpmath.cos(i * omega)))
+            x[i] = [a + b for a, b in zip(x[i], p)]
+    return x
+
+
+def _bias(P: dict, cfg: ModelConfig, layer: int, head: int, i: int, j: int):
+    if cfg.pos == "alibi":  # −m_h |j − i|, m_h = 2^(−8(h+1)/H)
+        return -mpmath.power(2, mpmath.mpf(-8 * (head + 1)) / cfg.n_heads) * abs(j - i)
+    if cfg.pos == "t5":
+        return P["t5_bias"][layer][head][j - i + cfg.max_len - 1]
+    return 0
+
+
+def _value_matrix(P: dict, cfg: ModelConfig, layer: int, head: int):
+    if cfg.merged_ov:
+        return P["W_OV"][layer][head]
+    W_O, W_V = P["W_O"][layer][head], P["W_V"][layer][head]
+    return [[_dot(W_O[r], [W_V[k][c] for k in range(cfg.d_head)]) for c in range(cfg.d_model)] for r in range(cfg.d_model)]
+
+
+def _softmax(row):
+    m = max(row)
+    e = [mpmath.exp(v - m) for v in row]
+    total = mpmath.fsum(e)
+    return [v / total for v in e]
+
+
+def oracle_forward(params: dict, cfg: ModelConfig, tokens, dps: int = DEFAULT_DPS) -> dict:
+    """Evaluate the model at ``dps`` decimal digits; ``tokens`` is a 1-D tensor or a list of ids.
+
+    Returns the nested-list dict described in the module docstring.
+    """
+    if isinstance(dps, bool) or not isinstance(dps, int) or dps < 20:
+        raise ValueError(f"dps must be an integer >= 20; got {dps!r}")
+    tokens = [int(t) for t in (tokens.tolist() if isinstance(tokens, torch.Tensor) else tokens)]
+    T = len(tokens)
+    if not 1 <= T <= cfg.max_len:
+        raise ValueError(f"tokens: length must be in [1, max_len={cfg.max_len}]; got {T}")
+    if any(not 0 <= t <= cfg.vocab for t in tokens):
+        raise ValueError(f"tokens must be ids in [0, {cfg.vocab}] (vocab real tokens and the mask); got {tokens}")
+    with mpmath.workdps(dps):
+        P = {name: _mp(t) for name, t in params.items()}
+        base = mpmath.mpf(cfg.rope_base)
+        inv_sqrt = 1 / mpmath.sqrt(cfg.d_head)
+        x = _inputs(P, cfg, tokens)
+        scores, attn, context = [], [], []
+        for layer in range(cfg.n_layers):
+            S_l, A_l, C_l = [], [], []
+            update = [[mpmath.mpf(0)] * cfg.d_model for _ in range(T)]
+            for h in range(cfg.n_heads):
+                q = [_matvec(P["W_Q"][layer][h], xi) for xi in x]
+                k = [_matvec(P["W_K"][layer][h], xi) for xi in x]
+                W = _value_matrix(P, cfg, layer, h)
+                S_h, A_h, C_h = [], [], []
+                for i in range(T):
+                    keys = range(i + 1) if cfg.attention == "causal" else range(T)
+                    row = {}
+                    for j in keys:
+                        kj = _rope(k[j], j - i, base) if cfg.pos == "rope" else k[j]
+                        row[j] = _dot(q[i], kj) * inv_sqrt + _bias(P, cfg, layer, h, i, j)
+                    weights = dict(zip(row, _softmax(list(row.values()))))
+                    S_h.append([row.get(j) for j in range(T)])
+                    A_h.append([weights.get(j, mpmath.mpf(0)) for j in range(T)])
+                    c = [mpmath.fsum(weights[j] * x[j][e] for j in keys) for e in range(cfg.d_model)]
+                    C_h.append(c)
+                    update[i] = [a + b for a, b in zip(update[i], _matvec(W, c))]
+                S_l.append(S_h), A_l.append(A_h), C_l.append(C_h)
+            x = [[a + b for a, b in zip(xi, ui)] for xi, ui in zip(x, update)] if cfg.residual else update
+            scores.append(S_l), attn.append(A_l), context.append(C_l)
+        U = P["E"][: cfg.vocab] if cfg.tied else P["U"]
+        logits = [_matvec(U, hi) for hi in x]
+        logprobs = []
+        for z in logits:
+            lse = mpmath.log(mpmath.fsum(mpmath.exp(v) for v in z))
+            logprobs.append([v - lse for v in z])
+    return {"scores": scores, "attn": attn, "context": context, "hidden": x, "logits": logits, "logprobs": logprobs}
+
+
+def _flatten(obj):
+    if isinstance(obj, dict):
+        for key in sorted(obj):
+            yield from _flatten(obj[key])
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _flatten(v)
+    elif obj is not None:
+        yield obj
+
+
+def stable_oracle(params: dict, cfg: ModelConfig, tokens, dps: int = DEFAULT_DPS) -> dict:
+    """:func:`oracle_forward` at ``dps``, confirmed by a second evaluation at ``2·dps``.
+
+    Every entry of the two evaluations must agree to ``10^(−dps+10)`` relative (absolute for
+    entries below 1); otherwise a ``RuntimeError`` reports that the precision was insufficient.
+    Returns the ``2·dps`` evaluation.
+    """
+    low = oracle_forward(params, cfg, tokens, dps)
+    high = oracle_forward(params, cfg, tokens, 2 * dps)
+    with mpmath.workdps(2 * dps):
+        tol = mpmath.mpf(10) ** (-dps + 10)
+        for a, b in zip(_flatten(low), _flatten(high)):
+            if abs(a - b) > tol * max(1, abs(b)):
+                raise RuntimeError(f"oracle not stable at dps={dps}: {mpmath.nstr(a, 20)} vs {mpmath.nstr(b, 20)}")
+    return high
+
+
+def oracle_query_loss(params: dict, cfg: ModelConfig, query, dps: int = DEFAULT_DPS):
+    """−log p(target) at the query slot, as an mpf (from :func:`stable_oracle`)."""
+    return -stable_oracle(params, cfg, list(query.tokens), dps)["logprobs"][query.slot][query.target]
+
+
+def abs_error(exact, approx: torch.Tensor) -> torch.Tensor:
+    """|approx − exact| entrywise as a float64 tensor (computed in mpmath, then rounded).
+
+    ``exact`` is a nested list of mpf shaped like ``approx``; ``None`` entries (masked scores)
+    give 0 and require ``approx`` to be −inf there.
+    """
+    a = approx.detach().cpu()
+
+    def rec(e, t):
+        if t.dim() == 0:
+            if e is None:
+                if float(t) != float("-inf"):
+                    raise ValueError(f"a masked oracle entry must be -inf in approx; got {float(t)}")
+                return 0.0
+            with mpmath.workdps(30):
+                return float(abs(mpmath.mpf(float(t)) - e))
+        return [rec(ei, ti) for ei, ti in zip(e, t)]
+
+    return torch.tensor(rec(exact, a), dtype=torch.float64)
+
+
+def to_tensor(exact) -> torch.Tensor:
+    """A nested list of mpf rounded to a float64 tensor (``None`` becomes −inf)."""
+
+    def rec(e):
+        if isinstance(e, list):
+            return [rec(v) for v in e]
+        return float("-inf") if e is None else float(e)
+
+    return torch.tensor(rec(exact), dtype=torch.float64)

@@ -1,0 +1,60 @@
+"""C0.1: RoPE rotation facts, through model.rope_rotate and model.rope_matrix, within the derived
+float64 bounds of mdm_props.tolerances (per-entry worst case)."""
+
+import pytest
+import torch
+from hypothesis import given, target
+from hypothesis import strategies as st
+
+from mdm_props import strategies, tolerances
+from mdm_props.claims import c0
+from mdm_props.model import rope_matrix, rope_rotate
+
+d_heads = st.integers(1, 8).map(lambda h: 2 * h)
+bases = strategies.rope_bases | st.floats(1.5, 1e6)
+positions = st.integers(0, 15)
+offsets = st.integers(-15, 15)
+
+
+@pytest.mark.claim("C0.1")
+@given(d_head=d_heads, base=bases, m=positions, n=positions, a=offsets, b=offsets, seed=strategies.seeds)
+def test_rope_facts_hold_to_rounding(device, d_head, base, m, n, a, b, seed):
+    """R_δ orthogonal, R_δᵀ = R_{−δ}, R_a R_b = R_{a+b}, (R_m q)ᵀ(R_n k) = qᵀR_{n−m}k."""
+    results = c0.rope_checks(d_head, base, m, n, a, b, seed, device)
+    assert len(results) == 4
+    for r in results:
+        assert r.holds, str(r)
+    target(min(r.margin for r in results), label="relative margin")
+
+
+@pytest.mark.claim("C0.1")
+def test_rope_matrix_is_the_block_rotation_by_delta_theta():
+    """rope_matrix(δ) has cos(δθ_l), ∓sin(δθ_l) in block l, θ_l = base^(−2l/d): checked against
+    math.cos/math.sin within the entry bound (angle error + 2 ulp)."""
+    import math
+
+    d, base, delta = 6, 1e4, 3
+    R = rope_matrix(delta, d, base)
+    angle, e_angle = tolerances.rope_angle_error(torch.tensor([float(delta)]), d, base)
+    for l in range(d // 2):
+        th = delta * base ** (-2 * l / d)
+        block = torch.tensor([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]], dtype=torch.float64)
+        tol = 2 * (e_angle[0, l] + tolerances.FUNCTION_REL + 2 * tolerances.UNIT_ROUNDOFF)
+        assert (R[2 * l: 2 * l + 2, 2 * l: 2 * l + 2] - block).abs().max() <= tol
+    assert (R - torch.block_diag(*[R[2 * l: 2 * l + 2, 2 * l: 2 * l + 2] for l in range(d // 2)])).abs().max() == 0
+
+
+@given(d_head=d_heads, base=bases, m=positions, n=positions, seed=strategies.seeds)
+def test_meta_wrong_rotation_direction_is_rejected(d_head, base, m, n, seed):
+    """qᵀR_{m−n}k (the wrong direction) is NOT within the relativity bound of (R_m q)ᵀ(R_n k) when
+    m ≠ n: the bound is tight enough to tell the direction apart."""
+    from hypothesis import assume
+
+    assume(m != n)
+    gen = torch.Generator().manual_seed(seed)
+    q, k = torch.randn(d_head, generator=gen, dtype=torch.float64), torch.randn(d_head, generator=gen, dtype=torch.float64)
+    pos = torch.tensor([m, n])
+    lhs = float(rope_rotate(q[None], pos[:1], base)[0] @ rope_rotate(k[None], pos[1:], base)[0])
+    wrong = float(q @ rope_matrix(m - n, d_head, base) @ k)
+    tol = tolerances.rope_relativity_bound(q, k, m, n, base)
+    assert abs(lhs - wrong) > 3 * tol, (lhs, wrong, tol)

@@ -1,0 +1,33 @@
+"""mdm_props.plots: the correlation figure (matplotlib is optional)."""
+
+import sys
+
+import pytest
+
+from mdm_props import plots
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_correlation_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = plots.plot_correlation(tmp_path / "sub" / "corr.png", bases=(1e4, 5e5), max_d_k=16, max_delta=8, d_k=8)
+    assert out == tmp_path / "sub" / "corr.png"
+    assert out.read_bytes()[:8] == PNG and out.stat().st_size > 1000
+
+
+def test_missing_matplotlib_gives_an_install_hint(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` raise ImportError
+    with pytest.raises(ImportError, match=r"pip install 'mdm_props\[plot\]'"):
+        plots.plot_correlation(tmp_path / "x.png")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"bases": ()}, "bases must name at least one"),
+    ({"bases": (1.0,)}, "bases must be numbers > 1"),
+    ({"d_k": 7}, "d_k must be an even integer"),
+    ({"delta": 0}, "delta must be an integer >= 1"),
+])
+def test_bad_arguments_are_refused(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        plots.plot_correlation(tmp_path / "x.png", **kwargs)
