@@ -52,7 +52,7 @@ def _run_claim(claim, draws, seed, device) -> dict:
         if not results:
             raise ClaimSkipped("the checker returned no comparisons")
         s = summarize(results)
-        row.update(draws=s["draws"], worst_margin=_finite(s["worst_margin"]),
+        row.update(draws=draws, checks=s["draws"], worst_margin=_finite(s["worst_margin"]),
                    worst_error_ratio=_finite(s["worst_error_ratio"]), status="holds" if s["holds"] else "violated")
         if not s["holds"]:
             row["reason"] = str(next(r for r in results if not r.holds))
@@ -71,7 +71,7 @@ def _run_negative(control, draws, seed, device) -> dict:
            "draws": 0, "worst_margin": None, "worst_error_ratio": None}
     try:
         cx = control.run(draws, seed, device)
-        row.update(draws=cx.searched, status="counterexample-found" if cx.found else "no-counterexample",
+        row.update(draws=cx.searched, checks=1, status="counterexample-found" if cx.found else "no-counterexample",
                    observed=_finite(cx.observed))
         if not cx.found:
             row["reason"] = str(cx)
@@ -90,12 +90,12 @@ def _fmt(x, spec):
 
 def print_table(rows, out=None) -> None:
     out = out or sys.stdout
-    header = f"{'id':<16} {'kind':<16} {'hypotheses':<26} {'draws':>6} {'margin':>10} {'err/tol':>9} {'status':<21} {'s':>6}"
+    header = f"{'id':<20} {'kind':<16} {'hypotheses':<30} {'draws':>6} {'checks':>6} {'margin':>10} {'err/tol':>9} {'status':<21} {'s':>6}"
     print(header, file=out)
     print("-" * len(header), file=out)
     for r in rows:
         hyp = ",".join(r["hypotheses"]) or "-"
-        print(f"{r['id']:<16} {r['kind']:<16} {hyp[:26]:<26} {r['draws']:>6} {_fmt(r['worst_margin'], '10.3g')} "
+        print(f"{r['id']:<20} {r['kind']:<16} {hyp[:30]:<30} {r['draws']:>6} {r.get('checks', 0):>6} {_fmt(r['worst_margin'], '10.3g')} "
               f"{_fmt(r['worst_error_ratio'], '9.3g')} {r['status']:<21} {r['seconds']:>6.2f}", file=out)
     for r in rows:
         if r["status"] not in STATUS_OK[:2]:
@@ -132,7 +132,7 @@ def cmd_verify(args, parser) -> int:
         if what == "claim":
             row = _run_claim(job, args.examples or job.default_draws, args.seed, args.device)
         else:
-            row = _run_negative(job, args.examples or job.default_draws, args.seed, args.device)
+            row = _run_negative(job, job.default_draws, args.seed, args.device)  # a search budget, not --examples
         print(f" {row['status']} ({row['seconds']:.2f} s)", file=sys.stderr, flush=True)
         rows.append(row)
     print_table(rows)
@@ -179,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("verify", help="check every registered claim and print a report")
     v.add_argument("--claims", help="comma-separated claim ids or families, e.g. C1,C3 or C1b (default: all)")
-    v.add_argument("--examples", type=_positive_int, help="draws per claim (default: each claim's own default)")
+    v.add_argument("--examples", type=_positive_int, help="draws per claim (default: each claim's own default); "
+                   "negative controls keep their own search budget")
     v.add_argument("--seed", type=_seed, default=0, help="master seed (default 0); same seed, same numbers")
     v.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cpu (default) or cuda")
     v.add_argument("--json", metavar="PATH", help="also write the report as JSON")

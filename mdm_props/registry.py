@@ -19,6 +19,7 @@ HYPOTHESES = {
     "H-orth": "orthonormal V+1 embeddings and tied unembedding (U Uᵀ = I, U x_M = 0); needs d ≥ V + 1",
     "H-bi": "bidirectional attention",
     "H-iso": "W_Q, W_K with iid N(0, σ²) entries (isotropic initialisation)",
+    "H-Oorth": "factored value path W_O W_V with every head's W_O square orthogonal (d_head = d_model)",
 }
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -97,6 +98,10 @@ CLAIMS: tuple[Claim, ...] = (
           "⟨G_f, G_r⟩ = [(1 − p_f(A))(1 − p_r(A)) + Σ_{v≠A} p_f(v) p_r(v)] Σ_t α^f(t) α^r(t) "
           "≥ (1 − p_f(A))(1 − p_r(A)) Σ_t α^f(t) α^r(t) > 0; multi-head: a sum of such terms.",
           _C3, _M + "c3", True, 50),
+    Claim("C3v", "C3 for a separate value path W_O W_V", "per-draw", ("H-rel", "H-orth", "H-bi", "H-Oorth"),
+          "With W_OV = W_O W_V and W_O square orthogonal, ⟨∂L_f/∂W_V, ∂L_r/∂W_V⟩ equals C3's product "
+          "[(1 − p_f(A))(1 − p_r(A)) + Σ_{v≠A} p_f(v) p_r(v)] Σ_t α^f(t) α^r(t) > 0.",
+          "claims/C3v-separate-value-path.md", _M + "c3v", True, 30),
     Claim("C4a", "storage step decreases the reverse loss, with explicit remainder", "per-draw",
           ("H-rel", "H-orth", "H-bi"),
           "φ(η) = L_r(W_OV − η G_f) satisfies 0 ≤ φ(η) − φ(0) + η⟨G_r, G_f⟩ ≤ η² spread(a)²/8; the reverse "

@@ -12,6 +12,8 @@ import torch
 from hypothesis import given, target
 from hypothesis import strategies as st
 
+from mdm_props.checks import ClaimSkipped
+
 from mdm_props import strategies
 from mdm_props.claims import c0
 from mdm_props.facts import forward_query, reverse_query
@@ -41,6 +43,8 @@ def test_cuda_matches_cpu(device, draw):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="only meaningful without CUDA")
-def test_runner_reports_no_comparisons_without_cuda():
-    """The registry convention: without CUDA the C0.5 runner returns [] (the CLI reports `skipped`)."""
-    assert c0.RUNNERS["C0.5"](3, 0, "cpu") == []
+def test_runner_says_why_it_is_skipped_without_cuda():
+    """The registry convention: a runner that cannot run here raises ClaimSkipped with its reason
+    (the CLI reports `skipped` and prints the reason)."""
+    with pytest.raises(ClaimSkipped, match="no CUDA device"):
+        c0.RUNNERS["C0.5"](3, 0, "cpu")

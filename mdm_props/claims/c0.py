@@ -33,7 +33,7 @@ import torch
 from scipy import special, stats
 
 from .. import oracles, tolerances
-from ..checks import CheckResult, identity, inequality
+from ..checks import CheckResult, ClaimSkipped, identity, inequality
 from ..facts import (
     Query,
     Template,
@@ -401,7 +401,7 @@ def run_c04(draws: int, seed: int, device: str) -> list[CheckResult]:
 
 def run_c05(draws: int, seed: int, device: str) -> list[CheckResult]:
     if not torch.cuda.is_available():
-        return []
+        raise ClaimSkipped("no CUDA device: C0.5 compares CUDA against the CPU")
     rng = random.Random(seed)
     out = []
     for _ in range(draws):
