@@ -359,8 +359,8 @@ class ExperimentResults:
         """The regime × encoding table: mean (min–max) over seeds."""
         c = self.config
         head = (
-            f"| regime | encoding | forward acc | reverse acc | reverse log p(A) |\n"
-            f"|---|---|---|---|---|\n"
+            "| regime | encoding | forward acc | reverse acc | reverse log p(A) |\n"
+            "|---|---|---|---|---|\n"
         )
         body = ""
         for row in self.summary():

@@ -12,9 +12,8 @@ import torch
 from hypothesis import given, target
 from hypothesis import strategies as st
 
-from mdm_props.checks import ClaimSkipped
-
 from mdm_props import strategies
+from mdm_props.checks import ClaimSkipped
 from mdm_props.claims import c0
 from mdm_props.facts import forward_query, reverse_query
 from mdm_props.model import ATTENTIONS, POSITIONAL_ENCODINGS

@@ -3,7 +3,6 @@ determines the parameters."""
 
 import functools
 
-import pytest
 import torch
 from hypothesis import find, given
 from hypothesis import strategies as st

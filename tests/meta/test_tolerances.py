@@ -157,8 +157,8 @@ def test_rope_relativity_bound_is_tight_enough_to_see_a_tiny_angle_change():
 
 @pytest.mark.parametrize("pos", POSITIONAL_ENCODINGS)
 def test_gradient_bounds_hold_are_small_and_reject_a_few_bounds_off(pos):
-    from mdm_props.gradients import score_gradient_closed_form, storage_gradient_closed_form
     from mdm_props.facts import query_loss
+    from mdm_props.gradients import score_gradient_closed_form, storage_gradient_closed_form
 
     cfg = ModelConfig(vocab=5, d_model=7, d_head=4, n_heads=2, pos=pos, rope_base=5e5)
     params = init_params(cfg, 6, scale=2.0)
