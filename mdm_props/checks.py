@@ -65,7 +65,9 @@ def inequality(
 
     The relative margin is the signed distance to the bound divided by ``scale`` (a positive
     magnitude of the quantity, e.g. the product of the norms that bound it), so saturated draws
-    with tiny absolute values still report a meaningful margin.
+    with tiny absolute values still report a meaningful margin. A weak inequality that is met only
+    within its rounding ``tolerance`` (−tolerance ≤ distance < 0: the bound is touched, which
+    rounding cannot resolve) reports margin 0, so that margin ≥ 0 exactly when the check holds.
     """
     if relation not in RELATIONS[1:]:
         raise ValueError(f"relation must be one of {RELATIONS[1:]}; got {relation!r}")
@@ -79,7 +81,8 @@ def inequality(
     else:
         holds = (signed > 0) if strict else (signed >= -tolerance)
         violation = max(0.0, -signed)
-    return CheckResult(claim, quantity, observed, bound, relation, violation, tolerance, signed / scale, holds, details)
+    margin = 0.0 if (holds and signed < 0) else signed / scale
+    return CheckResult(claim, quantity, observed, bound, relation, violation, tolerance, margin, holds, details)
 
 
 @dataclass(frozen=True)
