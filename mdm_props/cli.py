@@ -166,7 +166,11 @@ def cmd_explain(args, parser) -> int:
 def cmd_plot(args, parser) -> int:
     from .plots import plot_correlation
 
-    path = plot_correlation(args.out)
+    try:
+        path = plot_correlation(args.out)
+    except ImportError as exc:  # matplotlib is an optional extra
+        print(f"mdm-props plot: {exc}", file=sys.stderr)
+        return 1
     print(f"wrote {path}")
     return 0
 

@@ -115,3 +115,18 @@ def test_plot_corr_writes_a_png(tmp_path):
 def test_module_entry_point_runs():
     res = subprocess.run([sys.executable, "-m", "mdm_props", "--version"], capture_output=True, text=True)
     assert res.returncode == 0 and "mdm_props" in res.stdout
+
+
+def test_plot_without_matplotlib_says_how_to_install_it(tmp_path, monkeypatch, capsys):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            raise ImportError("No module named 'matplotlib'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    assert cli.main(["plot", "corr", "--out", str(tmp_path / "x.png")]) == 1
+    assert "pip install 'mdm_props[plot]'" in capsys.readouterr().err
