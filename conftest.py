@@ -29,7 +29,6 @@ torch.set_num_threads(1)
 if torch.cuda.is_available():
     torch.backends.cudnn.benchmark = False
 
-DEVICES = ("cpu", "cuda")
 
 
 def pytest_generate_tests(metafunc):
@@ -56,11 +55,11 @@ def pytest_report_header(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """A ``claim``/``negative_control`` marker must name exactly one registered claim id."""
+    """A ``claim``/``negative_control``/``meta`` marker must name exactly one registered claim id."""
     from mdm_props.registry import BY_ID
 
     for item in items:
-        for name in ("claim", "negative_control"):
+        for name in ("claim", "negative_control", "meta"):
             for mark in item.iter_markers(name):
                 if len(mark.args) != 1 or mark.args[0] not in BY_ID:
                     raise pytest.UsageError(

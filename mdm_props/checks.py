@@ -10,6 +10,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+import torch
+
+UNIT_ROUNDOFF = 2.0**-53  # u: the rounding of an exact reference to float64 (mdm_props.rounding has the kit)
+
 RELATIONS = ("==", ">", ">=", "<=", "<")
 
 
@@ -83,6 +88,43 @@ def inequality(
         violation = max(0.0, -signed)
     margin = 0.0 if (holds and signed < 0) else signed / scale
     return CheckResult(claim, quantity, observed, bound, relation, violation, tolerance, margin, holds, details)
+
+
+def identity_with_error(claim: str, quantity: str, observed: float, exact: float, error: float, tolerance: float,
+                        **details) -> CheckResult:
+    """Like :func:`identity`, with the error supplied (computed exactly, e.g. in mpmath) rather than
+    recomputed from the float64 rounding of ``exact``."""
+    ratio = error / tolerance if tolerance > 0 else (0.0 if error == 0 else math.inf)
+    if not math.isfinite(observed):
+        ratio = math.inf
+    return CheckResult(claim, quantity, float(observed), float(exact), "==", float(error), float(tolerance),
+                       1.0 - ratio, ratio <= 1.0, details)
+
+
+def worst_entry(claim: str, quantity: str, observed: torch.Tensor, exact: torch.Tensor, bound: torch.Tensor,
+                error: torch.Tensor | None = None, *, reference_rounding: bool = True, **details) -> CheckResult:
+    """One :class:`CheckResult` for a whole array: the entry with the largest error/tolerance.
+
+    ``error`` defaults to |observed − exact|; then, with ``reference_rounding``, ``u|exact|`` is added to
+    the tolerance for the rounding of an exact reference to float64 (C0's oracle comparisons; the
+    storage claims compare two float64 computations whose bounds already cover it and pass False).
+    Pass the exact error when ``exact`` is a rounded mpmath value. Entries where observed and exact are
+    the same infinity (masked scores) have error 0.
+    """
+    observed, exact, bound = (torch.as_tensor(t).detach().to("cpu", torch.float64) for t in (observed, exact, bound))
+    same_inf = torch.isinf(observed) & (observed == exact)
+    finite_exact = torch.where(torch.isinf(exact), torch.zeros_like(exact), exact)
+    if error is None:
+        error = (observed - exact).abs()
+        if reference_rounding:
+            bound = bound + UNIT_ROUNDOFF * finite_exact.abs()
+    error = torch.where(same_inf, torch.zeros_like(observed), error.detach().to("cpu", torch.float64))
+    ratio = torch.where(bound > 0, error / bound, torch.where(error > 0, math.inf, 0.0)).nan_to_num(nan=math.inf)
+    idx = int(torch.argmax(ratio.flatten()))
+    index = tuple(int(v) for v in np.unravel_index(idx, tuple(observed.shape))) if observed.dim() else ()
+    o, e = float(observed.flatten()[idx]), float(exact.flatten()[idx])
+    return identity_with_error(claim, quantity, o, e, float(error.flatten()[idx]), float(bound.flatten()[idx]),
+                               index=index, **details)
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ def _run_claim(claim, draws, seed, device) -> dict:
     row = {"id": claim.id, "kind": claim.kind, "title": claim.title, "hypotheses": list(claim.hypotheses),
            "negative_control": False, "draws": 0, "worst_margin": None, "worst_error_ratio": None}
     try:
-        results = claim.runner()(draws, seed, device)
+        results = claim.run(draws, seed, device)
         if not results:
             raise ClaimSkipped("the checker returned no comparisons")
         s = summarize(results)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .claims.c2 import score_correlation, score_correlation_limit
+from .claims.c2_correlated_routes import score_correlation, score_correlation_limit
 
 
 def _pyplot():

@@ -1,10 +1,14 @@
-"""Every numerical bound the claims are checked against, each with its derivation.
+"""The rounding kit: float64 error bounds of the model's computations, each with its derivation.
 
 Rounding model (Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed., §2–3): every
 float64 operation satisfies fl(a ∘ b) = (a ∘ b)(1 + δ), |δ| ≤ u = 2⁻⁵³, and a length-n dot
 product computed in any order satisfies |fl(xᵀy) − xᵀy| ≤ γ_n Σ|x_i y_i|, γ_n = nu/(1 − nu).
 Bounds are composed through the computation and multiplied by a stated safety factor; a meta-test
-(``tests/meta/test_tolerances.py``) shows each bound rejects a value a few bounds off.
+(``tests/meta/test_rounding.py``) perturbs an input and shows the check built on each bound fails.
+
+What lives here is generic (γ_n, elementary functions, RoPE angles, softmax, the running-error bound
+of the whole forward pass, gradient bounds, the storage-path ingredients every storage claim uses).
+A bound that belongs to one claim lives in that claim's module (``mdm_props/claims/<id>_*.py``).
 """
 
 from __future__ import annotations
@@ -27,12 +31,7 @@ def dot_error_bound(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return gamma(n) * (x.abs() * y.abs()).sum(-1)
 
 
-def matmul_error_bound(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Entrywise |fl(AB) − AB| ≤ γ_n |A||B| (n = the contracted dimension)."""
-    return gamma(a.shape[-1]) * (a.abs() @ b.abs())
-
-
-# --- C0: the float64 model against its exact value (rounding section) -------------------------
+# --- the float64 forward pass against its exact value -------------------------------------
 #
 # Assumptions, beyond the basic model fl(a ∘ b) = (a ∘ b)(1 + δ), |δ| ≤ u (+ − × ÷ √):
 #   * the elementary functions exp, log, sin, cos and pow are accurate to FUNCTION_ULPS = 2 ulp,
@@ -73,7 +72,7 @@ def rope_angle_error(positions: torch.Tensor, d_head: int, base: float) -> tuple
     return angle, angle.abs() * (pow_rel_error(base, expo) + UNIT_ROUNDOFF)
 
 
-def _rope_rotate_error(v, e_v, cos, sin, e_cos, e_sin):
+def rope_rotate_error(v, e_v, cos, sin, e_cos, e_sin):
     """Bound on |fl(R̂ v̂) − R v| for the pairwise rotation (even, odd) ↦ (e c − o s, e s + o c):
     two products and one sum round (γ_2), v̂ carries e_v, ĉ and ŝ carry e_cos, e_sin."""
     ve, vo, ee, eo = v[..., 0::2].abs(), v[..., 1::2].abs(), e_v[..., 0::2], e_v[..., 1::2]
@@ -84,7 +83,7 @@ def _rope_rotate_error(v, e_v, cos, sin, e_cos, e_sin):
     return torch.stack((even, odd), dim=-1).flatten(-2)
 
 
-def _input_error(params: dict, cfg, T: int, x: torch.Tensor) -> torch.Tensor:
+def input_error(params: dict, cfg, T: int, x: torch.Tensor) -> torch.Tensor:
     """Error of the layer input x (T, d): 0 for token rows; fl(E + p) rounds once (u|x|) under
     absolute positions; sinusoidal p_{i,2m} = sin(i ω̂_m)·fl(√(2/d)) adds the error of ω̂_m = 10⁴^fl(−2m/d)
     (:func:`pow_rel_error`), of the angle product (u), of sin/cos (FUNCTION_REL) and of the scale (2u)."""
@@ -108,7 +107,7 @@ def _input_error(params: dict, cfg, T: int, x: torch.Tensor) -> torch.Tensor:
     return e_x
 
 
-def _softmax_error(s: torch.Tensor, e_s: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def softmax_error(s: torch.Tensor, e_s: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """softmax over the last axis, computed as exp(s − max)/Σ, and its error bound.
 
     Propagated: δα_j = α_j (δs_j − Σ_k α_k δs_k) ⇒ α_j (e_j + Σ_k α_k e_k).
@@ -136,12 +135,12 @@ def forward_error_bounds(params: dict, cfg, tokens: torch.Tensor, safety: float 
     (..., T, V) — plus ``logprobs`` (..., T, V) for ``log_softmax(logits)``, each ``safety`` × the first-order bound
     on |float64 value − exact value| (exact arithmetic on the same float64 parameters). Steps:
 
-    * x: see ``_input_error``; q = W_Q x, k = W_K x: γ_d |W||x| + |W| e_x.
+    * x: see ``input_error``; q = W_Q x, k = W_K x: γ_d |W||x| + |W| e_x.
     * RoPE: angles as :func:`rope_angle_error`; ĉ, ŝ within e_angle + FUNCTION_REL|ĉ|; the
-      rotation adds γ_2 (``_rope_rotate_error``).
+      rotation adds γ_2 (``rope_rotate_error``).
     * s = fl(q̃ᵀk̃)/fl(√d_k): (γ_{d_k}|q̃|ᵀ|k̃| + e_q̃ᵀ|k̃| + |q̃|ᵀe_k̃)/√d_k + 2u|s|; ALiBi
       slopes 2^fl(−8h/H) carry :func:`pow_rel_error` and the bias product u; adding a bias u|s|.
-    * α: ``_softmax_error``.  c = α x: γ_T|α||x| + |α|e_x + e_α|x|.
+    * α: ``softmax_error``.  c = α x: γ_T|α||x| + |α|e_x + e_α|x|.
     * W_OV (W_O W_V when not merged: γ_{d_k}|W_O||W_V|); out = Σ_h W^h c^h, one sum of H·d
       products: γ_{Hd} Σ_h|W^h||c^h| + Σ_h(|W^h| e_c^h + e_W^h |c^h|); h = x + out: e_x + e_out + u|h|.
     * z = U h: γ_d |h||U|ᵀ + e_h|U|ᵀ.
@@ -156,7 +155,7 @@ def forward_error_bounds(params: dict, cfg, tokens: torch.Tensor, safety: float 
     u = UNIT_ROUNDOFF
     T, d, H, dk = tokens.shape[-1], cfg.d_model, cfg.n_heads, cfg.d_head
     x = embed(params, cfg, tokens)
-    e_x = _input_error(params, cfg, T, x)
+    e_x = input_error(params, cfg, T, x)
     positions = torch.arange(T, device=x.device)
     valid = torch.ones(T, T, dtype=torch.bool, device=x.device)
     if cfg.attention == "causal":
@@ -172,8 +171,8 @@ def forward_error_bounds(params: dict, cfg, tokens: torch.Tensor, safety: float 
             angle, e_angle = rope_angle_error(positions, dk, cfg.rope_base)
             cos, sin = torch.cos(angle), torch.sin(angle)
             e_cos, e_sin = e_angle + FUNCTION_REL * cos.abs(), e_angle + FUNCTION_REL * sin.abs()
-            e_q = _rope_rotate_error(q, e_q, cos, sin, e_cos, e_sin)
-            e_k = _rope_rotate_error(k, e_k, cos, sin, e_cos, e_sin)
+            e_q = rope_rotate_error(q, e_q, cos, sin, e_cos, e_sin)
+            e_k = rope_rotate_error(k, e_k, cos, sin, e_cos, e_sin)
             q, k = rope_rotate(q, positions, cfg.rope_base), rope_rotate(k, positions, cfg.rope_base)
         qa, ka = q.abs(), k.abs()
         dot = q @ k.transpose(-1, -2)
@@ -187,7 +186,7 @@ def forward_error_bounds(params: dict, cfg, tokens: torch.Tensor, safety: float 
             if cfg.pos == "alibi":
                 expo = 8.0 * torch.arange(1, H + 1, dtype=torch.float64, device=x.device) / H
                 e_s = e_s + bias.abs() * (pow_rel_error(2.0, expo)[:, None, None] + u)
-        a, e_a = _softmax_error(s, e_s, valid)
+        a, e_a = softmax_error(s, e_s, valid)
         ctx = a @ xh
         e_c = gamma(T) * (a @ xa) + a @ ex + e_a @ xa
         if cfg.merged_ov:
@@ -227,80 +226,12 @@ def query_loss_error_bound(params: dict, cfg, query, safety: float = FORWARD_SAF
     """Bound on |facts.query_loss − exact loss|: the log-prob bound at (slot, target) (negation is exact)."""
     return float(forward_error_bounds(params, cfg, query.tensor(params["E"].device), safety)["logprobs"][query.slot, query.target])
 
-
-# RoPE facts (C0.1). Reference: the exact rotation R(â) at the *computed* angles â; every entry of
-# R̂ = fl(cos/sin(â)) is within F = FUNCTION_REL·|R̂| of it. Angles of δ and −δ are exact negatives,
-# and angles a θ̂, b θ̂, (a+b) θ̂ share θ̂, so only the products' roundings (u|angle| each) separate
-# R(â)R(b̂) from R(â_{a+b}); rotation entries are 1-Lipschitz in the angle.
-
-
-def _block_expand(v: torch.Tensor) -> torch.Tensor:
+def block_expand(v: torch.Tensor) -> torch.Tensor:
     """(d/2,) per-block values → (d, d) matrix constant on each 2 × 2 diagonal block, 0 elsewhere."""
     return torch.block_diag(*[torch.full((2, 2), float(t), dtype=torch.float64, device=v.device) for t in v])
 
 
-def rope_orthogonality_bound(R: torch.Tensor, safety: float = FORWARD_SAFETY) -> torch.Tensor:
-    """|fl(R̂ᵀR̂) − I| ≤ |R̂|ᵀF + Fᵀ|R̂| + γ_d|R̂|ᵀ|R̂| (R(â) is exactly orthogonal), × safety."""
-    Ra = R.abs()
-    F = FUNCTION_REL * Ra
-    return safety * (Ra.T @ F + F.T @ Ra + gamma(R.shape[-1]) * (Ra.T @ Ra))
-
-
-def rope_transpose_bound(R_pos: torch.Tensor, R_neg: torch.Tensor, safety: float = FORWARD_SAFETY) -> torch.Tensor:
-    """|R̂_δᵀ − R̂_{−δ}| ≤ F_δᵀ + F_{−δ} (the two angles are exact negatives), × safety."""
-    return safety * FUNCTION_REL * (R_pos.abs().T + R_neg.abs())
-
-
-def rope_composition_bound(a: float, b: float, d_head: int, base: float, R_a, R_b, R_ab,
-                           safety: float = FORWARD_SAFETY) -> torch.Tensor:
-    """|fl(R̂_a R̂_b) − R̂_{a+b}| ≤ γ_d|R̂_a||R̂_b| + F_a|R̂_b| + |R̂_a|F_b + F_{a+b}
-    + u(|a| + |b| + |a+b|) θ̂_l on block l (angle roundings), × safety."""
-    from .model import rope_frequencies
-
-    theta = rope_frequencies(d_head, base, dtype=torch.float64, device=R_a.device)
-    A, B = R_a.abs(), R_b.abs()
-    bound = gamma(d_head) * (A @ B) + FUNCTION_REL * (A @ B + A @ B + R_ab.abs())
-    bound = bound + _block_expand(UNIT_ROUNDOFF * (abs(a) + abs(b) + abs(a + b)) * theta)
-    return safety * bound
-
-
-def rope_relativity_bound(q: torch.Tensor, k: torch.Tensor, m: float, n: float, base: float,
-                          safety: float = FORWARD_SAFETY) -> float:
-    """Bound on |fl((R̂_m q)ᵀ(R̂_n k)) − fl(qᵀ fl(R̂_{n−m} k))| for vectors q, k (d_head,).
-
-    Both are compared with qᵀR(Δ)k at the exact angles Δ_l = (n−m)θ̂_l of the computed
-    frequencies. Left: each rotation γ_2 + FUNCTION_REL (``_rope_rotate_error``), the dot γ_d, the
-    angle roundings u(|m| + |n|)θ̂_l ‖q_l‖‖k_l‖ (qᵀR(φ)k is 1-Lipschitz per block in φ_l with
-    constant ‖q_l‖‖k_l‖). Right: R̂_{n−m} within F, the matvec and the dot γ_d each, the angle
-    rounding u|n−m|θ̂_l ‖q_l‖‖k_l‖.
-    """
-    from .model import rope_frequencies, rope_matrix, rope_rotate
-
-    d = q.shape[-1]
-    u = UNIT_ROUNDOFF
-    pos = torch.tensor([m, n], dtype=torch.float64, device=q.device)
-    angle, _ = rope_angle_error(pos, d, base)
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    e_cos, e_sin = FUNCTION_REL * cos.abs(), FUNCTION_REL * sin.abs()
-    zero = torch.zeros(d, dtype=torch.float64, device=q.device)
-    rq = rope_rotate(q[None], pos[:1], base)[0]
-    rk = rope_rotate(k[None], pos[1:], base)[0]
-    e_rq = _rope_rotate_error(q, zero, cos[0], sin[0], e_cos[0], e_sin[0])
-    e_rk = _rope_rotate_error(k, zero, cos[1], sin[1], e_cos[1], e_sin[1])
-    theta = rope_frequencies(d, base, dtype=torch.float64, device=q.device)
-    qn = q.view(-1, 2).norm(dim=-1)
-    kn = k.view(-1, 2).norm(dim=-1)
-    left = gamma(d) * float(rq.abs() @ rk.abs()) + float(e_rq @ rk.abs() + rq.abs() @ e_rk)
-    left += float((u * (abs(m) + abs(n)) * theta * qn * kn).sum())
-    R = rope_matrix(n - m, d, base, dtype=torch.float64, device=q.device)
-    Rk = R @ k
-    e_Rk = gamma(d) * (R.abs() @ k.abs()) + FUNCTION_REL * (R.abs() @ k.abs())
-    right = gamma(d) * float(q.abs() @ Rk.abs()) + float(q.abs() @ e_Rk)
-    right += float((u * abs(n - m) * theta * qn * kn).sum())
-    return safety * (left + right)
-
-
-# Gradients (C0.3). Each bound is on |computed − exact| for EITHER route (the closed form of
+# Gradients (checked in C0.3, used by every storage claim). Each bound is on |computed − exact| for EITHER route (the closed form of
 # mdm_props.gradients or autograd); a comparison of the two routes allows the sum of both, 2×.
 
 
@@ -340,7 +271,7 @@ def score_gradient_error_bound(params: dict, cfg, tokens: torch.Tensor, i: int, 
 
     k_j = W_K x_j within γ_d|W_K||x_j| + |W_K|e_x (q_i likewise). With RoPE the closed form applies
     R̂_{j−i} (entries within e_angle + FUNCTION_REL|R̂| of the exact rotation, then a length-d_k
-    matvec, γ_{d_k}); autograd applies R̂_j then R̂_iᵀ (two pairwise rotations, ``_rope_rotate_error``
+    matvec, γ_{d_k}); autograd applies R̂_j then R̂_iᵀ (two pairwise rotations, ``rope_rotate_error``
     with the angles of j and i). The bound on v is the larger of the two routes. The outer product,
     the 1/√d_k scale (2u) and autograd's sum over positions (γ_T) add (γ_T + 3u)|v||x|.
     """
@@ -348,7 +279,7 @@ def score_gradient_error_bound(params: dict, cfg, tokens: torch.Tensor, i: int, 
 
     u = UNIT_ROUNDOFF
     x = embed(params, cfg, tokens)
-    e_x = _input_error(params, cfg, tokens.shape[0], x)
+    e_x = input_error(params, cfg, tokens.shape[0], x)
     dk, d, T = cfg.d_head, cfg.d_model, tokens.shape[0]
 
     def vec(W, a, rot_from, rot_to):
@@ -360,15 +291,15 @@ def score_gradient_error_bound(params: dict, cfg, tokens: torch.Tensor, i: int, 
         delta = rot_to - rot_from
         R = rope_matrix(delta, dk, cfg.rope_base, dtype=x.dtype, device=x.device)
         _, e_ang = rope_angle_error(torch.tensor([float(delta)], device=x.device), dk, cfg.rope_base)
-        E_R = _block_expand(e_ang[0]) + FUNCTION_REL * R.abs()
+        E_R = block_expand(e_ang[0]) + FUNCTION_REL * R.abs()
         e_closed = gamma(dk) * (R.abs() @ v.abs()) + E_R @ v.abs() + R.abs() @ e_v
         pos = torch.tensor([float(rot_to), float(rot_from)], device=x.device)
         angle, e_angle = rope_angle_error(pos, dk, cfg.rope_base)
         cos, sin = torch.cos(angle), torch.sin(angle)
         e_cos, e_sin = e_angle + FUNCTION_REL * cos.abs(), e_angle + FUNCTION_REL * sin.abs()
         first = rope_matrix(rot_to, dk, cfg.rope_base, dtype=x.dtype, device=x.device) @ v
-        e_first = _rope_rotate_error(v, e_v, cos[0], sin[0], e_cos[0], e_sin[0])
-        e_auto = _rope_rotate_error(first, e_first, cos[1], sin[1], e_cos[1], e_sin[1])
+        e_first = rope_rotate_error(v, e_v, cos[0], sin[0], e_cos[0], e_sin[0])
+        e_auto = rope_rotate_error(first, e_first, cos[1], sin[1], e_cos[1], e_sin[1])
         return R @ v, torch.maximum(e_closed, e_auto)
 
     scale = _math.sqrt(dk)
@@ -382,37 +313,8 @@ def score_gradient_error_bound(params: dict, cfg, tokens: torch.Tensor, i: int, 
     return out[0], out[1]
 
 
-# The exact masked-diffusion objective (C0.4).
-
-
-def mdm_objective_error_bound(params: dict, cfg, tokens: torch.Tensor, safety: float = FORWARD_SAFETY) -> float:
-    """Bound on |computed − exact| for Σ_{S≠∅} w_S Σ_{i∈S} −log p(x_i | x_S masked), w_S = 1/(|S| C(L,|S|)),
-    evaluated in float64 in any order: each log-prob within its forward bound e_lp (safety 1),
-    the weight 1/(k C(L,k)) and the product round (2u), and the N = L·2^(L−1) terms are summed
-    (γ_N): Σ_S w_S Σ_{i∈S} e_lp_i(S) + (γ_N + 2u) Σ_S w_S ℓ(S)."""
-    from math import comb
-
-    from .facts import all_masks
-    from .model import forward
-
-    L = tokens.shape[-1]
-    masks = all_masks(L, tokens.device)  # (M, L)
-    corrupted = torch.where(masks, torch.full_like(masks, cfg.mask_id, dtype=tokens.dtype), tokens)
-    e = forward_error_bounds(params, cfg, corrupted, safety=1.0)["logprobs"]  # (M, L, V)
-    lp = torch.log_softmax(forward(params, cfg, corrupted)["logits"], dim=-1)
-    idx = tokens.expand(len(masks), L).unsqueeze(-1)
-    e_t, lp_t = e.gather(-1, idx).squeeze(-1), lp.gather(-1, idx).squeeze(-1)  # (M, L)
-    k = masks.sum(-1)
-    w = torch.tensor([1.0 / (int(n) * comb(L, int(n))) for n in k.cpu()], dtype=torch.float64, device=tokens.device)
-    m = masks.to(torch.float64)
-    total_err = float((w * (m * e_t).sum(-1)).sum())
-    total_abs = float((w * (m * lp_t.abs()).sum(-1)).sum())
-    N = L * 2 ** (L - 1)
-    return safety * (total_err + (gamma(N) + 2 * UNIT_ROUNDOFF) * total_abs)
-
-
-# --- C1 ---
-# Storage-path bounds for C1 (reused by C3 and C4). "Exact" means exact arithmetic on the same
+# --- storage-path ingredients (C1, C3, C3v, C4 and later storage claims) -------------------------
+# Storage-path bounds. "Exact" means exact arithmetic on the same
 # float64 parameters. Ingredients, each first order and taken with safety 1:
 #   forward_error_bounds (attention e_α, context e_c, logits e_z, log-probs e_lp of the model),
 #   storage_gradient_error_bound (autograd's ∂L/∂W_OV, e_G), p̂ = exp(log p̂) within
@@ -440,44 +342,6 @@ def gram_defect(E: torch.Tensor) -> float:
     return float((gram - eye).abs().max()) + gamma(E.shape[1]) * float((E * E).sum(-1).max())
 
 
-def value_path_error(U, x_query, W, attn, e_attn, X, n_sum: int) -> torch.Tensor:
-    """Bound (V,) on |fl(U(x_q + Σ_h W^h Σ_j α̂_hj x_j)) − U(x_q + Σ_h W^h Σ_j α_hj x_j)| when the
-    attention α̂ (H, T) is within e_attn of the exact α (C1a's formula side).
-
-    Every term of the expanded sum passes through at most n_sum roundings to form the context
-    (n_sum = T for Σ_j α_j x_j; 2T for the token-aligned Σ_t α(t) x_t, whose α(t) sums T entries
-    first and whose product with E adds exact zeros only), H·d for Σ_h W^h c^h, 1 for the residual
-    and d for U: γ_{n_sum + Hd + d + 1} |U|(|x_q| + Σ_h |W^h| Σ_j α̂_hj |x_j|), plus the attention
-    error |U| Σ_h |W^h| Σ_j e_hj |x_j| (first order)."""
-    H, d = W.shape[0], W.shape[-1]
-    Xa, Ua, Wa = X.abs(), U.abs(), W.abs()
-    mag = x_query.abs() + torch.einsum("hed,hd->e", Wa, attn.abs() @ Xa)
-    err = torch.einsum("hed,hd->e", Wa, e_attn @ Xa)
-    return gamma(n_sum + H * d + d + 1) * (Ua @ mag) + Ua @ err
-
-
-def c1b_tolerance(u_A, x_B, W, W_new, G, e_G, eta: float, one_minus_pA: float, e_pA: float,
-                  alpha_B, e_alpha_B, omega: float, formula, observed) -> torch.Tensor:
-    """Bound (H,) on |Δε_obs − η(1 − p̂_f(A)) α̂^f_h(B)| per head, Δε_obs = fl(u_Aᵀ Ŵ' x_B) − fl(u_Aᵀ W x_B),
-    Ŵ' = fl(W − fl(η Ĝ)), all × STORAGE_SAFETY.
-
-    * The two bilinear forms (u_A @ W) @ x_B: γ_{2d} |u_A|ᵀ(|W| + |Ŵ'|)|x_B|; the step's two
-      roundings: |Ŵ' − (W − ηĜ)| ≤ γ_2(|W| + 2η|Ĝ|); autograd's Ĝ within e_G: η|u_A|ᵀe_G|x_B|;
-      the final subtraction u|Δε_obs|. That bounds the distance to −η u_Aᵀ G x_B (exact G).
-    * H-orth: −η u_AᵀGx_B = η [u_AᵀUᵀ(y − p)] [c_hᵀx_B] = η [(1 − p_A) + d₁][α_h(B) + d₂] with
-      |d₁| ≤ ω‖y − p‖₁ = 2ω(1 − p_A), |d₂| ≤ ω Σ_j α_hj = ω: defect η ω (1 − p_A)(1 + 2α_h(B) + 2ω).
-    * The formula's three roundings γ_3|F| and its inputs: η(e_pA α_h(B) + (1 − p_A) e_α(B)).
-    """
-    d = W.shape[-1]
-    ua, xb = u_A.abs(), x_B.abs()
-    bil = lambda M: torch.einsum("e,hed,d->h", ua, M, xb)  # noqa: E731
-    rounding = gamma(2 * d) * (bil(W.abs()) + bil(W_new.abs())) + gamma(2) * bil(W.abs() + 2 * eta * G.abs())
-    rounding = rounding + eta * bil(e_G) + UNIT_ROUNDOFF * observed.abs()
-    defect = eta * omega * one_minus_pA * (1 + 2 * alpha_B + 2 * omega)
-    formula_err = gamma(3) * formula.abs() + eta * (e_pA * alpha_B + one_minus_pA * e_alpha_B)
-    return STORAGE_SAFETY * (rounding + defect + formula_err)
-
-
 def storage_step_logit_error(U, W, G, e_G, eta: float, c, e_c) -> torch.Tensor:
     """Bound (V,) on |U Σ_h (Ŵ'^h − W^h) c_h + η U Σ_h G^h c_h|: the step Ŵ' = fl(W − fl(ηĜ)) differs
     from W − ηG (exact gradient) by γ_2(|W| + 2η|Ĝ|) + η e_G entrywise, read through |U| and
@@ -493,302 +357,9 @@ def context_overlap_error(c_f, c_r, e_c_f, e_c_r) -> float:
     return gamma(H * d) * float((cf * cr).sum()) + float((e_c_f * cr + cf * e_c_r).sum())
 
 
-def c1c_tolerances(e_z_old, e_z_new, observed, step_err, eta: float, resid, e_p, A: int, S: float,
-                   e_S: float, omega: float, formula, observed_margin, formula_margin):
-    """Bounds for C1c, × STORAGE_SAFETY: (V,) on |Δz_obs − η(y − p̂_f)Ŝ| and (V,) on the margin change
-    |Δm_obs − η(1 − p̂_f(A) + p̂_f(v))Ŝ| (entry A unused), with Ŝ = fl(Σ_h ĉ_fᵀĉ_r), resid = y − p̂_f.
-
-    Observed side: each logit of the two forward passes within e_z (old, new); the subtraction
-    u|Δz|; the step (:func:`storage_step_logit_error`) — that bounds the distance to −ηUΣ_h G^h c_r
-    = η U Uᵀ(y − p) S. H-orth: (UUᵀ − I) moves it by ≤ η|S| ω ‖y − p‖₁ (2ω‖y − p‖₁ for a margin,
-    a difference of two rows). Formula side: γ_3|F_v| + η(e_p,v|S| + |y_v − p_v| e_S) (γ_4 and
-    e_p,A + e_p,v for the margin's 1 − p_A + p_v).
-    """
-    l1 = float(resid.abs().sum())
-    obs = e_z_old + e_z_new + UNIT_ROUNDOFF * observed.abs() + step_err
-    tol = obs + eta * abs(S) * omega * l1 + gamma(3) * formula.abs() + eta * (e_p * abs(S) + resid.abs() * e_S)
-    m_resid = resid[A] - resid  # 1 − p_A + p_v
-    tol_m = obs[A] + obs + UNIT_ROUNDOFF * observed_margin.abs() + 2 * eta * abs(S) * omega * l1
-    tol_m = tol_m + gamma(4) * formula_margin.abs() + eta * ((e_p[A] + e_p) * abs(S) + m_resid.abs() * e_S)
-    return STORAGE_SAFETY * tol, STORAGE_SAFETY * tol_m
-
-
-# --- C3 ---
-
-
 def storage_inner_product_error(G_f, G_r, e_G_f, e_G_r) -> float:
     """|fl(Σ Ĝ_f ∘ Ĝ_r) − ⟨G_f, G_r⟩_F| for autograd gradients within e_G: one sum of H d² products,
     γ_{Hd²} Σ|Ĝ_f||Ĝ_r|, plus Σ(e_f|Ĝ_r| + |Ĝ_f| e_r) (first order, safety 1)."""
     n = G_f.numel()
     Gf, Gr = G_f.abs(), G_r.abs()
     return gamma(n) * float((Gf * Gr).sum()) + float((e_G_f * Gr + Gf * e_G_r).sum())
-
-
-def c3_tolerances(ip_err: float, resid_f, resid_r, e_p_f, e_p_r, A: int, tok_f, tok_r, e_tok_f, e_tok_r,
-                  T: int, omega: float, P: float, S: float, F: float, LB: float) -> tuple[float, float]:
-    """Bounds for C3, × STORAGE_SAFETY: on |⟨Ĝ_f, Ĝ_r⟩ − P̂Ŝ| and on the lower bound's weak side.
-
-    P = (p_f − y)ᵀ(p_r − y), S = Σ_h Σ_t α^f_h(t) α^r_h(t) (token-aligned, tok_* (H, V+1)).
-    Observed side: ``ip_err`` (:func:`storage_inner_product_error`) to the exact ⟨G_f, G_r⟩
-    = (p_f − y)ᵀΓ_VV(p_r − y) · Σ_h α^fᵀ_h Γ α^r_h with Γ = EEᵀ (contexts are Σ_t α(t) x_t exactly
-    under H-rel). H-orth: Γ = I + Δ, |Δ| ≤ ω ⇒ the product moves by ≤ ω(‖p_f − y‖₁‖p_r − y‖₁(S + ωH) + |P|H).
-    Formula side: P̂ — γ_{V+1}Σ|p_f − y||p_r − y| + Σ(e_f|p_r − y| + |p_f − y|e_r); Ŝ — the α(t) sums
-    and the length-H(V+1) dot of positive terms, γ_{2T+H(V+1)} S, plus Σ(e_α^f α^r + α^f e_α^r);
-    the product u|F| + |P|e_S + S e_P. Lower bound LB = (1 − p_f(A))(1 − p_r(A)) S: γ_3|LB| +
-    S(e_f,A(1 − p_r(A)) + (1 − p_f(A)) e_r,A) + (1 − p_f(A))(1 − p_r(A)) e_S.
-    """
-    H, n_tok = tok_f.shape
-    rf, rr = resid_f.abs(), resid_r.abs()
-    defect = omega * (float(rf.sum() * rr.sum()) * (S + omega * H) + abs(P) * H)
-    e_P = gamma(resid_f.shape[0] + 1) * float((rf * rr).sum()) + float((e_p_f * rr + rf * e_p_r).sum())
-    e_S = gamma(2 * T + H * n_tok) * S + float((e_tok_f * tok_r.abs() + tok_f.abs() * e_tok_r).sum())
-    F_err = UNIT_ROUNDOFF * abs(F) + abs(P) * e_S + S * e_P
-    qf, qr = float(rf[A]), float(rr[A])  # 1 − p_f(A), 1 − p_r(A)
-    LB_err = gamma(3) * abs(LB) + S * (float(e_p_f[A]) * qr + qf * float(e_p_r[A])) + qf * qr * e_S
-    return STORAGE_SAFETY * (ip_err + defect + F_err), STORAGE_SAFETY * (ip_err + defect + LB_err)
-
-
-# --- C2 ---
-# Correlated forward/reverse routes (THEORY §2 C2a–C2c): the float64 correlation formula and its
-# d_k → ∞ limit, the Monte Carlo test of Corr(S_f, S_r), the score cross-check against the model,
-# the route-gradient identity (C2b) and the reflection-symmetric scores of alibi/none/t5.
-# Rounding bounds reuse the C0 model (pow_rel_error, rope_angle_error, FUNCTION_REL,
-# forward_error_bounds, score_gradient_error_bound) and carry FORWARD_SAFETY = 2 once.
-
-
-def correlation_formula_error(d_k: int, base: float, g: float, safety: float = FORWARD_SAFETY) -> float:
-    """Bound on |fl((2/d_k) Σ_l cos(g θ̂_l)) − (2/d_k) Σ_l cos(g θ_l)|, × safety.
-
-    θ̂_l = fl(base^fl(−2l/d_k)) carries :func:`pow_rel_error` (exponent 2l/d_k); the angle
-    fl(g θ̂_l) one more u, so its error is ≤ |g| θ_l (pow_rel_error + u); cos is 1-Lipschitz and
-    adds FUNCTION_REL |cos|; the mean of n = d_k/2 terms (a sum, γ_n, and a division, u) adds
-    (γ_n + u) mean|cos|. mpmath at ≥ 50 digits is exact at this scale (error < 10⁻⁴⁵).
-    """
-    from .model import rope_frequencies
-
-    theta = rope_frequencies(d_k, base, dtype=torch.float64)
-    expo = 2.0 * torch.arange(d_k // 2, dtype=torch.float64) / d_k
-    c = torch.cos(g * theta).abs()
-    e = abs(g) * theta * (pow_rel_error(base, expo) + UNIT_ROUNDOFF) + FUNCTION_REL * c
-    return safety * float(e.mean() + (gamma(d_k // 2) + UNIT_ROUNDOFF) * c.mean())
-
-
-def printed_value_tolerance(text: str) -> float:
-    """Half a unit in the last printed decimal of ``text`` ("-0.654" → 5e-4, "0.7715" → 5e-5):
-    a value printed rounded to k decimals lies within 0.5·10^−k of the exact value. Exact, no
-    safety factor (the float64 error of the value compared is ≤ 1e-14, far below)."""
-    t = text.strip().replace("−", "-")
-    float(t)  # ValueError for anything that is not a number
-    decimals = len(t.split(".")[1]) if "." in t else 0
-    return 0.5 * 10.0**-decimals
-
-
-def riemann_limit_bounds(d_k: int, base: float, g: float) -> tuple[float, float]:
-    """Bounds on ρ(d_k) = (2/d_k) Σ_l f(2l/d_k) against I = ∫₀¹ f(u) du, f(u) = cos(g base^−u).
-
-    ρ(d_k) is the left Riemann sum of f with step h = 2/d_k over n = d_k/2 cells. With
-    φ(u) = |g| base^−u ∈ [|g|/base, |g|] and L = ln base: f' = L φ sin φ, |f'| ≤ L|g|, and
-    f'' = −L² φ (sin φ + φ cos φ), |f''| ≤ L²(g² + |g|).
-    * first order: |ρ − I| ≤ Σ_l ∫_cell |f(u) − f(u_l)| du ≤ n (h²/2) max|f'| = |g| L / d_k;
-    * second order (Euler–Maclaurin): left sum = trapezoid + (h/2)(f(0) − f(1)) and
-      |trapezoid − I| ≤ h² max|f''| / 12, so |ρ − I − (f(0) − f(1))/d_k| ≤ L²(g² + |g|)/(3 d_k²).
-    Returns (first-order bound, second-order bound): mathematical bounds, safety 1 (the float64
-    evaluation of ρ adds :func:`correlation_formula_error`). The error is Θ(1/d_k) with constant
-    f(0) − f(1) = cos g − cos(g/base).
-    """
-    L = _math.log(base)
-    return abs(g) * L / d_k, L * L * (g * g + abs(g)) / (3.0 * d_k * d_k)
-
-
-def score_correlation_variance_factor(d_k: int, base: float, g: float) -> float:
-    """κ = (asymptotic n·Var atanh r) for the sample correlation r of n iid pairs (S_f, S_r) under
-    H-iso; Fisher's bivariate-normal value is κ = 1. Here κ ≥ 1 + 2/d_k: Fisher z is NOT conservative.
-
-    Derivation. Write q = σ_q u, k = σ_k v with u, v iid N(0, I_{d_k}); then S_f = σ_q σ_k uᵀR_Δv and
-    S_r = σ_q σ_k uᵀR_{−Δ}v. Given v, (S_f, S_r) is bivariate normal with both variances s = ‖v‖²
-    (R orthogonal) and covariance c = vᵀR_Δᵀ R_{−Δ} v = Σ_l cos(gθ_l) w_l, w_l = ‖v_l‖² iid χ²₂. So,
-    scaling to unit variances (E s = d_k), μ_ab = E[X^a Y^b]:
-        μ40 = μ04 = 3E[s²]/d_k² = 3(1 + ε),  μ31 = μ13 = 3E[sc]/d_k² = 3ρ(1 + ε),
-        μ22 = (E[s²] + 2E[c²])/d_k² = 1 + ε + 2ρ² + 2ε m₂,
-    with ε = 2/d_k, ρ = mean_l cos(gθ_l), m₂ = mean_l cos²(gθ_l) (E[c²] = d_k²ρ² + 2d_k m₂,
-    E[sc] = d_k²ρ + 2d_kρ). The delta method gives n Var r → V = ρ²(μ40 + 2μ22 + μ04)/4 − ρ(μ31 + μ13)
-    + μ22 = (1 − ρ²)² + ε(1 + 2m₂ − 4ρ² + ρ²m₂), and atanh divides by (1 − ρ²)²: κ = V/(1 − ρ²)².
-    Since m₂ ≥ ρ², κ ≥ 1 + ε (d_k = 2: κ = 2 exactly). Checked by simulation (20,000 replicates of
-    n = 2000 at d_k = 2, 4, 8, 64: variance of atanh r within 1% of κ/(n−3); the κ-standardised
-    statistic had |skewness| < 0.03 and |excess kurtosis| < 0.06, i.e. normal tails).
-    """
-    from .model import rope_frequencies
-
-    c = torch.cos(g * rope_frequencies(d_k, base, dtype=torch.float64))
-    rho, m2 = float(c.mean()), float((c * c).mean())
-    one = 1.0 - rho * rho
-    if one < 1e-12:
-        raise ValueError(f"Corr(S_f, S_r) = {rho} is ±1 (g={g}): the sample correlation is degenerate")
-    return ((one * one) + (2.0 / d_k) * (1 + 2 * m2 - 4 * rho * rho + rho * rho * m2)) / (one * one)
-
-
-def score_correlation_halfwidth(d_k: int, base: float, g: float, n: int, alpha: float | None = None,
-                                one_sided: bool = False) -> float:
-    """Allowed |atanh r − atanh ρ| for n Monte Carlo pairs at false-alarm ``alpha`` (default
-    statistics.FALSE_ALARM): z · √(κ/(n − 3)), κ from :func:`score_correlation_variance_factor`,
-    z = z_{1−α/2} (two-sided) or z_{1−α} (one-sided). Fisher's n − 3 (instead of n) is kept: it only
-    widens the interval. The level is asymptotic (delta method), like Fisher's own; no extra safety."""
-    from scipy import stats as _stats
-
-    from .statistics import FALSE_ALARM
-
-    alpha = FALSE_ALARM if alpha is None else alpha
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must lie in (0, 1); got {alpha!r}")
-    if n < 4:
-        raise ValueError(f"n must be >= 4 Monte Carlo pairs; got {n}")
-    z = float(_stats.norm.isf(alpha if one_sided else alpha / 2))
-    return z * _math.sqrt(score_correlation_variance_factor(d_k, base, g) / (n - 3))
-
-
-def rope_bilinear_error(q: torch.Tensor, k: torch.Tensor, e_q: torch.Tensor, e_k: torch.Tensor, delta: float,
-                        base: float, safety: float = FORWARD_SAFETY) -> torch.Tensor:
-    """Bound on |fl(q̂ᵀ fl(R̂_δ k̂)) − qᵀR_δk| over the last axis (batched), × safety; q̂, k̂ within e_q, e_k.
-
-    R̂_δ = rope_matrix(δ): its entries are within E_R = e_angle(δ) (on each 2 × 2 block, from
-    :func:`rope_angle_error`) + FUNCTION_REL|R̂| of R_δ. The matvec adds γ_{d_k}|R̂||k̂| + E_R|k̂|
-    + |R̂|e_k; the dot γ_{d_k}|q̂|ᵀ|R̂k̂| + e_qᵀ|R̂k̂| + |q̂|ᵀ e_{Rk}.
-    """
-    from .model import rope_matrix
-
-    d_k = q.shape[-1]
-    R = rope_matrix(delta, d_k, base, dtype=torch.float64, device=q.device).abs()
-    _, e_ang = rope_angle_error(torch.tensor([float(delta)], device=q.device), d_k, base)
-    E_R = _block_expand(e_ang[0]).to(q.device) + FUNCTION_REL * R
-    ka = k.abs()
-    Rk = ka @ R.T
-    e_Rk = gamma(d_k) * Rk + ka @ E_R.T + e_k @ R.T
-    return safety * (gamma(d_k) * (q.abs() * Rk).sum(-1) + (e_q * Rk).sum(-1) + (q.abs() * e_Rk).sum(-1))
-
-
-def route_formula_error(q: torch.Tensor, k: torch.Tensor, e_q: torch.Tensor, e_k: torch.Tensor,
-                        x_M: torch.Tensor, x_B: torch.Tensor, g: float, base: float,
-                        safety: float = FORWARD_SAFETY) -> float:
-    """Bound on the float64 error of F = Σ_l cos(gθ̂_l)(‖x_M‖²‖k_l‖² + ‖x_B‖²‖q_l‖²) (C2b, unscaled), × safety.
-
-    q̂, k̂ within e_q, e_k ⇒ ‖q̂_l‖² within Σ_{i∈l} 2|q̂_i|e_q,i + γ_2‖q̂_l‖²; ‖x‖² within γ_d‖x‖²;
-    ĉ_l = cos(fl(g θ̂_l)) within |g|θ_l(pow_rel_error + u) + FUNCTION_REL|ĉ_l|; each term
-    c_l(a_l + b_l) rounds 4 times (4u); the sum of d_k/2 terms γ_{d_k/2}.
-    """
-    from .model import rope_frequencies
-
-    d, d_k = x_M.shape[-1], q.shape[-1]
-    theta = rope_frequencies(d_k, base, dtype=torch.float64, device=q.device)
-    expo = 2.0 * torch.arange(d_k // 2, dtype=torch.float64, device=q.device) / d_k
-    c = torch.cos(g * theta)
-    e_c = abs(g) * theta * (pow_rel_error(base, expo) + UNIT_ROUNDOFF) + FUNCTION_REL * c.abs()
-    nq, nk = (q * q).view(-1, 2).sum(-1), (k * k).view(-1, 2).sum(-1)
-    e_nq = (2 * q.abs() * e_q).view(-1, 2).sum(-1) + gamma(2) * nq
-    e_nk = (2 * k.abs() * e_k).view(-1, 2).sum(-1) + gamma(2) * nk
-    xm, xb = float(x_M @ x_M), float(x_B @ x_B)
-    inner = xm * nk + xb * nq
-    e_inner = gamma(d) * inner + xm * e_nk + xb * e_nq
-    terms = c * inner
-    err = e_c * inner + c.abs() * e_inner + 4 * UNIT_ROUNDOFF * terms.abs()
-    return safety * float(err.sum() + gamma(d_k // 2) * terms.abs().sum())
-
-
-def score_difference_tolerance(e_f: float, e_r: float, observed: float, reference: float) -> float:
-    """|fl(ŝ_f − ŝ_r) − fl(ref)| allowance when ŝ_f, ŝ_r are within e_f, e_r (already × safety, from
-    :func:`forward_error_bounds`) and the exact difference equals the exact ref: e_f + e_r plus one
-    rounding of each subtraction, u(|observed| + |reference|)."""
-    return e_f + e_r + UNIT_ROUNDOFF * (abs(observed) + abs(reference))
-
-
-# --- C4 ---
-# C4a: the storage step's reverse loss φ(η) = L_r(W_OV − η G_f). The exact statement used is the one
-# for the step actually taken, D = (W − Ŵ')/η with Ŵ' = fl(W − fl(ηĜ_f)): for any direction D,
-# φ_D(η) = L_r(W − ηD) is convex with φ_D'(0) = −⟨G_r, D⟩ and φ_D'' = Var_p(a_D) ≤ spread(a_D)²/4,
-# a_D = −U Σ_h D^h c_r^h, so 0 ≤ φ_D(η) − φ_D(0) + η⟨G_r, D⟩ ≤ η² spread(a_D)²/8 holds exactly.
-# The computed remainder differs from it by the bounds below (safety 1 inputs, × STORAGE_SAFETY).
-# C4b: the Taylor test's float64 floor and its acceptance band (TAYLOR_WINDOW).
-
-
-def logit_direction_error(step_err, eta: float, resid, e_p, S: float, e_S: float, omega: float, a_hat) -> torch.Tensor:
-    """Bound (V,) on |a_D − â| for â = fl((y − p̂_f) Ŝ), first order, safety 1: the step's rounding
-    (:func:`storage_step_logit_error` / η), H-orth's defect ω‖y − p‖₁|S| (UUᵀ = I + Δ), p̂_f within e_p,
-    Ŝ within e_S, and the product's rounding u|â|."""
-    l1 = float(resid.abs().sum())
-    return step_err / eta + omega * l1 * abs(S) + e_p * abs(S) + resid.abs() * e_S + UNIT_ROUNDOFF * a_hat.abs()
-
-
-def c4a_tolerances(e_L0: float, e_L1: float, phi0: float, phi1: float, eta: float, ip: float, ip_err: float,
-                   G_r, G_f, e_G_f, W, spread: float, delta_a: float) -> tuple[float, float]:
-    """(lower, upper) rounding allowances, × STORAGE_SAFETY, for R̂ = fl(fl(φ̂(η) − φ̂(0)) + fl(η ⟨Ĝ_r, Ĝ_f⟩))
-    against 0 ≤ R ≤ η² spread(â)²/8.
-
-    * φ̂(0), φ̂(η): the forward bounds e_L (log-prob at the target) of the two evaluations.
-    * Linear term: |⟨Ĝ_r, Ĝ_f⟩ − ⟨G_r, G_f⟩| ≤ ip_err (:func:`storage_inner_product_error`); the step
-      taken is D = G_f + e with |e| ≤ e_G_f + γ_2(|W|/η + 2|Ĝ_f|), so η|⟨G_r, G_f − D⟩| ≤
-      Σ|Ĝ_r|(η e_G_f + γ_2(|W| + 2η|Ĝ_f|)).
-    * Arithmetic of R̂: γ_3(|φ̂(η)| + |φ̂(0)| + η|⟨Ĝ_r, Ĝ_f⟩|).
-    * Upper bound only: spread(a_D) ≤ spread(â) + 2δ (δ = max |a_D − â|, :func:`logit_direction_error`),
-      so η² spread(a_D)²/8 ≤ η² spread(â)²/8 + η²(4δ spread(â) + 4δ²)/8.
-    """
-    lin = eta * ip_err + float((G_r.abs() * (eta * e_G_f + gamma(2) * (W.abs() + 2 * eta * G_f.abs()))).sum())
-    arith = gamma(3) * (abs(phi1) + abs(phi0) + eta * abs(ip))
-    lower = e_L0 + e_L1 + lin + arith
-    upper = lower + eta**2 * (4 * delta_a * spread + 4 * delta_a**2) / 8
-    return STORAGE_SAFETY * lower, STORAGE_SAFETY * upper
-
-
-def taylor_floor(e_L0: float, e_L1: float, L0: float, L1: float, eta: float, ip: float,
-                 g_r: list, g: list, theta: list) -> float:
-    """The float64 floor of the Taylor remainder R̂(η) = fl(L̂(θ̂') − L̂(θ) + η⟨ĝ_r, g⟩), θ̂' = fl(θ − fl(ηg)),
-    × STORAGE_SAFETY: the two loss evaluations (forward bounds e_L0, e_L1); θ̂' differs from θ − ηg by
-    γ_2(|θ| + 2η|g|) entrywise, which moves L by ≤ Σ|g_r| γ_2(|θ| + 2η|g|) (first order); the dot
-    product ⟨ĝ_r, g⟩ of N entries γ_N Σ|g_r||g| (times η); the two additions γ_3(|L0| + |L1| + η|ip|).
-
-    The linear term uses the computed gradient as given: an error in it is what a Taylor test detects
-    (a remainder of order 1), so it is not part of the floor."""
-    N = sum(t.numel() for t in g)
-    s_theta = sum(float((a.abs() * (th.abs() + 2 * eta * b.abs())).sum()) for a, b, th in zip(g_r, g, theta))
-    s_dot = sum(float((a.abs() * b.abs()).sum()) for a, b in zip(g_r, g))
-    floor = e_L0 + e_L1 + gamma(2) * s_theta + gamma(3) * (abs(L0) + abs(L1) + eta * abs(ip)) + eta * gamma(N) * s_dot
-    return STORAGE_SAFETY * floor
-
-
-TAYLOR_WINDOW = 0.1  # the asymptotic window: neglected terms + floor ≤ 10% of the leading term
-TAYLOR_RADIUS_FRACTION = 0.25  # and η ≤ ρ̂/4, ρ̂ the convergence radius suggested by the coefficients
-
-
-def taylor_radius(A2: float, taylor: tuple[float, ...]) -> float:
-    """ρ̂ = min_k (|c₂|/|c_k|)^{1/(k−2)} over the computed coefficients c_k = φ^(k)(0)/k! (``taylor`` =
-    (c₃, c₄, …), c₂ = A2): the radius at which the computed terms reach the leading one (Cauchy-
-    Hadamard, estimated from the terms at hand); inf when every c_k is 0."""
-    rho = _math.inf
-    for k, c in enumerate(taylor, start=3):
-        if c != 0:
-            rho = min(rho, (abs(A2) / abs(c)) ** (1.0 / (k - 2)))
-    return rho
-
-
-def taylor_relative_band(A2: float, taylor: tuple[float, ...], floor: float, eta: float) -> float:
-    """x(η) with |R(η)/η² − A2| ≤ x(η)|A2|, A2 = φ''(0)/2 = ½ g_fᵀH_r g_f, for η < ρ̂ (:func:`taylor_radius`).
-
-    R(η)/η² = A2 + Σ_{k≥3} c_k η^{k−2}, c_k = φ^(k)(0)/k!; the computed terms (``taylor`` = (c₃, c₄, c₅),
-    nested autograd along the line) are kept with their absolute values, and the rest is bounded
-    under the stated assumption that the coefficients not computed grow no faster than the computed
-    ones suggest, |c_k| ≤ |A2| ρ̂^{−(k−2)} (k ≥ 6): Σ_{k≥6} ≤ |A2| (η/ρ̂)⁴/(1 − η/ρ̂). STORAGE_SAFETY = 2
-    multiplies both; the rounding floor adds floor/η²."""
-    rho = taylor_radius(A2, taylor)
-    if not eta < rho:
-        return _math.inf
-    kept = sum(abs(c) * eta ** (k + 1) for k, c in enumerate(taylor))
-    q = eta / rho
-    tail = abs(A2) * q ** (len(taylor) + 1) / (1 - q)
-    return (STORAGE_SAFETY * (kept + tail) + floor / eta**2) / abs(A2)
-
-
-def taylor_order_band(x1: float, x2: float) -> float:
-    """|log2(R(η)/R(η/2)) − 2| ≤ log2((1 + x)/(1 − x)), x = max(x(η), x(η/2)) < 1: the ratio of
-    R(η)/η² ∈ A2(1 ± x(η)) and R(η/2)/(η/2)² ∈ A2(1 ± x(η/2))."""
-    x = max(x1, x2)
-    if not 0 <= x < 1:
-        raise ValueError(f"the relative band must lie in [0, 1); got {x}")
-    return _math.log2((1 + x) / (1 - x))

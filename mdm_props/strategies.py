@@ -19,6 +19,18 @@ from .params import init_params
 
 MAX_SEED = 2**32 - 1
 
+# The case space: one table of ranges, read by the Hypothesis strategies below and by the seeded
+# sampler :func:`sample_case` (claim runners, negative controls), so both search the same space.
+VOCAB = (3, 8)  # V real tokens: [3, max_vocab], default max_vocab 8
+D_MODEL = (2, 16)  # d_model without H-orth
+ORTH_EXTRA = 9  # under H-orth: d_model ∈ [V + 1, V + ORTH_EXTRA]
+D_HEAD = (1, 16)  # d_head; under RoPE 2·[1, D_HEAD[1] // 2] (even)
+ROPE_BASES = (1e4, 5e5, 100.0)
+SCALES = (1.0, 0.5, 2.0, 4.0)  # init scale of the weight matrices
+ETAS = (1e-3, 1e-2, 0.1, 1.0)  # storage step sizes
+N_HEADS = (1, 2, 3)  # heads drawn by the storage claims' runners
+MAX_LENGTH = 5  # template length ∈ [3, MAX_LENGTH]
+
 
 @dataclass(frozen=True)
 class Case:
@@ -37,12 +49,13 @@ class Case:
 
 
 seeds = st.integers(0, MAX_SEED)
-scales = st.sampled_from([1.0, 0.5, 2.0, 4.0])
-rope_bases = st.sampled_from([1e4, 5e5, 100.0])
+scales = st.sampled_from(SCALES)
+rope_bases = st.sampled_from(ROPE_BASES)
+etas = st.sampled_from(ETAS)
 
 
 @st.composite
-def templates(draw, vocab: int, A: int, B: int, max_length: int = 5) -> Template:
+def templates(draw, vocab: int, A: int, B: int, max_length: int = MAX_LENGTH) -> Template:
     """A template whose fillers avoid A and B; shrinks to the canonical "A r B" with r the smallest free id."""
     free = [t for t in range(vocab) if t not in (A, B)]
     length = draw(st.integers(3, max_length))
@@ -62,22 +75,24 @@ def configs(
     n_heads=st.just(1),
     n_layers=st.just(1),
     d_head=None,
-    max_vocab: int = 8,
+    max_vocab: int = VOCAB[1],
     max_d_model: int | None = None,
 ) -> ModelConfig:
     """A ModelConfig; with ``orthonormal=True``, d_model ≥ vocab + 1 is guaranteed (H-orth).
 
-    ``max_d_model`` caps d_model (default: 16, or vocab + 9 under H-orth; never below vocab + 1 there).
+    ``max_d_model`` caps d_model (default: D_MODEL[1], or vocab + ORTH_EXTRA under H-orth; never below
+    vocab + 1 there).
     """
     p = draw(pos)
-    vocab = draw(st.integers(3, max_vocab))
+    vocab = draw(st.integers(VOCAB[0], max_vocab))
     if orthonormal:
-        top = vocab + 9 if max_d_model is None else max(vocab + 1, min(vocab + 9, max_d_model))
+        top = vocab + ORTH_EXTRA
+        top = top if max_d_model is None else max(vocab + 1, min(top, max_d_model))
         d_model = draw(st.integers(vocab + 1, top))
     else:
-        d_model = draw(st.integers(2, 16 if max_d_model is None else max_d_model))
+        d_model = draw(st.integers(D_MODEL[0], D_MODEL[1] if max_d_model is None else max_d_model))
     if d_head is None:
-        d_head = st.integers(1, 8).map(lambda h: 2 * h) if p == "rope" else st.integers(1, 16)
+        d_head = st.integers(1, D_HEAD[1] // 2).map(lambda h: 2 * h) if p == "rope" else st.integers(*D_HEAD)
     return ModelConfig(
         vocab=vocab,
         d_model=d_model,
@@ -119,10 +134,10 @@ def sample_case(
     canonical: bool = False,
     attention: str = "bidirectional",
     n_heads=(1,),
-    max_vocab: int = 8,
+    max_vocab: int = VOCAB[1],
     vocab: int | None = None,
     d_model: int | None = None,
-    max_length: int = 5,
+    max_length: int = MAX_LENGTH,
 ) -> Case:
     """A seeded draw mirroring :func:`cases` (same ranges and choices), for claim runners and
     negative controls, which run outside Hypothesis: ``rng`` is a ``random.Random``.
@@ -130,17 +145,17 @@ def sample_case(
     ``pos`` and ``n_heads`` are sequences to choose from; ``vocab`` / ``d_model`` fix a size
     (``d_model`` must still be ≥ vocab + 1 when ``orthonormal``)."""
     p = rng.choice(tuple(pos))
-    V = rng.randint(3, max_vocab) if vocab is None else vocab
+    V = rng.randint(VOCAB[0], max_vocab) if vocab is None else vocab
     if d_model is None:
-        d_model = rng.randint(V + 1, V + 9) if orthonormal else rng.randint(2, 16)
-    d_head = 2 * rng.randint(1, 8) if p == "rope" else rng.randint(1, 16)
+        d_model = rng.randint(V + 1, V + ORTH_EXTRA) if orthonormal else rng.randint(*D_MODEL)
+    d_head = 2 * rng.randint(1, D_HEAD[1] // 2) if p == "rope" else rng.randint(*D_HEAD)
     cfg = ModelConfig(
         vocab=V,
         d_model=d_model,
         d_head=d_head,
         n_heads=rng.choice(tuple(n_heads)),
         pos=p,
-        rope_base=rng.choice(rope_bases.elements),
+        rope_base=rng.choice(ROPE_BASES),
         absolute_kind=rng.choice(("learned", "sinusoidal")),
         attention=attention,
     )
@@ -154,4 +169,4 @@ def sample_case(
         a = rng.randint(0, length - 2)
         b = rng.randint(a + 1, length - 1)
         template = Template(length, a, b, tuple(rng.choice(free) for _ in range(length - 2)))
-    return Case(cfg, rng.randint(0, MAX_SEED), rng.choice(scales.elements), orthonormal, template, A, B)
+    return Case(cfg, rng.randint(0, MAX_SEED), rng.choice(SCALES), orthonormal, template, A, B)

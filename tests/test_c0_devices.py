@@ -6,6 +6,7 @@ see bit-identical inputs. Skipped without a GPU (set MDM_PROPS_REQUIRE_CUDA=1 on
 turn the skip into a failure)."""
 
 import dataclasses
+import random
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 
 from mdm_props import strategies
 from mdm_props.checks import ClaimSkipped
-from mdm_props.claims import c0
+from mdm_props.claims import c0_oracles as c0
 from mdm_props.facts import forward_query, reverse_query
 from mdm_props.model import ATTENTIONS, POSITIONAL_ENCODINGS
 
@@ -46,4 +47,25 @@ def test_runner_says_why_it_is_skipped_without_cuda():
     """The registry convention: a runner that cannot run here raises ClaimSkipped with its reason
     (the CLI reports `skipped` and prints the reason)."""
     with pytest.raises(ClaimSkipped, match="no CUDA device"):
-        c0.RUNNERS["C0.5"](3, 0, "cpu")
+        c0.run_c05(3, 0, "cpu")
+
+
+@pytest.mark.meta("C0.5")
+def test_device_comparison_rejects_a_one_ulp_change_of_one_side(monkeypatch):
+    """The comparison is not vacuous: cpu against cpu holds with error 0, and changing one side's
+    W_Q by a relative 1e-9 (far below any meaningful difference, far above rounding) is rejected."""
+    case = strategies.sample_case(random.Random(3))
+    cfg, seed, scale, query = case.cfg, case.seed, case.scale, forward_query(case.template, case.A, case.B, case.cfg.vocab)
+    same = c0.device_checks(cfg, seed, query, scale, devices=("cpu", "cpu"))
+    assert same and all(r.holds and r.error == 0 for r in same)
+    real = c0.init_params
+    calls = []
+
+    def second_side_perturbed(*args, **kwargs):
+        p = real(*args, **kwargs)
+        calls.append(1)
+        return {**p, "W_Q": p["W_Q"] * (1 + 1e-9)} if len(calls) == 2 else p
+
+    monkeypatch.setattr(c0, "init_params", second_side_perturbed)
+    moved = c0.device_checks(cfg, seed, query, scale, devices=("cpu", "cpu"))
+    assert not all(r.holds for r in moved), [str(r) for r in moved]

@@ -11,10 +11,11 @@ from hypothesis import given, target
 from hypothesis import strategies as st
 
 from mdm_props import strategies
-from mdm_props.claims import c0
+from mdm_props.claims import c0_oracles as c0
 from mdm_props.facts import canonical_template, forward_query, query_loss, reverse_query
 from mdm_props.model import ATTENTIONS, POSITIONAL_ENCODINGS, ModelConfig
 from mdm_props.params import init_params
+from mdm_props import rounding
 
 
 @st.composite
@@ -65,14 +66,14 @@ def test_gradcheck_of_the_query_loss(pos, attention):
 def test_meta_gradient_bound_rejects_a_wrong_storage_gradient():
     """The storage-gradient bound is tight enough to reject Uᵀ(p − y)cᵀ scaled by 1 + 1e-10, or with
     the context of the wrong slot, on a fixed draw."""
-    from mdm_props import tolerances
+    from mdm_props import rounding
     from mdm_props.gradients import storage_gradient_closed_form
 
     cfg = ModelConfig(vocab=5, d_model=6, d_head=4, pos="rope")
     params = init_params(cfg, 3)
     query = forward_query(canonical_template(2), 0, 1, cfg.vocab)
     auto = torch.func.grad(lambda p: query_loss(p, cfg, query))(params)["W_OV"][0]
-    bound = 2 * tolerances.storage_gradient_error_bound(params, cfg, query)
+    bound = 2 * rounding.storage_gradient_error_bound(params, cfg, query)
     good = storage_gradient_closed_form(params, cfg, query)
     assert ((auto - good).abs() <= bound).all()
     assert ((auto - good * (1 + 1e-10)).abs() > bound).any()

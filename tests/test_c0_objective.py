@@ -20,12 +20,13 @@ from hypothesis import given, target
 from hypothesis import strategies as st
 from scipy import integrate
 
-from mdm_props import strategies, tolerances
-from mdm_props.claims import c0
+from mdm_props import strategies
+from mdm_props.claims import c0_oracles as c0
 from mdm_props.facts import masked_token_nll, mdm_objective_exact, mdm_objective_samples
 from mdm_props.model import ATTENTIONS, POSITIONAL_ENCODINGS, ModelConfig
 from mdm_props.params import init_params
 from mdm_props.statistics import FALSE_ALARM
+from mdm_props import rounding
 
 
 @pytest.mark.claim("C0.4")
@@ -38,7 +39,7 @@ def test_beta_integral_weights(L):
         assert c0.beta_weight(L, k) == target_w
         assert abs(float(c0.beta_weight_quad(L, k)) - float(target_w)) <= c0.QUAD_WEIGHT_TOL + 1e-16 * float(target_w)
         val, err = integrate.quad(lambda t: t ** (k - 1) * (1 - t) ** (L - k), 0, 1)
-        assert err < 1e-13 and abs(val - float(target_w)) <= err + 4 * tolerances.UNIT_ROUNDOFF
+        assert err < 1e-13 and abs(val - float(target_w)) <= err + 4 * rounding.UNIT_ROUNDOFF
 
 
 @st.composite
@@ -53,13 +54,13 @@ def objective_draws(draw):
 @given(draw=objective_draws())
 def test_exact_objective_matches_an_independent_enumeration(device, draw):
     """mdm_objective_exact vs c0.enumerate_objective (L ≤ 6), within twice the bound of
-    tolerances.mdm_objective_error_bound (both are float64 evaluations of the same exact sum)."""
+    c0.mdm_objective_error_bound (both are float64 evaluations of the same exact sum)."""
     case, tokens = draw
     params = case.params(device)
     tokens = torch.tensor(tokens, device=params["E"].device)
     exact = float(mdm_objective_exact(params, case.cfg, tokens))
     enum = c0.enumerate_objective(params, case.cfg, tokens)
-    tol = 2 * tolerances.mdm_objective_error_bound(params, case.cfg, tokens)
+    tol = 2 * c0.mdm_objective_error_bound(params, case.cfg, tokens)
     assert abs(exact - enum) <= tol, (exact, enum, tol)
     target(1 - abs(exact - enum) / tol, label="relative margin")
 
@@ -73,7 +74,7 @@ def test_exact_objective_matches_the_oracle_enumeration(pos):
     tokens = torch.tensor([2, 0, 3, 1])
     exact = c0.enumerate_objective_oracle(params, cfg, tokens)
     computed = float(mdm_objective_exact(params, cfg, tokens))
-    tol = tolerances.mdm_objective_error_bound(params, cfg, tokens) + tolerances.UNIT_ROUNDOFF * abs(float(exact))
+    tol = c0.mdm_objective_error_bound(params, cfg, tokens) + rounding.UNIT_ROUNDOFF * abs(float(exact))
     assert abs(computed - float(exact)) <= tol
 
 

@@ -1,6 +1,6 @@
 """C0.2: the float64 model (scores, attention, logits, log-probs, query loss) against the mpmath
 oracle (≥ 50 digits, confirmed at 100) within the running-error bound of
-``tolerances.forward_error_bounds``, over every positional encoding, both attentions, 1–2 heads,
+``rounding.forward_error_bounds``, over every positional encoding, both attentions, 1–2 heads,
 tied/untied, residual on/off and merged/factored W_OV."""
 
 import dataclasses
@@ -10,10 +10,11 @@ from hypothesis import given, target
 from hypothesis import strategies as st
 
 from mdm_props import strategies
-from mdm_props.claims import c0
+from mdm_props.claims import c0_oracles as c0
 from mdm_props.facts import forward_query, reverse_query
 from mdm_props.model import ATTENTIONS, POSITIONAL_ENCODINGS
 from mdm_props.params import init_params
+from mdm_props import rounding
 
 small_cases = strategies.cases(
     pos=st.sampled_from(POSITIONAL_ENCODINGS),

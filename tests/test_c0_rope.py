@@ -6,9 +6,10 @@ import torch
 from hypothesis import given, target
 from hypothesis import strategies as st
 
-from mdm_props import strategies, tolerances
-from mdm_props.claims import c0
+from mdm_props import strategies
+from mdm_props.claims import c0_oracles as c0
 from mdm_props.model import rope_matrix, rope_rotate
+from mdm_props import rounding
 
 d_heads = st.integers(1, 8).map(lambda h: 2 * h)
 bases = strategies.rope_bases | st.floats(1.5, 1e6)
@@ -35,11 +36,11 @@ def test_rope_matrix_is_the_block_rotation_by_delta_theta():
 
     d, base, delta = 6, 1e4, 3
     R = rope_matrix(delta, d, base)
-    angle, e_angle = tolerances.rope_angle_error(torch.tensor([float(delta)]), d, base)
+    angle, e_angle = rounding.rope_angle_error(torch.tensor([float(delta)]), d, base)
     for l in range(d // 2):
         th = delta * base ** (-2 * l / d)
         block = torch.tensor([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]], dtype=torch.float64)
-        tol = 2 * (e_angle[0, l] + tolerances.FUNCTION_REL + 2 * tolerances.UNIT_ROUNDOFF)
+        tol = 2 * (e_angle[0, l] + rounding.FUNCTION_REL + 2 * rounding.UNIT_ROUNDOFF)
         assert (R[2 * l: 2 * l + 2, 2 * l: 2 * l + 2] - block).abs().max() <= tol
     assert (R - torch.block_diag(*[R[2 * l: 2 * l + 2, 2 * l: 2 * l + 2] for l in range(d // 2)])).abs().max() == 0
 
@@ -56,5 +57,5 @@ def test_meta_wrong_rotation_direction_is_rejected(d_head, base, m, n, seed):
     pos = torch.tensor([m, n])
     lhs = float(rope_rotate(q[None], pos[:1], base)[0] @ rope_rotate(k[None], pos[1:], base)[0])
     wrong = float(q @ rope_matrix(m - n, d_head, base) @ k)
-    tol = tolerances.rope_relativity_bound(q, k, m, n, base)
+    tol = c0.rope_relativity_bound(q, k, m, n, base)
     assert abs(lhs - wrong) > 3 * tol, (lhs, wrong, tol)

@@ -6,15 +6,16 @@ import pytest
 from hypothesis import HealthCheck, Phase, find, given, settings, target
 from hypothesis import strategies as st
 
-from mdm_props import strategies
+from mdm_props import registry, strategies
 from mdm_props.checks import summarize
-from mdm_props.claims import c1
+from mdm_props.claims import c1_reusable_evidence as c1
 from mdm_props.facts import canonical_template, forward_query, reverse_query
 from mdm_props.model import ModelConfig
 from mdm_props.params import init_params
+from mdm_props import rounding, search, storage
 
-heads = st.sampled_from(c1.N_HEADS)
-etas = st.sampled_from(c1.ETAS)
+heads = st.sampled_from(strategies.N_HEADS)
+etas = st.sampled_from(search.ETAS)
 orth_or_not = st.booleans().flatmap(lambda o: strategies.cases(orthonormal=o, n_heads=heads))
 
 
@@ -33,14 +34,14 @@ def assert_all_hold(results):
 def test_c1a_position_free_storage(device, case):
     """Both configurations' logits are U(x_M + Σ_h W_OV Σ_t α(t) x_t); forcing the reverse query's
     token-aligned attention to the forward one's reproduces z_f (every relative encoding)."""
-    assert_all_hold(c1.check_c1a(*c1.case_args(case, device)))
+    assert_all_hold(c1.check_c1a(*search.case_args(case, device)))
 
 
 @pytest.mark.claim("C1a")
 def test_token_alignment_of_the_canonical_fact_is_the_reversal():
     fq, rq = forward_query(canonical_template(0), 1, 2, 3), reverse_query(canonical_template(0), 1, 2, 3)
-    assert c1.aligned_positions(fq.tokens, rq.tokens) == [2, 1, 0]
-    assert c1.aligned_positions([5, 0, 0, 7], [7, 0, 5, 0]) == [3, 1, 0, 2]  # repeated fillers: in order
+    assert storage.aligned_positions(fq.tokens, rq.tokens) == [2, 1, 0]
+    assert storage.aligned_positions([5, 0, 0, 7], [7, 0, 5, 0]) == [3, 1, 0, 2]  # repeated fillers: in order
 
 
 # ---------------------------------------------------------------------------------------------
@@ -51,14 +52,14 @@ def test_token_alignment_of_the_canonical_fact_is_the_reversal():
 @given(case=strategies.cases(n_heads=heads), eta=etas)
 def test_c1b_evidence_strengthening(device, case, eta):
     """Δε(A←B) = η(1 − p_f(A))α^f_h(B) for every head, and > 0."""
-    assert_all_hold(c1.check_c1b(*c1.case_args(case, device), eta))
+    assert_all_hold(c1.check_c1b(*search.case_args(case, device), eta))
 
 
 @pytest.mark.claim("C1c")
 @given(case=strategies.cases(n_heads=heads), eta=etas)
 def test_c1c_reverse_logits_move_by_the_forward_residual(device, case, eta):
     """Δz_r = η(y − p_f)(c_fᵀc_r); every reverse margin grows by η(1 − p_f(A) + p_f(v))c_fᵀc_r > 0."""
-    assert_all_hold(c1.check_c1c(*c1.case_args(case, device), eta))
+    assert_all_hold(c1.check_c1c(*search.case_args(case, device), eta))
 
 
 @pytest.mark.claim("C1a")
@@ -66,9 +67,9 @@ def test_c1c_reverse_logits_move_by_the_forward_residual(device, case, eta):
 @pytest.mark.claim("C1c")
 @pytest.mark.parametrize("claim", ["C1a", "C1b", "C1c"])
 def test_runners_hold_and_are_deterministic(claim):
-    first = c1.RUNNERS[claim](4, 3, "cpu")
+    first = registry.get(claim).run(4, 3, "cpu")
     assert summarize(first)["holds"], [str(r) for r in first if not r.holds]
-    again = c1.RUNNERS[claim](4, 3, "cpu")
+    again = registry.get(claim).run(4, 3, "cpu")
     assert [(r.observed, r.reference) for r in first] == [(r.observed, r.reference) for r in again]
 
 
@@ -84,7 +85,7 @@ def test_bad_inputs_are_refused_with_clear_errors():
     with pytest.raises(ValueError, match="tied"):
         c1.check_c1b(init_params(untied, 0), untied, canonical_template(2), 0, 1, 0.1)
     with pytest.raises(ValueError, match="same tokens"):
-        c1.aligned_positions([0, 1, 2], [0, 1, 3])
+        storage.aligned_positions([0, 1, 2], [0, 1, 3])
     with pytest.raises(ValueError, match="permutation"):
         c1.check_c1a(p, cfg, canonical_template(2), 0, 1, alignment=[0, 0, 1])
     with pytest.raises(TypeError, match="float64"):
@@ -104,11 +105,11 @@ def test_c1a_fails_under_absolute_positions(device):
         assert c1.c1a_absolute(10, 0, device).found
         return
     case = find(strategies.cases(pos=st.just("absolute"), orthonormal=False),
-                lambda c: not c1.check_c1a(*c1.case_args(c, device))[-1].holds,
+                lambda c: not c1.check_c1a(*search.case_args(c, device))[-1].holds,
                 settings=settings(max_examples=100, database=None, phases=[Phase.generate, Phase.shrink],
                                   suppress_health_check=list(HealthCheck)))  # a search for a rare draw:
     # the too_slow / filter_too_much checks would abort the very search this control runs; the found case is asserted
-    forced = c1.check_c1a(*c1.case_args(case, device))[-1]
+    forced = c1.check_c1a(*search.case_args(case, device))[-1]
     assert forced.error_ratio > 1e6, str(forced)  # O(1) logits differences, not rounding
 
 

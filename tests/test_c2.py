@@ -14,9 +14,9 @@ import torch
 from hypothesis import given, target
 from hypothesis import strategies as st
 
-from mdm_props import strategies, tolerances
+from mdm_props import strategies
 from mdm_props.checks import ClaimSkipped
-from mdm_props.claims import c2
+from mdm_props.claims import c2_correlated_routes as c2
 from mdm_props.model import rope_matrix
 from mdm_props.statistics import clopper_pearson
 
@@ -49,7 +49,7 @@ def test_correlation_formula_matches_mpmath_and_the_trace(d_k, base, g):
 def test_theory_table_values(d_k, base, g, printed):
     """Each printed value is the formula (or its limit) rounded: within half a unit of its last digit."""
     value = float(c2.score_correlation_limit(g, base)) if d_k is None else c2.score_correlation(d_k, base, g)
-    assert abs(value - float(printed)) <= tolerances.printed_value_tolerance(printed), (value, printed)
+    assert abs(value - float(printed)) <= c2.printed_value_tolerance(printed), (value, printed)
 
 
 @pytest.mark.claim("C2a")
@@ -74,7 +74,7 @@ def test_limit_quadrature_closed_form_and_riemann_rate(base, g):
             assert r.holds, str(r)
         errors[d_k] = c2.score_correlation(d_k, base, g) - float(closed)
     lead = math.cos(g) - math.cos(g / base)
-    assert abs(errors[4096] * 4096 - lead) <= tolerances.riemann_limit_bounds(4096, base, g)[1] * 4096 + 1e-9
+    assert abs(errors[4096] * 4096 - lead) <= c2.riemann_limit_bounds(4096, base, g)[1] * 4096 + 1e-9
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,11 +168,11 @@ def test_forward_training_raises_reverse_attention_and_score_correlation(device)
 def test_runner_reports_the_rate_with_its_interval():
     """The registry runner (default 30 seeds) returns the attention rate as a CP-bounded check, and
     refuses (skips) too few seeds."""
-    [r] = c2.RUNNERS["C2c"](30, 0, "cpu")
+    [r] = c2.run_c2c(30, 0, "cpu")
     assert r.holds, str(r)
     assert r.details["trials"] == 30 and r.details["interval"] == clopper_pearson(r.details["successes"], 30)
     with pytest.raises(ClaimSkipped, match="needs >= 21 seeds"):  # 20/20 cannot confirm a rate > 1/2 at 1e-6
-        c2.RUNNERS["C2c"](20, 0, "cpu")
+        c2.run_c2c(20, 0, "cpu")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,12 +9,14 @@ from hypothesis import strategies as st
 
 from mdm_props import strategies
 from mdm_props.checks import summarize
-from mdm_props.claims import c1, c3
+from mdm_props.claims import c1_reusable_evidence as c1
+from mdm_props.claims import c3_aligned_storage as c3
 from mdm_props.facts import canonical_template
 from mdm_props.model import ModelConfig
 from mdm_props.params import init_params
+from mdm_props import rounding, search, storage
 
-heads = st.sampled_from(c1.N_HEADS)
+heads = st.sampled_from(strategies.N_HEADS)
 
 
 @pytest.mark.claim("C3")
@@ -22,7 +24,7 @@ heads = st.sampled_from(c1.N_HEADS)
 def test_c3_identity_lower_bound_and_positivity(device, case):
     """⟨G_f, G_r⟩ = [(1−p_f(A))(1−p_r(A)) + Σ_{v≠A} p_f(v)p_r(v)] Σ_h Σ_t α^f_h(t)α^r_h(t) ≥ the lower
     bound > 0, for every relative encoding and 1–3 heads (multi-head: the sum over heads)."""
-    results = c3.check_c3(*c1.case_args(case, device))
+    results = c3.check_c3(*search.case_args(case, device))
     for r in results:
         assert r.holds, str(r)
     target(-min(r.margin for r in results), label="negated smallest relative margin")
@@ -40,19 +42,19 @@ def test_multi_head_inner_product_is_the_sum_over_heads():
     """With three heads, ⟨G_f, G_r⟩ is the sum of the per-head inner products (each positive)."""
     cfg = ModelConfig(vocab=5, d_model=8, d_head=4, n_heads=3)
     p = init_params(cfg, 11, orthonormal=True, scale=2.0)
-    fq, rq = c1.pair_queries(canonical_template(2), 0, 1, 5)
-    al = c3.storage_alignment(p, cfg, fq, rq)
-    per_head = (al["G_f"] * al["G_r"]).sum((-1, -2))
+    fq, rq = storage.pair_queries(canonical_template(2), 0, 1, 5)
+    al = storage.storage_alignment(p, cfg, fq, rq)
+    per_head = (al.G_f * al.G_r).sum((-1, -2))
     assert per_head.shape == (3,) and bool((per_head > 0).all())
-    assert abs(float(per_head.sum()) - al["ip"]) <= 2 * al["ip_err"]
+    assert abs(float(per_head.sum()) - al.ip) <= 2 * al.ip_err
 
 
 def test_first_factor_refuses_bad_input():
     p = torch.full((4,), 0.25, dtype=torch.float64)
     with pytest.raises(ValueError, match="y_r"):
-        c3.first_factor(p, 0, p, 4)
+        storage.first_factor(p, 0, p, 4)
     with pytest.raises(ValueError, match="p_f"):
-        c3.first_factor(p[None], 0, p, 1)
+        storage.first_factor(p[None], 0, p, 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,8 +88,8 @@ def test_non_orthonormal_embeddings_give_a_negative_inner_product(device):
 def test_hypothesis_finds_a_non_orthonormal_counterexample():
     """Plain generation: Hypothesis finds a draw (d ≤ 4, RoPE or T5) with ⟨G_f, G_r⟩ < 0 beyond rounding."""
     def negative(case):
-        fq, rq = c1.pair_queries(case.template, case.A, case.B, case.cfg.vocab)
-        return c3.negative_alignment(case.params(), case.cfg, fq, rq) is not None
+        fq, rq = storage.pair_queries(case.template, case.A, case.B, case.cfg.vocab)
+        return search.negative_alignment(case.params(), case.cfg, fq, rq) is not None
 
     case = find(strategies.cases(pos=st.sampled_from(["rope", "t5"]), orthonormal=False, max_d_model=4,
                                  max_vocab=20), negative,

@@ -8,13 +8,15 @@ import pytest
 from hypothesis import assume, event, given, target
 from hypothesis import strategies as st
 
-from mdm_props import strategies
+from mdm_props import registry, strategies
 from mdm_props.checks import summarize
-from mdm_props.claims import c1, c4
+from mdm_props.claims import c1_reusable_evidence as c1
+from mdm_props.claims import c4_reverse_loss_decrease as c4
 from mdm_props.model import POSITIONAL_ENCODINGS, RELATIVE_ENCODINGS
 from mdm_props.statistics import FALSE_ALARM, clopper_pearson
+from mdm_props import search
 
-heads = st.sampled_from(c1.N_HEADS)
+heads = st.sampled_from(strategies.N_HEADS)
 
 
 def assert_all_hold(results):
@@ -28,7 +30,7 @@ def assert_all_hold(results):
 def test_c4a_storage_step_remainder_and_decrease(device, case):
     """0 ≤ φ(η) − φ(0) + η⟨G_r, G_f⟩ ≤ η² spread(a)²/8 for η = 1e-3 … 1, and φ(η) − φ(0) ≤
     −η⟨G_r, G_f⟩(1 − η/η*) < 0 at η*/2 and η*(1 − 1e-3)."""
-    assert_all_hold(c4.check_c4a(*c1.case_args(case, device)))
+    assert_all_hold(c4.check_c4a(*search.case_args(case, device)))
 
 
 @pytest.mark.claim("C4b")
@@ -37,7 +39,7 @@ def test_c4a_storage_step_remainder_and_decrease(device, case):
 def test_c4b_taylor_test_on_the_full_parameters(device, case):
     """log2(R(η)/R(η/2)) = 2 and R(η)/η² = ½ g_fᵀH_r g_f on the asymptotic window, within the bands
     derived from the next Taylor terms and the float64 floor (every encoding; C4b needs no hypothesis)."""
-    results = c4.check_c4b(*c1.case_args(case, device))
+    results = c4.check_c4b(*search.case_args(case, device))
     # rare (1 in 2,000 random draws): the quadratic regime lies below the float64 floor, nothing to compare
     assume(results)
     event(f"Taylor window: {len(results[-1].details['window'])} step sizes")
@@ -59,9 +61,9 @@ def test_c4c_full_gradient_alignment_is_common_for_relative_encodings():
 @pytest.mark.claim("C4b")
 @pytest.mark.parametrize("claim", ["C4a", "C4b"])
 def test_runners_hold_and_are_deterministic(claim):
-    first = c4.RUNNERS[claim](3, 4, "cpu")
+    first = registry.get(claim).run(3, 4, "cpu")
     assert summarize(first)["holds"], [str(r) for r in first if not r.holds]
-    assert [r.observed for r in first] == [r.observed for r in c4.RUNNERS[claim](3, 4, "cpu")]
+    assert [r.observed for r in first] == [r.observed for r in registry.get(claim).run(3, 4, "cpu")]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The ``mdm-props`` command: report schema, exit codes 0/1/2, determinism, explain, plot."""
 
+import importlib
 import json
 import subprocess
 import sys
@@ -36,12 +37,12 @@ def test_verify_writes_the_documented_json_schema_and_exits_0(tmp_path, capsys):
 
 
 def test_verify_exits_1_when_a_checker_reports_a_violation(tmp_path, monkeypatch):
-    module = __import__(registry.get("C1b").module, fromlist=["RUNNERS"])
+    module = importlib.import_module(registry.get("C1b").module)
 
     def broken(draws, seed, device):  # an evidence change off by 1e-6, far beyond any rounding bound
         return [checks.identity("C1b", "Δε", 1.0 + 1e-6, 1.0, 1e-15)]
 
-    monkeypatch.setitem(module.RUNNERS, "C1b", broken)
+    monkeypatch.setattr(module, "run_c1b", broken)
     code, report = verify(tmp_path, "--claims", "C1b", "--examples", "2")
     assert code == 1
     row = report["claims"][0]
@@ -49,12 +50,12 @@ def test_verify_exits_1_when_a_checker_reports_a_violation(tmp_path, monkeypatch
 
 
 def test_verify_exits_1_when_a_checker_crashes(tmp_path, monkeypatch):
-    module = __import__(registry.get("C3").module, fromlist=["RUNNERS"])
+    module = importlib.import_module(registry.get("C3").module)
 
     def crash(draws, seed, device):
         raise RuntimeError("boom")
 
-    monkeypatch.setitem(module.RUNNERS, "C3", crash)
+    monkeypatch.setattr(module, "run_c3", crash)
     code, report = verify(tmp_path, "--claims", "C3", "--examples", "2")
     assert code == 1 and report["claims"][0]["status"] == "error" and "boom" in report["claims"][0]["reason"]
 

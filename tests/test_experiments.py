@@ -14,6 +14,7 @@ from mdm_props.facts import canonical_template, mdm_objective_exact
 from mdm_props.model import forward
 from mdm_props.params import init_params
 from mdm_props.training import cosine_factor, fact_pairs, train
+from mdm_props import rounding
 
 # The ordering test's configuration: 8 facts, d = d_k = 16, 80 Adam steps at lr 0.05.
 SMALL = dict(pairs=8, d_model=16, d_head=16, steps=80, lr=0.05, log_every=40, encodings=("rope",))

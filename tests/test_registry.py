@@ -1,7 +1,10 @@
-"""Completeness of the specification: every registered claim has a runner, tests, a doc page and
-(where required) a negative control; every marker names a registered claim."""
+"""Completeness of the specification: every registered claim has a checker, a runner and bounds that
+resolve, tests, a meta-test, a doc page and (where required) a negative control; every marker names a
+registered claim; every dotted name a doc page mentions resolves."""
 
 import dataclasses
+import importlib
+import re
 from pathlib import Path
 
 import pytest
@@ -17,18 +20,25 @@ def test_every_claim_is_complete():
 
 
 def test_audit_reports_a_claim_without_tests_docs_or_runner(tmp_path):
-    ghost = dataclasses.replace(registry.get("C3"), id="C9", doc="claims/C9-missing.md", module="mdm_props.claims.c3")
+    ghost = dataclasses.replace(registry.get("C3"), id="C9", doc="claims/C9-missing.md",
+                                runner="mdm_props.claims.c3_aligned_storage:run_c9",
+                                checker="mdm_props.claims.c3:check_c3", bounds=())
     problems = registry.audit(TESTS, claims=registry.CLAIMS + (ghost,))
-    assert any("C9: no runner" in p for p in problems)
+    assert any("C9: runner 'mdm_props.claims.c3_aligned_storage:run_c9' does not resolve" in p for p in problems)
+    assert any("C9: checker 'mdm_props.claims.c3:check_c3' does not resolve" in p for p in problems)
+    assert any("C9: no bound registered" in p for p in problems)
+    assert any("C9: no meta-test marked meta" in p for p in problems)
     assert any("C9: no test marked claim" in p for p in problems)
     assert any("C9: doc page docs/claims/C9-missing.md is missing" in p for p in problems)
     assert any("C9: no test marked negative_control" in p for p in problems)
 
 
 def test_audit_reports_a_marker_naming_an_unknown_claim(tmp_path):
-    (tmp_path / "test_fake.py").write_text('import pytest\n@pytest.mark.claim("C7")\ndef test_x():\n    assert True\n')
-    problems = registry.audit(tmp_path, claims=())
-    assert problems == ["marker claim('C7') in test_fake.py names an unknown claim"]
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    (tests / "test_fake.py").write_text('import pytest\n@pytest.mark.claim("C99")\ndef test_x():\n    assert True\n')
+    problems = registry.audit(tests, claims=())
+    assert problems == ["marker claim('C99') in tests/test_fake.py names an unknown claim"]
 
 
 def test_every_claim_states_a_known_kind_and_the_c1_to_c4_claims_need_negative_controls():
@@ -44,3 +54,47 @@ def test_unknown_claim_ids_are_refused(bad):
 
 def test_family_selection_expands_in_registry_order():
     assert [c.id for c in registry.select(["C4", "C1b"])] == ["C4a", "C4b", "C4c", "C1b"]
+
+
+def test_following_a_claim_reaches_each_piece_in_one_hop():
+    c3 = registry.get("C3")
+    assert registry.resolve(c3.checker).__name__ == "check_c3"
+    assert registry.resolve(c3.runner).__name__ == "run_c3"
+    assert [registry.resolve(b).__name__ for b in c3.bounds] == ["c3_tolerances"]
+    assert (TESTS.parent / c3.tests).is_file() and (registry.DOCS / c3.doc).is_file()
+    assert {n.id for n in c3.negative_controls()} == {"C3~arm", "C3~non-orth", "C3~absolute"}
+
+
+@pytest.mark.parametrize("bad", ["mdm_props.rounding", "mdm_props.nowhere:x", "mdm_props.rounding:nothing"])
+def test_resolve_names_what_does_not_resolve(bad):
+    with pytest.raises(ValueError, match="dotted name|does not resolve"):
+        registry.resolve(bad)
+
+
+DOTTED = re.compile(r"`(mdm_props(?:\.\w+)+)(?:[.:](\w+))?`")
+
+
+def dotted_names_in_docs() -> list[tuple[str, str]]:
+    """(page, name) for every `mdm_props.…` name in backticks on a doc page or the README."""
+    pages = sorted(registry.DOCS.rglob("*.md")) + [TESTS.parent / "README.md", TESTS.parent / "CONTRIBUTING.md"]
+    return [(p.name, m.group(0).strip("`")) for p in pages if p.is_file() for m in DOTTED.finditer(p.read_text())]
+
+
+def test_every_dotted_name_in_the_docs_resolves():
+    """A rename that forgets the docs fails here: `mdm_props.claims.c3_aligned_storage.check_c3`,
+    `mdm_props.rounding:gamma` and `mdm_props.storage` style names must import."""
+    names = dotted_names_in_docs()
+    assert len(names) > 10  # the docs do name code
+    bad = []
+    for page, name in names:
+        module, _, attr = name.replace(":", ".").rpartition(".")
+        try:
+            importlib.import_module(name.replace(":", "."))
+            continue
+        except ImportError:
+            pass
+        try:
+            getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            bad.append(f"{page}: {name}")
+    assert not bad, "\n".join(bad)

@@ -3,9 +3,9 @@
 Checkers (one draw → a list of CheckResult) are pure functions of explicit inputs:
 
 * :func:`rope_checks` (C0.1): R_δ orthogonal, R_δᵀ = R_{−δ}, R_a R_b = R_{a+b},
-  (R_m q)ᵀ(R_n k) = qᵀR_{n−m}k, each within the derived float64 bound of mdm_props.tolerances.
+  (R_m q)ᵀ(R_n k) = qᵀR_{n−m}k, each within the derived float64 bound of mdm_props.
 * :func:`oracle_checks` (C0.2): scores, attention, logits, log-probs and the query loss against
-  the mpmath oracle (mdm_props.oracles) within :func:`tolerances.forward_error_bounds`.
+  the mpmath oracle (mdm_props.oracles) within :func:`mdm_props.rounding.forward_error_bounds`.
 * :func:`gradient_checks` (C0.3): autograd (torch.func.grad) against the closed forms of
   mdm_props.gradients, within twice the either-route bound (both routes round).
 * :func:`objective_checks` (C0.4): facts.mdm_objective_exact against an independent enumeration,
@@ -15,7 +15,7 @@ Checkers (one draw → a list of CheckResult) are pure functions of explicit inp
 
 Every matrix comparison reports its worst entry (largest error/tolerance). A comparison of a
 float64 value with an exact value rounded to float64 adds u|exact| to the tolerance (the rounding
-of the reference; ``_EXACT_ROUNDING``).
+of the reference; :func:`mdm_props.checks.worst_entry`).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from scipy import special, stats
 
-from .. import oracles, tolerances
-from ..checks import CheckResult, ClaimSkipped, identity, inequality
+from .. import oracles
+from ..checks import CheckResult, ClaimSkipped, identity, identity_with_error, inequality, worst_entry
 from ..facts import (
     Query,
     Template,
@@ -46,45 +46,110 @@ from ..facts import (
     reverse_query,
 )
 from ..gradients import score_gradient_closed_form, storage_gradient_closed_form
-from ..model import ATTENTIONS, POSITIONAL_ENCODINGS, ModelConfig, forward, rope_matrix, rope_rotate
+from ..model import ATTENTIONS, POSITIONAL_ENCODINGS, ModelConfig, forward, rope_frequencies, rope_matrix, rope_rotate
 from ..params import init_params, resolve_device
+from ..rounding import (
+    FORWARD_SAFETY,
+    FUNCTION_REL,
+    UNIT_ROUNDOFF,
+    block_expand,
+    forward_error_bounds,
+    gamma,
+    rope_angle_error,
+    rope_rotate_error,
+    score_gradient_error_bound,
+    storage_gradient_error_bound,
+)
 from ..statistics import FALSE_ALARM
 
-_EXACT_ROUNDING = tolerances.UNIT_ROUNDOFF
+# ---------------------------------------------------------------------------------------------
+# C0-specific bounds (the generic ones are mdm_props.rounding's)
+
+# RoPE facts (C0.1). Reference: the exact rotation R(â) at the *computed* angles â; every entry of
+# R̂ = fl(cos/sin(â)) is within F = FUNCTION_REL·|R̂| of it. Angles of δ and −δ are exact negatives,
+# and angles a θ̂, b θ̂, (a+b) θ̂ share θ̂, so only the products' roundings (u|angle| each) separate
+# R(â)R(b̂) from R(â_{a+b}); rotation entries are 1-Lipschitz in the angle.
 
 
-def _identity_with_error(claim: str, quantity: str, observed: float, exact: float, error: float, tolerance: float,
-                         **details) -> CheckResult:
-    """Like checks.identity, with the error supplied (computed exactly, e.g. in mpmath) rather than
-    recomputed from the float64 rounding of ``exact``."""
-    ratio = error / tolerance if tolerance > 0 else (0.0 if error == 0 else math.inf)
-    if not math.isfinite(observed):
-        ratio = math.inf
-    return CheckResult(claim, quantity, float(observed), float(exact), "==", float(error), float(tolerance),
-                       1.0 - ratio, ratio <= 1.0, details)
+def rope_orthogonality_bound(R: torch.Tensor, safety: float = FORWARD_SAFETY) -> torch.Tensor:
+    """|fl(R̂ᵀR̂) − I| ≤ |R̂|ᵀF + Fᵀ|R̂| + γ_d|R̂|ᵀ|R̂| (R(â) is exactly orthogonal), × safety."""
+    Ra = R.abs()
+    F = FUNCTION_REL * Ra
+    return safety * (Ra.T @ F + F.T @ Ra + gamma(R.shape[-1]) * (Ra.T @ Ra))
 
 
-def _worst_entry(claim: str, quantity: str, observed: torch.Tensor, exact: torch.Tensor, bound: torch.Tensor,
-                 error: torch.Tensor | None = None, **details) -> CheckResult:
-    """One CheckResult for a whole array: the entry with the largest error/tolerance.
+def rope_transpose_bound(R_pos: torch.Tensor, R_neg: torch.Tensor, safety: float = FORWARD_SAFETY) -> torch.Tensor:
+    """|R̂_δᵀ − R̂_{−δ}| ≤ F_δᵀ + F_{−δ} (the two angles are exact negatives), × safety."""
+    return safety * FUNCTION_REL * (R_pos.abs().T + R_neg.abs())
 
-    ``error`` defaults to |observed − exact| (then ``u|exact|`` is added to the tolerance for the
-    rounding of the subtraction); pass the exact error when ``exact`` is a rounded mpmath value.
-    Entries where observed and exact are the same infinity (masked scores) have error 0.
+
+def rope_composition_bound(a: float, b: float, d_head: int, base: float, R_a, R_b, R_ab,
+                           safety: float = FORWARD_SAFETY) -> torch.Tensor:
+    """|fl(R̂_a R̂_b) − R̂_{a+b}| ≤ γ_d|R̂_a||R̂_b| + F_a|R̂_b| + |R̂_a|F_b + F_{a+b}
+    + u(|a| + |b| + |a+b|) θ̂_l on block l (angle roundings), × safety."""
+    theta = rope_frequencies(d_head, base, dtype=torch.float64, device=R_a.device)
+    A, B = R_a.abs(), R_b.abs()
+    bound = gamma(d_head) * (A @ B) + FUNCTION_REL * (A @ B + A @ B + R_ab.abs())
+    bound = bound + block_expand(UNIT_ROUNDOFF * (abs(a) + abs(b) + abs(a + b)) * theta)
+    return safety * bound
+
+
+def rope_relativity_bound(q: torch.Tensor, k: torch.Tensor, m: float, n: float, base: float,
+                          safety: float = FORWARD_SAFETY) -> float:
+    """Bound on |fl((R̂_m q)ᵀ(R̂_n k)) − fl(qᵀ fl(R̂_{n−m} k))| for vectors q, k (d_head,).
+
+    Both are compared with qᵀR(Δ)k at the exact angles Δ_l = (n−m)θ̂_l of the computed
+    frequencies. Left: each rotation γ_2 + FUNCTION_REL (``rope_rotate_error``), the dot γ_d, the
+    angle roundings u(|m| + |n|)θ̂_l ‖q_l‖‖k_l‖ (qᵀR(φ)k is 1-Lipschitz per block in φ_l with
+    constant ‖q_l‖‖k_l‖). Right: R̂_{n−m} within F, the matvec and the dot γ_d each, the angle
+    rounding u|n−m|θ̂_l ‖q_l‖‖k_l‖.
     """
-    observed, exact, bound = (t.detach().to("cpu", torch.float64) for t in (observed, exact, bound))
-    same_inf = torch.isinf(observed) & (observed == exact)
-    finite_exact = torch.where(torch.isinf(exact), torch.zeros_like(exact), exact)
-    if error is None:
-        error = (observed - exact).abs()
-        bound = bound + _EXACT_ROUNDING * finite_exact.abs()
-    error = torch.where(same_inf, torch.zeros_like(observed), error.detach().to("cpu", torch.float64))
-    ratio = torch.where(bound > 0, error / bound, torch.where(error > 0, math.inf, 0.0)).nan_to_num(nan=math.inf)
-    idx = int(torch.argmax(ratio.flatten()))
-    index = tuple(int(v) for v in np.unravel_index(idx, tuple(observed.shape))) if observed.dim() else ()
-    o, e = float(observed.flatten()[idx]), float(exact.flatten()[idx])
-    return _identity_with_error(claim, quantity, o, e, float(error.flatten()[idx]), float(bound.flatten()[idx]),
-                                index=index, **details)
+    d = q.shape[-1]
+    u = UNIT_ROUNDOFF
+    pos = torch.tensor([m, n], dtype=torch.float64, device=q.device)
+    angle, _ = rope_angle_error(pos, d, base)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    e_cos, e_sin = FUNCTION_REL * cos.abs(), FUNCTION_REL * sin.abs()
+    zero = torch.zeros(d, dtype=torch.float64, device=q.device)
+    rq = rope_rotate(q[None], pos[:1], base)[0]
+    rk = rope_rotate(k[None], pos[1:], base)[0]
+    e_rq = rope_rotate_error(q, zero, cos[0], sin[0], e_cos[0], e_sin[0])
+    e_rk = rope_rotate_error(k, zero, cos[1], sin[1], e_cos[1], e_sin[1])
+    theta = rope_frequencies(d, base, dtype=torch.float64, device=q.device)
+    qn = q.view(-1, 2).norm(dim=-1)
+    kn = k.view(-1, 2).norm(dim=-1)
+    left = gamma(d) * float(rq.abs() @ rk.abs()) + float(e_rq @ rk.abs() + rq.abs() @ e_rk)
+    left += float((u * (abs(m) + abs(n)) * theta * qn * kn).sum())
+    R = rope_matrix(n - m, d, base, dtype=torch.float64, device=q.device)
+    Rk = R @ k
+    e_Rk = gamma(d) * (R.abs() @ k.abs()) + FUNCTION_REL * (R.abs() @ k.abs())
+    right = gamma(d) * float(q.abs() @ Rk.abs()) + float(q.abs() @ e_Rk)
+    right += float((u * abs(n - m) * theta * qn * kn).sum())
+    return safety * (left + right)
+
+
+# The exact masked-diffusion objective (C0.4): its float64 evaluation's bound.
+
+
+def mdm_objective_error_bound(params: dict, cfg, tokens: torch.Tensor, safety: float = FORWARD_SAFETY) -> float:
+    """Bound on |computed − exact| for Σ_{S≠∅} w_S Σ_{i∈S} −log p(x_i | x_S masked), w_S = 1/(|S| C(L,|S|)),
+    evaluated in float64 in any order: each log-prob within its forward bound e_lp (safety 1),
+    the weight 1/(k C(L,k)) and the product round (2u), and the N = L·2^(L−1) terms are summed
+    (γ_N): Σ_S w_S Σ_{i∈S} e_lp_i(S) + (γ_N + 2u) Σ_S w_S ℓ(S)."""
+    L = tokens.shape[-1]
+    masks = all_masks(L, tokens.device)  # (M, L)
+    corrupted = torch.where(masks, torch.full_like(masks, cfg.mask_id, dtype=tokens.dtype), tokens)
+    e = forward_error_bounds(params, cfg, corrupted, safety=1.0)["logprobs"]  # (M, L, V)
+    lp = torch.log_softmax(forward(params, cfg, corrupted)["logits"], dim=-1)
+    idx = tokens.expand(len(masks), L).unsqueeze(-1)
+    e_t, lp_t = e.gather(-1, idx).squeeze(-1), lp.gather(-1, idx).squeeze(-1)  # (M, L)
+    k = masks.sum(-1)
+    w = torch.tensor([1.0 / (int(n) * math.comb(L, int(n))) for n in k.cpu()], dtype=torch.float64, device=tokens.device)
+    m = masks.to(torch.float64)
+    total_err = float((w * (m * e_t).sum(-1)).sum())
+    total_abs = float((w * (m * lp_t.abs()).sum(-1)).sum())
+    N = L * 2 ** (L - 1)
+    return safety * (total_err + (gamma(N) + 2 * UNIT_ROUNDOFF) * total_abs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,18 +165,18 @@ def rope_checks(d_head: int, base: float, m: int, n: int, a: int, b: int, seed: 
     R, R_neg = rope_matrix(delta, d_head, base, **kw), rope_matrix(-delta, d_head, base, **kw)
     eye = torch.eye(d_head, **kw)
     out = [
-        _worst_entry("C0.1", "R_δᵀR_δ = I", R.T @ R, eye, tolerances.rope_orthogonality_bound(R), delta=delta),
-        _worst_entry("C0.1", "R_δᵀ = R_{−δ}", R.T, R_neg, tolerances.rope_transpose_bound(R, R_neg), delta=delta),
+        worst_entry("C0.1", "R_δᵀR_δ = I", R.T @ R, eye, rope_orthogonality_bound(R), delta=delta),
+        worst_entry("C0.1", "R_δᵀ = R_{−δ}", R.T, R_neg, rope_transpose_bound(R, R_neg), delta=delta),
     ]
     R_a, R_b, R_ab = (rope_matrix(v, d_head, base, **kw) for v in (a, b, a + b))
-    out.append(_worst_entry("C0.1", "R_a R_b = R_{a+b}", R_a @ R_b, R_ab,
-                            tolerances.rope_composition_bound(a, b, d_head, base, R_a, R_b, R_ab), a=a, b=b))
+    out.append(worst_entry("C0.1", "R_a R_b = R_{a+b}", R_a @ R_b, R_ab,
+                            rope_composition_bound(a, b, d_head, base, R_a, R_b, R_ab), a=a, b=b))
     gen = torch.Generator(device="cpu").manual_seed(seed)
     q, k = (torch.randn(d_head, generator=gen, dtype=torch.float64).to(dev) for _ in range(2))
     pos = torch.tensor([m, n], device=dev)
     lhs = rope_rotate(q[None], pos[:1], base)[0] @ rope_rotate(k[None], pos[1:], base)[0]
     rhs = q @ (rope_matrix(n - m, d_head, base, **kw) @ k)
-    tol = tolerances.rope_relativity_bound(q, k, m, n, base)
+    tol = rope_relativity_bound(q, k, m, n, base)
     out.append(identity("C0.1", "(R_m q)ᵀ(R_n k) = qᵀR_{n−m}k", float(lhs), float(rhs), tol, m=m, n=n))
     return out
 
@@ -126,17 +191,17 @@ def oracle_checks(params: dict, cfg: ModelConfig, query: Query, dps: int = oracl
     out = forward(params, cfg, tokens)
     out["logprobs"] = torch.log_softmax(out["logits"], dim=-1)
     exact = oracles.stable_oracle(params, cfg, tokens, dps)
-    bounds = tolerances.forward_error_bounds(params, cfg, tokens)
+    bounds = forward_error_bounds(params, cfg, tokens)
     results = []
     for key in ("scores", "attn", "logits", "logprobs"):
-        results.append(_worst_entry("C0.2", key, out[key], oracles.to_tensor(exact[key]), bounds[key],
+        results.append(worst_entry("C0.2", key, out[key], oracles.to_tensor(exact[key]), bounds[key],
                                     error=oracles.abs_error(exact[key], out[key]), pos=cfg.pos, attention=cfg.attention))
     loss = query_loss(params, cfg, query)
     exact_loss = -exact["logprobs"][query.slot][query.target]
     with mpmath.workdps(30):
         err = float(abs(mpmath.mpf(float(loss)) - exact_loss))
     tol = float(bounds["logprobs"][query.slot, query.target])
-    results.append(_identity_with_error("C0.2", "query loss", float(loss), float(exact_loss), err, tol, pos=cfg.pos))
+    results.append(identity_with_error("C0.2", "query loss", float(loss), float(exact_loss), err, tol, pos=cfg.pos))
     return results
 
 
@@ -147,19 +212,19 @@ def oracle_checks(params: dict, cfg: ModelConfig, query: Query, dps: int = oracl
 def gradient_checks(params: dict, cfg: ModelConfig, query: Query, i: int, j: int, head: int = 0) -> list[CheckResult]:
     """Autograd against the closed forms: ∂L/∂W_OV (storage) and ∂s_ij/∂W_Q, ∂s_ij/∂W_K (route).
 
-    Tolerance: twice the either-route bound (:func:`tolerances.storage_gradient_error_bound`,
-    :func:`tolerances.score_gradient_error_bound`), since both sides round.
+    Tolerance: twice the either-route bound (:func:`mdm_props.rounding.storage_gradient_error_bound`,
+    :func:`mdm_props.rounding.score_gradient_error_bound`), since both sides round.
     """
     auto = torch.func.grad(lambda p: query_loss(p, cfg, query))(params)["W_OV"][0]
     closed = storage_gradient_closed_form(params, cfg, query)
-    bound = 2 * tolerances.storage_gradient_error_bound(params, cfg, query)
-    out = [_worst_entry("C0.3", "∂L/∂W_OV = Uᵀ(p − y)cᵀ", auto, closed, bound, pos=cfg.pos, n_heads=cfg.n_heads)]
+    bound = 2 * storage_gradient_error_bound(params, cfg, query)
+    out = [worst_entry("C0.3", "∂L/∂W_OV = Uᵀ(p − y)cᵀ", auto, closed, bound, pos=cfg.pos, n_heads=cfg.n_heads)]
     tokens = query.tensor(params["E"].device)
     g = torch.func.grad(lambda p: forward(p, cfg, tokens)["scores"][0, head, i, j])(params)
     dQ, dK = score_gradient_closed_form(params, cfg, tokens, i, j, head)
-    bQ, bK = tolerances.score_gradient_error_bound(params, cfg, tokens, i, j, head)
-    out.append(_worst_entry("C0.3", "∂s/∂W_Q = R k xᵀ/√d_k", g["W_Q"][0, head], dQ, 2 * bQ, i=i, j=j, pos=cfg.pos))
-    out.append(_worst_entry("C0.3", "∂s/∂W_K = Rᵀ q xᵀ/√d_k", g["W_K"][0, head], dK, 2 * bK, i=i, j=j, pos=cfg.pos))
+    bQ, bK = score_gradient_error_bound(params, cfg, tokens, i, j, head)
+    out.append(worst_entry("C0.3", "∂s/∂W_Q = R k xᵀ/√d_k", g["W_Q"][0, head], dQ, 2 * bQ, i=i, j=j, pos=cfg.pos))
+    out.append(worst_entry("C0.3", "∂s/∂W_K = Rᵀ q xᵀ/√d_k", g["W_K"][0, head], dK, 2 * bK, i=i, j=j, pos=cfg.pos))
     return out
 
 
@@ -275,7 +340,7 @@ def objective_checks(params: dict, cfg: ModelConfig, tokens: torch.Tensor, n_sam
     """C0.4 on one draw: exact objective vs enumeration; the weights; the sampler's law and mean."""
     L = tokens.shape[0]
     exact = float(mdm_objective_exact(params, cfg, tokens))
-    bound = tolerances.mdm_objective_error_bound(params, cfg, tokens)
+    bound = mdm_objective_error_bound(params, cfg, tokens)
     out = [identity("C0.4", "mdm_objective_exact = enumeration", exact, enumerate_objective(params, cfg, tokens),
                     2 * bound, L=L)]
     for k in range(1, L + 1):
@@ -294,7 +359,7 @@ def objective_checks(params: dict, cfg: ModelConfig, tokens: torch.Tensor, n_sam
     # both sides are float64 evaluations of the same exact sum (ℓ(S) within its forward bound, weights
     # P(S)(1 + q_k) = 1/(k C(L,k)) rounded, 2u more than mdm_objective_exact's): 2 bounds + 4u|exact|
     out.append(identity("C0.4", "∫(1 − F) = exact objective (unbiased)", mean, exact,
-                        2 * bound + 4 * tolerances.UNIT_ROUNDOFF * abs(exact), L=L))
+                        2 * bound + 4 * UNIT_ROUNDOFF * abs(exact), L=L))
     return out
 
 
@@ -302,14 +367,14 @@ def objective_checks(params: dict, cfg: ModelConfig, tokens: torch.Tensor, n_sam
 # C0.5 devices
 
 
-def device_checks(cfg: ModelConfig, seed: int, query: Query, scale: float = 1.0) -> list[CheckResult]:
-    """Forward outputs and the query loss on CUDA against the CPU, from the same seed
-    (init_params draws on the CPU and moves); tolerance = CPU bound + CUDA bound, since both round.
-    Returns [] when CUDA is unavailable (reported as skipped)."""
-    if not torch.cuda.is_available():
+def device_checks(cfg: ModelConfig, seed: int, query: Query, scale: float = 1.0,
+                  devices: tuple[str, str] = ("cpu", "cuda")) -> list[CheckResult]:
+    """Forward outputs and the query loss on ``devices[1]`` (CUDA) against ``devices[0]`` (the CPU), from
+    the same seed (init_params draws on the CPU and moves); tolerance = the sum of the two devices'
+    bounds, since both round. Returns [] when CUDA is unavailable (reported as skipped)."""
+    if "cuda" in devices and not torch.cuda.is_available():
         return []
-    p_cpu = init_params(cfg, seed, scale=scale, device="cpu")
-    p_gpu = init_params(cfg, seed, scale=scale, device="cuda")
+    p_cpu, p_gpu = (init_params(cfg, seed, scale=scale, device=d) for d in devices)
     results = []
     outs, bounds = [], []
     for p in (p_cpu, p_gpu):
@@ -317,12 +382,12 @@ def device_checks(cfg: ModelConfig, seed: int, query: Query, scale: float = 1.0)
         o = forward(p, cfg, tokens)
         o["logprobs"] = torch.log_softmax(o["logits"], dim=-1)
         o["loss"] = query_loss(p, cfg, query)
-        b = tolerances.forward_error_bounds(p, cfg, tokens)
+        b = forward_error_bounds(p, cfg, tokens)
         b["loss"] = b["logprobs"][query.slot, query.target]
         outs.append({k: v.detach().cpu() for k, v in o.items()})
         bounds.append({k: v.detach().cpu() for k, v in b.items()})
     for key in ("scores", "attn", "logits", "logprobs", "loss"):
-        results.append(_worst_entry("C0.5", f"{key} cuda vs cpu", outs[1][key], outs[0][key],
+        results.append(worst_entry("C0.5", f"{key} cuda vs cpu", outs[1][key], outs[0][key],
                                     bounds[0][key] + bounds[1][key], pos=cfg.pos))
     return results
 
@@ -410,5 +475,4 @@ def run_c05(draws: int, seed: int, device: str) -> list[CheckResult]:
     return out
 
 
-RUNNERS = {"C0.1": run_c01, "C0.2": run_c02, "C0.3": run_c03, "C0.4": run_c04, "C0.5": run_c05}
 NEGATIVE_CONTROLS: list = []  # C0 claims are identities of the implementation: nothing to drop

@@ -20,15 +20,168 @@ import random
 
 import mpmath
 import torch
+from scipy import stats
 
-from .. import tolerances as tol
 from ..checks import CheckResult, ClaimSkipped, Counterexample, NegativeControl, identity, inequality
 from ..facts import Template, canonical_template, forward_query, mean_query_loss, reverse_query
 from ..model import ModelConfig, forward, rope_frequencies, rope_matrix
 from ..params import init_params, resolve_device
+from ..rounding import (
+    FORWARD_SAFETY,
+    FUNCTION_REL,
+    UNIT_ROUNDOFF,
+    block_expand,
+    forward_error_bounds,
+    gamma,
+    pow_rel_error,
+    rope_angle_error,
+    score_gradient_error_bound,
+    storage_inner_product_error,
+)
 from ..statistics import FALSE_ALARM, clopper_pearson
 from ..strategies import MAX_SEED, sample_case
 from ..training import fact_pairs, train
+
+# ---------------------------------------------------------------------------------------------
+# C2 bounds
+# Correlated forward/reverse routes (THEORY §2 C2a–C2c): the float64 correlation formula and its
+# d_k → ∞ limit, the Monte Carlo test of Corr(S_f, S_r), the score cross-check against the model,
+# the route-gradient identity (C2b) and the reflection-symmetric scores of alibi/none/t5.
+# Rounding bounds reuse the C0 model (pow_rel_error, rope_angle_error, FUNCTION_REL,
+# forward_error_bounds, score_gradient_error_bound) and carry FORWARD_SAFETY = 2 once.
+
+
+def correlation_formula_error(d_k: int, base: float, g: float, safety: float = FORWARD_SAFETY) -> float:
+    """Bound on |fl((2/d_k) Σ_l cos(g θ̂_l)) − (2/d_k) Σ_l cos(g θ_l)|, × safety.
+
+    θ̂_l = fl(base^fl(−2l/d_k)) carries :func:`pow_rel_error` (exponent 2l/d_k); the angle
+    fl(g θ̂_l) one more u, so its error is ≤ |g| θ_l (pow_rel_error + u); cos is 1-Lipschitz and
+    adds FUNCTION_REL |cos|; the mean of n = d_k/2 terms (a sum, γ_n, and a division, u) adds
+    (γ_n + u) mean|cos|. mpmath at ≥ 50 digits is exact at this scale (error < 10⁻⁴⁵).
+    """
+    theta = rope_frequencies(d_k, base, dtype=torch.float64)
+    expo = 2.0 * torch.arange(d_k // 2, dtype=torch.float64) / d_k
+    c = torch.cos(g * theta).abs()
+    e = abs(g) * theta * (pow_rel_error(base, expo) + UNIT_ROUNDOFF) + FUNCTION_REL * c
+    return safety * float(e.mean() + (gamma(d_k // 2) + UNIT_ROUNDOFF) * c.mean())
+
+
+def printed_value_tolerance(text: str) -> float:
+    """Half a unit in the last printed decimal of ``text`` ("-0.654" → 5e-4, "0.7715" → 5e-5):
+    a value printed rounded to k decimals lies within 0.5·10^−k of the exact value. Exact, no
+    safety factor (the float64 error of the value compared is ≤ 1e-14, far below)."""
+    t = text.strip().replace("−", "-")
+    float(t)  # ValueError for anything that is not a number
+    decimals = len(t.split(".")[1]) if "." in t else 0
+    return 0.5 * 10.0**-decimals
+
+
+def riemann_limit_bounds(d_k: int, base: float, g: float) -> tuple[float, float]:
+    """Bounds on ρ(d_k) = (2/d_k) Σ_l f(2l/d_k) against I = ∫₀¹ f(u) du, f(u) = cos(g base^−u).
+
+    ρ(d_k) is the left Riemann sum of f with step h = 2/d_k over n = d_k/2 cells. With
+    φ(u) = |g| base^−u ∈ [|g|/base, |g|] and L = ln base: f' = L φ sin φ, |f'| ≤ L|g|, and
+    f'' = −L² φ (sin φ + φ cos φ), |f''| ≤ L²(g² + |g|).
+    * first order: |ρ − I| ≤ Σ_l ∫_cell |f(u) − f(u_l)| du ≤ n (h²/2) max|f'| = |g| L / d_k;
+    * second order (Euler–Maclaurin): left sum = trapezoid + (h/2)(f(0) − f(1)) and
+      |trapezoid − I| ≤ h² max|f''| / 12, so |ρ − I − (f(0) − f(1))/d_k| ≤ L²(g² + |g|)/(3 d_k²).
+    Returns (first-order bound, second-order bound): mathematical bounds, safety 1 (the float64
+    evaluation of ρ adds :func:`correlation_formula_error`). The error is Θ(1/d_k) with constant
+    f(0) − f(1) = cos g − cos(g/base).
+    """
+    L = math.log(base)
+    return abs(g) * L / d_k, L * L * (g * g + abs(g)) / (3.0 * d_k * d_k)
+
+
+def score_correlation_variance_factor(d_k: int, base: float, g: float) -> float:
+    """κ = (asymptotic n·Var atanh r) for the sample correlation r of n iid pairs (S_f, S_r) under
+    H-iso; Fisher's bivariate-normal value is κ = 1. Here κ ≥ 1 + 2/d_k: Fisher z is NOT conservative.
+
+    Derivation. Write q = σ_q u, k = σ_k v with u, v iid N(0, I_{d_k}); then S_f = σ_q σ_k uᵀR_Δv and
+    S_r = σ_q σ_k uᵀR_{−Δ}v. Given v, (S_f, S_r) is bivariate normal with both variances s = ‖v‖²
+    (R orthogonal) and covariance c = vᵀR_Δᵀ R_{−Δ} v = Σ_l cos(gθ_l) w_l, w_l = ‖v_l‖² iid χ²₂. So,
+    scaling to unit variances (E s = d_k), μ_ab = E[X^a Y^b]:
+        μ40 = μ04 = 3E[s²]/d_k² = 3(1 + ε),  μ31 = μ13 = 3E[sc]/d_k² = 3ρ(1 + ε),
+        μ22 = (E[s²] + 2E[c²])/d_k² = 1 + ε + 2ρ² + 2ε m₂,
+    with ε = 2/d_k, ρ = mean_l cos(gθ_l), m₂ = mean_l cos²(gθ_l) (E[c²] = d_k²ρ² + 2d_k m₂,
+    E[sc] = d_k²ρ + 2d_kρ). The delta method gives n Var r → V = ρ²(μ40 + 2μ22 + μ04)/4 − ρ(μ31 + μ13)
+    + μ22 = (1 − ρ²)² + ε(1 + 2m₂ − 4ρ² + ρ²m₂), and atanh divides by (1 − ρ²)²: κ = V/(1 − ρ²)².
+    Since m₂ ≥ ρ², κ ≥ 1 + ε (d_k = 2: κ = 2 exactly). Checked by simulation (20,000 replicates of
+    n = 2000 at d_k = 2, 4, 8, 64: variance of atanh r within 1% of κ/(n−3); the κ-standardised
+    statistic had |skewness| < 0.03 and |excess kurtosis| < 0.06, i.e. normal tails).
+    """
+    c = torch.cos(g * rope_frequencies(d_k, base, dtype=torch.float64))
+    rho, m2 = float(c.mean()), float((c * c).mean())
+    one = 1.0 - rho * rho
+    if one < 1e-12:
+        raise ValueError(f"Corr(S_f, S_r) = {rho} is ±1 (g={g}): the sample correlation is degenerate")
+    return ((one * one) + (2.0 / d_k) * (1 + 2 * m2 - 4 * rho * rho + rho * rho * m2)) / (one * one)
+
+
+def score_correlation_halfwidth(d_k: int, base: float, g: float, n: int, alpha: float | None = None,
+                                one_sided: bool = False) -> float:
+    """Allowed |atanh r − atanh ρ| for n Monte Carlo pairs at false-alarm ``alpha`` (default
+    statistics.FALSE_ALARM): z · √(κ/(n − 3)), κ from :func:`score_correlation_variance_factor`,
+    z = z_{1−α/2} (two-sided) or z_{1−α} (one-sided). Fisher's n − 3 (instead of n) is kept: it only
+    widens the interval. The level is asymptotic (delta method), like Fisher's own; no extra safety."""
+    alpha = FALSE_ALARM if alpha is None else alpha
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1); got {alpha!r}")
+    if n < 4:
+        raise ValueError(f"n must be >= 4 Monte Carlo pairs; got {n}")
+    z = float(stats.norm.isf(alpha if one_sided else alpha / 2))
+    return z * math.sqrt(score_correlation_variance_factor(d_k, base, g) / (n - 3))
+
+
+def rope_bilinear_error(q: torch.Tensor, k: torch.Tensor, e_q: torch.Tensor, e_k: torch.Tensor, delta: float,
+                        base: float, safety: float = FORWARD_SAFETY) -> torch.Tensor:
+    """Bound on |fl(q̂ᵀ fl(R̂_δ k̂)) − qᵀR_δk| over the last axis (batched), × safety; q̂, k̂ within e_q, e_k.
+
+    R̂_δ = rope_matrix(δ): its entries are within E_R = e_angle(δ) (on each 2 × 2 block, from
+    :func:`rope_angle_error`) + FUNCTION_REL|R̂| of R_δ. The matvec adds γ_{d_k}|R̂||k̂| + E_R|k̂|
+    + |R̂|e_k; the dot γ_{d_k}|q̂|ᵀ|R̂k̂| + e_qᵀ|R̂k̂| + |q̂|ᵀ e_{Rk}.
+    """
+    d_k = q.shape[-1]
+    R = rope_matrix(delta, d_k, base, dtype=torch.float64, device=q.device).abs()
+    _, e_ang = rope_angle_error(torch.tensor([float(delta)], device=q.device), d_k, base)
+    E_R = block_expand(e_ang[0]).to(q.device) + FUNCTION_REL * R
+    ka = k.abs()
+    Rk = ka @ R.T
+    e_Rk = gamma(d_k) * Rk + ka @ E_R.T + e_k @ R.T
+    return safety * (gamma(d_k) * (q.abs() * Rk).sum(-1) + (e_q * Rk).sum(-1) + (q.abs() * e_Rk).sum(-1))
+
+
+def route_formula_error(q: torch.Tensor, k: torch.Tensor, e_q: torch.Tensor, e_k: torch.Tensor,
+                        x_M: torch.Tensor, x_B: torch.Tensor, g: float, base: float,
+                        safety: float = FORWARD_SAFETY) -> float:
+    """Bound on the float64 error of F = Σ_l cos(gθ̂_l)(‖x_M‖²‖k_l‖² + ‖x_B‖²‖q_l‖²) (C2b, unscaled), × safety.
+
+    q̂, k̂ within e_q, e_k ⇒ ‖q̂_l‖² within Σ_{i∈l} 2|q̂_i|e_q,i + γ_2‖q̂_l‖²; ‖x‖² within γ_d‖x‖²;
+    ĉ_l = cos(fl(g θ̂_l)) within |g|θ_l(pow_rel_error + u) + FUNCTION_REL|ĉ_l|; each term
+    c_l(a_l + b_l) rounds 4 times (4u); the sum of d_k/2 terms γ_{d_k/2}.
+    """
+    d, d_k = x_M.shape[-1], q.shape[-1]
+    theta = rope_frequencies(d_k, base, dtype=torch.float64, device=q.device)
+    expo = 2.0 * torch.arange(d_k // 2, dtype=torch.float64, device=q.device) / d_k
+    c = torch.cos(g * theta)
+    e_c = abs(g) * theta * (pow_rel_error(base, expo) + UNIT_ROUNDOFF) + FUNCTION_REL * c.abs()
+    nq, nk = (q * q).view(-1, 2).sum(-1), (k * k).view(-1, 2).sum(-1)
+    e_nq = (2 * q.abs() * e_q).view(-1, 2).sum(-1) + gamma(2) * nq
+    e_nk = (2 * k.abs() * e_k).view(-1, 2).sum(-1) + gamma(2) * nk
+    xm, xb = float(x_M @ x_M), float(x_B @ x_B)
+    inner = xm * nk + xb * nq
+    e_inner = gamma(d) * inner + xm * e_nk + xb * e_nq
+    terms = c * inner
+    err = e_c * inner + c.abs() * e_inner + 4 * UNIT_ROUNDOFF * terms.abs()
+    return safety * float(err.sum() + gamma(d_k // 2) * terms.abs().sum())
+
+
+def score_difference_tolerance(e_f: float, e_r: float, observed: float, reference: float) -> float:
+    """|fl(ŝ_f − ŝ_r) − fl(ref)| allowance when ŝ_f, ŝ_r are within e_f, e_r (already × safety, from
+    :func:`forward_error_bounds`) and the exact difference equals the exact ref: e_f + e_r plus one
+    rounding of each subtraction, u(|observed| + |reference|)."""
+    return e_f + e_r + UNIT_ROUNDOFF * (abs(observed) + abs(reference))
+
 
 # ---------------------------------------------------------------------------------------------
 # C2a: the correlation formula, its limit, and the Monte Carlo test
@@ -75,12 +228,12 @@ def score_correlation_limit(g: float, base: float, dps: int = 50, method: str = 
 
 
 def check_correlation_formula(d_k: int, base: float, g: float) -> CheckResult:
-    """The float64 formula against the 50-digit mpmath sum, within tolerances.correlation_formula_error;
+    """The float64 formula against the 50-digit mpmath sum, within :func:`correlation_formula_error`;
     also cross-checks tr(rope_matrix(g))/d_k (same bound)."""
     value = score_correlation(d_k, base, g)
     exact = float(score_correlation_mp(d_k, base, g))
     trace = float(torch.trace(rope_matrix(g, d_k, base))) / d_k
-    bound = tol.correlation_formula_error(d_k, base, g)
+    bound = correlation_formula_error(d_k, base, g)
     worst = value if abs(value - exact) >= abs(trace - exact) else trace
     return identity("C2a", f"tr(R_g)/d_k float64 vs mpmath (d_k={d_k}, base={base:g}, g={g:g})", worst, exact,
                     bound, formula=value, trace=trace)
@@ -88,10 +241,10 @@ def check_correlation_formula(d_k: int, base: float, g: float) -> CheckResult:
 
 def check_correlation_limit(d_k: int, base: float, g: float) -> list[CheckResult]:
     """|ρ(d_k) − I| ≤ |g| ln(base)/d_k and |ρ(d_k) − I − (cos g − cos(g/base))/d_k| ≤ L²(g²+|g|)/(3d_k²)
-    (tolerances.riemann_limit_bounds), I from mpmath; the float64 rounding of ρ is allowed on top."""
+    (:func:`riemann_limit_bounds`), I from mpmath; the float64 rounding of ρ is allowed on top."""
     rho, limit = score_correlation(d_k, base, g), float(score_correlation_limit(g, base))
-    first, second = tol.riemann_limit_bounds(d_k, base, g)
-    slack = tol.correlation_formula_error(d_k, base, g)
+    first, second = riemann_limit_bounds(d_k, base, g)
+    slack = correlation_formula_error(d_k, base, g)
     lead = (math.cos(g) - math.cos(g / base)) / d_k
     where = f"(d_k={d_k}, base={base:g}, g={g:g})"
     return [
@@ -155,8 +308,8 @@ def check_score_correlation(s_f: torch.Tensor, s_r: torch.Tensor, d_k: int, base
     ≤ z_{1−α/2} √(κ/(n−3)), κ the exact delta-method factor for these bilinear (non-normal) scores."""
     n = int(s_f.shape[0])
     r, rho = sample_correlation(s_f, s_r), score_correlation(d_k, base, g)
-    half = tol.score_correlation_halfwidth(d_k, base, g, n, alpha)
-    kappa = tol.score_correlation_variance_factor(d_k, base, g)
+    half = score_correlation_halfwidth(d_k, base, g, n, alpha)
+    kappa = score_correlation_variance_factor(d_k, base, g)
     z = math.atanh(max(min(r, 1 - 1e-16), -1 + 1e-16))
     return identity("C2a", f"atanh Corr(S_f, S_r), Monte Carlo n={n} (d_k={d_k}, base={base:g}, g={g:g})",
                     z, math.atanh(rho), half, r=r, rho=rho, n=n, kappa=kappa, alpha=alpha,
@@ -179,22 +332,22 @@ def score_model(x_M: torch.Tensor, x_B: torch.Tensor, W_Q: torch.Tensor, W_K: to
 
 def check_model_scores(sample: dict, index: int = 0) -> list[CheckResult]:
     """S_f, S_r of draw ``index`` (via rope_matrix) against √d_k × model.forward's scores at the right
-    slots; tolerance: tolerances.rope_bilinear_error + the model's forward_error_bounds × √d_k + 3u|S|."""
+    slots; tolerance: :func:`rope_bilinear_error` + the model's forward_error_bounds × √d_k + 3u|S|."""
     W_Q, W_K, x_M, x_B = sample["W_Q"][index], sample["W_K"][index], sample["x_M"], sample["x_B"]
     d_k, d, base, delta = W_Q.shape[0], W_Q.shape[1], sample["base"], sample["delta"]
     params, cfg, template, A, B = score_model(x_M, x_B, W_Q, W_K, base, delta)
     q, k = W_Q @ x_M, W_K @ x_B
-    e_q = tol.gamma(d) * (W_Q.abs() @ x_M.abs())
-    e_k = tol.gamma(d) * (W_K.abs() @ x_B.abs())
+    e_q = gamma(d) * (W_Q.abs() @ x_M.abs())
+    e_k = gamma(d) * (W_K.abs() @ x_B.abs())
     out = []
     for name, query, i, j, sgn in (("S_f", forward_query(template, A, B, 3), template.a, template.b, 1),
                                    ("S_r", reverse_query(template, A, B, 3), template.b, template.a, -1)):
         tokens = query.tensor(x_M.device)
         s_model = float(forward(params, cfg, tokens)["scores"][0, 0, i, j]) * math.sqrt(d_k)
         s_ref = float(sample["s_f" if sgn > 0 else "s_r"][index])
-        e_model = float(tol.forward_error_bounds(params, cfg, tokens)["scores"][0, 0, i, j]) * math.sqrt(d_k)
-        e_ref = float(tol.rope_bilinear_error(q, k, e_q, e_k, sgn * delta, base))
-        bound = e_model * (1 + 2 * tol.UNIT_ROUNDOFF) + e_ref + 3 * tol.UNIT_ROUNDOFF * abs(s_ref)
+        e_model = float(forward_error_bounds(params, cfg, tokens)["scores"][0, 0, i, j]) * math.sqrt(d_k)
+        e_ref = float(rope_bilinear_error(q, k, e_q, e_k, sgn * delta, base))
+        bound = e_model * (1 + 2 * UNIT_ROUNDOFF) + e_ref + 3 * UNIT_ROUNDOFF * abs(s_ref)
         out.append(identity("C2a", f"{name} from rope_matrix vs √d_k·model.forward score (Δ={delta})",
                             s_model, s_ref, bound, index=index))
     return out
@@ -266,17 +419,17 @@ def check_route_gradient(params: dict, cfg: ModelConfig, template: Template, A: 
     dev = params["E"].device
     tok_f = forward_query(template, A, B, cfg.vocab).tensor(dev)
     tok_r = reverse_query(template, A, B, cfg.vocab).tensor(dev)
-    e_fq, e_fk = tol.score_gradient_error_bound(params, cfg, tok_f, a, b, safety=1.0)
-    e_rq, e_rk = tol.score_gradient_error_bound(params, cfg, tok_r, b, a, safety=1.0)
+    e_fq, e_fk = score_gradient_error_bound(params, cfg, tok_f, a, b, safety=1.0)
+    e_rq, e_rk = score_gradient_error_bound(params, cfg, tok_r, b, a, safety=1.0)
     G_f = torch.cat([grad_f["W_Q"].flatten(), grad_f["W_K"].flatten()])
     G_r = torch.cat([grad_r["W_Q"].flatten(), grad_r["W_K"].flatten()])
     e_f = torch.cat([e_fq.flatten(), e_fk.flatten()])
     e_r = torch.cat([e_rq.flatten(), e_rk.flatten()])
-    e_ip = tol.FORWARD_SAFETY * (tol.storage_inner_product_error(G_f, G_r, e_f, e_r) + float((e_f * e_r).sum()))
-    e_q = tol.gamma(d) * (W_Q.abs() @ x_M.abs())
-    e_k = tol.gamma(d) * (W_K.abs() @ x_B.abs())
-    e_formula = tol.route_formula_error(q, k, e_q, e_k, x_M, x_B, g, cfg.rope_base) / d_k
-    bound = e_ip + e_formula + tol.UNIT_ROUNDOFF * abs(formula)
+    e_ip = FORWARD_SAFETY * (storage_inner_product_error(G_f, G_r, e_f, e_r) + float((e_f * e_r).sum()))
+    e_q = gamma(d) * (W_Q.abs() @ x_M.abs())
+    e_k = gamma(d) * (W_K.abs() @ x_B.abs())
+    e_formula = route_formula_error(q, k, e_q, e_k, x_M, x_B, g, cfg.rope_base) / d_k
+    bound = e_ip + e_formula + UNIT_ROUNDOFF * abs(formula)
     return identity("C2b", f"⟨∇S_f, ∇S_r⟩ vs Σ_l cos(gθ_l)(…)/d_k (d_k={d_k}, Δ={template.offset})", observed,
                     formula, bound, d_k=d_k, delta=template.offset, base=cfg.rope_base)
 
@@ -300,7 +453,7 @@ def check_route_gradient_mean(values: torch.Tensor, mean: float, variance: float
 def check_reflection_scores(params: dict, cfg: ModelConfig, template: Template, A: int, B: int) -> CheckResult:
     """Mask-to-B scores from model.forward: s_f = scores[a, b] (forward query), s_r = scores[b, a]
     (reverse query). alibi/none: s_f − s_r = 0; t5: s_f − s_r = b(+Δ) − b(−Δ). Tolerance from
-    forward_error_bounds (tolerances.score_difference_tolerance)."""
+    forward_error_bounds (:func:`score_difference_tolerance`)."""
     if cfg.pos not in ("alibi", "none", "t5"):
         raise ValueError(f"cfg.pos must be one of 'alibi', 'none', 't5'; got {cfg.pos!r}")
     a, b = _slots(template)
@@ -309,15 +462,15 @@ def check_reflection_scores(params: dict, cfg: ModelConfig, template: Template, 
     tok_r = reverse_query(template, A, B, cfg.vocab).tensor(dev)
     s_f = float(forward(params, cfg, tok_f)["scores"][0, 0, a, b])
     s_r = float(forward(params, cfg, tok_r)["scores"][0, 0, b, a])
-    e_f = float(tol.forward_error_bounds(params, cfg, tok_f)["scores"][0, 0, a, b])
-    e_r = float(tol.forward_error_bounds(params, cfg, tok_r)["scores"][0, 0, b, a])
+    e_f = float(forward_error_bounds(params, cfg, tok_f)["scores"][0, 0, a, b])
+    e_r = float(forward_error_bounds(params, cfg, tok_r)["scores"][0, 0, b, a])
     ref = 0.0
     if cfg.pos == "t5":
         bias = params["t5_bias"][0, 0]
         ref = float(bias[template.offset + cfg.max_len - 1] - bias[-template.offset + cfg.max_len - 1])
     observed = s_f - s_r
     return identity("C2a", f"s_f − s_r under {cfg.pos} (Δ={template.offset})", observed, ref,
-                    tol.score_difference_tolerance(e_f, e_r, observed, ref), s_f=s_f, s_r=s_r)
+                    score_difference_tolerance(e_f, e_r, observed, ref), s_f=s_f, s_r=s_r)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -442,7 +595,6 @@ def run_c2c(draws: int, seed: int, device: str) -> list[CheckResult]:
                        correlation_interval=clopper_pearson(corr, len(trials)))]
 
 
-RUNNERS = {"C2a": run_c2a, "C2b": run_c2b, "C2c": run_c2c}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -463,7 +615,7 @@ def negative_correlation_search(draws: int, seed: int, device: str) -> Counterex
         n = max(draws, 2000)
         sample = sample_scores(16, d_k, base, delta, n, rng.randrange(MAX_SEED), device=device)
         r = sample_correlation(sample["s_f"], sample["s_r"])
-        upper = math.tanh(math.atanh(r) + tol.score_correlation_halfwidth(d_k, base, 2.0 * delta, n, one_sided=True))
+        upper = math.tanh(math.atanh(r) + score_correlation_halfwidth(d_k, base, 2.0 * delta, n, one_sided=True))
         if upper < 0:
             return Counterexample("C2a", "tr(R_g) > 0 (d_k ≥ 4 at Δ = 2)", True, searched,
                                   {"d_k": d_k, "base": base, "delta": delta, "formula": rho, "r": r, "n": n,

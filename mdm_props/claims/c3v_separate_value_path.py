@@ -11,18 +11,18 @@ a random subspace) and the sign can flip: the negative control.
 from __future__ import annotations
 
 import dataclasses
-import random
 
 import torch
 
-from .. import tolerances as tol
 from ..checks import CheckResult, NegativeControl, identity, inequality
 from ..facts import Template, query_loss
 from ..model import ModelConfig
 from ..params import check_params, orthonormal_rows, resolve_device
-from ..strategies import sample_case
-from .c1 import N_HEADS, _describe, _draws, evaluate, pair_queries, search, seeded_cases
-from .c3 import first_factor
+from ..rounding import STORAGE_SAFETY, gamma, gram_defect, storage_gradient_error_bound, storage_inner_product_error
+from ..search import describe, run_per_draw, search, seeded_cases
+from ..storage import evaluate, pair_queries
+from ..strategies import N_HEADS, Case
+from .c3_aligned_storage import c3_tolerances, storage_product
 
 
 def separate_value_config(cfg: ModelConfig) -> ModelConfig:
@@ -53,19 +53,20 @@ def value_gradient(params: dict, cfg: ModelConfig, query) -> torch.Tensor:
 def value_gradient_error_bound(params: dict, cfg: ModelConfig, query) -> torch.Tensor:
     """|Ĝ^V − G^V| ≤ |W_O|ᵀ e_OV + γ_d |W_O|ᵀ|G^OV| per head (safety 1): autograd forms
     (W_Oᵀ g) cᵀ with g = Uᵀ(p − y), i.e. one more length-d matvec than G^OV = g cᵀ, whose own bound
-    e_OV is :func:`~mdm_props.tolerances.storage_gradient_error_bound`."""
+    e_OV is :func:`~mdm_props.rounding.storage_gradient_error_bound`."""
     W_O = params["W_O"][0].abs()  # (H, d, d_head)
-    e_ov = tol.storage_gradient_error_bound(params, cfg, query, safety=1.0)
+    e_ov = storage_gradient_error_bound(params, cfg, query, safety=1.0)
     s = evaluate(params, cfg, query)
     g_abs = (params["E"][: cfg.vocab].T @ s.resid).abs()  # |Uᵀ(p − y)|, tied U
     G_ov_abs = g_abs[None, :, None] * s.context.abs()[:, None, :]
-    return W_O.transpose(-1, -2) @ e_ov + tol.gamma(cfg.d_model) * (W_O.transpose(-1, -2) @ G_ov_abs)
+    return W_O.transpose(-1, -2) @ e_ov + gamma(cfg.d_model) * (W_O.transpose(-1, -2) @ G_ov_abs)
 
 
 def check_c3v(params: dict, cfg: ModelConfig, template: Template, A: int, B: int) -> list[CheckResult]:
     """C3v on one draw: ⟨G^V_f, G^V_r⟩ equals C3's product (identity) and is > 0 (margin: cosine).
 
-    Tolerance: the C3 formula's own bound (``c3_tolerances`` with no inner-product term), plus
+    Tolerance: the C3 formula's own bound (:func:`~mdm_props.claims.c3_aligned_storage.c3_tolerances` with no
+    inner-product term), plus
     STORAGE_SAFETY × (the rounding of fl(Σ Ĝ^V_f ∘ Ĝ^V_r) and the orthogonality defect of W_O:
     |⟨A, (W_O W_Oᵀ − I)B⟩| ≤ ω_O Σ_k ‖A_{:k}‖₁‖B_{:k}‖₁ with ω_O = max|W_O W_Oᵀ − I|).
     """
@@ -78,19 +79,16 @@ def check_c3v(params: dict, cfg: ModelConfig, template: Template, A: int, B: int
     GV_f, GV_r = value_gradient(params, cfg, fq), value_gradient(params, cfg, rq)
     e_f, e_r = value_gradient_error_bound(params, cfg, fq), value_gradient_error_bound(params, cfg, rq)
     ip = float((GV_f * GV_r).sum())
-    P = float(first_factor(f.p, A, r.p, A))
-    tok_f, tok_r = f.token_attention(V + 1), r.token_attention(V + 1)
-    S = float((tok_f * tok_r).sum())
-    t_formula, _ = tol.c3_tolerances(0.0, -f.resid, -r.resid, f.e_p, r.e_p, A, tok_f, tok_r,
-                                     f.token_attention(V + 1, error=True), r.token_attention(V + 1, error=True),
-                                     len(fq.tokens), tol.gram_defect(params["E"]), P, S, P * S, 0.0)
+    prod = storage_product(f, r, A, V)
+    P, S = prod.P, prod.S
+    t_formula, _ = c3_tolerances(f, r, A, V, gram_defect(params["E"]), 0.0)
     W_O = params["W_O"][0]
     eye = torch.eye(cfg.d_model, dtype=W_O.dtype, device=W_O.device)
     omega_O = float((W_O @ W_O.transpose(-1, -2) - eye).abs().max())
     G_ov_f = (params["E"][:V].T @ -f.resid)[None, :, None] * f.context[:, None, :]  # Uᵀ(p − y)cᵀ, (H, d, d)
     G_ov_r = (params["E"][:V].T @ -r.resid)[None, :, None] * r.context[:, None, :]
     defect = omega_O * float((G_ov_f.abs().sum(-2) * G_ov_r.abs().sum(-2)).sum())
-    t = t_formula + tol.STORAGE_SAFETY * (tol.storage_inner_product_error(GV_f, GV_r, e_f, e_r) + defect)
+    t = t_formula + STORAGE_SAFETY * (storage_inner_product_error(GV_f, GV_r, e_f, e_r) + defect)
     norms = float(GV_f.norm() * GV_r.norm())
     details = {"first_factor": P, "token_overlap": S, "n_heads": cfg.n_heads, "omega_O": omega_O}
     return [
@@ -100,23 +98,16 @@ def check_c3v(params: dict, cfg: ModelConfig, template: Template, A: int, B: int
     ]
 
 
-def draw(rng: random.Random, device="cpu"):
-    """One seeded C3v draw: a C3 case made factored with an orthogonal W_O. Returns (params, cfg, case)."""
-    case = sample_case(rng, n_heads=N_HEADS)
+def factored_case(case: Case, device="cpu") -> tuple:
+    """A C3 draw made factored with an orthogonal W_O: (params, cfg, template, A, B), the checker's arguments."""
     cfg = separate_value_config(case.cfg)
     case = dataclasses.replace(case, cfg=cfg)
-    return orthogonal_output(case.params(device), cfg, case.seed), cfg, case
+    return orthogonal_output(case.params(device), cfg, case.seed), cfg, case.template, case.A, case.B
 
 
 def run_c3v(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
     """C3v on ``draws`` seeded draws under H-rel + H-orth + H-bi and orthogonal W_O, 1–3 heads."""
-    resolve_device(device)
-    rng = random.Random(seed)
-    out = []
-    for _ in range(_draws(draws)):
-        params, cfg, case = draw(rng, device)
-        out += check_c3v(params, cfg, case.template, case.A, case.B)
-    return out
+    return run_per_draw(check_c3v, draws, seed, device, args=factored_case, n_heads=N_HEADS)
 
 
 def c3v_gaussian_output(draws: int, seed: int, device: str = "cpu"):
@@ -132,15 +123,14 @@ def c3v_gaussian_output(draws: int, seed: int, device: str = "cpu"):
         G_f, G_r = value_gradient(params, cfg, fq), value_gradient(params, cfg, rq)
         e_f, e_r = value_gradient_error_bound(params, cfg, fq), value_gradient_error_bound(params, cfg, rq)
         ip = float((G_f * G_r).sum())
-        if ip < -tol.STORAGE_SAFETY * tol.storage_inner_product_error(G_f, G_r, e_f, e_r):
-            return ip, _describe(case, d_head=2, inner_product=ip)
+        if ip < -STORAGE_SAFETY * storage_inner_product_error(G_f, G_r, e_f, e_r):
+            return ip, describe(case, d_head=2, merged_ov=False, inner_product=ip)
         return None
 
-    return search("C3v", "orthogonal W_O (Gaussian W_O, d_head = 2)", _draws(draws),
+    return search("C3v", "orthogonal W_O (Gaussian W_O, d_head = 2)", draws,
                   seeded_cases(seed, pos=("rope", "t5")), violation)
 
 
-RUNNERS = {"C3v": run_c3v}
 NEGATIVE_CONTROLS = [
     NegativeControl("C3v~gaussian-W_O", "C3v", "orthogonal W_O (Gaussian W_O, d_head = 2)",
                     "a Gaussian low-rank W_O projects Uᵀ(p − y) onto a random subspace: ⟨G^V_f, G^V_r⟩ < 0 exists",

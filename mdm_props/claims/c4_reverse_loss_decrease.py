@@ -18,30 +18,96 @@ import random
 
 import torch
 
-from .. import tolerances as tol
-from ..checks import CheckResult, Counterexample, NegativeControl, identity, inequality
+from ..checks import CheckResult, Counterexample, NegativeControl, inequality
 from ..facts import Query, Template, query_loss
 from ..model import POSITIONAL_ENCODINGS, RELATIVE_ENCODINGS, ModelConfig, unembedding
 from ..params import check_params, resolve_device
+from ..rounding import (
+    STORAGE_SAFETY,
+    UNIT_ROUNDOFF,
+    gamma,
+    gram_defect,
+    query_loss_error_bound,
+    storage_step_logit_error,
+    context_overlap_error,
+)
+from ..search import (
+    arm_case_queries,
+    describe,
+    per_draw_cases,
+    run_per_draw,
+    search,
+    search_negative_alignment,
+    seeded_cases,
+)
 from ..statistics import FALSE_ALARM, clopper_pearson
-from ..strategies import sample_case
-from .c1 import (
-    N_HEADS,
-    _describe,
-    _draws,
-    _prepare,
-    case_args,
+from ..storage import (
+    Alignment,
+    QueryState,
     evaluate,
     pair_queries,
-    search,
-    seeded_cases,
+    require_storage_inputs,
+    storage_alignment,
     storage_gradient,
     storage_step,
 )
-from .c3 import _arm_queries, search_negative_alignment, storage_alignment
+from ..strategies import ETAS, N_HEADS, sample_case
+from ..validation import require_int, require_seed
+from ..taylor import (
+    TAYLOR_RADIUS_FRACTION,
+    TAYLOR_WINDOW,
+    taylor_floor,
+    taylor_radius,
+    taylor_relative_band,
+    taylor_test,
+)
 
-C4A_ETAS = (1e-3, 1e-2, 0.1, 1.0)
+C4A_ETAS = ETAS  # the C4a remainder is checked at every storage step size of the case space
 TAYLOR_EXPONENTS = range(0, 61)  # η = 2^−k
+
+
+# ---------------------------------------------------------------------------------------------
+# C4a bounds
+# The storage step's reverse loss φ(η) = L_r(W_OV − η G_f). The exact statement used is the one
+# for the step actually taken, D = (W − Ŵ')/η with Ŵ' = fl(W − fl(ηĜ_f)): for any direction D,
+# φ_D(η) = L_r(W − ηD) is convex with φ_D'(0) = −⟨G_r, D⟩ and φ_D'' = Var_p(a_D) ≤ spread(a_D)²/4,
+# a_D = −U Σ_h D^h c_r^h, so 0 ≤ φ_D(η) − φ_D(0) + η⟨G_r, D⟩ ≤ η² spread(a_D)²/8 holds exactly.
+# The computed remainder differs from it by the bounds below (safety 1 inputs, × STORAGE_SAFETY).
+
+
+def logit_direction_error(f: QueryState, step_err, eta: float, S: float, e_S: float, omega: float,
+                          a_hat) -> torch.Tensor:
+    """Bound (V,) on |a_D − â| for â = fl((y − p̂_f) Ŝ) (``f`` the forward query state), first order,
+    safety 1: the step's rounding (:func:`~mdm_props.rounding.storage_step_logit_error` / η), H-orth's
+    defect ω‖y − p‖₁|S| (UUᵀ = I + Δ), p̂_f within e_p, Ŝ within e_S, and the product's rounding u|â|."""
+    resid = f.resid
+    l1 = float(resid.abs().sum())
+    return step_err / eta + omega * l1 * abs(S) + f.e_p * abs(S) + resid.abs() * e_S + UNIT_ROUNDOFF * a_hat.abs()
+
+
+def c4a_tolerances(al: Alignment, W: torch.Tensor, eta: float, r1: QueryState, spread: float,
+                   delta_a: float) -> tuple[float, float]:
+    """(lower, upper) rounding allowances, × STORAGE_SAFETY, for R̂ = fl(fl(φ̂(η) − φ̂(0)) + fl(η ⟨Ĝ_r, Ĝ_f⟩))
+    against 0 ≤ R ≤ η² spread(â)²/8, for the alignment ``al`` (φ(0) read off ``al.r``), the reverse query
+    state ``r1`` after the step Ŵ' = fl(W − fl(ηĜ_f)), and δ = ``delta_a`` (:func:`logit_direction_error`).
+
+    * φ̂(0), φ̂(η): the forward bounds e_L (log-prob at the target) of the two evaluations.
+    * Linear term: |⟨Ĝ_r, Ĝ_f⟩ − ⟨G_r, G_f⟩| ≤ ip_err (:func:`~mdm_props.rounding.storage_inner_product_error`);
+      the step taken is D = G_f + e with |e| ≤ e_G_f + γ_2(|W|/η + 2|Ĝ_f|), so η|⟨G_r, G_f − D⟩| ≤
+      Σ|Ĝ_r|(η e_G_f + γ_2(|W| + 2η|Ĝ_f|)).
+    * Arithmetic of R̂: γ_3(|φ̂(η)| + |φ̂(0)| + η|⟨Ĝ_r, Ĝ_f⟩|).
+    * Upper bound only: spread(a_D) ≤ spread(â) + 2δ (δ = max |a_D − â|), so η² spread(a_D)²/8 ≤
+      η² spread(â)²/8 + η²(4δ spread(â) + 4δ²)/8.
+    """
+    A = al.r.query.target
+    phi0, e_L0 = -float(al.r.logp[A]), float(al.r.e_logp[A])
+    phi1, e_L1 = -float(r1.logp[A]), float(r1.e_logp[A])
+    G_r, G_f, e_G_f = al.G_r, al.G_f, al.e_G_f
+    lin = eta * al.ip_err + float((G_r.abs() * (eta * e_G_f + gamma(2) * (W.abs() + 2 * eta * G_f.abs()))).sum())
+    arith = gamma(3) * (abs(phi1) + abs(phi0) + eta * abs(al.ip))
+    lower = e_L0 + e_L1 + lin + arith
+    upper = lower + eta**2 * (4 * delta_a * spread + 4 * delta_a**2) / 8
+    return STORAGE_SAFETY * lower, STORAGE_SAFETY * upper
 
 
 # ---------------------------------------------------------------------------------------------
@@ -51,29 +117,28 @@ TAYLOR_EXPONENTS = range(0, 61)  # η = 2^−k
 def check_c4a(params: dict, cfg: ModelConfig, template: Template, A: int, B: int,
               etas=C4A_ETAS) -> list[CheckResult]:
     """C4a on one draw: the remainder bounds at each η of ``etas`` and the decrease at η*/2, η*(1 − 10⁻³)."""
-    _prepare(params, cfg)
+    require_storage_inputs(params, cfg)
     V = cfg.vocab
     fq, rq = pair_queries(template, A, B, V)
     al = storage_alignment(params, cfg, fq, rq)
-    f, r, G_f, G_r, ip = al["f"], al["r"], al["G_f"], al["G_r"], al["ip"]
+    f, r, G_f, ip = al.f, al.r, al.G_f, al.ip
     S = float((f.context * r.context).sum())
-    e_S = tol.context_overlap_error(f.context, r.context, f.e_context, r.e_context)
+    e_S = context_overlap_error(f.context, r.context, f.e_context, r.e_context)
     a = f.resid * S  # the reverse logits' direction, (y − p_f) c_fᵀc_r
     spread = float(a.max() - a.min())
     eta_star = 8 * ip / spread**2
-    omega = tol.gram_defect(params["E"])
+    omega = gram_defect(params["E"])
     U, W = unembedding(params, cfg), params["W_OV"][0]
-    phi0, e_L0 = -float(r.logp[A]), float(r.e_logp[A])
+    phi0 = -float(r.logp[A])
     results = []
     steps = [(float(e), None) for e in etas] + [(eta_star / 2, "η*/2"), (eta_star * (1 - 1e-3), "η*(1 − 1e-3)")]
     for eta, label in steps:
         r1 = evaluate(storage_step(params, G_f, eta), cfg, rq)
-        phi1, e_L1 = -float(r1.logp[A]), float(r1.e_logp[A])
+        phi1 = -float(r1.logp[A])
         R = (phi1 - phi0) + eta * ip
-        step_err = tol.storage_step_logit_error(U, W, G_f, al["e_G_f"], eta, r.context, r.e_context)
-        delta_a = float(tol.logit_direction_error(step_err, eta, f.resid, f.e_p, S, e_S, omega, a).max())
-        t_lo, t_hi = tol.c4a_tolerances(e_L0, e_L1, phi0, phi1, eta, ip, al["ip_err"], G_r, G_f, al["e_G_f"], W,
-                                        spread, delta_a)
+        step_err = storage_step_logit_error(U, W, G_f, al.e_G_f, eta, r.context, r.e_context)
+        delta_a = float(logit_direction_error(f, step_err, eta, S, e_S, omega, a).max())
+        t_lo, t_hi = c4a_tolerances(al, W, eta, r1, spread, delta_a)
         quad = eta**2 * spread**2 / 8
         info = {"eta": eta, "eta_star": eta_star, "inner_product": ip, "spread": spread}
         if label is None:
@@ -89,10 +154,7 @@ def check_c4a(params: dict, cfg: ModelConfig, template: Template, A: int, B: int
 
 def run_c4a(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
     """C4a on ``draws`` seeded draws under H-rel + H-orth + H-bi, 1–3 heads."""
-    resolve_device(device)
-    rng = random.Random(seed)
-    return [r for _ in range(_draws(draws))
-            for r in check_c4a(*case_args(sample_case(rng, n_heads=N_HEADS), device))]
+    return run_per_draw(check_c4a, draws, seed, device, n_heads=N_HEADS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,57 +198,31 @@ def line_derivatives(params: dict, cfg: ModelConfig, query: Query, direction: di
 def taylor_remainders(params: dict, cfg: ModelConfig, query: Query, direction: dict, slope: float,
                       g_loss: dict, A2: float, taylor: tuple[float, ...]) -> list[dict]:
     """Rows {k, η, R, floor, x} with R(η) = L(θ − η d) − L(θ) + η·slope, its float64 floor
-    (:func:`mdm_props.tolerances.taylor_floor`; ``g_loss`` = ∇L, the loss's sensitivity to θ's
+    (:func:`mdm_props.taylor.taylor_floor`; ``g_loss`` = ∇L, the loss's sensitivity to θ's
     rounding) and relative band x(η), for η = 2^−k over the k where x(η) can be ≤ TAYLOR_WINDOW:
     from the first k with η ≤ ρ̂ TAYLOR_RADIUS_FRACTION whose Taylor part of x is (it decreases with η)
     until the floor part alone is above it (floor/η² only grows as η shrinks)."""
     if A2 == 0:
         return []
     L0 = float(query_loss(params, cfg, query))
-    e_L0 = tol.query_loss_error_bound(params, cfg, query, safety=1.0)
+    e_L0 = query_loss_error_bound(params, cfg, query, safety=1.0)
     names = list(params)
     g_l, g_d, theta = [g_loss[n] for n in names], [direction[n] for n in names], [params[n] for n in names]
-    rho = tol.taylor_radius(A2, taylor)
+    rho = taylor_radius(A2, taylor)
     rows = []
     for k in TAYLOR_EXPONENTS:
         eta = 2.0**-k
-        if eta > tol.TAYLOR_RADIUS_FRACTION * rho or tol.taylor_relative_band(A2, taylor, 0.0, eta) > tol.TAYLOR_WINDOW:
+        if eta > TAYLOR_RADIUS_FRACTION * rho or taylor_relative_band(A2, taylor, 0.0, eta) > TAYLOR_WINDOW:
             continue
         moved = {n: params[n] - eta * direction[n] for n in names}
         L1 = float(query_loss(moved, cfg, query))
-        e_L1 = tol.query_loss_error_bound(moved, cfg, query, safety=1.0)
-        floor = tol.taylor_floor(e_L0, e_L1, L0, L1, eta, slope, g_l, g_d, theta)
-        if floor / (eta**2 * abs(A2)) > tol.TAYLOR_WINDOW:
+        e_L1 = query_loss_error_bound(moved, cfg, query, safety=1.0)
+        floor = taylor_floor(e_L0, e_L1, L0, L1, eta, slope, g_l, g_d, theta)
+        if floor / (eta**2 * abs(A2)) > TAYLOR_WINDOW:
             break
         rows.append({"k": k, "eta": eta, "R": (L1 - L0) + eta * slope, "floor": floor,
-                     "x": tol.taylor_relative_band(A2, taylor, floor, eta)})
+                     "x": taylor_relative_band(A2, taylor, floor, eta)})
     return rows
-
-
-def taylor_test(claim: str, rows: list[dict], A2: float, taylor: tuple[float, ...]) -> list[CheckResult]:
-    """The observed orders (every consecutive pair) and the ratios R(η)/η² (every point) on the
-    asymptotic window {η : x(η) ≤ TAYLOR_WINDOW} (:func:`mdm_props.tolerances.taylor_relative_band`),
-    each against its derived band. Without a window above the float64 floor — the regime where R is
-    quadratic lies below what float64 resolves — there is nothing to compare: no result."""
-    window = [row for row in rows if row["x"] <= tol.TAYLOR_WINDOW]
-    info = {"A2": A2, "window": [row["k"] for row in window], "taylor": taylor}
-    by_k = {row["k"]: row for row in window}
-    orders, ratios = [], []
-    for row in window:
-        ratios.append((row["R"] / row["eta"] ** 2, A2, row["x"] * abs(A2), row["k"]))
-        nxt = by_k.get(row["k"] + 1)
-        if nxt is not None:
-            order = math.log2(row["R"] / nxt["R"]) if row["R"] / nxt["R"] > 0 else math.nan
-            orders.append((order, tol.taylor_order_band(row["x"], nxt["x"]), row["k"]))
-    results = []
-    if orders:
-        worst = max(orders, key=lambda o: abs(o[0] - 2) / o[1] if math.isfinite(o[0]) else math.inf)
-        results.append(identity(claim, "observed order log2(R(η)/R(η/2)) = 2", worst[0], 2.0, worst[1], k=worst[2],
-                                orders=[round(o[0], 6) for o in orders], **info))
-    if ratios:
-        worst = max(ratios, key=lambda r: abs(r[0] - r[1]) / r[2])
-        results.append(identity(claim, "R(η)/η² = ½ g_fᵀ H_r g_f", worst[0], worst[1], worst[2], k=worst[3], **info))
-    return results
 
 
 def check_c4b(params: dict, cfg: ModelConfig, template: Template, A: int, B: int, *,
@@ -211,13 +247,7 @@ def check_c4b(params: dict, cfg: ModelConfig, template: Template, A: int, B: int
 
 def run_c4b(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
     """C4b on ``draws`` seeded draws: every encoding, orthonormal embeddings or not."""
-    resolve_device(device)
-    rng = random.Random(seed)
-    out = []
-    for _ in range(_draws(draws)):
-        case = sample_case(rng, pos=POSITIONAL_ENCODINGS, orthonormal=rng.random() < 0.5)
-        out += check_c4b(*case_args(case, device))
-    return out
+    return run_per_draw(check_c4b, draws, seed, device, either_orthonormal=True, pos=POSITIONAL_ENCODINGS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,13 +264,13 @@ def alignment_counts(draws: int, seed: int, device: str = "cpu", *, attention: s
     """{encoding: (draws with ⟨g_r, g_f⟩ > 0, draws)}: draw i uses encodings[i mod len], orthonormal
     embeddings with probability 1/2, the MDM queries (bidirectional) or the ARM's (causal)."""
     resolve_device(device)
-    rng = random.Random(seed)
+    rng = random.Random(require_seed("seed", seed))
     counts = {e: [0, 0] for e in encodings}
-    for i in range(_draws(draws)):
+    for i in range(require_int("draws", draws, 1)):
         enc = encodings[i % len(encodings)]
         case = sample_case(rng, pos=(enc,), orthonormal=rng.random() < 0.5, attention=attention)
-        queries = _arm_queries(case) if attention == "causal" else pair_queries(case.template, case.A, case.B,
-                                                                                  case.cfg.vocab)
+        queries = arm_case_queries(case) if attention == "causal" else pair_queries(case.template, case.A, case.B,
+                                                                                      case.cfg.vocab)
         counts[enc][0] += full_alignment(case.params(device), case.cfg, *queries) > 0
         counts[enc][1] += 1
     return {e: (k, n) for e, (k, n) in counts.items() if n}
@@ -252,19 +282,23 @@ def rate_report(counts: dict[str, tuple[int, int]], alpha: float = FALSE_ALARM) 
             for e, (k, n) in counts.items()}
 
 
-def run_c4c(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
-    """C4c: over relative encodings pooled, the Clopper–Pearson lower bound (false alarm 1e-6) of
-    P(⟨g_r, g_f⟩ > 0) exceeds 1/2 ("common"); per-encoding rates, absolute included, are reported."""
-    counts = alignment_counts(draws, seed, device)
+def check_c4c(counts: dict[str, tuple[int, int]], alpha: float = FALSE_ALARM) -> list[CheckResult]:
+    """C4c on alignment counts ({encoding: (positive, draws)}, :func:`alignment_counts`): over relative
+    encodings pooled, the Clopper–Pearson lower bound (false alarm ``alpha``) of P(⟨g_r, g_f⟩ > 0) exceeds
+    1/2 ("common"); per-encoding rates, absolute included, are reported."""
     k = sum(counts[e][0] for e in RELATIVE_ENCODINGS if e in counts)
     n = sum(counts[e][1] for e in RELATIVE_ENCODINGS if e in counts)
-    lo, hi = clopper_pearson(k, n, FALSE_ALARM)
+    if n == 0:
+        raise ValueError(f"counts must hold at least one relative encoding ({', '.join(RELATIVE_ENCODINGS)}); got {counts}")
+    lo, hi = clopper_pearson(k, n, alpha)
     return [inequality("C4c", "Clopper–Pearson lower bound of P(⟨g_r, g_f⟩ > 0), relative encodings, > 1/2",
-                       lo, 0.5, ">", 0.5, positive=k, draws=n, interval=(lo, hi), alpha=FALSE_ALARM,
-                       per_encoding=rate_report(counts))]
+                       lo, 0.5, ">", 0.5, positive=k, draws=n, interval=(lo, hi), alpha=alpha,
+                       per_encoding=rate_report(counts, alpha))]
 
 
-RUNNERS = {"C4a": run_c4a, "C4b": run_c4b, "C4c": run_c4c}
+def run_c4c(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
+    """C4c on ``draws`` seeded draws (encodings in turn; :func:`check_c4c`)."""
+    return check_c4c(alignment_counts(draws, seed, device))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,27 +311,27 @@ def storage_step_raises(params: dict, cfg: ModelConfig, fq: Query, rq: Query, et
     G, _ = storage_gradient(params, cfg, fq)
     r0, r1 = evaluate(params, cfg, rq), evaluate(storage_step(params, G, eta), cfg, rq)
     delta = float(r0.logp[rq.target] - r1.logp[rq.target])
-    bound = tol.STORAGE_SAFETY * (float(r0.e_logp[rq.target] + r1.e_logp[rq.target]) + tol.UNIT_ROUNDOFF * abs(delta))
+    bound = STORAGE_SAFETY * (float(r0.e_logp[rq.target] + r1.e_logp[rq.target]) + UNIT_ROUNDOFF * abs(delta))
     return (delta, {"eta": eta, "loss_increase": delta, "bound": bound}) if delta > bound else None
 
 
 def full_step_raises(params: dict, cfg: ModelConfig, fq: Query, rq: Query):
     """(Δ, details) when a full-parameter step along −g_f raises L_r and the opposite step lowers it,
-    both beyond the Taylor floor (:func:`mdm_props.tolerances.taylor_floor`), at the smallest
+    both beyond the Taylor floor (:func:`mdm_props.taylor.taylor_floor`), at the smallest
     η = 2^−k (k = 28, 26, …, 4) where that is resolved: the reverse loss increases along the forward
     step, i.e. ⟨g_r, g_f⟩ < 0."""
     g_f, g_r = full_gradient(params, cfg, fq), full_gradient(params, cfg, rq)
     names = list(params)
     L0 = float(query_loss(params, cfg, rq))
-    e_L0 = tol.query_loss_error_bound(params, cfg, rq, safety=1.0)
+    e_L0 = query_loss_error_bound(params, cfg, rq, safety=1.0)
     g_l, g_d, theta = [g_r[n] for n in names], [g_f[n] for n in names], [params[n] for n in names]
     for k in range(28, 3, -2):  # the smallest step first: the most local evidence
         eta, deltas = 2.0**-k, []
         for sign in (1.0, -1.0):
             moved = {n: params[n] - sign * eta * g_f[n] for n in names}
             L1 = float(query_loss(moved, cfg, rq))
-            e_L1 = tol.query_loss_error_bound(moved, cfg, rq, safety=1.0)
-            deltas.append((L1 - L0, tol.taylor_floor(e_L0, e_L1, L0, L1, eta, 0.0, g_l, g_d, theta)))
+            e_L1 = query_loss_error_bound(moved, cfg, rq, safety=1.0)
+            deltas.append((L1 - L0, taylor_floor(e_L0, e_L1, L0, L1, eta, 0.0, g_l, g_d, theta)))
         (up, f_up), (down, f_down) = deltas
         if up > f_up and down < -f_down:
             return up, {"eta": eta, "loss_increase": up, "loss_change_backwards": down, "floor": f_up,
@@ -309,7 +343,7 @@ def c4a_arm(draws: int, seed: int, device: str = "cpu") -> Counterexample:
     """ARM: a small storage step on the ARM forward loss raises the ARM reverse loss."""
     resolve_device(device)
     return search_negative_alignment("C4a", "H-bi (ARM: causal attention, next-token targets)", draws,
-                                     seeded_cases(seed, attention="causal"), _arm_queries, ("W_Q", "W_K", "W_OV"),
+                                     seeded_cases(seed, attention="causal"), arm_case_queries, ("W_Q", "W_K", "W_OV"),
                                      device, confirm=storage_step_raises)
 
 
@@ -325,12 +359,12 @@ def c4b_wrong_gradient(draws: int, seed: int, device: str = "cpu") -> Counterexa
         res = check_c4b(params, cfg, case.template, case.A, case.B, gradient=full_gradient(params, cfg, fq))
         failed = [r for r in res if not r.holds]
         if failed:
-            return failed[0].error_ratio, _describe(case, failed=failed[0].quantity, observed=failed[0].observed,
+            return failed[0].error_ratio, describe(case, failed=failed[0].quantity, observed=failed[0].observed,
                                     reference=failed[0].reference, tolerance=failed[0].tolerance)
         return None
 
     # under alibi and none the mirror-symmetric template makes L_f and L_r one function: g_f = g_r there
-    return search("C4b", "the correct gradient (g_f used in place of g_r)", _draws(draws),
+    return search("C4b", "the correct gradient (g_f used in place of g_r)", draws,
                   seeded_cases(seed, pos=("rope", "t5", "absolute")), violation)
 
 
@@ -338,7 +372,7 @@ def c4c_arm(draws: int, seed: int, device: str = "cpu") -> Counterexample:
     """ARM: a forward step (full gradient) raises the ARM reverse loss: ⟨g_r, g_f⟩ < 0."""
     resolve_device(device)
     return search_negative_alignment("C4c", "H-bi (ARM: causal attention, next-token targets)", draws,
-                                     seeded_cases(seed, attention="causal"), _arm_queries, ("W_Q", "W_K", "W_OV"),
+                                     seeded_cases(seed, attention="causal"), arm_case_queries, ("W_Q", "W_K", "W_OV"),
                                      device, confirm=full_step_raises)
 
 

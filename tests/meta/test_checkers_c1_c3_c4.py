@@ -9,11 +9,14 @@ import mpmath
 import pytest
 import torch
 
-from mdm_props import oracles, tolerances
-from mdm_props.claims import c1, c3, c4
+from mdm_props import oracles
+from mdm_props.claims import c1_reusable_evidence as c1
+from mdm_props.claims import c3_aligned_storage as c3
+from mdm_props.claims import c4_reverse_loss_decrease as c4
 from mdm_props.facts import Template, canonical_template
 from mdm_props.model import RELATIVE_ENCODINGS, ModelConfig
 from mdm_props.params import init_params
+from mdm_props import rounding, storage, taylor
 
 # fixed draws: every relative encoding, one to three heads, a longer template with a repeated filler
 DRAWS = [
@@ -30,14 +33,14 @@ def draw(n, device="cpu"):
 
 
 def relative_scaling(monkeypatch, factor_for_query):
-    """Make c1.storage_gradient return (1 + s) G for the queries ``factor_for_query`` maps to s."""
-    real = c1.storage_gradient
+    """Make storage.storage_gradient return (1 + s) G for the queries ``factor_for_query`` maps to s."""
+    real = storage.storage_gradient
 
     def scaled(params, cfg, query):
         G, state = real(params, cfg, query)
         return G * (1 + factor_for_query(query)), state
 
-    for module in (c1, c3):
+    for module in (c1, storage):
         monkeypatch.setattr(module, "storage_gradient", scaled)
 
 
@@ -55,6 +58,7 @@ def test_all_checkers_accept_the_real_computation(n):
 
 
 @pytest.mark.parametrize("n", range(len(DRAWS)))
+@pytest.mark.meta("C1a")
 def test_c1a_rejects_positions_aligned_in_the_same_order(n):
     """Giving reverse position j the forward attention of position j (not of the position holding
     the same token) swaps the weights of M and B: rejected by many bounds."""
@@ -74,6 +78,7 @@ def _ten_bounds(result):
 
 
 @pytest.mark.parametrize("n", range(len(DRAWS)))
+@pytest.mark.meta("C1b")
 def test_c1b_rejects_a_gradient_off_by_ten_bounds(n, monkeypatch):
     params, cfg, template = draw(n)
     r = c1.check_c1b(params, cfg, template, A, B, ETA)[0]
@@ -84,6 +89,7 @@ def test_c1b_rejects_a_gradient_off_by_ten_bounds(n, monkeypatch):
 
 
 @pytest.mark.parametrize("n", range(len(DRAWS)))
+@pytest.mark.meta("C1c")
 def test_c1c_rejects_a_gradient_off_by_ten_bounds(n, monkeypatch):
     params, cfg, template = draw(n)
     r = c1.check_c1c(params, cfg, template, A, B, ETA)[0]
@@ -96,13 +102,16 @@ def test_c1c_rejects_a_gradient_off_by_ten_bounds(n, monkeypatch):
 def test_c1b_c1c_reject_a_step_of_the_wrong_sign(n, monkeypatch):
     """W_OV + η G (ascent) instead of − η G: Δε and the margins change sign; both checks reject it."""
     params, cfg, template = draw(n)
-    monkeypatch.setattr(c1, "storage_step", lambda p, G, eta: {**p, "W_OV": p["W_OV"] + eta * G[None]})
+    ascent = lambda p, G, eta: {**p, "W_OV": p["W_OV"] + eta * G[None]}  # noqa: E731
+    monkeypatch.setattr(c1, "storage_step", ascent)
+    monkeypatch.setattr(storage, "storage_step", ascent)
     b = c1.check_c1b(params, cfg, template, A, B, ETA)
     c = c1.check_c1c(params, cfg, template, A, B, ETA)
     assert not b[0].holds and not b[1].holds and not c[0].holds and not c[2].holds
 
 
 @pytest.mark.parametrize("n", range(len(DRAWS)))
+@pytest.mark.meta("C3")
 def test_c3_rejects_a_reverse_gradient_off_by_ten_bounds(n, monkeypatch):
     params, cfg, template = draw(n)
     r = c3.check_c3(params, cfg, template, A, B)[0]
@@ -120,24 +129,21 @@ def test_c3_rejects_a_flipped_sign(n, monkeypatch):
 
 
 @pytest.mark.parametrize("n", range(len(DRAWS)))
+@pytest.mark.meta("C3")
 def test_c3_formula_with_position_aligned_attention_is_rejected(n):
     """Σ_j α^f_j α^r_j position by position (forward M meets reverse B) instead of token by token:
     the identity's bound rejects the wrong formula."""
     params, cfg, template = draw(n)
     V = cfg.vocab
-    fq, rq = c1.pair_queries(template, A, B, V)
-    al = c3.storage_alignment(params, cfg, fq, rq)
-    f, r = al["f"], al["r"]
-    P = float(c3.first_factor(f.p, A, r.p, A))
+    fq, rq = storage.pair_queries(template, A, B, V)
+    al = storage.storage_alignment(params, cfg, fq, rq)
+    f, r = al.f, al.r
+    P = float(storage.first_factor(f.p, A, r.p, A))
     S_right = float((f.token_attention(V + 1) * r.token_attention(V + 1)).sum())
     S_wrong = float((f.attn * r.attn).sum())
-    t_F, _ = tolerances.c3_tolerances(al["ip_err"], -f.resid, -r.resid, f.e_p, r.e_p, A,
-                                      f.token_attention(V + 1), r.token_attention(V + 1),
-                                      f.token_attention(V + 1, error=True), r.token_attention(V + 1, error=True),
-                                      template.length, tolerances.gram_defect(params["E"]), P, S_right,
-                                      P * S_right, 0.0)
-    assert abs(al["ip"] - P * S_right) <= t_F
-    assert abs(al["ip"] - P * S_wrong) > 1e6 * t_F
+    t_F, _ = c3.c3_tolerances(f, r, A, V, rounding.gram_defect(params["E"]), al.ip_err)
+    assert abs(al.ip - P * S_right) <= t_F
+    assert abs(al.ip - P * S_wrong) > 1e6 * t_F
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,23 +151,23 @@ def test_c3_formula_with_position_aligned_attention_is_rejected(n):
 
 
 @pytest.mark.parametrize("n", range(len(DRAWS)))
+@pytest.mark.meta("C4a")
 def test_c4a_rejects_a_step_of_the_wrong_sign(n, monkeypatch):
     """Ascending the forward loss raises φ by ≈ η⟨G_r, G_f⟩: the remainder R ≈ 2η⟨G_r, G_f⟩ breaks
     the upper bound η² spread²/8 at η = 1e-3."""
     params, cfg, template = draw(n)
-    from mdm_props.claims import c4 as module
-
-    monkeypatch.setattr(module, "storage_step", lambda p, G, eta: {**p, "W_OV": p["W_OV"] + eta * G[None]})
+    monkeypatch.setattr(c4, "storage_step", lambda p, G, eta: {**p, "W_OV": p["W_OV"] + eta * G[None]})
     results = c4.check_c4a(params, cfg, template, A, B, etas=(1e-3,))
     assert not results[1].holds, str(results[1])
 
 
 @pytest.mark.parametrize("n", [0, 2, 3])
+@pytest.mark.meta("C4b")
 def test_c4b_rejects_a_remainder_built_with_a_perturbed_gradient(n):
     """g_r + δ with ‖δ‖ = 1e-4‖g_r‖ (a random direction): the remainder has a first-order term and the
     Taylor test rejects it (observed order ≈ 1 on the window, or R/η² off the band)."""
     params, cfg, template = draw(n)
-    fq, rq = c1.pair_queries(template, A, B, cfg.vocab)
+    fq, rq = storage.pair_queries(template, A, B, cfg.vocab)
     g_r = c4.full_gradient(params, cfg, rq)
     gen = torch.Generator().manual_seed(n)
     noise = {k: torch.randn(v.shape, generator=gen, dtype=torch.float64) for k, v in g_r.items()}
@@ -172,6 +178,7 @@ def test_c4b_rejects_a_remainder_built_with_a_perturbed_gradient(n):
     assert not all(r.holds for r in bad), [str(r) for r in bad]
 
 
+@pytest.mark.meta("C4c")
 def test_c4c_assertion_fails_for_a_coin_flip_rate(monkeypatch):
     """The typical-claim assertion is not vacuous: with half the draws aligned it fails."""
     monkeypatch.setattr(c4, "alignment_counts", lambda *a, **k: {e: (30, 60) for e in RELATIVE_ENCODINGS})
@@ -180,14 +187,14 @@ def test_c4c_assertion_fails_for_a_coin_flip_rate(monkeypatch):
 
 
 def test_taylor_bands():
-    assert tolerances.taylor_order_band(0.1, 0.05) == pytest.approx(math.log2(1.1 / 0.9))
-    assert tolerances.taylor_order_band(0.1, 0.1) < 0.3  # an observed order of 1 is far outside
+    assert taylor.taylor_order_band(0.1, 0.05) == pytest.approx(math.log2(1.1 / 0.9))
+    assert taylor.taylor_order_band(0.1, 0.1) < 0.3  # an observed order of 1 is far outside
     with pytest.raises(ValueError, match="relative band"):
-        tolerances.taylor_order_band(1.0, 0.1)
-    assert tolerances.taylor_radius(2.0, (0.0, 8.0, 0.0)) == pytest.approx(0.5)
-    assert tolerances.taylor_relative_band(2.0, (0.0, 8.0, 0.0), 0.0, 0.5) == math.inf  # beyond ρ̂
-    x = tolerances.taylor_relative_band(2.0, (1.0, 0.0, 0.0), 0.0, 1e-3)
-    assert x == pytest.approx(tolerances.STORAGE_SAFETY * (1e-3 + 2.0 * (1e-3 / 2.0) ** 4 / (1 - 5e-4)) / 2.0)
+        taylor.taylor_order_band(1.0, 0.1)
+    assert taylor.taylor_radius(2.0, (0.0, 8.0, 0.0)) == pytest.approx(0.5)
+    assert taylor.taylor_relative_band(2.0, (0.0, 8.0, 0.0), 0.0, 0.5) == math.inf  # beyond ρ̂
+    x = taylor.taylor_relative_band(2.0, (1.0, 0.0, 0.0), 0.0, 1e-3)
+    assert x == pytest.approx(rounding.STORAGE_SAFETY * (1e-3 + 2.0 * (1e-3 / 2.0) ** 4 / (1 - 5e-4)) / 2.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,8 +203,8 @@ def test_taylor_bands():
 
 def test_gram_defect_is_rounding_level_for_orthonormal_rows_only():
     cfg = ModelConfig(vocab=6, d_model=9, d_head=2)
-    assert tolerances.gram_defect(init_params(cfg, 1, orthonormal=True)["E"]) < 40 * tolerances.UNIT_ROUNDOFF
-    assert tolerances.gram_defect(init_params(cfg, 1)["E"]) > 0.1
+    assert rounding.gram_defect(init_params(cfg, 1, orthonormal=True)["E"]) < 40 * rounding.UNIT_ROUNDOFF
+    assert rounding.gram_defect(init_params(cfg, 1)["E"]) > 0.1
 
 
 @pytest.mark.parametrize("n", [0, 3])
@@ -205,8 +212,8 @@ def test_storage_inner_product_bound_against_the_oracle(n):
     """|⟨Ĝ_f, Ĝ_r⟩ − ⟨G_f, G_r⟩_exact| ≤ STORAGE_SAFETY · storage_inner_product_error, with
     ⟨G_f, G_r⟩_exact = Σ_h [(p_f − y)ᵀUUᵀ(p_r − y)](c_f^hᵀc_r^h) from 50-digit p and c; not vacuous."""
     params, cfg, template = draw(n)
-    fq, rq = c1.pair_queries(template, A, B, cfg.vocab)
-    al = c3.storage_alignment(params, cfg, fq, rq)
+    fq, rq = storage.pair_queries(template, A, B, cfg.vocab)
+    al = storage.storage_alignment(params, cfg, fq, rq)
     with mpmath.workdps(50):
         U = [[mpmath.mpf(float(v)) for v in row] for row in params["E"][: cfg.vocab]]
         parts = []
@@ -219,8 +226,8 @@ def test_storage_inner_product_bound_against_the_oracle(n):
         (gf, cf), (gr, cr) = parts
         exact = mpmath.fsum(a * b for a, b in zip(gf, gr)) * mpmath.fsum(
             mpmath.fsum(a * b for a, b in zip(cf[h], cr[h])) for h in range(cfg.n_heads))
-        err = abs(mpmath.mpf(al["ip"]) - exact)
-    bound = tolerances.STORAGE_SAFETY * al["ip_err"]
+        err = abs(mpmath.mpf(al.ip) - exact)
+    bound = rounding.STORAGE_SAFETY * al.ip_err
     assert float(err) <= bound, (float(err), bound)
     print(f"observed error / bound = {float(err) / bound:.3g}")
-    assert bound < 1e-12 * abs(al["ip"]) + 1e-15  # tight enough to see a relative error of 1e-12
+    assert bound < 1e-12 * abs(al.ip) + 1e-15  # tight enough to see a relative error of 1e-12

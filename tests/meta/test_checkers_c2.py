@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy import stats
 
-from mdm_props import strategies, tolerances
-from mdm_props.claims import c2
+from mdm_props import strategies
+from mdm_props.claims import c2_correlated_routes as c2
 from mdm_props.statistics import FALSE_ALARM
 
 D_K, BASE, DELTA = 64, 1e4, 2
@@ -23,6 +23,7 @@ def test_correlation_check_accepts_the_right_formula(sample):
     assert c2.check_score_correlation(sample["s_f"], sample["s_r"], D_K, BASE, 2.0 * DELTA).holds
 
 
+@pytest.mark.meta("C2a")
 def test_correlation_check_rejects_g_equal_delta(sample):
     """Claiming g = Δ (0.885) instead of g = 2Δ (0.748) is rejected by 2000 draws."""
     r = c2.check_score_correlation(sample["s_f"], sample["s_r"], D_K, BASE, float(DELTA))
@@ -50,7 +51,7 @@ def test_fisher_z_needs_the_kappa_correction(d_k):
     the bivariate-normal variance 1/(n − 3) understates the spread of r for these bilinear scores."""
     reps, n, g = 400, 500, 2.0 * DELTA
     s = c2.sample_scores(4, d_k, BASE, DELTA, reps * n, seed=11 + d_k)
-    rho, kappa = c2.score_correlation(d_k, BASE, g), tolerances.score_correlation_variance_factor(d_k, BASE, g)
+    rho, kappa = c2.score_correlation(d_k, BASE, g), c2.score_correlation_variance_factor(d_k, BASE, g)
     sf, sr = s["s_f"].view(reps, n), s["s_r"].view(reps, n)
     z = torch.tensor([math.atanh(c2.sample_correlation(a, b)) - math.atanh(rho) for a, b in zip(sf, sr)])
     z2 = float((z * z).sum()) * (n - 3)
@@ -67,7 +68,7 @@ def test_kappa_matches_the_sample_delta_method_estimate(d_k):
     batches, n = 20, 5000
     s = c2.sample_scores(4, d_k, BASE, DELTA, batches * n, seed=3 + d_k)
     rho = c2.score_correlation(d_k, BASE, 4.0)
-    exact = tolerances.score_correlation_variance_factor(d_k, BASE, 4.0) * (1 - rho * rho) ** 2
+    exact = c2.score_correlation_variance_factor(d_k, BASE, 4.0) * (1 - rho * rho) ** 2
     est = torch.tensor([c2.delta_method_variance(a, b) for a, b in zip(s["s_f"].view(batches, n),
                                                                          s["s_r"].view(batches, n))])
     crit = stats.t.isf(FALSE_ALARM / 2, batches - 1)
@@ -79,7 +80,7 @@ def test_kappa_matches_the_sample_delta_method_estimate(d_k):
 def test_formula_check_rejects_a_value_ten_bounds_off(monkeypatch):
     """The float64-vs-mpmath bound is not vacuous: a formula off by 10× the bound is rejected."""
     d_k, g = 16, 4.0
-    bound = tolerances.correlation_formula_error(d_k, BASE, g)
+    bound = c2.correlation_formula_error(d_k, BASE, g)
     assert bound < 1e-13
     exact = c2.score_correlation(d_k, BASE, g)
     monkeypatch.setattr(c2, "score_correlation", lambda *a: exact + 10 * bound)
@@ -90,7 +91,7 @@ def test_limit_check_rejects_a_wrong_limit(monkeypatch):
     """A limit off by 10× the second-order bound fails the second-order check (d_k = 1024)."""
     d_k, g = 1024, 4.0
     true = c2.score_correlation_limit(g, BASE)
-    second = tolerances.riemann_limit_bounds(d_k, BASE, g)[1]
+    second = c2.riemann_limit_bounds(d_k, BASE, g)[1]
     monkeypatch.setattr(c2, "score_correlation_limit", lambda *a, **k: true + 10 * second)
     results = c2.check_correlation_limit(d_k, BASE, g)
     assert not results[1].holds, str(results[1])
@@ -104,6 +105,7 @@ def test_model_score_check_rejects_a_perturbed_score(sample):
     assert not c2.check_model_scores(bad, 0)[0].holds
 
 
+@pytest.mark.meta("C2b")
 def test_route_gradient_check_rejects_a_gradient_ten_bounds_off():
     """Perturb ∇S_f along ∇S_r so that the inner product moves by 10× the bound: rejected; the bound is
     ≤ 1e-11 relative to the scale of the terms (not vacuous)."""
@@ -141,6 +143,7 @@ def test_reflection_check_tells_t5_from_the_symmetric_case():
         assert abs(r.observed) > 10 * r.tolerance, str(r)
 
 
+@pytest.mark.meta("C2c")
 def test_rate_check_needs_more_than_half():
     assert c2.check_rate("C2c", "x", 30, 30).holds
     assert not c2.check_rate("C2c", "x", 20, 20).holds  # CP lower bound 0.484 at 1 − 1e-6
@@ -148,8 +151,8 @@ def test_rate_check_needs_more_than_half():
 
 
 def test_printed_value_tolerance():
-    assert tolerances.printed_value_tolerance("-0.654") == pytest.approx(5e-4)
-    assert tolerances.printed_value_tolerance("0.7715") == pytest.approx(5e-5)
-    assert tolerances.printed_value_tolerance("−0.654") == pytest.approx(5e-4)
+    assert c2.printed_value_tolerance("-0.654") == pytest.approx(5e-4)
+    assert c2.printed_value_tolerance("0.7715") == pytest.approx(5e-5)
+    assert c2.printed_value_tolerance("−0.654") == pytest.approx(5e-4)
     with pytest.raises(ValueError):
-        tolerances.printed_value_tolerance("n/a")
+        c2.printed_value_tolerance("n/a")

@@ -7,10 +7,11 @@ import pytest
 import torch
 from scipy import stats
 
-from mdm_props import oracles, tolerances
-from mdm_props.claims import c0
+from mdm_props import checks, oracles
+from mdm_props.claims import c0_oracles as c0
 from mdm_props.model import ModelConfig, forward
 from mdm_props.params import init_params
+from mdm_props import rounding
 
 
 def test_oracle_with_zero_queries_is_uniform_attention_in_closed_form():
@@ -91,8 +92,8 @@ def test_oracle_catches_mutated_models(mutation):
         mcfg = ModelConfig(vocab=4, d_model=5, d_head=2, pos=pos, absolute_kind="sinusoidal")
         del mparams["P"]
     out = forward(mparams, mcfg, tokens)
-    bounds = tolerances.forward_error_bounds(mparams, mcfg, tokens)
-    r = c0._worst_entry("meta", "logits", out["logits"], oracles.to_tensor(exact["logits"]), bounds["logits"],
+    bounds = rounding.forward_error_bounds(mparams, mcfg, tokens)
+    r = checks.worst_entry("meta", "logits", out["logits"], oracles.to_tensor(exact["logits"]), bounds["logits"],
                         error=oracles.abs_error(exact["logits"], out["logits"]))
     assert not r.holds, r
 

@@ -8,19 +8,20 @@ from fractions import Fraction
 import pytest
 import torch
 
-from mdm_props import oracles, tolerances
-from mdm_props.claims import c0
+from mdm_props import checks, oracles
+from mdm_props.claims import c0_oracles as c0
 from mdm_props.facts import canonical_template, mdm_objective_exact, reverse_query
 from mdm_props.model import ATTENTIONS, POSITIONAL_ENCODINGS, ModelConfig, forward, rope_matrix
 from mdm_props.params import init_params
+from mdm_props import rounding
 
-u = tolerances.UNIT_ROUNDOFF
+u = rounding.UNIT_ROUNDOFF
 
 
 def test_gamma():
-    assert tolerances.gamma(0) == 0 and tolerances.gamma(1) > u and tolerances.gamma(10) < 10 * u * (1 + 1e-14)
+    assert rounding.gamma(0) == 0 and rounding.gamma(1) > u and rounding.gamma(10) < 10 * u * (1 + 1e-14)
     with pytest.raises(ValueError, match="n must satisfy"):
-        tolerances.gamma(2**53)
+        rounding.gamma(2**53)
 
 
 def test_dot_error_bound_against_exact_rational_arithmetic():
@@ -30,7 +31,7 @@ def test_dot_error_bound_against_exact_rational_arithmetic():
         x, y = torch.randn(n, generator=gen, dtype=torch.float64), torch.randn(n, generator=gen, dtype=torch.float64)
         exact = sum(Fraction(a) * Fraction(b) for a, b in zip(x.tolist(), y.tolist()))
         err = abs(Fraction(float(x @ y)) - exact)
-        bound = float(tolerances.dot_error_bound(x, y))
+        bound = float(rounding.dot_error_bound(x, y))
         assert err <= bound
         worst = max(worst, float(err) / bound)
         assert abs(Fraction(float(x @ y) + 3 * bound) - exact) > bound  # 3 bounds off is rejected
@@ -62,7 +63,7 @@ def forward_ratios():
         out = forward(params, cfg, tokens)
         out["logprobs"] = torch.log_softmax(out["logits"], dim=-1)
         exact = oracles.stable_oracle(params, cfg, tokens)
-        bounds = tolerances.forward_error_bounds(params, cfg, tokens)
+        bounds = rounding.forward_error_bounds(params, cfg, tokens)
         for k in KEYS:
             err = oracles.abs_error(exact[k], out[k])
             ratios[k].append(float((err / bounds[k].clamp_min(1e-300)).max()))
@@ -71,6 +72,7 @@ def forward_ratios():
     return ratios, rel
 
 
+@pytest.mark.meta("C0.2")
 def test_forward_bound_holds_and_is_not_vacuous(forward_ratios):
     """Every entry within its bound; the worst observed error/bound per quantity is > 1e-3 (so the
     bound is at most ~1000x pessimistic; measured: ~0.2 scores, ~0.07 attn, ~0.03 logits/logprobs)
@@ -84,21 +86,23 @@ def test_forward_bound_holds_and_is_not_vacuous(forward_ratios):
 
 @pytest.mark.parametrize("factor", [3.0, -3.0, 10.0])
 @pytest.mark.parametrize("pos", POSITIONAL_ENCODINGS)
+@pytest.mark.meta("C0.2")
 def test_forward_bound_rejects_the_exact_value_perturbed_by_a_few_bounds(pos, factor):
     cfg = ModelConfig(vocab=4, d_model=5, d_head=2, n_heads=2, pos=pos, attention="causal")
     params = init_params(cfg, 1)
     tokens = torch.tensor([4, 0, 3])
     exact = oracles.stable_oracle(params, cfg, tokens)
-    bounds = tolerances.forward_error_bounds(params, cfg, tokens)
+    bounds = rounding.forward_error_bounds(params, cfg, tokens)
     for k in ("scores", "attn", "logits", "logprobs"):
         ref = oracles.to_tensor(exact[k])
         finite = torch.isfinite(ref)
         perturbed = torch.where(finite, ref + factor * bounds[k], ref)  # masked −inf scores stay put
-        r = c0._worst_entry("meta", k, perturbed, ref, bounds[k], error=(perturbed - ref).abs().nan_to_num(0.0))
+        r = checks.worst_entry("meta", k, perturbed, ref, bounds[k], error=(perturbed - ref).abs().nan_to_num(0.0))
         assert not r.holds and r.error_ratio >= 2.9, (k, r)
 
 
 @pytest.mark.parametrize("mutation", ["W_Q x (1 + 1e-10)", "W_OV x (1 + 1e-10)", "rope_base x (1 + 1e-9)"])
+@pytest.mark.meta("C0.2")
 def test_forward_bound_detects_a_tiny_change_of_the_model(mutation):
     """A model that is wrong by one part in 1e10 (a parameter) or 1e9 (the RoPE base) is rejected:
     the bound is ~1e-13 relative, far below such changes."""
@@ -114,9 +118,9 @@ def test_forward_bound_detects_a_tiny_change_of_the_model(mutation):
     else:
         mcfg = ModelConfig(vocab=5, d_model=6, d_head=4, n_heads=1, pos="rope", rope_base=1e4 * (1 + 1e-9))
     out = forward(mutant, mcfg, tokens)
-    bounds = tolerances.forward_error_bounds(mutant, mcfg, tokens)
+    bounds = rounding.forward_error_bounds(mutant, mcfg, tokens)
     key = "logits"
-    r = c0._worst_entry("meta", key, out[key], oracles.to_tensor(exact[key]), bounds[key],
+    r = checks.worst_entry("meta", key, out[key], oracles.to_tensor(exact[key]), bounds[key],
                         error=oracles.abs_error(exact[key], out[key]))
     assert not r.holds, r
 
@@ -124,25 +128,27 @@ def test_forward_bound_detects_a_tiny_change_of_the_model(mutation):
 # ---- RoPE bounds (C0.1) ---------------------------------------------------------------------------
 
 
+@pytest.mark.meta("C0.1")
 def test_rope_bounds_reject_a_few_bounds_off():
     d, base = 8, 1e4
     R, Rn = rope_matrix(5, d, base), rope_matrix(-5, d, base)
     for bound, computed, exact in [
-        (tolerances.rope_orthogonality_bound(R), R.T @ R, torch.eye(d, dtype=torch.float64)),
-        (tolerances.rope_transpose_bound(R, Rn), R.T, Rn),
+        (c0.rope_orthogonality_bound(R), R.T @ R, torch.eye(d, dtype=torch.float64)),
+        (c0.rope_transpose_bound(R, Rn), R.T, Rn),
     ]:
         assert ((computed - exact).abs() <= bound).all()
         assert ((computed + 3 * bound - exact).abs() > bound).any()
     Ra, Rb, Rab = rope_matrix(3, d, base), rope_matrix(-7, d, base), rope_matrix(-4, d, base)
-    bound = tolerances.rope_composition_bound(3, -7, d, base, Ra, Rb, Rab)
+    bound = c0.rope_composition_bound(3, -7, d, base, Ra, Rb, Rab)
     assert ((Ra @ Rb - Rab).abs() <= bound).all() and ((Ra @ Rb + 3 * bound - Rab).abs() > bound).any()
 
 
+@pytest.mark.meta("C0.1")
 def test_rope_relativity_bound_is_tight_enough_to_see_a_tiny_angle_change():
     """Rotating block 0 by 3 + 1e-12 rad instead of 3 rad is rejected (the bound is ~4e-14 here)."""
     gen = torch.Generator().manual_seed(4)
     q, k = torch.randn(4, generator=gen, dtype=torch.float64), torch.randn(4, generator=gen, dtype=torch.float64)
-    tol = tolerances.rope_relativity_bound(q, k, 2, 5, 1e4)
+    tol = c0.rope_relativity_bound(q, k, 2, 5, 1e4)
     import math
 
     th = 3.0 + 1e-12  # block 0 (θ_0 = 1), offset n − m = 3, angle off by 1e-12 rad
@@ -156,6 +162,7 @@ def test_rope_relativity_bound_is_tight_enough_to_see_a_tiny_angle_change():
 
 
 @pytest.mark.parametrize("pos", POSITIONAL_ENCODINGS)
+@pytest.mark.meta("C0.3")
 def test_gradient_bounds_hold_are_small_and_reject_a_few_bounds_off(pos):
     from mdm_props.facts import query_loss
     from mdm_props.gradients import score_gradient_closed_form, storage_gradient_closed_form
@@ -165,26 +172,27 @@ def test_gradient_bounds_hold_are_small_and_reject_a_few_bounds_off(pos):
     query = reverse_query(canonical_template(2), 0, 1, cfg.vocab)
     auto = torch.func.grad(lambda p: query_loss(p, cfg, query))(params)["W_OV"][0]
     closed = storage_gradient_closed_form(params, cfg, query)
-    b = 2 * tolerances.storage_gradient_error_bound(params, cfg, query)
+    b = 2 * rounding.storage_gradient_error_bound(params, cfg, query)
     assert ((auto - closed).abs() <= b).all()
     assert ((auto + 3 * b - closed).abs() > b).any()
     assert float(b.max()) < 1e-11 * float(closed.abs().max())  # measured up to ~2e-12 at scale 2
     tokens = query.tensor()
     g = torch.func.grad(lambda p: forward(p, cfg, tokens)["scores"][0, 1, 2, 0])(params)
     dQ, dK = score_gradient_closed_form(params, cfg, tokens, 2, 0, head=1)
-    bQ, bK = tolerances.score_gradient_error_bound(params, cfg, tokens, 2, 0, head=1)
+    bQ, bK = rounding.score_gradient_error_bound(params, cfg, tokens, 2, 0, head=1)
     for a, c, bb in ((g["W_Q"][0, 1], dQ, 2 * bQ), (g["W_K"][0, 1], dK, 2 * bK)):
         assert ((a - c).abs() <= bb).all() and ((a + 3 * bb - c).abs() > bb).any()
         assert float(bb.max()) < 1e-11 * float(c.abs().max())
 
 
+@pytest.mark.meta("C0.4")
 def test_objective_bound_holds_and_rejects_a_few_bounds_off():
     cfg = ModelConfig(vocab=4, d_model=5, d_head=2, pos="alibi")
     params = init_params(cfg, 3)
     tokens = torch.tensor([1, 3, 0])
     exact = float(c0.enumerate_objective_oracle(params, cfg, tokens))
     computed = float(mdm_objective_exact(params, cfg, tokens))
-    bound = tolerances.mdm_objective_error_bound(params, cfg, tokens)
+    bound = c0.mdm_objective_error_bound(params, cfg, tokens)
     assert abs(computed - exact) <= bound + u * abs(exact)
     assert abs(exact + 3 * bound - exact) > bound and bound < 1e-12 * abs(exact)
 
@@ -193,9 +201,9 @@ def test_forward_error_bounds_are_batched_like_forward():
     cfg = ModelConfig(vocab=4, d_model=5, d_head=2, n_heads=2, pos="t5", attention="causal")
     params = init_params(cfg, 0)
     batch = torch.tensor([[4, 0, 1], [2, 4, 3]])
-    b = tolerances.forward_error_bounds(params, cfg, batch)
+    b = rounding.forward_error_bounds(params, cfg, batch)
     out = forward(params, cfg, batch)
     assert b["scores"].shape == out["scores"].shape and b["logits"].shape == out["logits"].shape
     for row in range(2):
-        single = tolerances.forward_error_bounds(params, cfg, batch[row])
+        single = rounding.forward_error_bounds(params, cfg, batch[row])
         assert all(torch.allclose(b[k][row], single[k], rtol=1e-12, atol=0) for k in single)
