@@ -1,10 +1,13 @@
-# make test   : create .venv if missing, install the package with its test extra, run pytest -n auto
-# make verify : create .venv if missing, install, run `mdm-props verify`
+# make test     : create .venv if missing, install the package with its test extra, run pytest -n auto
+# make verify   : create .venv if missing, install, run `mdm-props verify`
+# make lint     : ruff check, ruff format --check, mypy mdm_props (installs the lint extra)
+# make thorough : the whole suite under the `thorough` Hypothesis profile (2,000 examples, random seeds)
+# make cuda     : on a GPU machine, every cuda parameter (a skip is a failure) and C0.5 via the command
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: test verify install clean
+.PHONY: test verify install lint thorough cuda clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +19,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[test]"
 	touch $@
 
+$(VENV)/.lint-installed: $(VENV)/.installed
+	$(BIN)/pip install -q -e ".[test,lint]"
+	touch $@
+
 install: $(VENV)/.installed
 
 test: $(VENV)/.installed
@@ -23,6 +30,17 @@ test: $(VENV)/.installed
 
 verify: $(VENV)/.installed
 	$(BIN)/mdm-props verify
+
+lint: $(VENV)/.lint-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy mdm_props
+
+thorough: $(VENV)/.installed
+	HYPOTHESIS_PROFILE=thorough $(BIN)/pytest -n auto
+
+cuda: $(VENV)/.installed
+	PYTHON=$(BIN)/python scripts/cuda_check.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -15,27 +15,10 @@ import time
 
 from . import __version__, registry
 from .checks import ClaimSkipped, summarize
+from .options import arg_type
+from .validation import require_int, require_seed
 
 STATUS_OK = ("holds", "counterexample-found", "skipped")
-
-
-def _int_at_least(minimum: int, what: str):
-    """An argparse type: an integer >= ``minimum`` (``what`` names the allowed values in the error)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {what}; got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be {what}; got {value}")
-        return value
-
-    return parse
-
-
-_positive_int = _int_at_least(1, "a positive integer")
-_seed = _int_at_least(0, "a non-negative integer")
 
 
 def _finite(x):
@@ -182,9 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("verify", help="check every registered claim and print a report")
     v.add_argument("--claims", help="comma-separated claim ids or families, e.g. C1,C3 or C1b (default: all)")
-    v.add_argument("--examples", type=_positive_int, help="draws per claim (default: each claim's own default); "
+    v.add_argument("--examples", type=arg_type("examples", require_int, minimum=1),
+                   help="draws per claim (default: each claim's own default); "
                    "negative controls keep their own search budget")
-    v.add_argument("--seed", type=_seed, default=0, help="master seed (default 0); same seed, same numbers")
+    v.add_argument("--seed", type=arg_type("seed", require_seed), default=0,
+                   help="master seed (default 0); same seed, same numbers")
     v.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cpu (default) or cuda")
     v.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     v.set_defaults(func=cmd_verify)
@@ -201,10 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("experiment", help="run a controlled training experiment")
     xs = x.add_subparsers(dest="experiment", required=True)
     r = xs.add_parser("reversal", help="MDM vs ARM reverse accuracy across positional encodings")
-    from . import experiments
+    from . import reversal_report
 
-    experiments.add_arguments(r)
-    r.set_defaults(func=lambda args, parser: experiments.run_from_args(args))
+    reversal_report.add_arguments(r)
+    r.set_defaults(func=lambda args, parser: reversal_report.run_from_args(args))
     return parser
 
 

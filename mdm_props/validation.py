@@ -1,78 +1,96 @@
-"""The validation vocabulary: every public entry point checks its arguments with these.
+"""The validation vocabulary: each ``require_*`` returns its (normalised) value or raises a ValueError
+that names the argument and what is allowed, e.g. ``steps must be an integer >= 1; got 0``.
 
-Each ``require_*`` returns the (normalised) value or raises a ``ValueError`` that names the argument
-and says what is allowed. ``check_*`` names are reserved for claim checkers.
+``require_*`` validates an argument; ``check_*`` is reserved for claim checkers. A bool is never
+accepted where a number is asked for (``True`` is an ``int`` to Python, not to a reader).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import numbers
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+__all__ = ["require_bool", "require_choice", "require_int", "require_number", "require_seed", "require_subset"]
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def require_int(name: str, value, minimum: int | None = None, maximum: int | None = None) -> int:
-    """An integer (not a bool) in [minimum, maximum]."""
-    low = "" if minimum is None else f" >= {minimum}"
-    high = "" if maximum is None else f" <= {maximum}"
-    both = " and" if low and high else ""
-    if not _is_int(value) or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        raise ValueError(f"{name} must be an integer{low}{both}{high}; got {value!r}")
+def _listing(allowed: Iterable[Any]) -> str:
+    return ", ".join(str(a) for a in allowed)
+
+
+def require_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
+    """An integer (not a bool) in [minimum, maximum] (either end optional): ``{name} must be an integer >= minimum``."""
+    low_ok = minimum is None or (_is_int(value) and value >= minimum)
+    high_ok = maximum is None or (_is_int(value) and value <= maximum)
+    if not (_is_int(value) and low_ok and high_ok):
+        if minimum is not None and maximum is not None:
+            what = f"an integer in [{minimum}, {maximum}]"
+        elif minimum is not None:
+            what = f"an integer >= {minimum}"
+        elif maximum is not None:
+            what = f"an integer <= {maximum}"
+        else:
+            what = "an integer"
+        raise ValueError(f"{name} must be {what}; got {value!r}")
     return int(value)
 
 
-def require_seed(name: str, value) -> int:
-    """A seed: an integer >= 0 (a negative seed would alias a positive one in ``random.Random``)."""
-    return require_int(name, value, 0)
-
-
-def require_number(name: str, value, *, positive: bool = False, minimum: float | None = None,
-                   exclusive_minimum: float | None = None, finite: bool = True) -> float:
-    """A real number (int or float, not bool), finite unless ``finite=False``; ``positive`` means > 0."""
-    if positive:
-        exclusive_minimum = 0.0 if exclusive_minimum is None else max(exclusive_minimum, 0.0)
-    rules = []
-    if finite:
-        rules.append("finite")
-    what = "a " + " ".join(rules + ["number"])
-    if exclusive_minimum is not None:
-        what += f" > {exclusive_minimum:g}"
-    if minimum is not None:
-        what += f" >= {minimum:g}"
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
-    ok = ok and (not finite or math.isfinite(value))
-    ok = ok and (exclusive_minimum is None or value > exclusive_minimum) and (minimum is None or value >= minimum)
+def require_number(name: str, value: Any, *, positive: bool = False, finite: bool = True) -> float:
+    """A real number (int or float, not a bool), > 0 if ``positive``, not NaN/±inf if ``finite``; returned as float."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if ok and finite and not math.isfinite(value):
+        ok = False
+    if ok and positive and not value > 0:  # NaN is not > 0
+        ok = False
     if not ok:
+        what = ("a finite number" if finite else "a number") + (" > 0" if positive else "")
         raise ValueError(f"{name} must be {what}; got {value!r}")
     return float(value)
 
 
-def require_choice(name: str, value, allowed: Iterable):
-    """One of ``allowed``."""
-    allowed = tuple(allowed)
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+def require_choice(name: str, value: Any, allowed: Sequence[Any]) -> Any:
+    """One of ``allowed``: ``{name} must be one of a, b, c; got 'x'``."""
+    try:
+        ok = value in allowed
+    except TypeError:  # an unhashable value against a set or mapping
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be one of {_listing(allowed)}; got {value!r}")
     return value
 
 
-def require_subset(name: str, values, allowed: Iterable) -> tuple:
-    """A non-empty sequence of distinct members of ``allowed`` (a lone string is refused)."""
-    allowed = tuple(allowed)
-    if isinstance(values, str) or not isinstance(values, Iterable):
-        raise ValueError(f"{name} must be a non-empty sequence of {', '.join(map(repr, allowed))}; got {values!r}")
-    values = tuple(values)
-    bad = [v for v in values if v not in allowed]
-    if not values or bad or len(set(values)) != len(values):
-        raise ValueError(f"{name} must be a non-empty sequence of distinct values from "
-                         f"{', '.join(map(repr, allowed))}; got {values!r}")
+def require_subset(name: str, values: Any, allowed: Sequence[Any]) -> tuple:
+    """A non-empty, repetition-free selection from ``allowed`` (a lone string is one value); returned as a tuple."""
+    if isinstance(values, str):
+        values = (values,)
+    elif isinstance(values, Iterable):
+        values = tuple(values)
+    else:
+        raise ValueError(f"{name} must be a sequence of values from {_listing(allowed)}; got {values!r}")
+    if not values:
+        raise ValueError(f"{name} must name at least one of {_listing(allowed)}; got none")
+    for v in values:
+        if v not in allowed:
+            raise ValueError(f"{name}: unknown value {v!r}; allowed values are {_listing(allowed)}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name} must not repeat a value; got {list(values)}")
     return values
 
 
-def require_bool(name: str, value) -> bool:
-    """True or False (not 0/1)."""
+def require_seed(name: str, value: Any) -> int:
+    """A seed: a non-negative integer (not a bool): ``{name} must be a non-negative integer``."""
+    if not (_is_int(value) and value >= 0):
+        raise ValueError(f"{name} must be a non-negative integer; got {value!r}")
+    return int(value)
+
+
+def require_bool(name: str, value: Any) -> bool:
+    """Exactly ``True`` or ``False`` (not 0, 1 or a string): ``{name} must be True or False``."""
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be True or False; got {value!r}")
     return value

@@ -9,7 +9,8 @@ import math
 import pytest
 import torch
 
-from mdm_props import experiments as ex
+from mdm_props import reversal as ex
+from mdm_props import reversal_report as report
 from mdm_props.facts import canonical_template, mdm_objective_exact
 from mdm_props.model import forward
 from mdm_props.params import init_params
@@ -105,7 +106,7 @@ def test_mdm_full_loss_is_the_mean_of_the_exact_objective_per_sequence():
 def test_same_seed_gives_the_same_table_and_histories():
     a = ex.run_reversal_experiment(ex.ExperimentConfig(**TINY))
     b = ex.run_reversal_experiment(ex.ExperimentConfig(**TINY))
-    assert a.markdown() == b.markdown()
+    assert report.markdown(a) == report.markdown(b)
     assert [r.history for r in a.runs] == [r.history for r in b.runs]
     other = ex.run_one(ex.ExperimentConfig(**TINY), "mdm-forward", "rope", seed=1)
     assert other.history != a.runs[0].history  # the seed matters
@@ -113,10 +114,10 @@ def test_same_seed_gives_the_same_table_and_histories():
 
 def test_cli_writes_the_table_csv_and_json(tmp_path, capsys):
     parser = argparse.ArgumentParser()
-    ex.add_arguments(parser)
+    report.add_arguments(parser)
     argv = ["--pairs", "3", "--d-model", "8", "--d-head", "8", "--steps", "6", "--seeds", "1", "--log-every", "3",
             "--encodings", "rope", "absolute", "--no-plot", "--out", str(tmp_path)]
-    assert ex.run_from_args(parser.parse_args(argv)) == 0
+    assert report.run_from_args(parser.parse_args(argv)) == 0
     out = capsys.readouterr()
     assert "| regime | encoding | forward acc | reverse acc |" in out.out
     assert "| mdm-forward | rope |" in out.out and "| arm | absolute |" in out.out
@@ -134,7 +135,7 @@ def test_cli_writes_the_table_csv_and_json(tmp_path, capsys):
 
 def test_signature_figure_is_drawn_when_matplotlib_is_present(small, tmp_path):
     pytest.importorskip("matplotlib")
-    path = ex.plot_signatures(small, tmp_path / "sig.png")
+    path = report.plot_signatures(small, tmp_path / "sig.png")
     assert path.stat().st_size > 1000 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -154,7 +155,7 @@ BAD_ARGS = [
 @pytest.mark.parametrize("argv, name, allowed", BAD_ARGS, ids=[" ".join(a) for a, _, _ in BAD_ARGS])
 def test_bad_arguments_exit_2_naming_the_argument(argv, name, allowed, capsys):
     parser = argparse.ArgumentParser(prog="mdm-props experiment reversal")
-    ex.add_arguments(parser)
+    report.add_arguments(parser)
     with pytest.raises(SystemExit) as exc:
         parser.parse_args(argv)
     assert exc.value.code == 2
@@ -164,10 +165,10 @@ def test_bad_arguments_exit_2_naming_the_argument(argv, name, allowed, capsys):
 
 def test_run_from_args_refuses_a_bad_namespace_with_exit_2(capsys):
     parser = argparse.ArgumentParser()
-    ex.add_arguments(parser)
+    report.add_arguments(parser)
     args = parser.parse_args([])
     args.regimes = ["mdm-forward", "gpt"]  # e.g. built by hand, bypassing argparse's choices
-    assert ex.run_from_args(args) == 2
+    assert report.run_from_args(args) == 2
     err = capsys.readouterr().err
     assert "regimes" in err and "'gpt'" in err and "mdm-forward, mdm-full, arm" in err
 
@@ -194,8 +195,8 @@ def test_cuda_is_refused_cleanly_when_absent(capsys):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     parser = argparse.ArgumentParser()
-    ex.add_arguments(parser)
-    assert ex.run_from_args(parser.parse_args(["--device", "cuda"])) == 2
+    report.add_arguments(parser)
+    assert report.run_from_args(parser.parse_args(["--device", "cuda"])) == 2
     assert "cuda" in capsys.readouterr().err
 
 
