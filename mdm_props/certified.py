@@ -125,13 +125,17 @@ def log_softmax(xs: list) -> list:
 
 
 def upper(x) -> float:
-    """A float ≥ every point of the ball (rounded outward)."""
-    return math.nextafter(float(x.upper()), math.inf)
+    """A float ≥ every point of the ball (the ball's upper end, rounded up to a double)."""
+    u = x.upper()
+    f = float(u)
+    return f if arb(f) >= u else math.nextafter(f, math.inf)
 
 
 def lower(x) -> float:
-    """A float ≤ every point of the ball (rounded outward)."""
-    return math.nextafter(float(x.lower()), -math.inf)
+    """A float ≤ every point of the ball (the ball's lower end, rounded down to a double)."""
+    lo = x.lower()
+    f = float(lo)
+    return f if arb(f) <= lo else math.nextafter(f, -math.inf)
 
 
 def error_upper(observed: float, exact) -> float:
@@ -522,3 +526,439 @@ def certify_case(claim: str, case, eta=None, max_bits: int = PRECISIONS[-1]) -> 
     if claim == "C4a":
         return certify_c4a(*args, max_bits=max_bits)
     raise ValueError(f"claim must be one of {', '.join(CERTIFIABLE)}; got {claim!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# soundness of the float64 bounds: certified distance of each float64 result to the exact value
+
+
+KIT_BOUNDS = ("attn", "context", "logits", "logprobs", "loss", "storage_gradient")
+CLAIM_BOUNDS = ("C1b identity", "C3 identity", "C3 lower bound", "C3 positivity", "C4a lower", "C4a upper",
+                "C4a decrease")
+BOUND_SOURCES = {
+    "attn": "forward_error_bounds['attn'] (query row)",
+    "context": "forward_error_bounds['context'] (query row)",
+    "logits": "forward_error_bounds['logits'] (query slot)",
+    "logprobs": "forward_error_bounds['logprobs'] (query slot)",
+    "loss": "query_loss_error_bound",
+    "storage_gradient": "storage_gradient_error_bound",
+    "C1b identity": "c1b_tolerance (check_c1b identity)",
+    "C3 identity": "c3_tolerances[0] (check_c3 identity)",
+    "C3 lower bound": "c3_tolerances[1] (check_c3 lower bound)",
+    "C3 positivity": "2·storage_inner_product_error (check_c3 > 0)",
+    "C4a lower": "c4a_tolerances[0] (0 ≤ R(η))",
+    "C4a upper": "c4a_tolerances[1] (R(η) ≤ η² spread²/8)",
+    "C4a decrease": "c4a_tolerances[1] (decrease at η*/2, η*(1 − 1e-3))",
+}
+
+
+def kit_ratios(params: dict, cfg, query, ap: dict | None = None) -> dict:
+    """(true error)/(derived bound) for the rounding kit at one query: :func:`~mdm_props.tolerances.
+    forward_error_bounds` (attention, context, logits, log-probs; default FORWARD_SAFETY),
+    :func:`~mdm_props.tolerances.query_loss_error_bound` and :func:`~mdm_props.tolerances.
+    storage_gradient_error_bound` (autograd's ∂L/∂W_OV). The true error is the certified upper bound
+    of |float64 − exact|; a ratio ≤ 1 means the bound is sound on this draw."""
+    from . import tolerances as tol
+    from .claims.c1 import storage_gradient
+    from .model import forward
+
+    ap = arb_params(params, cfg) if ap is None else ap
+    tokens, i = query.tensor("cpu"), query.slot
+    out = forward(params, cfg, tokens)
+    b = tol.forward_error_bounds(params, cfg, tokens)
+    G, _ = storage_gradient(params, cfg, query)
+    logp = torch.log_softmax(out["logits"][i], dim=-1)
+    with precision(SOUNDNESS_BITS):
+        ex = evaluate_query(ap, cfg, query)
+        return {
+            "attn": enclosure_ratio(out["attn"][0, :, i], ex.attn, b["attn"][0, :, i]),
+            "context": enclosure_ratio(out["context"][0, :, i], ex.context, b["context"][0, :, i]),
+            "logits": enclosure_ratio(out["logits"][i], ex.logits, b["logits"][i]),
+            "logprobs": enclosure_ratio(logp, ex.logp, b["logprobs"][i]),
+            "loss": enclosure_ratio(-logp[query.target], -ex.logp[query.target],
+                                    tol.query_loss_error_bound(params, cfg, query)),
+            "storage_gradient": enclosure_ratio(G, ex.gradient(), tol.storage_gradient_error_bound(params, cfg, query)),
+        }
+
+
+def _ratio(true_error: float, tolerance: float) -> float:
+    return true_error / tolerance if tolerance > 0 else (0.0 if true_error == 0 else math.inf)
+
+
+def claim_ratios(params: dict, cfg, template, A: int, B: int, eta: float, ap: dict | None = None) -> dict:
+    """(true error)/(tolerance) for the claim tolerances of C1b, C3 and C4a on one H-orth draw, from
+    the project's own float64 checkers. Each tolerance is derived as a sum of bounds on its parts
+    (the observed value's rounding, the formula's rounding, H-orth's defect); the true error is the
+    sum of the certified parts: |observed − exact| + |exact − closed form| + |formula − exact closed
+    form| (identities, lower-bound sides), and for C4a |R̂ − R_D| (+ the spread's excess for the upper
+    side), R_D the exact remainder of the step actually taken, D = (W − Ŵ')/η."""
+    from .claims.c1 import check_c1b, pair_queries, storage_gradient
+    from .claims.c1 import storage_step as float_step
+    from .claims.c3 import check_c3
+    from .claims.c4 import check_c4a
+
+    ap = arb_params(params, cfg) if ap is None else ap
+    fq, rq = pair_queries(template, A, B, cfg.vocab)
+    c1b = check_c1b(params, cfg, template, A, B, eta)[0]
+    c3 = check_c3(params, cfg, template, A, B)
+    c4 = check_c4a(params, cfg, template, A, B)
+    G_hat, _ = storage_gradient(params, cfg, fq)
+    W = params["W_OV"][0]
+    out = {}
+    with precision(SOUNDNESS_BITS):
+        k = c1b.details["entry"]
+        v = c1b_values(ap, cfg, fq, B, eta)
+        out["C1b identity"] = _ratio(error_upper(c1b.observed, v["delta"][k]) + upper(abs(v["delta"][k] - v["formula"][k]))
+                                     + error_upper(c1b.reference, v["formula"][k]), c1b.tolerance)
+        v = c3_values(ap, cfg, fq, rq)
+        e_ip, defect = error_upper(c3[0].observed, v["ip"]), upper(abs(v["ip"] - v["F"]))
+        out["C3 identity"] = _ratio(e_ip + defect + error_upper(c3[0].reference, v["F"]), c3[0].tolerance)
+        out["C3 lower bound"] = _ratio(e_ip + defect + error_upper(c3[1].reference, v["LB"]), c3[1].tolerance)
+        out["C3 positivity"] = _ratio(e_ip, c3[2].tolerance)
+        f, r = v["f"], v["r"]
+        phi0 = -r.logp[A]
+        ratios = {"C4a lower": 0.0, "C4a upper": 0.0, "C4a decrease": 0.0}
+        for res in c4:
+            eta_k = res.details["eta"]
+            e = arb(eta_k)
+            W1 = float_step(params, G_hat, eta_k)["W_OV"][0]
+            D = [[[(w - w1) / e for w, w1 in zip(a, b)] for a, b in zip(Wh, W1h)]
+                 for Wh, W1h in zip(to_arb(W), to_arb(W1))]
+            gD = sum((_dot(r.g, _matvec(Dh, ch)) for Dh, ch in zip(D, r.context)), arb(0))  # ⟨G_r, D⟩
+            phi1 = -evaluate_query(ap, cfg, rq, W_OV=to_arb(W1)).logp[A]
+            DC = [arb(0)] * cfg.d_model
+            for Dh, ch in zip(D, r.context):
+                DC = [x + y for x, y in zip(DC, _matvec(Dh, ch))]
+            a_D = [-_dot(u, DC) for u in ap["U"]]
+            hi, lo = a_D[0], a_D[0]
+            for x in a_D[1:]:
+                hi, lo = hi.max(x), lo.min(x)
+            s_hat = arb(res.details["spread"])
+            excess = max(0.0, upper(e * e * ((hi - lo) ** 2 - s_hat * s_hat) / 8))
+            if res.relation == ">=":  # R ≥ 0
+                key, true = "C4a lower", error_upper(res.observed, phi1 - phi0 + e * gD)
+            elif "R(η) ≤" in res.quantity:
+                key, true = "C4a upper", error_upper(res.observed, phi1 - phi0 + e * gD) + excess
+            else:  # φ(η) − φ(0) ≤ −η ip + quad
+                ip_hat = arb(res.details["inner_product"])
+                key = "C4a decrease"
+                true = error_upper(res.observed, phi1 - phi0) + upper(abs(e * ip_hat - e * gD)) + excess
+            ratios[key] = max(ratios[key], _ratio(true, res.tolerance))
+        out.update(ratios)
+    return out
+
+
+def soundness_draws(draws: int, seed: int) -> list:
+    """[(case, η)]: ``draws`` broad draws for the rounding kit (every encoding incl. absolute, causal
+    or bidirectional, orthonormal embeddings or not; η None) interleaved with ``draws`` claim draws
+    (H-rel + H-orth + H-bi, 1–3 heads, η from the storage steps)."""
+    from .claims.c1 import ETAS, N_HEADS
+    from .model import ATTENTIONS, POSITIONAL_ENCODINGS
+    from .strategies import sample_case
+
+    rng = random.Random(seed)
+    out = []
+    for _ in range(draws):
+        out.append((sample_case(rng, pos=POSITIONAL_ENCODINGS, orthonormal=rng.random() < 0.5,
+                                attention=rng.choice(ATTENTIONS), n_heads=N_HEADS), None))
+        out.append((sample_case(rng, n_heads=N_HEADS), rng.choice(ETAS)))
+    return out
+
+
+def soundness_ratios(case, eta=None) -> dict:
+    """Every applicable ratio on one draw: the kit on its forward and reverse queries (worst of the
+    two), and with ``eta`` (a claim draw) the claim tolerances."""
+    from .claims.c1 import pair_queries
+
+    params, cfg = case.params("cpu"), case.cfg
+    ap = arb_params(params, cfg)
+    out = {}
+    for q in pair_queries(case.template, case.A, case.B, cfg.vocab):
+        for k, v in kit_ratios(params, cfg, q, ap).items():
+            out[k] = max(out.get(k, 0.0), v)
+    if eta is not None:
+        out.update(claim_ratios(params, cfg, case.template, case.A, case.B, eta, ap))
+    return out
+
+
+def soundness_table(draws: int, seed: int = 0) -> list[dict]:
+    """Per bound: the draws it was measured on and the largest (true error)/(derived bound), with the
+    worst draw's index. ≤ 1 everywhere means sound; the safety factor 2 of the bounds means a ratio
+    above 1/2 would say the factor, not the first-order derivation, is doing the work."""
+    rows = {k: {"bound": k, "source": BOUND_SOURCES[k], "draws": 0, "max_ratio": 0.0, "worst_draw": None}
+            for k in KIT_BOUNDS + CLAIM_BOUNDS}
+    for n, (case, eta) in enumerate(soundness_draws(draws, seed)):
+        for k, v in soundness_ratios(case, eta).items():
+            row = rows[k]
+            row["draws"] += 1
+            if v >= row["max_ratio"]:
+                row["max_ratio"], row["worst_draw"] = v, n
+    return list(rows.values())
+
+
+def format_soundness_table(rows: list[dict]) -> str:
+    lines = [f"{'bound':<18} {'source':<52} {'draws':>6} {'max err/bound':>14}", "-" * 93]
+    lines += [f"{r['bound']:<18} {r['source']:<52} {r['draws']:>6} {r['max_ratio']:>14.3g}" for r in rows]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# certified negative controls: the counterexamples the searches find, re-checked exactly
+
+
+def certify_alignment(params: dict, cfg, fq, rq, claim: str = "C3", max_bits: int = PRECISIONS[-1]) -> Certificate:
+    """⟨G_f, G_r⟩ > 0 for any two queries (e.g. the ARM's, whose targets differ)."""
+    ap = arb_params(params, cfg)
+
+    def evaluate():
+        f, r = evaluate_query(ap, cfg, fq), evaluate_query(ap, cfg, rq)
+        ip = storage_inner_product(f, r)
+        status = _all([_sign(ip, ">")])
+        return status, (upper(ip) if status == "refuted" else lower(ip)), {
+            "ip": float(ip.mid()), "first_factor": float(_dot(f.resid, r.resid).mid())}
+
+    return decide(claim, "⟨G_f, G_r⟩ > 0", evaluate, max_bits)
+
+
+def certify_c1a_forced(params: dict, cfg, template, A: int, B: int, max_bits: int = PRECISIONS[-1]) -> Certificate:
+    """C1a's consequence: the reverse logits with the forward query's token-aligned attention imposed equal
+    z_f. Balls cannot prove an equality: ``refuted`` when some entry certainly differs (the value is
+    the largest certified |difference|), ``undecided`` otherwise (the exact H-rel identity)."""
+    from .claims.c1 import aligned_positions, pair_queries
+
+    ap = arb_params(params, cfg)
+    fq, rq = pair_queries(template, A, B, cfg.vocab)
+    align = aligned_positions(fq.tokens, rq.tokens)
+
+    def evaluate():
+        f = evaluate_query(ap, cfg, fq)
+        x = inputs(ap, cfg, rq.tokens)
+        h = list(x[rq.slot])
+        for Wh, a in zip(ap["W_OV"], f.attn):
+            c = [arb(0)] * cfg.d_model
+            for j, src in enumerate(align):
+                c = _axpy(c, a[src], x[j])
+            h = [u + v for u, v in zip(h, _matvec(Wh, c))]
+        diff = [zv - fv for zv, fv in zip(_matvec(ap["U"], h), f.logits)]
+        off = [lower(abs(v)) for v in diff if abs(v) > 0]
+        return ("refuted" if off else "undecided"), (max(off) if off else None), {"max_diff": max(float(abs(v).mid()) for v in diff)}
+
+    return decide("C1a", "reverse logits with α^r forced to α^f (token-aligned) = z_f", evaluate, max_bits)
+
+
+def certify_c1c(params: dict, cfg, template, A: int, B: int, eta: float, max_bits: int = PRECISIONS[-1]) -> Certificate:
+    """C1c on one draw: after the exact step every reverse margin grows, Δ(z_r(A) − z_r(v)) = η(a_A − a_v) > 0."""
+    from .claims.c1 import pair_queries
+
+    ap = arb_params(params, cfg)
+    fq, rq = pair_queries(template, A, B, cfg.vocab)
+
+    def evaluate():
+        f, r = evaluate_query(ap, cfg, fq), evaluate_query(ap, cfg, rq)
+        a, e = logit_direction(ap, cfg, f, r), arb(float(eta))
+        dm = {v: e * (a[A] - a[v]) for v in range(cfg.vocab) if v != A}
+        worst = min(dm, key=lambda v: float(dm[v].mid()))
+        return _all(_sign(x, ">") for x in dm.values()), float(dm[worst].mid()), {"v": worst, "eta": eta}
+
+    return decide("C1c", "Δ(z_r(A) − z_r(v)) > 0 for every v ≠ A", evaluate, max_bits)
+
+
+def certify_storage_decrease(params: dict, cfg, fq, rq, eta: float, claim: str = "C4a",
+                             max_bits: int = PRECISIONS[-1]) -> Certificate:
+    """One exact storage step W_OV − η G_f (G_f of ``fq``) does not raise the loss of ``rq``."""
+    ap = arb_params(params, cfg)
+
+    def evaluate():
+        f, r = evaluate_query(ap, cfg, fq), evaluate_query(ap, cfg, rq)
+        r1 = evaluate_query(ap, cfg, rq, W_OV=storage_step(ap, f.gradient(), eta))
+        delta = r.logp[rq.target] - r1.logp[rq.target]  # φ(η) − φ(0)
+        return ({True: "proved", False: "refuted"}.get(_sign(delta, "<="), "undecided"), float(delta.mid()),
+                {"eta": eta, "loss_change": float(delta.mid())})
+
+    return decide(claim, "φ(η) ≤ φ(0) after the exact storage step", evaluate, max_bits)
+
+
+def certify_full_step(params: dict, cfg, fq, rq, eta: float, claim: str = "C4c",
+                      max_bits: int = PRECISIONS[-1]) -> Certificate:
+    """A full-parameter step θ − η ĝ_f (ĝ_f: autograd's float64 gradient of the loss of ``fq``, a concrete
+    direction; the moved parameters rounded to float64 as the search took them) does not raise the
+    exact loss of ``rq``."""
+    from .claims.c4 import full_gradient
+
+    g = full_gradient(params, cfg, fq)
+    moved = {k: params[k] - eta * g[k] for k in params}
+    ap0, ap1 = arb_params(params, cfg), arb_params(moved, cfg)
+
+    def evaluate():
+        l0 = -evaluate_query(ap0, cfg, rq).logp[rq.target]
+        l1 = -evaluate_query(ap1, cfg, rq).logp[rq.target]
+        delta = l1 - l0
+        return ({True: "proved", False: "refuted"}.get(_sign(delta, "<="), "undecided"), float(delta.mid()),
+                {"eta": eta, "loss_change": float(delta.mid())})
+
+    return decide(claim, "L_r(θ − η ĝ_f) ≤ L_r(θ)", evaluate, max_bits)
+
+
+CERTIFIED_CONTROLS = ("C1a~absolute", "C1b~non-orth", "C1c~non-orth", "C3~arm", "C3~non-orth", "C3~absolute",
+                      "C4a~arm", "C4c~arm")
+ARM_CONTROLS = ("C3~arm", "C4a~arm", "C4c~arm")
+
+
+def case_from_example(example: dict):
+    """The :class:`~mdm_props.strategies.Case` a negative control's counterexample records."""
+    from .facts import Template
+    from .model import ModelConfig
+    from .strategies import Case
+
+    missing = [k for k in ("rope_base", "absolute_kind", "attention", "seed", "template") if k not in example]
+    if missing:
+        raise ValueError(f"example lacks {missing}: it does not record the draw")
+    cfg = ModelConfig(vocab=example["vocab"], d_model=example["d_model"], d_head=example["d_head"],
+                      n_heads=example["n_heads"], pos=example["pos"], rope_base=example["rope_base"],
+                      absolute_kind=example["absolute_kind"], attention=example["attention"])
+    length, a, b, fillers = example["template"]
+    return Case(cfg, example["seed"], example["scale"], example["orthonormal"], Template(length, a, b, tuple(fillers)),
+                example["A"], example["B"])
+
+
+def certify_counterexample(control_id: str, example: dict, max_bits: int = PRECISIONS[-1]) -> Certificate:
+    """Re-check a negative control's counterexample (``Counterexample.example``) in ball arithmetic;
+    ``refuted`` certifies the violation for that draw (parameters re-drawn from the recorded seed, and
+    re-descended when the search moved them: the descent is deterministic on the CPU)."""
+    from .claims.c1 import pair_queries
+    from .claims.c3 import arm_queries, descend_alignment
+
+    if control_id not in CERTIFIED_CONTROLS:
+        raise ValueError(f"control_id must be one of {', '.join(CERTIFIED_CONTROLS)}; got {control_id!r}")
+    case = case_from_example(example)
+    cfg, t, A, B = case.cfg, case.template, case.A, case.B
+    params = case.params("cpu")
+    fq, rq = (arm_queries if control_id in ARM_CONTROLS else pair_queries)(t, A, B, cfg.vocab)
+    if example.get("stage") == "after descent":
+        params = descend_alignment(params, cfg, fq, rq, tuple(example["moved"]))
+    if control_id == "C1a~absolute":
+        return certify_c1a_forced(params, cfg, t, A, B, max_bits)
+    if control_id == "C1b~non-orth":
+        return certify_c1b(params, cfg, t, A, B, example["eta"], max_bits)
+    if control_id == "C1c~non-orth":
+        return certify_c1c(params, cfg, t, A, B, example["eta"], max_bits)
+    if control_id == "C3~arm":
+        return certify_alignment(params, cfg, fq, rq, "C3", max_bits)
+    if control_id in ("C3~non-orth", "C3~absolute"):
+        return certify_c3(params, cfg, t, A, B, max_bits)
+    if control_id == "C4a~arm":
+        return certify_storage_decrease(params, cfg, fq, rq, example["eta"], "C4a", max_bits)
+    return certify_full_step(params, cfg, fq, rq, example["eta"], "C4c", max_bits)
+
+
+def negative_controls() -> dict:
+    """{id: NegativeControl} for the controls whose counterexamples are certified."""
+    from .claims import c1, c3, c4
+
+    return {n.id: n for m in (c1, c3, c4) for n in m.NEGATIVE_CONTROLS if n.id in CERTIFIED_CONTROLS}
+
+
+def certify_controls(seed: int = 0, max_bits: int = PRECISIONS[-1], ids=CERTIFIED_CONTROLS) -> list[dict]:
+    """Run each negative control's seeded search and certify the counterexample it returns."""
+    controls = negative_controls()
+    rows = []
+    for cid in ids:
+        n = controls[cid]
+        start = time.perf_counter()
+        cx = n.run(n.default_draws, seed, "cpu")
+        row = {"id": cid, "found": cx.found, "searched": cx.searched}
+        if cx.found:
+            cert = certify_counterexample(cid, cx.example, max_bits)
+            row.update(status=cert.status, bits=cert.bits, value=cert.value, statement=cert.statement,
+                       details=cert.details)
+        else:
+            row.update(status="no-counterexample")
+        row["seconds"] = round(time.perf_counter() - start, 3)
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# the `mdm-props certify` command
+
+
+def add_certify_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``mdm-props certify``."""
+    parser.add_argument("target", choices=CERTIFIABLE + ("controls", "soundness"),
+                        help="C1b, C3, C4a: certify the claim on the float64 runner's draws; controls: certify the "
+                             "negative controls' counterexamples; soundness: the (true error)/(bound) table")
+    parser.add_argument("--seed", type=_nonneg_int, default=0, help="master seed (default 0): the runner's draws")
+    parser.add_argument("--draws", type=_pos_int, default=100, help="draws (default 100; soundness: per bound)")
+    parser.add_argument("--max-bits", type=_pos_int, default=PRECISIONS[-1],
+                        help=f"precision cap in bits (default {PRECISIONS[-1]}; tried: {', '.join(map(str, PRECISIONS))})")
+    parser.add_argument("--json", metavar="PATH", help="also write the per-draw results as JSON")
+
+
+def _int_arg(minimum: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}; got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {what}; got {value}")
+        return value
+
+    return parse
+
+
+_pos_int = _int_arg(1, "a positive integer")
+_nonneg_int = _int_arg(0, "a non-negative integer")
+
+
+def run_certify(target: str, draws: int = 100, seed: int = 0, max_bits: int = PRECISIONS[-1],
+                json_path: str | None = None, out=None) -> int:
+    """``mdm-props certify``: print per-draw statuses and a summary; return the exit status:
+    0 every draw proved (controls: every counterexample certified ``refuted``; soundness: every ratio
+    ≤ 1), 1 otherwise — a refuted or an ``undecided`` draw is not a pass — or python-flint missing."""
+    out = out or sys.stdout
+    if flint is None:
+        print(f"mdm-props certify: {INSTALL_HINT}", file=sys.stderr)
+        return 1
+    _precisions(max_bits)
+    torch.set_num_threads(1)  # tiny tensors: a second intra-op thread only waits
+    start = time.perf_counter()
+    if target == "soundness":
+        rows = soundness_table(draws, seed)
+        print(format_soundness_table(rows), file=out)
+        bad = [r["bound"] for r in rows if not r["max_ratio"] <= 1]
+        summary = {"target": target, "draws": draws, "seed": seed, "unsound": bad}
+        print(f"\n{'every bound sound' if not bad else 'UNSOUND: ' + ', '.join(bad)} "
+              f"({time.perf_counter() - start:.1f} s)", file=out)
+    elif target == "controls":
+        rows = certify_controls(seed, max_bits)
+        for r in rows:
+            v = "" if r.get("value") is None else f" value {r['value']:.6g}"
+            print(f"{r['id']:<14} {r['status']:<18} {r.get('bits', '-'):>5} bits{v} ({r['seconds']:.2f} s)", file=out)
+        bad = [r["id"] for r in rows if r["status"] != "refuted"]
+        summary = {"target": target, "seed": seed, "not_certified": bad}
+        print(f"\n{len(rows) - len(bad)}/{len(rows)} counterexamples certified (refuted)"
+              f"{'' if not bad else '; NOT CERTIFIED: ' + ', '.join(bad)} ({time.perf_counter() - start:.1f} s)",
+              file=out)
+    else:
+        rows = []
+        for n, (case, eta) in enumerate(claim_draws(target, draws, seed)):
+            cert = certify_case(target, case, eta, max_bits)
+            rows.append({"draw": n, **cert.to_dict()})
+            v = "" if cert.value is None else f"  certified bound {cert.value:.6g}"
+            print(f"{target} draw {n:>4}: {cert.status:<9} {cert.bits:>5} bits{v}", file=out)
+        counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
+        bad = [r["draw"] for r in rows if r["status"] != "proved"]
+        summary = {"target": target, "draws": draws, "seed": seed, **counts}
+        print(f"\n{target}: {counts['proved']}/{draws} proved, {counts['refuted']} refuted, {counts['undecided']} "
+              f"undecided (undecided is not a pass) ({time.perf_counter() - start:.1f} s)", file=out)
+    summary["seconds"] = round(time.perf_counter() - start, 3)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"summary": summary, "rows": rows, "flint": flint.__version__}, f, indent=2, default=float)
+    return 1 if bad else 0
+
+
+def cmd_certify(args, parser) -> int:
+    """Entry point for the ``certify`` subparser."""
+    return run_certify(args.target, args.draws, args.seed, args.max_bits, args.json)

@@ -370,6 +370,7 @@ def _describe(case, **more) -> dict:
     """A draw as a plain dict (``more`` overrides entries, e.g. the pair actually examined)."""
     c = case.cfg
     return {"pos": c.pos, "vocab": c.vocab, "d_model": c.d_model, "d_head": c.d_head, "n_heads": c.n_heads,
+            "rope_base": c.rope_base, "absolute_kind": c.absolute_kind, "attention": c.attention,
             "seed": case.seed, "scale": case.scale, "orthonormal": case.orthonormal,
             "template": _tuple(case.template),
             "A": case.A, "B": case.B, **more}
