@@ -1,4 +1,4 @@
-"""The ``mdm-props`` command: ``verify``, ``explain``, ``plot`` and ``experiment``.
+"""The ``mdm-props`` command: ``verify``, ``explain``, ``plot``, ``certify`` and ``experiment``.
 
 Exit codes: 0 everything holds (and every negative control found its counterexample); 1 something
 was violated (or a negative control found nothing, or a checker raised); 2 bad arguments.
@@ -182,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("figure", choices=("corr",), help="corr: C2a correlation tr(R_g)/d_k against d_k and offset")
     p.add_argument("--out", required=True, help="output PNG path")
     p.set_defaults(func=cmd_plot)
+
+    from . import certified
+
+    c = sub.add_parser("certify", help="prove a claim on concrete draws in ball arithmetic (needs python-flint)")
+    certified.add_certify_arguments(c)
+    c.set_defaults(func=certified.cmd_certify)
 
     x = sub.add_parser("experiment", help="run a controlled training experiment")
     xs = x.add_subparsers(dest="experiment", required=True)

@@ -1,0 +1,227 @@
+"""Certified instances (ball arithmetic, python-flint): C1b, C3, C4a proved on concrete draws, the
+negative controls' counterexamples certified, and the soundness of the float64 bounds measured
+against certified enclosures of the exact values."""
+
+import json
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+flint = pytest.importorskip("flint", reason="python-flint (the `certify` extra) is not installed: "
+                                            'pip install -e ".[certify]"')
+
+from mdm_props import certified as C  # noqa: E402
+from mdm_props import storage, strategies  # noqa: E402
+from mdm_props.claims import c1_reusable_evidence as c1  # noqa: E402
+from mdm_props.claims import c3_aligned_storage as c3  # noqa: E402
+from mdm_props.claims import c4_reverse_loss_decrease as c4  # noqa: E402
+from mdm_props.cli import main  # noqa: E402
+from mdm_props.model import ATTENTIONS, POSITIONAL_ENCODINGS  # noqa: E402
+from mdm_props.strategies import cases  # noqa: E402
+
+arb = flint.arb
+THOROUGH = settings._current_profile == "thorough"
+# soundness draws per bound: ≥ 200 in the thorough profile (or MDM_PROPS_SOUNDNESS_DRAWS), a few in ci/dev
+SOUNDNESS_DRAWS = int(os.environ.get("MDM_PROPS_SOUNDNESS_DRAWS", 200 if THOROUGH else 6))
+claim_cases = cases(n_heads=st.sampled_from(strategies.N_HEADS))
+broad_cases = st.one_of(
+    *(cases(pos=st.sampled_from(POSITIONAL_ENCODINGS), orthonormal=o, n_heads=st.sampled_from(strategies.N_HEADS),
+            attention=st.sampled_from(ATTENTIONS)) for o in (True, False)))
+
+
+# ---------------------------------------------------------------------------------------------
+# the decision procedure
+
+
+def test_precision_is_raised_until_the_decision_is_made():
+    """1 + 2⁻¹⁰⁰ > 1 is undecided at 64 bits (the ball around the rounded sum contains 1), proved at 128."""
+    def evaluate():
+        x = arb(1) + arb(2) ** -100 - 1
+        return C._all([C._sign(x, ">")]), None, {}
+
+    assert C.decide("C3", "x > 0", evaluate).bits == 128
+    assert C.decide("C3", "x > 0", evaluate).status == "proved"
+    capped = C.decide("C3", "x > 0", evaluate, max_bits=64)
+    assert capped.status == "undecided" and capped.bits == 64
+
+
+def test_a_straddling_ball_is_never_a_pass():
+    def evaluate():
+        x = arb(0, 1e-3)  # the ball [−1e-3, 1e-3]
+        return C._all([C._sign(x, ">")]), None, {}
+
+    assert C.decide("C3", "x > 0", evaluate).status == "undecided"
+
+
+def test_floats_convert_exactly():
+    x = C.to_arb([0.1, 1e-300, -3.0])
+    assert all(v.rad() == 0 for v in x)
+    assert C.upper(x[0]) == 0.1 == C.lower(x[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# certified claims
+
+
+@pytest.mark.claim("C3")
+@given(claim_cases)
+def test_c3_is_proved_on_every_draw(case):
+    cert = C.certify_case("C3", case)
+    assert cert.status == "proved", str(cert)
+    assert cert.value > 0 and cert.details["gap_lower"] >= 0
+
+
+@pytest.mark.claim("C1b")
+@given(claim_cases, st.sampled_from(strategies.ETAS))
+def test_c1b_is_proved_on_every_draw(case, eta):
+    cert = C.certify_case("C1b", case, eta)
+    assert cert.status == "proved" and cert.value > 0, str(cert)
+
+
+@pytest.mark.claim("C4a")
+@settings(max_examples=min(settings().max_examples, 30))  # ~50 ms a draw (7 exact evaluations)
+@given(claim_cases)
+def test_c4a_is_proved_on_every_draw(case):
+    cert = C.certify_case("C4a", case)
+    assert cert.status == "proved" and cert.value > 0, str(cert)
+
+
+def test_the_certified_draws_are_the_float64_runners_draws():
+    """Same seed, same draws: the certified closed forms match the float64 runners' numbers."""
+    seed, n = 7, 4
+    c3_results = c3.run_c3(n, seed)[0::3]
+    for res, (case, _) in zip(c3_results, C.claim_draws("C3", n, seed)):
+        cert = C.certify_case("C3", case)
+        assert cert.details["closed_form"] == pytest.approx(res.reference, rel=1e-9)
+    c4_results = c4.run_c4a(n, seed)
+    per_draw = len(c4_results) // n
+    for res, (case, _) in zip(c4_results[0::per_draw], C.claim_draws("C4a", n, seed)):
+        cert = C.certify_case("C4a", case)
+        assert cert.details["eta_star"] == pytest.approx(res.details["eta_star"], rel=1e-9)
+    c1_results = c1.run_c1b(n, seed)[1::2]
+    for res, (case, eta) in zip(c1_results, C.claim_draws("C1b", n, seed)):
+        assert res.details["eta"] == eta
+        cert = C.certify_case("C1b", case, eta)
+        k = res.details["head"]
+        assert cert.details["delta_eps"][k] == pytest.approx(res.observed, rel=1e-9)
+
+
+def test_bad_arguments_name_the_argument():
+    with pytest.raises(ValueError, match="claim must be one of"):
+        C.claim_draws("C2a", 1, 0)
+    with pytest.raises(ValueError, match="draws"):
+        C.claim_draws("C3", 0, 0)
+    with pytest.raises(ValueError, match="max_bits"):
+        C._precisions(10)
+    with pytest.raises(ValueError, match="control_id"):
+        C.certify_counterexample("C2a~d_k=2", {})
+
+
+# ---------------------------------------------------------------------------------------------
+# certified negative controls: every counterexample is refuted exactly
+
+
+@pytest.mark.parametrize("control_id", [pytest.param(i, marks=pytest.mark.negative_control(i.split("~")[0]))
+                                        for i in C.CERTIFIED_CONTROLS])
+def test_negative_control_counterexample_is_certified(control_id):
+    control = C.negative_controls()[control_id]
+    cx = control.run(control.default_draws, 0, "cpu")
+    assert cx.found, str(cx)
+    cert = C.certify_counterexample(control_id, cx.example)
+    assert cert.status == "refuted", str(cert)
+
+
+def test_the_counterexample_record_rebuilds_the_draw():
+    """A counterexample's example dict names everything needed to redraw its parameters."""
+    cx = c1.c1a_absolute(5, 0)
+    case = C.case_from_example(cx.example)
+    assert (case.cfg.pos, case.seed, case.A, case.B) == ("absolute", cx.example["seed"], cx.example["A"], cx.example["B"])
+    with pytest.raises(ValueError, match="does not record the draw"):
+        C.case_from_example({k: v for k, v in cx.example.items() if k != "rope_base"})
+
+
+# ---------------------------------------------------------------------------------------------
+# soundness of the float64 bounds
+
+
+@settings(max_examples=SOUNDNESS_DRAWS)
+@given(broad_cases)
+def test_rounding_kit_bounds_are_sound(case):
+    """For every kit bound, |float64 − exact| (certified) ≤ the derived bound, on every entry."""
+    fq, rq = storage.pair_queries(case.template, case.A, case.B, case.cfg.vocab)
+    for q in (fq, rq):
+        ratios = C.kit_ratios(case.params(), case.cfg, q)
+        assert set(ratios) == set(C.KIT_BOUNDS)
+        assert all(v <= 1 for v in ratios.values()), ratios
+
+
+@settings(max_examples=SOUNDNESS_DRAWS)
+@given(claim_cases, st.sampled_from(strategies.ETAS))
+def test_claim_tolerances_are_sound(case, eta):
+    """For C1b, C3 and C4a: the sum of the certified true errors of the parts ≤ the derived tolerance."""
+    ratios = C.claim_ratios(case.params(), case.cfg, case.template, case.A, case.B, eta)
+    assert set(ratios) == set(C.CLAIM_BOUNDS)
+    assert all(v <= 1 for v in ratios.values()), ratios
+
+
+def test_soundness_check_rejects_a_perturbed_evaluation():
+    """Meta-test: float64 logits computed from parameters moved by 1e-12 (relative, an input
+    perturbation far above rounding) are rejected against the exact logits of the stored parameters."""
+    from mdm_props.model import forward
+    from mdm_props.rounding import forward_error_bounds
+
+    case, _ = C.claim_draws("C3", 1, 3)[0]
+    params, cfg = case.params(), case.cfg
+    q = storage.pair_queries(case.template, case.A, case.B, cfg.vocab)[0]
+    moved = {**params, "W_OV": params["W_OV"] * (1 + 1e-12)}
+    b = forward_error_bounds(params, cfg, q.tensor())["logits"][q.slot]
+    with C.precision(C.SOUNDNESS_BITS):
+        exact = C.evaluate_query(C.arb_params(params, cfg), cfg, q).logits
+        assert C.enclosure_ratio(forward(params, cfg, q.tensor())["logits"][q.slot], exact, b) <= 1
+        assert C.enclosure_ratio(forward(moved, cfg, q.tensor())["logits"][q.slot], exact, b) > 1
+
+
+def test_soundness_table_reports_every_bound():
+    rows = C.soundness_table(1, 0)
+    assert [r["bound"] for r in rows] == list(C.KIT_BOUNDS + C.CLAIM_BOUNDS)
+    assert all(r["draws"] >= 1 and 0 <= r["max_ratio"] <= 1 for r in rows)
+    assert "max err/bound" in C.format_soundness_table(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# the command
+
+
+def test_certify_command_proves_c3_and_writes_json(tmp_path, capsys):
+    path = tmp_path / "c3.json"
+    assert main(["certify", "C3", "--draws", "3", "--seed", "1", "--json", str(path)]) == 0
+    data = json.loads(path.read_text())
+    assert [r["status"] for r in data["rows"]] == ["proved"] * 3
+    assert data["summary"]["proved"] == 3
+    assert "3/3 proved" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("status, code", [("proved", 0), ("undecided", 1), ("refuted", 1)])
+def test_certify_command_exit_status_follows_the_statuses(monkeypatch, capsys, status, code):
+    """Exit 0 only when every draw is proved: an undecided draw is not a pass."""
+    monkeypatch.setattr(C, "certify_case", lambda claim, case, eta, max_bits: C.Certificate(claim, "s", status, 64))
+    assert C.run_certify("C3", draws=2, seed=0) == code
+    assert f"2 {status}" in capsys.readouterr().out or status == "proved"
+
+
+@pytest.mark.parametrize("argv", [["certify", "C2a"], ["certify", "C3", "--draws", "0"],
+                                  ["certify", "C3", "--seed", "-1"], ["certify", "C3", "--max-bits", "x"]])
+def test_certify_command_bad_arguments_exit_2(argv):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+
+
+def test_missing_flint_names_the_install_command(monkeypatch, capsys):
+    monkeypatch.setattr(C, "flint", None)
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[certify\]"'):
+        C.require_flint()
+    assert C.run_certify("C3", draws=1) == 1
+    assert 'pip install -e ".[certify]"' in capsys.readouterr().err
