@@ -20,6 +20,7 @@ HYPOTHESES = {
     "H-bi": "bidirectional attention",
     "H-iso": "W_Q, W_K with iid N(0, σ²) entries (isotropic initialisation)",
     "H-Oorth": "factored value path W_O W_V with every head's W_O square orthogonal (d_head = d_model)",
+    "H-mirror": "mirror-symmetric template (a + b = T − 1, fillers read the same backwards) and read-out offset 0",
 }
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -57,6 +58,7 @@ class Claim:
 _C0, _C1, _C2 = "claims/C0-oracles.md", "claims/C1-reusable-evidence.md", "claims/C2-correlated-routes.md"
 _C3, _C4 = "claims/C3-aligned-storage-gradient.md", "claims/C4-reverse-loss-decrease.md"
 _M = "mdm_props.claims."
+_C5 = "claims/C5-reflected-route.md"
 
 CLAIMS: tuple[Claim, ...] = (
     Claim("C0.1", "RoPE relativity and rotation facts", "identity", (),
@@ -112,6 +114,16 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("C4c", "full-gradient alignment is typical", "typical", ("H-rel", "H-bi"),
           "⟨g_r, g_f⟩ > 0 for the full gradient is common but not guaranteed; reported as a rate with a "
           "Clopper–Pearson interval per positional encoding.", _C4, _M + "c4", True, 200),
+    # depth (THEORY §2b)
+    Claim("C5", "the reverse query is the forward query at a reflected route (any depth)", "identity",
+          ("H-rel", "H-bi", "H-mirror"),
+          "log p_r(·|θ) = log p_f(·|Φθ) and ∇L_r(θ) = Φ∇L_f(Φθ) for the deep block (norms, SwiGLU, GQA, biases, "
+          "either RoPE pairing), Φ the route reflection (J on W_Q, W_K and q/k biases for RoPE; b(δ) ↔ b(−δ) "
+          "for T5; id for ALiBi and NoPE).", _C5, _M + "c5_reflected_route", True, 3),
+    Claim("C5b", "Φ fixes the storage: the reverse query reads what the forward query writes", "identity",
+          ("H-rel", "H-bi", "H-mirror"),
+          "∇_S L_r(θ) = ∇_S L_f(Φθ) on every storage parameter S (embeddings, value path, MLP, norm gains, head), "
+          "at any depth.", _C5, _M + "c5_reflected_route", True, 2),
 )
 
 BY_ID = {c.id: c for c in CLAIMS}
@@ -132,7 +144,7 @@ def select(ids) -> list[Claim]:
     for i in ids:
         group = [c for c in CLAIMS if c.id == i or (len(i) == 2 and c.family == i)]
         if not group:
-            raise ValueError(f"unknown claim id {i!r}; known: {', '.join(BY_ID)} (or a family C0 … C4)")
+            raise ValueError(f"unknown claim id {i!r}; known: {', '.join(BY_ID)} (or a family C0 … C5)")
         chosen += [c for c in group if c not in chosen]
     return chosen
 

@@ -362,14 +362,23 @@ def _wrap(out, radius):
     if _floating(out):
         if out.dtype != torch.float64:
             raise TypeError(f"an operation produced {out.dtype}; claims are checked in torch.float64 only")
-        return Ball(out, radius.to(out.dtype) if isinstance(radius, torch.Tensor) else torch.full_like(out, radius))
+        if not isinstance(radius, torch.Tensor):
+            radius = torch.full_like(out, radius)
+        elif radius.dtype != out.dtype:
+            radius = radius.to(out.dtype)
+        return Ball(out, radius)
     return out
+
+
+def _values(args):
+    """value_of over a flat argument tuple, one level of lists deep (aten signatures nest no further)."""
+    return tuple([value_of(e) for e in a] if isinstance(a, (list, tuple)) else value_of(a) for a in args)
 
 
 def _dispatch(func, args, kwargs):
     packet = func.overloadpacket
-    vals = tree_map(value_of, args)
-    kvals = tree_map(value_of, kwargs)
+    vals = _values(args)
+    kvals = {k: value_of(v) for k, v in kwargs.items()} if kwargs else {}
     if packet in INPLACE:
         target = args[0]
         before = value_of(target).clone() if packet in (aten.add_, aten.sub_, aten.mul_, aten.div_) else None
@@ -385,7 +394,8 @@ def _dispatch(func, args, kwargs):
                 target.radius = VALUE_RULES[INPLACE[packet]]([before, *vals[1:]], rads, kvals, target.value)
         return target
     out = func(*vals, **kvals)
-    if not any(_floating(o) for o in (out if isinstance(out, (list, tuple)) else [out])):
+    if not (_floating(out) if isinstance(out, torch.Tensor) else
+            isinstance(out, (list, tuple)) and any(_floating(o) for o in out)):
         return out
     if packet in STRUCTURAL:
         radius = _structural(func, args, kwargs)
