@@ -368,6 +368,17 @@ def parameter_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+_DEEP_DEFAULTS = dict(n_kv_heads=None, norm="none", final_norm=False, mlp="none", qk_bias=False, v_bias=False,
+                      rope_pairing="interleaved", readout_offset=0, branch_scale=1.0)
+
+
+def deep_options(cfg: ModelConfig) -> list[str]:
+    """The deep-block options (THEORY §2b) that ``cfg`` sets away from the one-layer model of §1
+    (``n_kv_heads`` equal to ``n_heads`` counts as unset)."""
+    out = [k for k, v in _DEEP_DEFAULTS.items() if getattr(cfg, k) != v]
+    return [k for k in out if not (k == "n_kv_heads" and cfg.kv_heads == cfg.n_heads)]
+
+
 # parameter roles (THEORY §2b): the route reads positions, the storage is position-free
 ROUTE_PARAMETERS = ("W_Q", "W_K", "b_Q", "b_K", "t5_bias", "P")
 NORM_GAINS = ("norm_attn", "norm_mlp", "norm_final")

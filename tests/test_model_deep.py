@@ -166,3 +166,14 @@ def test_the_float64_probe_sees_a_float32_cast():
         return (x.float() * 2).double()
 
     assert torch.float32 in floating_dtypes(run)[0]
+
+
+def test_the_one_layer_bounds_and_oracle_refuse_deep_options():
+    from mdm_props import oracles, tolerances
+
+    cfg = preset("smdm-like", n_layers=1)
+    params, tokens = init_params(cfg, 0), torch.tensor([0, 8, 1])
+    assert model.deep_options(ModelConfig(vocab=4, d_model=4, d_head=2, n_heads=2, n_kv_heads=2)) == []
+    for fn in (tolerances.forward_error_bounds, oracles.oracle_forward):
+        with pytest.raises(ValueError, match="deep-block options"):
+            fn(params, cfg, tokens)
