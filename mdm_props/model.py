@@ -1,6 +1,7 @@
 """The reference masked diffusion model: one readable file.
 
-A stack of ``n_layers`` attention blocks without MLPs or normalisation, as in THEORY.md §1::
+A stack of ``n_layers`` blocks, as in THEORY.md §1 and §2b. With the default options (no norm, no
+MLP, no biases, interleaved RoPE, read-out offset 0, branch scale 1) it is the one-layer model of §1::
 
     x_i   = E[token_i]                      (+ p_i under ``pos="absolute"``)
     s_ij  = q_iᵀ R_{j−i} k_j / √d_k  (+ bias(j − i))      q = W_Q x, k = W_K x
@@ -8,16 +9,30 @@ A stack of ``n_layers`` attention blocks without MLPs or normalisation, as in TH
     h_i   = x_i + Σ_heads W_OV Σ_j α_ij x_j (no ``x_i`` when ``residual=False``)
     z_i   = U h_i                           (logits over the V real tokens)
 
+The deep block (§2b) adds, per layer ℓ: a pre-norm ``x̃ = N(x)`` (``norm="rms"``: RMSNorm
+``x / √(mean(x²) + norm_eps) ⊙ g``, or the identity) read by queries, keys and values;
+``q = W_Q x̃ + b_Q``, ``k = W_K x̃ + b_K`` (``qk_bias``) with ``n_kv_heads`` key/value heads (grouped-query
+attention: query head h reads kv head ``h // (n_heads / n_kv_heads)``); RoPE on ``interleaved`` pairs
+``(2l, 2l+1)`` or ``half-split`` pairs ``(l, l + d_k/2)``; the branch ``ε Σ_h W_OV^h c^h`` (``branch_scale``
+ε; with ``merged_ov=False``: ``W_O^h (W_V^{kv(h)} c^h + b_V)``); an optional SwiGLU MLP branch
+``x ← x + ε W_down(silu(W_gate N'(x)) ⊙ W_up N'(x))``; after the last layer an optional final norm;
+and a read-out offset ``s``: the logits of slot i are ``U h_{max(i − s, 0)}`` (Dream reads one to the left).
+
 Token ids ``0 .. V−1`` are real tokens; id ``V`` is the mask token ``M``. ``U`` is tied to the
 first ``V`` rows of ``E`` unless ``tied=False``. ``W_OV = W_O W_V`` is one merged parameter unless
 ``merged_ov=False``.
 
 :func:`forward` is a pure function of an explicit parameter dict, so ``torch.func.grad``,
-``jvp``/``hessian`` and ``vmap`` apply to it. Parameters are stacked over layers and heads:
-``W_Q``, ``W_K``: ``(n_layers, n_heads, d_head, d_model)``; ``W_OV``: ``(n_layers, n_heads,
-d_model, d_model)`` (or ``W_V``: ``(.., d_head, d_model)`` and ``W_O``: ``(.., d_model, d_head)``);
-``E``: ``(V + 1, d_model)``; ``U`` (untied only): ``(V, d_model)``; ``t5_bias``: ``(n_layers,
-n_heads, 2 max_len − 1)``; ``P`` (learned absolute only): ``(max_len, d_model)``.
+``jvp``/``hessian`` and ``vmap`` apply to it. Parameters are stacked over layers and heads (L layers,
+H query heads, K kv heads): ``W_Q``: ``(L, H, d_head, d_model)``; ``W_K``: ``(L, K, d_head, d_model)``;
+``W_OV``: ``(L, H, d_model, d_model)`` (or ``W_V``: ``(L, K, d_head, d_model)`` and ``W_O``: ``(L, H,
+d_model, d_head)``); ``E``: ``(V + 1, d_model)``; ``U`` (untied only): ``(V, d_model)``; ``t5_bias``:
+``(L, H, 2 max_len − 1)``; ``P`` (learned absolute only): ``(max_len, d_model)``; then the deep
+options' parameters: ``norm_attn``, ``norm_mlp``: ``(L, d_model)`` gains; ``norm_final``: ``(d_model,)``;
+``W_gate``, ``W_up``: ``(L, d_mlp, d_model)``; ``W_down``: ``(L, d_model, d_mlp)``; ``b_Q``: ``(L, H,
+d_head)``; ``b_K``, ``b_V``: ``(L, K, d_head)``.
+
+:func:`preset` builds toy-width look-alikes of LLaDA, Dream and SMDM (THEORY §2b "Real architectures").
 """
 
 from __future__ import annotations
@@ -31,6 +46,10 @@ POSITIONAL_ENCODINGS = ("rope", "alibi", "t5", "none", "absolute")
 RELATIVE_ENCODINGS = ("rope", "alibi", "t5", "none")  # hypothesis H-rel
 ATTENTIONS = ("bidirectional", "causal")
 ABSOLUTE_KINDS = ("learned", "sinusoidal")
+NORMS = ("none", "rms")
+MLPS = ("none", "swiglu")
+ROPE_PAIRINGS = ("interleaved", "half-split")
+READOUT_OFFSETS = (0, 1)
 
 
 def _choice(name: str, value, allowed) -> None:
@@ -60,6 +79,18 @@ class ModelConfig:
     tied: bool = True
     merged_ov: bool = True
     max_len: int = 16
+    # the deep block (THEORY §2b); these defaults keep the one-layer model of §1 bit for bit
+    n_kv_heads: int | None = None  # None: n_heads (no grouped-query attention)
+    norm: str = "none"  # pre-norm of every branch: "rms" (RMSNorm with a gain) or "none"
+    final_norm: bool = False  # RMSNorm after the last layer
+    norm_eps: float = 1e-6
+    mlp: str = "none"  # "swiglu": an MLP branch after attention in every layer
+    d_mlp: int | None = None  # SwiGLU hidden width (None: 2 d_model)
+    qk_bias: bool = False
+    v_bias: bool = False  # needs merged_ov=False (the bias is added to W_V x̃)
+    rope_pairing: str = "interleaved"
+    readout_offset: int = 0  # logits of slot i read from position max(i − s, 0)
+    branch_scale: float = 1.0  # ε: every residual branch output is multiplied by it
 
     def __post_init__(self):
         _positive_int("vocab", self.vocab, 2)
@@ -76,13 +107,40 @@ class ModelConfig:
         base = self.rope_base
         if isinstance(base, bool) or not isinstance(base, (int, float)) or not math.isfinite(base) or base <= 1:
             raise ValueError(f"rope_base must be a finite number > 1; got {base!r}")
-        for name in ("residual", "tied", "merged_ov"):
+        for name in ("residual", "tied", "merged_ov", "final_norm", "qk_bias", "v_bias"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False; got {getattr(self, name)!r}")
+        if self.n_kv_heads is not None:
+            _positive_int("n_kv_heads", self.n_kv_heads)
+            if self.n_heads % self.n_kv_heads:
+                raise ValueError(f"n_kv_heads must divide n_heads={self.n_heads} (grouped-query attention); "
+                                 f"got {self.n_kv_heads}")
+        _choice("norm", self.norm, NORMS)
+        _choice("mlp", self.mlp, MLPS)
+        _choice("rope_pairing", self.rope_pairing, ROPE_PAIRINGS)
+        if isinstance(self.readout_offset, bool) or self.readout_offset not in READOUT_OFFSETS:
+            raise ValueError(f"readout_offset must be one of 0, 1; got {self.readout_offset!r}")
+        if self.d_mlp is not None:
+            _positive_int("d_mlp", self.d_mlp)
+        for name in ("norm_eps", "branch_scale"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"{name} must be a finite number > 0; got {v!r}")
+        if self.v_bias and self.merged_ov:
+            raise ValueError("v_bias=True needs merged_ov=False (the value bias is added to W_V x̃)")
 
     @property
     def mask_id(self) -> int:
         return self.vocab
+
+    @property
+    def kv_heads(self) -> int:
+        """K, the number of key/value heads (n_kv_heads, or n_heads without GQA)."""
+        return self.n_heads if self.n_kv_heads is None else self.n_kv_heads
+
+    @property
+    def mlp_width(self) -> int:
+        return 2 * self.d_model if self.d_mlp is None else self.d_mlp
 
     @property
     def relative(self) -> bool:
@@ -100,22 +158,42 @@ def rope_frequencies(d_head: int, base: float, *, dtype=torch.float64, device="c
     return base ** (-2.0 * l / d_head)
 
 
-def rope_rotate(v: torch.Tensor, positions: torch.Tensor, base: float) -> torch.Tensor:
+def rope_rotate(v: torch.Tensor, positions: torch.Tensor, base: float, pairing: str = "interleaved") -> torch.Tensor:
     """Apply R_{position} to the last axis of ``v`` (shape ``(..., T, d_head)``).
 
-    Block l rotates the pair (v_{2l}, v_{2l+1}) by the angle ``position · θ_l`` (counterclockwise),
-    so that ``(R_m q)ᵀ(R_n k) = qᵀ R_{n−m} k``.
+    Block l rotates the pair (v_{2l}, v_{2l+1}) (``interleaved``) or (v_l, v_{l+d/2}) (``half-split``,
+    HF Llama's ``rotate_half``) by the angle ``position · θ_l`` (counterclockwise), so that
+    ``(R_m q)ᵀ(R_n k) = qᵀ R_{n−m} k``.
     """
+    _choice("pairing", pairing, ROPE_PAIRINGS)
     theta = rope_frequencies(v.shape[-1], base, dtype=v.dtype, device=v.device)
     angle = positions.to(v.dtype)[:, None] * theta[None, :]  # (T, d_head/2)
     cos, sin = torch.cos(angle), torch.sin(angle)
+    if pairing == "half-split":
+        half = v.shape[-1] // 2
+        first, second = v[..., :half], v[..., half:]
+        return torch.cat((first * cos - second * sin, first * sin + second * cos), dim=-1)
     even, odd = v[..., 0::2], v[..., 1::2]
     return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
 
 
-def rope_matrix(delta: float, d_head: int, base: float, *, dtype=torch.float64, device="cpu") -> torch.Tensor:
-    """The explicit block-diagonal rotation R_δ (d_head × d_head)."""
-    return rope_rotate(torch.eye(d_head, dtype=dtype, device=device), torch.full((d_head,), float(delta), device=device), base).T
+def rope_matrix(delta: float, d_head: int, base: float, *, dtype=torch.float64, device="cpu",
+                pairing: str = "interleaved") -> torch.Tensor:
+    """The explicit rotation R_δ (d_head × d_head), block-diagonal for interleaved pairs."""
+    eye = torch.eye(d_head, dtype=dtype, device=device)
+    return rope_rotate(eye, torch.full((d_head,), float(delta), device=device), base, pairing).T
+
+
+def rope_reflection(d_head: int, pairing: str = "interleaved", *, dtype=torch.float64, device="cpu") -> torch.Tensor:
+    """J (d_head,) as a diagonal of ±1 with J R_δ J = R_{−δ}: −1 on the second coordinate of every pair
+    (odd entries for interleaved pairs, the second half for half-split pairs)."""
+    _choice("pairing", pairing, ROPE_PAIRINGS)
+    j = torch.ones(d_head, dtype=dtype, device=device)
+    if pairing == "half-split":
+        j[d_head // 2:] = -1.0
+    else:
+        j[1::2] = -1.0
+    return j
 
 
 def alibi_slopes(n_heads: int, *, dtype=torch.float64, device="cpu") -> torch.Tensor:
@@ -168,19 +246,33 @@ def unembedding(params: dict, cfg: ModelConfig) -> torch.Tensor:
 
 
 def value_matrix(params: dict, cfg: ModelConfig, layer: int) -> torch.Tensor:
-    """Per-head W_OV (n_heads, d, d) of one layer (W_O W_V when not merged)."""
+    """Per-query-head W_OV (n_heads, d, d) of one layer (W_O^h W_V^{kv(h)} when not merged)."""
     if cfg.merged_ov:
         return params["W_OV"][layer]
-    return params["W_O"][layer] @ params["W_V"][layer]
+    W_V = params["W_V"][layer]
+    if cfg.kv_heads != cfg.n_heads:
+        W_V = W_V.repeat_interleave(cfg.n_heads // cfg.kv_heads, dim=0)
+    return params["W_O"][layer] @ W_V
+
+
+def rms_norm(x: torch.Tensor, gain: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm over the last axis: x / √(mean(x²) + eps) ⊙ gain (float64 throughout, no cast)."""
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * gain
+
+
+def _heads(W: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("hkd,...td->...htk", W, x)
 
 
 def forward(params: dict, cfg: ModelConfig, tokens: torch.Tensor) -> dict:
     """Run the model on ``tokens`` (..., T). Returns a dict of tensors:
 
-    ``logits`` (..., T, V); ``scores`` and ``attn`` (..., n_layers, n_heads, T, T) indexed by
-    query i then key j (masked scores are −inf under causal attention); ``context``
-    (..., n_layers, n_heads, T, d) = Σ_j α_ij x_j (the attention-weighted layer input, before W_OV);
-    ``inputs`` (..., T, d), the first layer's x; ``hidden`` (..., T, d), the last layer's output.
+    ``logits`` (..., T, V) (slot i read from position max(i − readout_offset, 0)); ``scores`` and
+    ``attn`` (..., n_layers, n_heads, T, T) indexed by query i then key j (masked scores are −inf under
+    causal attention); ``context`` (..., n_layers, n_heads, T, d) = Σ_j α_ij x̃_j (the attention-weighted
+    normalised layer input, before the value path); ``inputs`` (..., T, d), the first layer's x;
+    ``layer_inputs`` (..., n_layers, T, d), every layer's input x (before its norm); ``hidden`` (..., T, d),
+    the last layer's output (after the final norm, if any).
     """
     T = tokens.shape[-1]
     if T > cfg.max_len:
@@ -189,12 +281,22 @@ def forward(params: dict, cfg: ModelConfig, tokens: torch.Tensor) -> dict:
     inputs = x
     positions = torch.arange(T, device=x.device)
     causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-    scores, attns, contexts = [], [], []
+    group = cfg.n_heads // cfg.kv_heads
+    eps = cfg.branch_scale
+    scores, attns, contexts, layer_inputs = [], [], [], []
     for layer in range(cfg.n_layers):
-        q = torch.einsum("hkd,...td->...htk", params["W_Q"][layer], x)
-        k = torch.einsum("hkd,...td->...htk", params["W_K"][layer], x)
+        layer_inputs.append(x)
+        xn = rms_norm(x, params["norm_attn"][layer], cfg.norm_eps) if cfg.norm == "rms" else x
+        q = _heads(params["W_Q"][layer], xn)
+        k = _heads(params["W_K"][layer], xn)
+        if cfg.qk_bias:
+            q = q + params["b_Q"][layer][:, None, :]
+            k = k + params["b_K"][layer][:, None, :]
         if cfg.pos == "rope":
-            q, k = rope_rotate(q, positions, cfg.rope_base), rope_rotate(k, positions, cfg.rope_base)
+            q = rope_rotate(q, positions, cfg.rope_base, cfg.rope_pairing)
+            k = rope_rotate(k, positions, cfg.rope_base, cfg.rope_pairing)
+        if group > 1:
+            k = k.repeat_interleave(group, dim=-3)
         s = q @ k.transpose(-1, -2) / math.sqrt(cfg.d_head)
         bias = score_bias(params, cfg, layer, T, x)
         if bias is not None:
@@ -202,11 +304,26 @@ def forward(params: dict, cfg: ModelConfig, tokens: torch.Tensor) -> dict:
         if cfg.attention == "causal":
             s = s.masked_fill(~causal, float("-inf"))
         a = torch.softmax(s, dim=-1)
-        ctx = a @ x.unsqueeze(-3)  # (..., H, T, d)
+        ctx = a @ xn.unsqueeze(-3)  # (..., H, T, d)
         out = torch.einsum("hed,...htd->...te", value_matrix(params, cfg, layer), ctx)
+        if cfg.v_bias:
+            b_V = params["b_V"][layer].repeat_interleave(group, dim=0) if group > 1 else params["b_V"][layer]
+            out = out + torch.einsum("hek,hk->e", params["W_O"][layer], b_V)
+        if eps != 1.0:
+            out = eps * out
         x = x + out if cfg.residual else out
+        if cfg.mlp == "swiglu":
+            xm = rms_norm(x, params["norm_mlp"][layer], cfg.norm_eps) if cfg.norm == "rms" else x
+            hidden = torch.nn.functional.silu(xm @ params["W_gate"][layer].T) * (xm @ params["W_up"][layer].T)
+            mlp = hidden @ params["W_down"][layer].T
+            x = x + (eps * mlp if eps != 1.0 else mlp)
         scores.append(s), attns.append(a), contexts.append(ctx)
+    if cfg.final_norm:
+        x = rms_norm(x, params["norm_final"], cfg.norm_eps)
     logits = x @ unembedding(params, cfg).T
+    if cfg.readout_offset:
+        read = (positions - cfg.readout_offset).clamp_min(0)
+        logits = logits[..., read, :]
     stack = lambda xs: torch.stack(xs, dim=-4)  # noqa: E731
     return {
         "logits": logits,
@@ -214,18 +331,19 @@ def forward(params: dict, cfg: ModelConfig, tokens: torch.Tensor) -> dict:
         "attn": stack(attns),
         "context": stack(contexts),
         "inputs": inputs,
+        "layer_inputs": torch.stack(layer_inputs, dim=-3),
         "hidden": x,
     }
 
 
 def parameter_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Names and shapes of the parameters :func:`forward` reads for this configuration."""
-    L, H, d, k, V = cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.d_head, cfg.vocab
-    shapes = {"E": (V + 1, d), "W_Q": (L, H, k, d), "W_K": (L, H, k, d)}
+    L, H, K, d, k, V = cfg.n_layers, cfg.n_heads, cfg.kv_heads, cfg.d_model, cfg.d_head, cfg.vocab
+    shapes = {"E": (V + 1, d), "W_Q": (L, H, k, d), "W_K": (L, K, k, d)}
     if cfg.merged_ov:
         shapes["W_OV"] = (L, H, d, d)
     else:
-        shapes["W_V"] = (L, H, k, d)
+        shapes["W_V"] = (L, K, k, d)
         shapes["W_O"] = (L, H, d, k)
     if not cfg.tied:
         shapes["U"] = (V, d)
@@ -233,4 +351,70 @@ def parameter_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
         shapes["t5_bias"] = (L, H, 2 * cfg.max_len - 1)
     if cfg.pos == "absolute" and cfg.absolute_kind == "learned":
         shapes["P"] = (cfg.max_len, d)
+    # the deep options' parameters come last, so that a seed draws today's parameters unchanged
+    if cfg.norm == "rms":
+        shapes["norm_attn"] = (L, d)
+        if cfg.mlp != "none":
+            shapes["norm_mlp"] = (L, d)
+    if cfg.final_norm:
+        shapes["norm_final"] = (d,)
+    if cfg.mlp == "swiglu":
+        m = cfg.mlp_width
+        shapes.update(W_gate=(L, m, d), W_up=(L, m, d), W_down=(L, d, m))
+    if cfg.qk_bias:
+        shapes.update(b_Q=(L, H, k), b_K=(L, K, k))
+    if cfg.v_bias:
+        shapes["b_V"] = (L, K, k)
     return shapes
+
+
+_DEEP_DEFAULTS = dict(n_kv_heads=None, norm="none", final_norm=False, mlp="none", qk_bias=False, v_bias=False,
+                      rope_pairing="interleaved", readout_offset=0, branch_scale=1.0)
+
+
+def deep_options(cfg: ModelConfig) -> list[str]:
+    """The deep-block options (THEORY §2b) that ``cfg`` sets away from the one-layer model of §1
+    (``n_kv_heads`` equal to ``n_heads`` counts as unset)."""
+    out = [k for k, v in _DEEP_DEFAULTS.items() if getattr(cfg, k) != v]
+    return [k for k in out if not (k == "n_kv_heads" and cfg.kv_heads == cfg.n_heads)]
+
+
+# parameter roles (THEORY §2b): the route reads positions, the storage is position-free
+ROUTE_PARAMETERS = ("W_Q", "W_K", "b_Q", "b_K", "t5_bias", "P")
+NORM_GAINS = ("norm_attn", "norm_mlp", "norm_final")
+
+
+def storage_parameters(cfg: ModelConfig) -> tuple[str, ...]:
+    """Names of the storage S: every parameter that is not route (E, the value path, MLP, norm gains, U).
+    Under ``absolute`` positions ``P`` is route *and* read by the value path (it is not storage)."""
+    return tuple(n for n in parameter_shapes(cfg) if n not in ROUTE_PARAMETERS)
+
+
+# ---------------------------------------------------------------------------------------------
+# presets: toy-width look-alikes of real masked diffusion LMs (THEORY §2b "Real architectures")
+
+_PRESETS = {
+    # LLaDA-8B: RMSNorm, SwiGLU, half-split RoPE θ = 5e5, no biases, no GQA, untied, read-out at i
+    "llada-like": dict(norm="rms", final_norm=True, mlp="swiglu", rope_pairing="half-split", rope_base=5e5,
+                       qk_bias=False, v_bias=False, tied=False, merged_ov=False, readout_offset=0, norm_eps=1e-5),
+    # Dream-7B (Qwen2): GQA 7:1 (here 2:1), q/k/v biases, half-split RoPE θ = 1e6, untied, read-out shifted by one
+    "dream-like": dict(norm="rms", final_norm=True, mlp="swiglu", rope_pairing="half-split", rope_base=1e6,
+                       n_kv_heads=2, qk_bias=True, v_bias=True, tied=False, merged_ov=False, readout_offset=1,
+                       norm_eps=1e-6),
+    # SMDM (lit_gpt LLaMA): RMSNorm, SwiGLU, half-split RoPE θ = 1e4, no biases, untied, read-out at i
+    "smdm-like": dict(norm="rms", final_norm=True, mlp="swiglu", rope_pairing="half-split", rope_base=1e4,
+                      qk_bias=False, v_bias=False, tied=False, merged_ov=False, readout_offset=0, norm_eps=1e-5),
+}
+PRESETS = tuple(_PRESETS)
+_TOY = dict(vocab=8, d_model=16, d_head=4, n_heads=4, n_layers=3, d_mlp=32, pos="rope")
+
+
+def preset(name: str, **overrides) -> ModelConfig:
+    """A toy-width (V = 8, d = 16, d_k = 4, 4 heads, 3 layers, d_mlp = 32) float64 look-alike of
+    ``name`` in PRESETS; ``overrides`` replace any ModelConfig field (validated as usual)."""
+    _choice("name", name, PRESETS)
+    fields = {**_TOY, **_PRESETS[name], **overrides}
+    unknown = sorted(set(overrides) - set(ModelConfig.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"overrides must name ModelConfig fields; got unknown {unknown}")
+    return ModelConfig(**fields)

@@ -99,6 +99,11 @@ def oracle_forward(params: dict, cfg: ModelConfig, tokens, dps: int = DEFAULT_DP
 
     Returns the nested-list dict described in the module docstring.
     """
+    from .model import deep_options
+
+    if deep_options(cfg):  # written for the §1 block; the deep block's bounds: mdm_props.rounding_mode
+        raise ValueError(f"cfg sets deep-block options {deep_options(cfg)}; oracle_forward covers the one-layer "
+                         "block of THEORY §1 only (use mdm_props.rounding_mode.with_error_bounds)")
     if isinstance(dps, bool) or not isinstance(dps, int) or dps < 20:
         raise ValueError(f"dps must be an integer >= 20; got {dps!r}")
     tokens = [int(t) for t in (tokens.tolist() if isinstance(tokens, torch.Tensor) else tokens)]

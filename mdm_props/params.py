@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from .model import ModelConfig, parameter_shapes
+from .model import NORM_GAINS, ModelConfig, parameter_shapes
 
 DEVICES = ("cpu", "cuda")
 
@@ -78,7 +78,8 @@ def init_params(
     """Gaussian parameters for ``cfg`` in float64.
 
     Weight matrices have iid N(0, (scale/√fan_in)²) entries (fan_in = the input dimension);
-    embedding rows N(0, 1/d) (‖x_t‖ ≈ 1); ``t5_bias`` N(0, scale²). With ``orthonormal=True`` the
+    embedding rows N(0, 1/d) (‖x_t‖ ≈ 1); ``t5_bias`` N(0, scale²); norm gains 1 + N(0, 0.1²) (not all
+    ones, so that a wrong gain is visible); biases like weights (fan_in = d_head). With ``orthonormal=True`` the
     V + 1 embedding rows are orthonormal (hypothesis H-orth; needs ``d_model ≥ vocab + 1``).
     """
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -97,6 +98,8 @@ def init_params(
             t = orthonormal_rows(shape[0], shape[1], gen)
         elif name in ("E", "U", "P"):
             t = torch.randn(shape, generator=gen, dtype=torch.float64) / math.sqrt(cfg.d_model)
+        elif name in NORM_GAINS:
+            t = 1.0 + 0.1 * torch.randn(shape, generator=gen, dtype=torch.float64)
         elif name == "t5_bias":
             t = scale * torch.randn(shape, generator=gen, dtype=torch.float64)
         else:

@@ -22,6 +22,7 @@ HYPOTHESES = {
     "H-bi": "bidirectional attention",
     "H-iso": "W_Q, W_K with iid N(0, σ²) entries (isotropic initialisation)",
     "H-Oorth": "factored value path W_O W_V with every head's W_O square orthogonal (d_head = d_model)",
+    "H-mirror": "mirror-symmetric template (a + b = T − 1, fillers read the same backwards) and read-out offset 0",
 }
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -88,6 +89,7 @@ _C3V = "claims/C3v-separate-value-path.md"
 C0_, C1_, C2_ = "mdm_props.claims.c0_oracles:", "mdm_props.claims.c1_reusable_evidence:", "mdm_props.claims.c2_correlated_routes:"
 C3_, C3V_ = "mdm_props.claims.c3_aligned_storage:", "mdm_props.claims.c3v_separate_value_path:"
 C4_ = "mdm_props.claims.c4_reverse_loss_decrease:"
+_C5, C5_ = "claims/C5-reflected-route.md", "mdm_props.claims.c5_reflected_route:"
 R_ = "mdm_props.rounding:"
 
 CLAIMS: tuple[Claim, ...] = (
@@ -182,6 +184,20 @@ CLAIMS: tuple[Claim, ...] = (
                     "Clopper–Pearson interval per positional encoding.",
           doc=_C4, checker=C4_ + "check_c4c", runner=C4_ + "run_c4c", bounds=("mdm_props.statistics:clopper_pearson",),
           tests="tests/test_c4.py", needs_negative_control=True, default_draws=200),
+    # depth (THEORY §2b)
+    Claim(id="C5", title="the reverse query is the forward query at a reflected route (any depth)", kind="identity",
+          hypotheses=("H-rel", "H-bi", "H-mirror"),
+          statement="log p_r(·|θ) = log p_f(·|Φθ) and ∇L_r(θ) = Φ∇L_f(Φθ) for the deep block (norms, SwiGLU, GQA, "
+                    "biases, either RoPE pairing), Φ the route reflection (J on W_Q, W_K and q/k biases for RoPE; "
+                    "b(δ) ↔ b(−δ) for T5; id for ALiBi and NoPE).",
+          doc=_C5, checker=C5_ + "check_c5", runner=C5_ + "run_c5", bounds=("mdm_props.rounding_mode:with_error_bounds",),
+          tests="tests/test_c5.py", needs_negative_control=True, default_draws=3),
+    Claim(id="C5b", title="Φ fixes the storage: the reverse query reads what the forward query writes", kind="identity",
+          hypotheses=("H-rel", "H-bi", "H-mirror"),
+          statement="∇_S L_r(θ) = ∇_S L_f(Φθ) on every storage parameter S (embeddings, value path, MLP, norm gains, "
+                    "head), at any depth.",
+          doc=_C5, checker=C5_ + "check_c5", runner=C5_ + "run_c5b", bounds=("mdm_props.rounding_mode:with_error_bounds",),
+          tests="tests/test_c5.py", needs_negative_control=True, default_draws=2),
 )
 
 BY_ID = {c.id: c for c in CLAIMS}
@@ -202,7 +218,7 @@ def select(ids) -> list[Claim]:
     for i in ids:
         group = [c for c in CLAIMS if c.id == i or (len(i) == 2 and c.family == i)]
         if not group:
-            raise ValueError(f"unknown claim id {i!r}; known: {', '.join(BY_ID)} (or a family C0 … C4)")
+            raise ValueError(f"unknown claim id {i!r}; known: {', '.join(BY_ID)} (or a family C0 … C5)")
         chosen += [c for c in group if c not in chosen]
     return chosen
 

@@ -148,8 +148,11 @@ def forward_error_bounds(params: dict, cfg, tokens: torch.Tensor, safety: float 
       Σ_w p_w(u|z_w − m| + FUNCTION_REL) + γ_{V−1}; the log FUNCTION_REL·log Σ; the final
       subtractions (either association) u(|z_v − m| + |m| + log Σ + |log p_v|).
     """
-    from .model import embed, rope_rotate, score_bias, unembedding
+    from .model import deep_options, embed, rope_rotate, score_bias, unembedding
 
+    if deep_options(cfg):  # written for the §1 block; the deep block's bounds: mdm_props.rounding_mode
+        raise ValueError(f"cfg sets deep-block options {deep_options(cfg)}; forward_error_bounds covers the one-layer "
+                         "block of THEORY §1 only (use mdm_props.rounding_mode.with_error_bounds)")
     if tokens.dim() < 1:
         raise ValueError(f"tokens must have shape (..., T); got shape {tuple(tokens.shape)}")
     u = UNIT_ROUNDOFF
