@@ -706,7 +706,7 @@ def score_difference_tolerance(e_f: float, e_r: float, observed: float, referenc
 # φ_D(η) = L_r(W − ηD) is convex with φ_D'(0) = −⟨G_r, D⟩ and φ_D'' = Var_p(a_D) ≤ spread(a_D)²/4,
 # a_D = −U Σ_h D^h c_r^h, so 0 ≤ φ_D(η) − φ_D(0) + η⟨G_r, D⟩ ≤ η² spread(a_D)²/8 holds exactly.
 # The computed remainder differs from it by the bounds below (safety 1 inputs, × STORAGE_SAFETY).
-# C4b: the Taylor test's float64 floor and its acceptance band (TAYLOR_WINDOW).
+# C4b: the Taylor test's floor, bands and window live in mdm_props.taylor (generic Taylor-test bounds).
 
 
 def logit_direction_error(step_err, eta: float, resid, e_p, S: float, e_S: float, omega: float, a_hat) -> torch.Tensor:
@@ -735,60 +735,3 @@ def c4a_tolerances(e_L0: float, e_L1: float, phi0: float, phi1: float, eta: floa
     lower = e_L0 + e_L1 + lin + arith
     upper = lower + eta**2 * (4 * delta_a * spread + 4 * delta_a**2) / 8
     return STORAGE_SAFETY * lower, STORAGE_SAFETY * upper
-
-
-def taylor_floor(e_L0: float, e_L1: float, L0: float, L1: float, eta: float, ip: float,
-                 g_r: list, g: list, theta: list) -> float:
-    """The float64 floor of the Taylor remainder R̂(η) = fl(L̂(θ̂') − L̂(θ) + η⟨ĝ_r, g⟩), θ̂' = fl(θ − fl(ηg)),
-    × STORAGE_SAFETY: the two loss evaluations (forward bounds e_L0, e_L1); θ̂' differs from θ − ηg by
-    γ_2(|θ| + 2η|g|) entrywise, which moves L by ≤ Σ|g_r| γ_2(|θ| + 2η|g|) (first order); the dot
-    product ⟨ĝ_r, g⟩ of N entries γ_N Σ|g_r||g| (times η); the two additions γ_3(|L0| + |L1| + η|ip|).
-
-    The linear term uses the computed gradient as given: an error in it is what a Taylor test detects
-    (a remainder of order 1), so it is not part of the floor."""
-    N = sum(t.numel() for t in g)
-    s_theta = sum(float((a.abs() * (th.abs() + 2 * eta * b.abs())).sum()) for a, b, th in zip(g_r, g, theta))
-    s_dot = sum(float((a.abs() * b.abs()).sum()) for a, b in zip(g_r, g))
-    floor = e_L0 + e_L1 + gamma(2) * s_theta + gamma(3) * (abs(L0) + abs(L1) + eta * abs(ip)) + eta * gamma(N) * s_dot
-    return STORAGE_SAFETY * floor
-
-
-TAYLOR_WINDOW = 0.1  # the asymptotic window: neglected terms + floor ≤ 10% of the leading term
-TAYLOR_RADIUS_FRACTION = 0.25  # and η ≤ ρ̂/4, ρ̂ the convergence radius suggested by the coefficients
-
-
-def taylor_radius(A2: float, taylor: tuple[float, ...]) -> float:
-    """ρ̂ = min_k (|c₂|/|c_k|)^{1/(k−2)} over the computed coefficients c_k = φ^(k)(0)/k! (``taylor`` =
-    (c₃, c₄, …), c₂ = A2): the radius at which the computed terms reach the leading one (Cauchy-
-    Hadamard, estimated from the terms at hand); inf when every c_k is 0."""
-    rho = _math.inf
-    for k, c in enumerate(taylor, start=3):
-        if c != 0:
-            rho = min(rho, (abs(A2) / abs(c)) ** (1.0 / (k - 2)))
-    return rho
-
-
-def taylor_relative_band(A2: float, taylor: tuple[float, ...], floor: float, eta: float) -> float:
-    """x(η) with |R(η)/η² − A2| ≤ x(η)|A2|, A2 = φ''(0)/2 = ½ g_fᵀH_r g_f, for η < ρ̂ (:func:`taylor_radius`).
-
-    R(η)/η² = A2 + Σ_{k≥3} c_k η^{k−2}, c_k = φ^(k)(0)/k!; the computed terms (``taylor`` = (c₃, c₄, c₅),
-    nested autograd along the line) are kept with their absolute values, and the rest is bounded
-    under the stated assumption that the coefficients not computed grow no faster than the computed
-    ones suggest, |c_k| ≤ |A2| ρ̂^{−(k−2)} (k ≥ 6): Σ_{k≥6} ≤ |A2| (η/ρ̂)⁴/(1 − η/ρ̂). STORAGE_SAFETY = 2
-    multiplies both; the rounding floor adds floor/η²."""
-    rho = taylor_radius(A2, taylor)
-    if not eta < rho:
-        return _math.inf
-    kept = sum(abs(c) * eta ** (k + 1) for k, c in enumerate(taylor))
-    q = eta / rho
-    tail = abs(A2) * q ** (len(taylor) + 1) / (1 - q)
-    return (STORAGE_SAFETY * (kept + tail) + floor / eta**2) / abs(A2)
-
-
-def taylor_order_band(x1: float, x2: float) -> float:
-    """|log2(R(η)/R(η/2)) − 2| ≤ log2((1 + x)/(1 − x)), x = max(x(η), x(η/2)) < 1: the ratio of
-    R(η)/η² ∈ A2(1 ± x(η)) and R(η/2)/(η/2)² ∈ A2(1 ± x(η/2))."""
-    x = max(x1, x2)
-    if not 0 <= x < 1:
-        raise ValueError(f"the relative band must lie in [0, 1); got {x}")
-    return _math.log2((1 + x) / (1 - x))
