@@ -37,7 +37,7 @@ computed Taylor coefficients ``(c₃, c₄, c₅)``; optionally an exact evaluat
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from .checks import CheckResult, identity, undecided
@@ -185,7 +185,6 @@ class TaylorResult:
     precision: str = "float64"  # where the decision was taken
     exact_needed: bool = False
     reason: str = ""
-    details: dict = field(default_factory=dict)
 
     def ratios(self) -> list[tuple[int, float, float]]:
         """(k, R(η)/η², band |c₂| x(η)) on the window."""
