@@ -16,6 +16,7 @@ import torch
 UNIT_ROUNDOFF = 2.0**-53  # u: the rounding of an exact reference to float64 (mdm_props.rounding has the kit)
 
 RELATIONS = ("==", ">", ">=", "<=", "<")
+STATUSES = ("holds", "violated", "undecided")  # undecided: the checker could not decide (not a failure)
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,12 @@ class CheckResult:
     margin: float  # relative margin: 1 − error/tolerance for "=="; signed distance to the bound / scale otherwise
     holds: bool
     details: dict = field(default_factory=dict)
+    undecided: bool = False  # neither holds nor violated; ``details["reason"]`` says why (see :func:`undecided`)
+
+    @property
+    def status(self) -> str:
+        """One of STATUSES."""
+        return "undecided" if self.undecided else ("holds" if self.holds else "violated")
 
     @property
     def error_ratio(self) -> float:
@@ -39,6 +46,8 @@ class CheckResult:
         return 0.0 if self.error == 0 else math.inf
 
     def __str__(self) -> str:
+        if self.undecided:
+            return f"{self.claim} {self.quantity}: undecided ({self.details.get('reason', '')})"
         status = "holds" if self.holds else "VIOLATED"
         return (
             f"{self.claim} {self.quantity}: observed {self.observed:.6g} {self.relation} {self.reference:.6g} "
@@ -54,6 +63,13 @@ def identity(claim: str, quantity: str, observed: float, exact: float, tolerance
     error = abs(observed - exact) if math.isfinite(observed) else math.inf
     ratio = error / tolerance if tolerance > 0 else (0.0 if error == 0 else math.inf)
     return CheckResult(claim, quantity, observed, exact, "==", error, tolerance, 1.0 - ratio, ratio <= 1.0, details)
+
+
+def undecided(claim: str, quantity: str, reason: str, **details) -> CheckResult:
+    """A comparison the checker could not decide (``reason`` says why): neither holds nor violated.
+    It counts as not holding in ``holds`` but is left out of :func:`summarize`'s verdict and margins."""
+    nan = math.nan
+    return CheckResult(claim, quantity, nan, nan, "==", nan, nan, nan, False, {**details, "reason": reason}, True)
 
 
 def inequality(
@@ -147,14 +163,17 @@ class Counterexample:
 
 
 def summarize(results: list[CheckResult]) -> dict:
-    """Worst relative margin, worst error/tolerance ratio and overall status of a list of checks."""
+    """Worst relative margin, worst error/tolerance ratio and overall status of a list of checks;
+    undecided results are counted, not judged (margins nan when nothing was decided)."""
     if not results:
         raise ValueError("results must hold at least one CheckResult")
+    decided = [r for r in results if not r.undecided]
     return {
         "draws": len(results),
-        "worst_margin": min(r.margin for r in results),
-        "worst_error_ratio": max(r.error_ratio for r in results),
-        "holds": all(r.holds for r in results),
+        "worst_margin": min((r.margin for r in decided), default=math.nan),
+        "worst_error_ratio": max((r.error_ratio for r in decided), default=math.nan),
+        "holds": all(r.holds for r in decided),
+        "undecided": len(results) - len(decided),
     }
 
 

@@ -2,6 +2,10 @@
 
 Exit codes: 0 everything holds (and every negative control found its counterexample); 1 something
 was violated (or a negative control found nothing, or a checker raised); 2 bad arguments.
+An *undecided* check (the checker could not decide, e.g. a Taylor test whose asymptotic regime
+neither float64 nor the 50-digit oracle resolves) is not a failure: it does not change the exit
+code; the ``undec`` column counts such checks, a row with nothing decided has status ``undecided``,
+and the reason is printed under the table.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from .checks import ClaimSkipped, summarize
 from .options import arg_type
 from .validation import require_int, require_seed
 
-STATUS_OK = ("holds", "counterexample-found", "skipped")
+STATUS_OK = ("holds", "counterexample-found", "skipped", "undecided")
 
 
 def _finite(x):
@@ -34,10 +38,14 @@ def _run_claim(claim, draws, seed, device) -> dict:
         if not results:
             raise ClaimSkipped("the checker returned no comparisons")
         s = summarize(results)
+        status = "violated" if not s["holds"] else ("undecided" if s["undecided"] == s["draws"] else "holds")
         row.update(draws=draws, checks=s["draws"], worst_margin=_finite(s["worst_margin"]),
-                   worst_error_ratio=_finite(s["worst_error_ratio"]), status="holds" if s["holds"] else "violated")
+                   worst_error_ratio=_finite(s["worst_error_ratio"]), status=status, undecided=s["undecided"])
         if not s["holds"]:
-            row["reason"] = str(next(r for r in results if not r.holds))
+            row["reason"] = str(next(r for r in results if r.status == "violated"))
+        elif s["undecided"]:
+            row["reason"] = f"{s['undecided']} of {s['draws']} checks undecided; first: " + str(
+                next(r for r in results if r.undecided))
     except ClaimSkipped as exc:
         row.update(status="skipped", reason=str(exc))
     except Exception as exc:  # a checker that crashes is a failure, reported, not hidden
@@ -72,15 +80,17 @@ def _fmt(x, spec):
 
 def print_table(rows, out=None) -> None:
     out = out or sys.stdout
-    header = f"{'id':<20} {'kind':<16} {'hypotheses':<30} {'draws':>6} {'checks':>6} {'margin':>10} {'err/tol':>9} {'status':<21} {'s':>6}"
+    header = (f"{'id':<20} {'kind':<16} {'hypotheses':<30} {'draws':>6} {'checks':>6} {'undec':>5} {'margin':>10} "
+              f"{'err/tol':>9} {'status':<21} {'s':>6}")
     print(header, file=out)
     print("-" * len(header), file=out)
     for r in rows:
         hyp = ",".join(r["hypotheses"]) or "-"
-        print(f"{r['id']:<20} {r['kind']:<16} {hyp[:30]:<30} {r['draws']:>6} {r.get('checks', 0):>6} {_fmt(r['worst_margin'], '10.3g')} "
-              f"{_fmt(r['worst_error_ratio'], '9.3g')} {r['status']:<21} {r['seconds']:>6.2f}", file=out)
+        print(f"{r['id']:<20} {r['kind']:<16} {hyp[:30]:<30} {r['draws']:>6} {r.get('checks', 0):>6} {r.get('undecided', 0):>5} "
+              f"{_fmt(r['worst_margin'], '10.3g')} {_fmt(r['worst_error_ratio'], '9.3g')} {r['status']:<21} "
+              f"{r['seconds']:>6.2f}", file=out)
     for r in rows:
-        if r["status"] not in STATUS_OK[:2]:
+        if r["status"] not in STATUS_OK[:2] or r.get("undecided"):
             print(f"  {r['id']}: {r['status']}: {r.get('reason', '')}", file=out)
 
 
@@ -119,7 +129,9 @@ def cmd_verify(args, parser) -> int:
         rows.append(row)
     print_table(rows)
     bad = [r for r in rows if r["status"] not in STATUS_OK]
+    undec = sum(r.get("undecided", 0) for r in rows)
     print(f"\n{len(rows) - len(bad)}/{len(rows)} rows hold or found their counterexample"
+          f"{f'; {undec} checks undecided (not failures)' if undec else ''}"
           f"{'' if not bad else '; FAILED: ' + ', '.join(r['id'] for r in bad)}")
     if args.json:
         with open(args.json, "w") as f:

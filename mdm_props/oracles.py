@@ -30,7 +30,10 @@ DEFAULT_DPS = 50
 
 
 def _mp(t: torch.Tensor):
-    """A float64 tensor as nested lists of mpf (exact: every double is representable)."""
+    """A float64 tensor as nested lists of mpf (exact: every double is representable); anything else
+    (already nested lists of mpf, e.g. from :func:`exact_step`) is passed through."""
+    if not isinstance(t, torch.Tensor):
+        return t
     if t.dim() == 0:
         return mpmath.mpf(float(t))
     return [_mp(s) for s in t.detach().cpu()]
@@ -181,6 +184,22 @@ def stable_oracle(params: dict, cfg: ModelConfig, tokens, dps: int = DEFAULT_DPS
 def oracle_query_loss(params: dict, cfg: ModelConfig, query, dps: int = DEFAULT_DPS):
     """−log p(target) at the query slot, as an mpf (from :func:`stable_oracle`)."""
     return -stable_oracle(params, cfg, list(query.tokens), dps)["logprobs"][query.slot][query.target]
+
+
+def exact_step(params: dict, direction: dict, eta: float) -> dict:
+    """θ − η·d for float64 tensors θ (``params``) and d (``direction``, same names), as nested lists of
+    mpf computed without rounding (``mpmath.fmul``/``fsub`` with ``exact=True``): an input for
+    :func:`oracle_forward` / :func:`oracle_query_loss` on the exact line through θ."""
+    if set(direction) != set(params):
+        raise ValueError(f"direction must have the parameter names {sorted(params)}; got {sorted(direction)}")
+    e = mpmath.mpf(float(eta))
+
+    def rec(a, b):
+        if isinstance(a, list):
+            return [rec(x, y) for x, y in zip(a, b)]
+        return mpmath.fsub(a, mpmath.fmul(e, b, exact=True), exact=True)
+
+    return {name: rec(_mp(t), _mp(direction[name])) for name, t in params.items()}
 
 
 def abs_error(exact, approx: torch.Tensor) -> torch.Tensor:

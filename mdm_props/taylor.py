@@ -1,25 +1,68 @@
-"""The Taylor test, after pyadjoint's ``taylor_test(J, m, h)``: a first-order claim is checked by the
-*rate* at which its remainder shrinks over η = 2^−k (observed order ≈ 2), and by R(η)/η² against
-the second-order coefficient, inside a band derived from the next Taylor terms and the float64 floor.
+"""The Taylor test (pyadjoint's ``taylor_test(J, m, h)``, JAX's ``check_grads``), shared by every
+first-order claim (C4b, later C8).
 
-* :func:`taylor_floor` — the float64 floor of a remainder R̂(η) = fl(L̂(θ̂') − L̂(θ) + η⟨ĝ, d⟩).
-* :func:`taylor_radius`, :func:`taylor_relative_band`, :func:`taylor_order_band` — the acceptance bands.
-* :func:`taylor_test` — the observed orders and ratios on the asymptotic window, as CheckResults.
+A claim "J(m + ηh) = J(m) + η dJ·h + O(η²)" is checked on the remainder
+``R(η) = J(m + ηh) − J(m) − η dJ·h`` over ``η = 2^−k``: the observed order ``log2(R(η)/R(η/2))`` is 2
+and ``R(η)/η² → c₂ = ½ hᵀ∇²J h`` (the leading coefficient). The caller supplies ``R`` as a function
+``η ↦ (R̂(η), floor(η))`` (the computed remainder and a bound on its rounding), ``c₂`` and the next
+computed Taylor coefficients ``(c₃, c₄, c₅)``; optionally an exact evaluation ``η ↦ (R(η), floor)``
+(e.g. the mpmath oracle at ≥ 50 digits) for draws whose asymptotic regime float64 cannot resolve.
 
-Used by C4b (and every later Taylor claim).
+**Window logic** (:func:`taylor_test`). Each η carries a relative band ``x(η)``
+(:func:`taylor_relative_band`: the next Taylor terms, a tail bound from the curvature scale ρ̂ of
+:func:`taylor_radius`, and the rounding floor ``floor/η²``), all estimated from the draw.
+
+1. *float64.* Evaluate from the a-priori top (η ≤ ρ̂/4 and the Taylor part of x ≤ TAYLOR_WINDOW) down
+   to the rounding floor (``floor/η² > TAYLOR_WINDOW·|c₂|``: stop). The window moves down in η until
+   the data settle: the *settled window* is the longest run of consecutive step sizes that ends at
+   the bottom (the smallest η float64 resolves) on which every ``R(η)/η²`` is within ``x(η)|c₂|`` of
+   c₂ and every observed order within :func:`taylor_order_band` of 2. With ≥ TAYLOR_MIN_WINDOW
+   step sizes it ``holds``. Points above it that miss their band are pre-asymptotic (the higher
+   Taylor terms, which ρ̂ underestimated, still matter there) and are reported, not judged.
+2. *first-order signature* (:func:`first_order_signature`). ``violated`` needs positive evidence at
+   the bottom of the resolved range: on the last TAYLOR_MIN_WINDOW step sizes the deviation
+   ``D(η) = R(η)/η² − c₂`` exceeds its band ten times over (``x(η)|c₂| ≤ TAYLOR_WINDOW·|D(η)|``) and
+   doubles at each halving (``log2(D(η/2)/D(η))`` within :func:`taylor_order_band` of 1): a term
+   ``δη`` in R, i.e. a wrong derivative. A true remainder has none: a Taylor term ``c_kη^k`` (k ≥ 3)
+   makes D shrink (log2 ratio ≤ −1); a pre-asymptotic, saturating remainder (``R ≈ c₂ρη`` for
+   ``η ≫ ρ``, as log-sum-exp does) keeps D ≈ −c₂ (log2 ratio ≈ 0 or below).
+3. *exact.* If float64 neither settles nor shows the signature, the descent continues below the
+   float64 floor with the exact evaluation, one step size at a time; the first run of
+   TAYLOR_MIN_WINDOW consecutive exact step sizes that settles decides ``holds``, the signature
+   decides ``violated``. Any run below the float64 window has at least float64's power against a
+   first-order term δη: such a term makes D = δ/η larger the smaller η is.
+4. Otherwise ``undecided`` (never ``violated``), with the reason and the window tried.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
-from .checks import CheckResult, identity
+from .checks import CheckResult, identity, undecided
 from .rounding import STORAGE_SAFETY, gamma
+
+TAYLOR_WINDOW = 0.1  # the asymptotic window: neglected terms + floor ≤ 10% of the leading term
+TAYLOR_RADIUS_FRACTION = 0.25  # the a-priori top: η ≤ ρ̂/4, ρ̂ the curvature scale of the computed coefficients
+TAYLOR_MIN_WINDOW = 3  # step sizes in a settled window: three ratios and two observed orders
+TAYLOR_EXPONENTS = range(0, 61)  # float64 stage: η = 2^−k
+TAYLOR_EXACT_EXPONENTS = range(0, 121)  # exact stage: η down to 2^−120 (exact steps need ≤ 53 + 120 + 64 bits)
+TAYLOR_SAFETY = STORAGE_SAFETY  # 2, once, on the Taylor terms and on every composed rounding floor
+
+STATUSES = ("holds", "violated", "undecided")
+
+Remainder = Callable[[float], tuple[float, float]]  # η ↦ (R(η), a bound on its error)
+
+
+# ---------------------------------------------------------------------------------------------
+# bounds
+
 
 def taylor_floor(e_L0: float, e_L1: float, L0: float, L1: float, eta: float, ip: float,
                  g_r: list, g: list, theta: list) -> float:
     """The float64 floor of the Taylor remainder R̂(η) = fl(L̂(θ̂') − L̂(θ) + η⟨ĝ_r, g⟩), θ̂' = fl(θ − fl(ηg)),
-    × STORAGE_SAFETY: the two loss evaluations (forward bounds e_L0, e_L1); θ̂' differs from θ − ηg by
+    × TAYLOR_SAFETY: the two loss evaluations (forward bounds e_L0, e_L1); θ̂' differs from θ − ηg by
     γ_2(|θ| + 2η|g|) entrywise, which moves L by ≤ Σ|g_r| γ_2(|θ| + 2η|g|) (first order); the dot
     product ⟨ĝ_r, g⟩ of N entries γ_N Σ|g_r||g| (times η); the two additions γ_3(|L0| + |L1| + η|ip|).
 
@@ -29,17 +72,29 @@ def taylor_floor(e_L0: float, e_L1: float, L0: float, L1: float, eta: float, ip:
     s_theta = sum(float((a.abs() * (th.abs() + 2 * eta * b.abs())).sum()) for a, b, th in zip(g_r, g, theta))
     s_dot = sum(float((a.abs() * b.abs()).sum()) for a, b in zip(g_r, g))
     floor = e_L0 + e_L1 + gamma(2) * s_theta + gamma(3) * (abs(L0) + abs(L1) + eta * abs(ip)) + eta * gamma(N) * s_dot
-    return STORAGE_SAFETY * floor
+    return TAYLOR_SAFETY * floor
 
 
-TAYLOR_WINDOW = 0.1  # the asymptotic window: neglected terms + floor ≤ 10% of the leading term
-TAYLOR_RADIUS_FRACTION = 0.25  # and η ≤ ρ̂/4, ρ̂ the convergence radius suggested by the coefficients
+def gradient_resolution(g_r: list, g: list) -> float:
+    """TAYLOR_SAFETY γ_N Σ|g_r||g|, N entries: the rounding of the float64 slope ⟨ĝ_r, g⟩ as one dot
+    product. In an exact evaluation R(η) = L(θ − ηg) − L(θ) + η⟨ĝ_r, g⟩ (L exact, the slope from the
+    float64 gradient as given) this is the part of a first-order term δη that float64 rounding alone
+    can put there: the exact stage's floor carries η times it, so its window ends where
+    ``gradient_resolution/η`` reaches TAYLOR_WINDOW|c₂| (the float64 gradient cannot say more below).
+    Stated assumption: autograd's own rounding of ĝ_r moves ⟨ĝ_r, g⟩ by no more than this; a violation
+    in the exact stage needs a first-order term ten times the band (:func:`first_order_signature`),
+    i.e. ≥ 10× this."""
+    N = sum(t.numel() for t in g)
+    return TAYLOR_SAFETY * gamma(N) * sum(float((a.abs() * b.abs()).sum()) for a, b in zip(g_r, g))
 
 
 def taylor_radius(A2: float, taylor: tuple[float, ...]) -> float:
     """ρ̂ = min_k (|c₂|/|c_k|)^{1/(k−2)} over the computed coefficients c_k = φ^(k)(0)/k! (``taylor`` =
-    (c₃, c₄, …), c₂ = A2): the radius at which the computed terms reach the leading one (Cauchy-
-    Hadamard, estimated from the terms at hand); inf when every c_k is 0."""
+    (c₃, c₄, …), c₂ = A2): the radius at which the computed terms reach the leading one (root test,
+    from the terms at hand); inf when every c_k is 0. An *estimate* of the curvature scale: the
+    coefficients not computed can make the true radius smaller (issue 15: c₃…c₅ gave ρ̂ = 1.21, c₆…c₉
+    give root-test values 0.60, 0.40, 0.32, 0.27), which is why :func:`taylor_test` only starts its
+    search at ρ̂/4 and lets the data decide where the asymptotic regime begins."""
     rho = math.inf
     for k, c in enumerate(taylor, start=3):
         if c != 0:
@@ -47,53 +102,244 @@ def taylor_radius(A2: float, taylor: tuple[float, ...]) -> float:
     return rho
 
 
-def taylor_relative_band(A2: float, taylor: tuple[float, ...], floor: float, eta: float) -> float:
-    """x(η) with |R(η)/η² − A2| ≤ x(η)|A2|, A2 = φ''(0)/2 = ½ g_fᵀH_r g_f, for η < ρ̂ (:func:`taylor_radius`).
-
-    R(η)/η² = A2 + Σ_{k≥3} c_k η^{k−2}, c_k = φ^(k)(0)/k!; the computed terms (``taylor`` = (c₃, c₄, c₅),
-    nested autograd along the line) are kept with their absolute values, and the rest is bounded
-    under the stated assumption that the coefficients not computed grow no faster than the computed
-    ones suggest, |c_k| ≤ |A2| ρ̂^{−(k−2)} (k ≥ 6): Σ_{k≥6} ≤ |A2| (η/ρ̂)⁴/(1 − η/ρ̂). STORAGE_SAFETY = 2
-    multiplies both; the rounding floor adds floor/η²."""
+def taylor_part(A2: float, taylor: tuple[float, ...], eta: float) -> float:
+    """The Taylor part of :func:`taylor_relative_band` (no floor): TAYLOR_SAFETY (Σ_k |c_k| η^{k−2} +
+    tail)/|A2|; inf at or beyond ρ̂."""
     rho = taylor_radius(A2, taylor)
     if not eta < rho:
         return math.inf
     kept = sum(abs(c) * eta ** (k + 1) for k, c in enumerate(taylor))
     q = eta / rho
     tail = abs(A2) * q ** (len(taylor) + 1) / (1 - q)
-    return (STORAGE_SAFETY * (kept + tail) + floor / eta**2) / abs(A2)
+    return TAYLOR_SAFETY * (kept + tail) / abs(A2)
+
+
+def taylor_relative_band(A2: float, taylor: tuple[float, ...], floor: float, eta: float) -> float:
+    """x(η) with |R(η)/η² − A2| ≤ x(η)|A2|, A2 = φ''(0)/2, for η < ρ̂ (:func:`taylor_radius`).
+
+    R(η)/η² = A2 + Σ_{k≥3} c_k η^{k−2}, c_k = φ^(k)(0)/k!; the computed terms (``taylor`` = (c₃, c₄, c₅),
+    nested autograd along the line) are kept with their absolute values, and the rest is bounded
+    under the assumption that the coefficients not computed grow no faster than the computed ones
+    suggest, |c_k| ≤ |A2| ρ̂^{−(k−2)} (k ≥ 6): Σ_{k≥6} ≤ |A2| (η/ρ̂)⁴/(1 − η/ρ̂). TAYLOR_SAFETY = 2
+    multiplies both; the rounding floor adds floor/η².
+
+    The assumption can fail (issue 15; :func:`taylor_radius`): the band is then too narrow at the
+    larger η, which the earlier checker took for a violation. It is not widened; instead
+    :func:`taylor_test` no longer trusts it a priori: a step size counts only inside a settled
+    window that reaches the smallest resolved η, where every Taylor term, computed or not, is
+    smallest."""
+    return taylor_part(A2, taylor, eta) + floor / (eta**2 * abs(A2))
 
 
 def taylor_order_band(x1: float, x2: float) -> float:
     """|log2(R(η)/R(η/2)) − 2| ≤ log2((1 + x)/(1 − x)), x = max(x(η), x(η/2)) < 1: the ratio of
-    R(η)/η² ∈ A2(1 ± x(η)) and R(η/2)/(η/2)² ∈ A2(1 ± x(η/2))."""
+    R(η)/η² ∈ A2(1 ± x(η)) and R(η/2)/(η/2)² ∈ A2(1 ± x(η/2)). The same holds for any quantity known
+    to a relative x at η and η/2 (:func:`first_order_signature` uses it for D(η))."""
     x = max(x1, x2)
     if not 0 <= x < 1:
         raise ValueError(f"the relative band must lie in [0, 1); got {x}")
     return math.log2((1 + x) / (1 - x))
 
 
-def taylor_test(claim: str, rows: list[dict], A2: float, taylor: tuple[float, ...]) -> list[CheckResult]:
-    """The observed orders (every consecutive pair) and the ratios R(η)/η² (every point) on the
-    asymptotic window {η : x(η) ≤ TAYLOR_WINDOW} (:func:`taylor_relative_band`),
-    each against its derived band. Without a window above the float64 floor — the regime where R is
-    quadratic lies below what float64 resolves — there is nothing to compare: no result."""
-    window = [row for row in rows if row["x"] <= TAYLOR_WINDOW]
-    info = {"A2": A2, "window": [row["k"] for row in window], "taylor": taylor}
-    by_k = {row["k"]: row for row in window}
-    orders, ratios = [], []
-    for row in window:
-        ratios.append((row["R"] / row["eta"] ** 2, A2, row["x"] * abs(A2), row["k"]))
-        nxt = by_k.get(row["k"] + 1)
-        if nxt is not None:
-            order = math.log2(row["R"] / nxt["R"]) if row["R"] / nxt["R"] > 0 else math.nan
-            orders.append((order, taylor_order_band(row["x"], nxt["x"]), row["k"]))
-    results = []
-    if orders:
-        worst = max(orders, key=lambda o: abs(o[0] - 2) / o[1] if math.isfinite(o[0]) else math.inf)
-        results.append(identity(claim, "observed order log2(R(η)/R(η/2)) = 2", worst[0], 2.0, worst[1], k=worst[2],
-                                orders=[round(o[0], 6) for o in orders], **info))
-    if ratios:
-        worst = max(ratios, key=lambda r: abs(r[0] - r[1]) / r[2])
-        results.append(identity(claim, "R(η)/η² = ½ g_fᵀ H_r g_f", worst[0], worst[1], worst[2], k=worst[3], **info))
-    return results
+def observed_order(R1: float, R2: float) -> float:
+    """log2(R(η)/R(η/2)); nan when the two remainders differ in sign or one is 0."""
+    return math.log2(R1 / R2) if R2 != 0 and R1 / R2 > 0 else math.nan
+
+
+# ---------------------------------------------------------------------------------------------
+# the test
+
+
+@dataclass(frozen=True)
+class TaylorPoint:
+    """One step size η = 2^−k: the remainder, its floor, its band x(η) and how it was evaluated."""
+
+    k: int
+    eta: float
+    remainder: float
+    floor: float
+    band: float  # x(η), relative to |c₂|
+    precision: str  # "float64" or "exact"
+
+    @property
+    def ratio(self) -> float:
+        """R(η)/η²."""
+        return self.remainder / self.eta**2
+
+
+@dataclass(frozen=True)
+class TaylorResult:
+    """The outcome of :func:`taylor_test`.
+
+    ``window``: the step sizes judged (the settled window for ``holds``, the bottom run that shows a
+    first-order term for ``violated``, the last run tried for ``undecided``); ``orders``: (k, observed
+    order, band) on it; ``points``: every step size evaluated, in both stages."""
+
+    status: str
+    leading: float
+    coefficients: tuple
+    radius: float
+    window: tuple = ()
+    orders: tuple = ()
+    points: tuple = ()
+    precision: str = "float64"  # where the decision was taken
+    exact_needed: bool = False
+    reason: str = ""
+
+    def ratios(self) -> list[tuple[int, float, float]]:
+        """(k, R(η)/η², band |c₂| x(η)) on the window."""
+        return [(p.k, p.ratio, p.band * abs(self.leading)) for p in self.window]
+
+
+def _ratio_ok(p: TaylorPoint, A2: float) -> bool:
+    return p.band < 1 and abs(p.ratio - A2) <= p.band * abs(A2)
+
+
+def _order(p: TaylorPoint, q: TaylorPoint) -> tuple[int, float, float]:
+    """(k, observed order, its band) for consecutive step sizes p (η) and q (η/2)."""
+    band = taylor_order_band(p.band, q.band) if max(p.band, q.band) < 1 else math.inf
+    return p.k, observed_order(p.remainder, q.remainder), band
+
+
+def _order_ok(p: TaylorPoint, q: TaylorPoint) -> bool:
+    _, order, band = _order(p, q)
+    return math.isfinite(order) and abs(order - 2) <= band
+
+
+def _consecutive(points) -> bool:
+    return all(q.k == p.k + 1 for p, q in zip(points, points[1:]))
+
+
+def settled(points: list[TaylorPoint], A2: float) -> bool:
+    """Every R(η)/η² within x(η)|c₂| of c₂ and every observed order within its band of 2, on
+    consecutive step sizes."""
+    return (_consecutive(points) and all(_ratio_ok(p, A2) for p in points)
+            and all(_order_ok(p, q) for p, q in zip(points, points[1:])))
+
+
+def settled_suffix(points: list[TaylorPoint], A2: float) -> list[TaylorPoint]:
+    """The longest settled run of ``points`` that ends at the last (smallest η) one."""
+    j = len(points)
+    while j > 0 and settled(points[j - 1:], A2):
+        j -= 1
+    return points[j:]
+
+
+def first_order_signature(points: list[TaylorPoint], A2: float) -> bool:
+    """A first-order term δη in R resolved on consecutive step sizes: D(η) = R(η)/η² − c₂ exceeds its
+    band ten times over, y(η) = x(η)|c₂|/|D(η)| ≤ TAYLOR_WINDOW, keeps its sign, and doubles at each
+    halving, |log2(D(η/2)/D(η)) − 1| ≤ :func:`taylor_order_band`(y(η), y(η/2))."""
+    if len(points) < 2 or not _consecutive(points):
+        return False
+    D = [p.ratio - A2 for p in points]
+    if any(d == 0 or not math.isfinite(d) for d in D):
+        return False
+    y = [p.band * abs(A2) / abs(d) for p, d in zip(points, D)]
+    if any(not v <= TAYLOR_WINDOW for v in y):
+        return False
+    return all(d2 / d1 > 0 and abs(math.log2(d2 / d1) - 1) <= taylor_order_band(y1, y2)
+               for d1, d2, y1, y2 in zip(D, D[1:], y, y[1:]))
+
+
+def _verdict(status, A2, coefficients, rho, window, points, precision, exact_needed, reason):
+    orders = tuple(_order(p, q) for p, q in zip(window, window[1:]))
+    return TaylorResult(status, A2, tuple(coefficients), rho, tuple(window), orders, tuple(points), precision,
+                        exact_needed, reason)
+
+
+def taylor_test(remainder: Remainder, leading: float, coefficients: tuple[float, ...], *,
+                exact: Remainder | None = None) -> TaylorResult:
+    """The Taylor test of a remainder R(η) = O(η²) with R(η)/η² → ``leading`` (c₂).
+
+    ``remainder(η) -> (R̂, floor)``: the float64 remainder and a bound on its rounding (e.g.
+    :func:`taylor_floor`); ``coefficients``: the computed (c₃, c₄, c₅); ``exact(η) -> (R, floor)``:
+    an evaluation whose floor lies far below float64's (the mpmath oracle), used only when float64
+    cannot decide. The window logic is in the module docstring. ``leading = 0`` (no quadratic term to
+    compare) is ``undecided``."""
+    A2 = float(leading)
+    rho = taylor_radius(A2, coefficients) if A2 != 0 else 0.0
+    if A2 == 0 or not math.isfinite(A2):
+        return _verdict("undecided", A2, coefficients, rho, [], [], "float64", False,
+                        f"the leading coefficient c₂ = {A2}: no quadratic term to compare")
+    points: list[TaylorPoint] = []
+    k_stop, last_part = None, None
+    for k in TAYLOR_EXPONENTS:
+        eta = 2.0**-k
+        if eta > TAYLOR_RADIUS_FRACTION * rho or taylor_part(A2, coefficients, eta) > TAYLOR_WINDOW:
+            continue  # above the a-priori top
+        R, floor = remainder(eta)
+        part = floor / (eta**2 * abs(A2))
+        rising = last_part is not None and part >= last_part
+        last_part = part
+        if part > TAYLOR_WINDOW:
+            if rising:
+                k_stop = k  # the float64 floor: below here floor/η² only grows
+                break
+            continue  # a floor ∝ |R| that a large pre-asymptotic R inflates falls as η does: go on
+        points.append(TaylorPoint(k, eta, float(R), float(floor), taylor_relative_band(A2, coefficients, floor, eta),
+                                  "float64"))
+    window = [p for p in points if p.band <= TAYLOR_WINDOW]
+    run = settled_suffix(window, A2)
+    if len(run) >= TAYLOR_MIN_WINDOW:
+        return _verdict("holds", A2, coefficients, rho, run, points, "float64", False,
+                        "settled in float64")
+    bottom = window[-TAYLOR_MIN_WINDOW:]
+    if len(bottom) == TAYLOR_MIN_WINDOW and first_order_signature(bottom, A2):
+        return _verdict("violated", A2, coefficients, rho, bottom, points, "float64", False,
+                        "a first-order term at the smallest step sizes float64 resolves")
+    k_first = points[-1].k + 1 if points else (k_stop if k_stop is not None else TAYLOR_EXPONENTS.stop)
+    floor64 = (f"float64 settles on {len(run)} step size(s) at the bottom of its window "
+               f"k = {[p.k for p in window]} (needs {TAYLOR_MIN_WINDOW})")
+    if exact is None:
+        return _verdict("undecided", A2, coefficients, rho, bottom, points, "float64", False,
+                        floor64 + "; no exact evaluation given")
+    tried: list[TaylorPoint] = []
+    last_part = None
+    for k in TAYLOR_EXACT_EXPONENTS:
+        eta = 2.0**-k
+        if k < k_first or eta > TAYLOR_RADIUS_FRACTION * rho or taylor_part(A2, coefficients, eta) > TAYLOR_WINDOW:
+            continue
+        R, floor = exact(eta)
+        band = taylor_relative_band(A2, coefficients, floor, eta)
+        part = floor / (eta**2 * abs(A2))
+        rising = last_part is not None and part >= last_part
+        last_part = part
+        if part > TAYLOR_WINDOW:
+            if rising:
+                break  # the exact floor (for C4b: the float64 gradient's own resolution)
+            continue
+        p = TaylorPoint(k, eta, float(R), float(floor), band, "exact")
+        points.append(p)
+        if band <= TAYLOR_WINDOW:
+            tried.append(p)
+        last = tried[-TAYLOR_MIN_WINDOW:]
+        if len(last) == TAYLOR_MIN_WINDOW and settled(last, A2):
+            return _verdict("holds", A2, coefficients, rho, last, points, "exact", True,
+                            floor64 + "; settled in the exact evaluation")
+        if len(last) == TAYLOR_MIN_WINDOW and first_order_signature(last, A2):
+            return _verdict("violated", A2, coefficients, rho, last, points, "exact", True,
+                            floor64 + "; the exact evaluation shows a first-order term")
+    return _verdict("undecided", A2, coefficients, rho, tried[-TAYLOR_MIN_WINDOW:] or bottom, points, "exact", True,
+                    floor64 + f"; the exact evaluation did not settle either on k = {[p.k for p in tried]} "
+                    "(down to its floor)")
+
+
+def check_results(claim: str, result: TaylorResult, leading_name: str) -> list[CheckResult]:
+    """A :class:`TaylorResult` as CheckResults: for a decided test, the worst observed order
+    (``log2(R(η)/R(η/2)) = 2``) and the worst ratio (``R(η)/η² = <leading_name>``) on the window,
+    each against its band; for an undecided one, one ``undecided`` result with the reason."""
+    info = {"status": result.status, "precision": result.precision, "exact_needed": result.exact_needed,
+            "window": [p.k for p in result.window], "A2": result.leading, "taylor": result.coefficients,
+            "radius": result.radius, "tried": [p.k for p in result.points],
+            "above_window": [p.k for p in result.points if p.k < (result.window[0].k if result.window else 0)]}
+    if result.status == "undecided":
+        return [undecided(claim, f"Taylor test: R(η)/η² → {leading_name} at order 2", result.reason, **info)]
+    info["reason"] = result.reason
+    out = []
+    if result.orders:
+        worst = max(result.orders, key=lambda o: abs(o[1] - 2) / o[2] if math.isfinite(o[1]) else math.inf)
+        out.append(identity(claim, "observed order log2(R(η)/R(η/2)) = 2", worst[1], 2.0, worst[2], k=worst[0],
+                            orders=[round(o[1], 6) for o in result.orders], **info))
+    worst = max(result.ratios(), key=lambda r: abs(r[1] - result.leading) / r[2] if r[2] > 0 else math.inf)
+    out.append(identity(claim, f"R(η)/η² = {leading_name}", worst[1], result.leading, worst[2], k=worst[0], **info))
+    return out

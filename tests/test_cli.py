@@ -49,6 +49,24 @@ def test_verify_exits_1_when_a_checker_reports_a_violation(tmp_path, monkeypatch
     assert row["status"] == "violated" and row["worst_error_ratio"] > 1e8
 
 
+@pytest.mark.parametrize("decided", [True, False])
+def test_undecided_checks_are_counted_not_failed(tmp_path, monkeypatch, capsys, decided):
+    module = importlib.import_module(registry.get("C4b").module)
+
+    def runner(draws, seed, device):
+        out = [checks.undecided("C4b", "Taylor test", "regime below every floor tried", window=[30, 31])]
+        return out + ([checks.identity("C4b", "order", 2.0, 2.0, 0.1)] if decided else [])
+
+    monkeypatch.setattr(module, "run_c4b", runner)
+    monkeypatch.setattr(module, "NEGATIVE_CONTROLS", [])
+    code, report = verify(tmp_path, "--claims", "C4b", "--examples", "1")
+    row = report["claims"][0]
+    assert code == 0 and row["undecided"] == 1 and row["status"] == ("holds" if decided else "undecided")
+    assert "regime below every floor tried" in row["reason"]
+    out = capsys.readouterr().out
+    assert "undec" in out and "1 checks undecided" in out
+
+
 def test_verify_exits_1_when_a_checker_crashes(tmp_path, monkeypatch):
     module = importlib.import_module(registry.get("C3").module)
 

@@ -13,11 +13,12 @@
 
 from __future__ import annotations
 
-import math
 import random
 
+import mpmath
 import torch
 
+from .. import oracles, taylor
 from ..checks import CheckResult, Counterexample, NegativeControl, inequality
 from ..facts import Query, Template, query_loss
 from ..model import POSITIONAL_ENCODINGS, RELATIVE_ENCODINGS, ModelConfig, unembedding
@@ -53,17 +54,8 @@ from ..storage import (
 )
 from ..strategies import ETAS, N_HEADS, sample_case
 from ..validation import require_int, require_seed
-from ..taylor import (
-    TAYLOR_RADIUS_FRACTION,
-    TAYLOR_WINDOW,
-    taylor_floor,
-    taylor_radius,
-    taylor_relative_band,
-    taylor_test,
-)
 
 C4A_ETAS = ETAS  # the C4a remainder is checked at every storage step size of the case space
-TAYLOR_EXPONENTS = range(0, 61)  # η = 2^−k
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,43 +187,60 @@ def line_derivatives(params: dict, cfg: ModelConfig, query: Query, direction: di
     return [float(d.detach()) for d in out]
 
 
-def taylor_remainders(params: dict, cfg: ModelConfig, query: Query, direction: dict, slope: float,
-                      g_loss: dict, A2: float, taylor: tuple[float, ...]) -> list[dict]:
-    """Rows {k, η, R, floor, x} with R(η) = L(θ − η d) − L(θ) + η·slope, its float64 floor
-    (:func:`mdm_props.taylor.taylor_floor`; ``g_loss`` = ∇L, the loss's sensitivity to θ's
-    rounding) and relative band x(η), for η = 2^−k over the k where x(η) can be ≤ TAYLOR_WINDOW:
-    from the first k with η ≤ ρ̂ TAYLOR_RADIUS_FRACTION whose Taylor part of x is (it decreases with η)
-    until the floor part alone is above it (floor/η² only grows as η shrinks)."""
-    if A2 == 0:
-        return []
+def line_remainder(params: dict, cfg: ModelConfig, query: Query, direction: dict, slope: float, g_loss: dict):
+    """η ↦ (R̂(η), floor(η)) for R(η) = L(θ − η d) − L(θ) + η·slope in float64, the floor from
+    :func:`mdm_props.taylor.taylor_floor` (``g_loss`` = ∇L, the loss's sensitivity to θ's rounding)."""
     L0 = float(query_loss(params, cfg, query))
     e_L0 = query_loss_error_bound(params, cfg, query, safety=1.0)
     names = list(params)
     g_l, g_d, theta = [g_loss[n] for n in names], [direction[n] for n in names], [params[n] for n in names]
-    rho = taylor_radius(A2, taylor)
-    rows = []
-    for k in TAYLOR_EXPONENTS:
-        eta = 2.0**-k
-        if eta > TAYLOR_RADIUS_FRACTION * rho or taylor_relative_band(A2, taylor, 0.0, eta) > TAYLOR_WINDOW:
-            continue
+
+    def remainder(eta: float) -> tuple[float, float]:
         moved = {n: params[n] - eta * direction[n] for n in names}
         L1 = float(query_loss(moved, cfg, query))
         e_L1 = query_loss_error_bound(moved, cfg, query, safety=1.0)
-        floor = taylor_floor(e_L0, e_L1, L0, L1, eta, slope, g_l, g_d, theta)
-        if floor / (eta**2 * abs(A2)) > TAYLOR_WINDOW:
-            break
-        rows.append({"k": k, "eta": eta, "R": (L1 - L0) + eta * slope, "floor": floor,
-                     "x": taylor_relative_band(A2, taylor, floor, eta)})
-    return rows
+        return (L1 - L0) + eta * slope, taylor.taylor_floor(e_L0, e_L1, L0, L1, eta, slope, g_l, g_d, theta)
+
+    return remainder
+
+
+def exact_line_remainder(params: dict, cfg: ModelConfig, query: Query, direction: dict, slope: float,
+                         g_loss: dict, dps: int = oracles.DEFAULT_DPS):
+    """η ↦ (R(η), floor(η)) with both losses from the mpmath oracle (:func:`mdm_props.oracles.oracle_query_loss`,
+    ``dps`` digits, confirmed at 2·dps) at the exact points θ and θ − η d (:func:`mdm_props.oracles.exact_step`)
+    and the float64 ``slope`` taken as given (exactly). Floor, × TAYLOR_SAFETY: the oracle's agreement
+    10^(−dps+10)(|L0| + |L1|), the rounding of R to float64 u|R|, and η times the float64 gradient's
+    resolution (:func:`mdm_props.taylor.gradient_resolution`)."""
+    if isinstance(dps, bool) or not isinstance(dps, int) or dps < 50:
+        raise ValueError(f"dps must be an integer >= 50; got {dps!r}")
+    names = list(params)
+    G = taylor.gradient_resolution([g_loss[n] for n in names], [direction[n] for n in names])
+    agreement = mpmath.mpf(10) ** (-dps + 10)
+    start = []  # L(θ), evaluated on the first call: most draws never need the oracle
+
+    def remainder(eta: float) -> tuple[float, float]:
+        if not start:
+            start.append(oracles.oracle_query_loss(params, cfg, query, dps))
+        L0 = start[0]
+        L1 = oracles.oracle_query_loss(oracles.exact_step(params, direction, eta), cfg, query, dps)
+        with mpmath.workdps(2 * dps):
+            R = L1 - L0 + mpmath.mpf(eta) * mpmath.mpf(slope)
+            oracle = float(agreement * (abs(L0) + abs(L1)))
+        R = float(R)
+        return R, taylor.TAYLOR_SAFETY * (oracle + UNIT_ROUNDOFF * abs(R)) + eta * G
+
+    return remainder
 
 
 def check_c4b(params: dict, cfg: ModelConfig, template: Template, A: int, B: int, *,
-              gradient: dict | None = None) -> list[CheckResult]:
-    """C4b on one draw: the Taylor test of the reverse loss along the full forward gradient g_f.
+              gradient: dict | None = None, dps: int = oracles.DEFAULT_DPS) -> list[CheckResult]:
+    """C4b on one draw: the Taylor test (:func:`mdm_props.taylor.taylor_test`) of the reverse loss along
+    the full forward gradient g_f, float64 first and the mpmath oracle at ``dps`` digits where float64
+    cannot resolve the asymptotic regime.
 
     ``gradient`` replaces g_r = ∇_θ L_r in the linear term (default: autograd's); a wrong one leaves a
-    first-order remainder, which the test must reject. Returns [] for a draw whose quadratic regime
-    lies below the float64 floor (no asymptotic window; :func:`taylor_test`)."""
+    first-order remainder, which the test must reject. Returns the worst order and the worst ratio on
+    the settled window, or one ``undecided`` result (with the reason and the window tried)."""
     check_params(params, cfg)
     fq, rq = pair_queries(template, A, B, cfg.vocab)
     g_f, g_r = full_gradient(params, cfg, fq), full_gradient(params, cfg, rq)
@@ -240,9 +249,11 @@ def check_c4b(params: dict, cfg: ModelConfig, template: Template, A: int, B: int
         raise ValueError(f"gradient must have the parameter names {sorted(params)}; got {sorted(linear)}")
     A2 = 0.5 * inner(g_f, hessian_vector_product(params, cfg, rq, g_f))
     d = line_derivatives(params, cfg, rq, g_f, 5)
-    taylor = (d[3] / 6, d[4] / 24, d[5] / 120)
-    rows = taylor_remainders(params, cfg, rq, g_f, inner(linear, g_f), g_r, A2, taylor)
-    return taylor_test("C4b", rows, A2, taylor)
+    coefficients = (d[3] / 6, d[4] / 24, d[5] / 120)
+    slope = inner(linear, g_f)
+    result = taylor.taylor_test(line_remainder(params, cfg, rq, g_f, slope, g_r), A2, coefficients,
+                                exact=exact_line_remainder(params, cfg, rq, g_f, slope, g_r, dps))
+    return taylor.check_results("C4b", result, "½ g_fᵀ H_r g_f")
 
 
 def run_c4b(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
@@ -331,7 +342,7 @@ def full_step_raises(params: dict, cfg: ModelConfig, fq: Query, rq: Query):
             moved = {n: params[n] - sign * eta * g_f[n] for n in names}
             L1 = float(query_loss(moved, cfg, rq))
             e_L1 = query_loss_error_bound(moved, cfg, rq, safety=1.0)
-            deltas.append((L1 - L0, taylor_floor(e_L0, e_L1, L0, L1, eta, 0.0, g_l, g_d, theta)))
+            deltas.append((L1 - L0, taylor.taylor_floor(e_L0, e_L1, L0, L1, eta, 0.0, g_l, g_d, theta)))
         (up, f_up), (down, f_down) = deltas
         if up > f_up and down < -f_down:
             return up, {"eta": eta, "loss_increase": up, "loss_change_backwards": down, "floor": f_up,
@@ -357,7 +368,7 @@ def c4b_wrong_gradient(draws: int, seed: int, device: str = "cpu") -> Counterexa
         params, cfg = case.params(device), case.cfg
         fq, _ = pair_queries(case.template, case.A, case.B, cfg.vocab)
         res = check_c4b(params, cfg, case.template, case.A, case.B, gradient=full_gradient(params, cfg, fq))
-        failed = [r for r in res if not r.holds]
+        failed = [r for r in res if r.status == "violated"]
         if failed:
             return failed[0].error_ratio, describe(case, failed=failed[0].quantity, observed=failed[0].observed,
                                     reference=failed[0].reference, tolerance=failed[0].tolerance)

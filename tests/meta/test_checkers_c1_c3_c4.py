@@ -175,7 +175,7 @@ def test_c4b_rejects_a_remainder_built_with_a_perturbed_gradient(n):
     wrong = {k: g_r[k] + scale * noise[k] for k in g_r}
     assert all(r.holds for r in c4.check_c4b(params, cfg, template, A, B))
     bad = c4.check_c4b(params, cfg, template, A, B, gradient=wrong)
-    assert not all(r.holds for r in bad), [str(r) for r in bad]
+    assert any(r.status == "violated" for r in bad), [str(r) for r in bad]
 
 
 @pytest.mark.meta("C4c")
@@ -184,17 +184,6 @@ def test_c4c_assertion_fails_for_a_coin_flip_rate(monkeypatch):
     monkeypatch.setattr(c4, "alignment_counts", lambda *a, **k: {e: (30, 60) for e in RELATIVE_ENCODINGS})
     (r,) = c4.run_c4c(240, 0, "cpu")
     assert not r.holds and r.observed < 0.5
-
-
-def test_taylor_bands():
-    assert taylor.taylor_order_band(0.1, 0.05) == pytest.approx(math.log2(1.1 / 0.9))
-    assert taylor.taylor_order_band(0.1, 0.1) < 0.3  # an observed order of 1 is far outside
-    with pytest.raises(ValueError, match="relative band"):
-        taylor.taylor_order_band(1.0, 0.1)
-    assert taylor.taylor_radius(2.0, (0.0, 8.0, 0.0)) == pytest.approx(0.5)
-    assert taylor.taylor_relative_band(2.0, (0.0, 8.0, 0.0), 0.0, 0.5) == math.inf  # beyond ρ̂
-    x = taylor.taylor_relative_band(2.0, (1.0, 0.0, 0.0), 0.0, 1e-3)
-    assert x == pytest.approx(rounding.STORAGE_SAFETY * (1e-3 + 2.0 * (1e-3 / 2.0) ** 4 / (1 - 5e-4)) / 2.0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -47,6 +47,20 @@ def test_bad_arguments_are_refused(kwargs, message):
 def test_summary_reports_the_worst_margin_and_ratio():
     rs = [identity("C1b", "a", 1.0, 1.0, 1e-15), inequality("C1b", "b", 0.2, 0.0, ">", scale=1.0)]
     s = summarize(rs)
-    assert s == {"draws": 2, "worst_margin": 0.2, "worst_error_ratio": 0.0, "holds": True}
+    assert s == {"draws": 2, "worst_margin": 0.2, "worst_error_ratio": 0.0, "holds": True, "undecided": 0}
     with pytest.raises(ValueError, match="at least one"):
         summarize([])
+
+
+def test_undecided_results_are_counted_not_judged():
+    from mdm_props.checks import STATUSES, undecided
+
+    u = undecided("C4b", "Taylor test", "no window", window=[3])
+    assert u.status == "undecided" and u.status in STATUSES and not u.holds and "no window" in str(u)
+    ok, bad = identity("C4b", "a", 1.0, 1.0, 0.1), identity("C4b", "a", 2.0, 1.0, 0.1)
+    assert (ok.status, bad.status) == ("holds", "violated")
+    s = summarize([u, ok])
+    assert s["holds"] and s["undecided"] == 1 and s["worst_margin"] == ok.margin
+    assert not summarize([u, bad])["holds"]
+    alone = summarize([u])
+    assert alone["holds"] and alone["undecided"] == 1 and math.isnan(alone["worst_margin"])
