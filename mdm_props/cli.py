@@ -205,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     experiments.add_arguments(r)
     r.set_defaults(func=lambda args, parser: experiments.run_from_args(args))
+
+    from .probe import add_probe_arguments
+
+    add_probe_arguments(sub)
     return parser
 
 
