@@ -302,7 +302,7 @@ class HFAdapter:
                 for h in self.handles(layer)[role]:
                     t = params[h.name]
                     heads = t.reshape(-1, a.d_head, *t.shape[1:])
-                    Jb = J.view(1, -1, *([1] * (t.dim() - 1))).to(t.device)
+                    Jb = J.view(1, -1, *([1] * (t.dim() - 1))).to(t.device, t.dtype)
                     out[h.name] = (heads * Jb).reshape(t.shape)
         return out
 
@@ -443,3 +443,44 @@ def llada_config_to_llama(raw: dict) -> dict:
             "tie_word_embeddings": bool(raw.get("weight_tying", False)),
             "attention_bias": bool(raw.get("include_bias", False) or raw.get("include_qkv_bias", False)),
             "is_causal": False, "mask_token_id": raw.get("mask_token_id", 126336)}
+
+
+def project_model_from_hf(adapter: "HFAdapter"):
+    """The same weights in the project's model: ``(ModelConfig, params)`` with the llada-like structure
+    (RMSNorm, SwiGLU, half-split RoPE, untied head, factored value path, q/k/v biases when present).
+    Needs the mask id to be the last id (the project's convention: V real tokens, mask id V); the
+    project's logits cover the V real tokens, the transformers model's also the mask id (column V)."""
+    from .model import ModelConfig
+
+    c, a, p = adapter.config, adapter.arch, adapter.parameters()
+    if a.mask_id != a.vocab - 1:
+        raise ProbeError(f"mask_id must be the last id {a.vocab - 1} to load into the project's model; got {a.mask_id}")
+    L, H, K, dk, d = a.n_layers, a.n_heads, a.n_kv_heads, a.d_head, c.hidden_size
+    V = a.vocab - 1
+    bias = "model.layers.0.self_attn.q_proj.bias" in p
+    cfg = ModelConfig(vocab=V, d_model=d, d_head=dk, n_heads=H, n_kv_heads=K, n_layers=L, pos="rope",
+                      rope_base=a.rope_base, tied=False, merged_ov=False, norm="rms", final_norm=True, mlp="swiglu",
+                      d_mlp=c.intermediate_size, qk_bias=bias, v_bias=bias, rope_pairing="half-split",
+                      readout_offset=a.readout_offset, norm_eps=c.rms_norm_eps, max_len=64)
+
+    def stack(fmt, f):
+        return torch.stack([f(p[fmt.format(l)]) for l in range(L)])
+
+    lay = "model.layers.{}."
+    out = {"E": p["model.embed_tokens.weight"],
+           "W_Q": stack(lay + "self_attn.q_proj.weight", lambda w: w.view(H, dk, d)),
+           "W_K": stack(lay + "self_attn.k_proj.weight", lambda w: w.view(K, dk, d)),
+           "W_V": stack(lay + "self_attn.v_proj.weight", lambda w: w.view(K, dk, d)),
+           "W_O": stack(lay + "self_attn.o_proj.weight", lambda w: w.view(d, H, dk).permute(1, 0, 2)),
+           "U": p.get("lm_head.weight", p["model.embed_tokens.weight"])[:V],
+           "norm_attn": stack(lay + "input_layernorm.weight", lambda w: w),
+           "norm_mlp": stack(lay + "post_attention_layernorm.weight", lambda w: w),
+           "norm_final": p["model.norm.weight"],
+           "W_gate": stack(lay + "mlp.gate_proj.weight", lambda w: w),
+           "W_up": stack(lay + "mlp.up_proj.weight", lambda w: w),
+           "W_down": stack(lay + "mlp.down_proj.weight", lambda w: w)}
+    if bias:
+        out["b_Q"] = stack(lay + "self_attn.q_proj.bias", lambda w: w.view(H, dk))
+        out["b_K"] = stack(lay + "self_attn.k_proj.bias", lambda w: w.view(K, dk))
+        out["b_V"] = stack(lay + "self_attn.v_proj.bias", lambda w: w.view(K, dk))
+    return cfg, {k: v.detach().clone().contiguous() for k, v in out.items()}
