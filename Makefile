@@ -6,6 +6,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
+EXTRAS ?= test
 
 .PHONY: test verify install lint thorough cuda clean
 
@@ -16,7 +17,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	# a CPU torch wheel that pip can find without the network is preferred; otherwise torch comes from the index
 	if $(BIN)/pip download -q --no-index --no-deps torch==2.13.0 -d $(VENV)/wheels >/dev/null 2>&1; then \
 	  $(BIN)/pip install -q $(VENV)/wheels/torch-*.whl; fi
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
 $(VENV)/.lint-installed: $(VENV)/.installed

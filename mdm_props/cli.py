@@ -208,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     reversal_report.add_arguments(r)
     r.set_defaults(func=lambda args, parser: reversal_report.run_from_args(args))
+
+    from .probe import add_probe_arguments
+
+    add_probe_arguments(sub)
     return parser
 
 

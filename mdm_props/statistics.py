@@ -2,11 +2,14 @@
 
 Distributional claims are tested at false-alarm probability ``alpha`` (default 1e-6): a correct
 implementation fails such a test with probability at most ``alpha``. Typical claims are reported
-as rates with a Clopper–Pearson interval at confidence ``1 − alpha``. (Plain Fisher z is not offered:
-the score pairs of C2a are not bivariate normal; its corrected test lives in that claim's module.)
+as rates with a Clopper–Pearson interval at confidence ``1 − alpha``. Plain Fisher z
+(:func:`fisher_z_interval`) assumes bivariate-normal pairs: the probe reports it with that caveat;
+C2a, whose score pairs are not bivariate normal, carries its own corrected test.
 """
 
 from __future__ import annotations
+
+import math
 
 from scipy import stats
 
@@ -26,3 +29,16 @@ def clopper_pearson(successes: int, trials: int, alpha: float = FALSE_ALARM) -> 
         raise ValueError(f"need 0 <= successes <= trials and trials >= 1; got {successes}/{trials}")
     res = stats.binomtest(successes, trials).proportion_ci(confidence_level=1 - alpha, method="exact")
     return float(res.low), float(res.high)
+
+
+def fisher_z_interval(r: float, n: int, alpha: float = FALSE_ALARM) -> tuple[float, float]:
+    """Approximate (1 − alpha) interval for a Pearson correlation from n bivariate-normal pairs:
+    atanh(r) ± z_{1−alpha/2}/√(n − 3), mapped back by tanh (valid only for bivariate-normal pairs)."""
+    alpha = _alpha(alpha)
+    if n < 4:
+        raise ValueError(f"n must be >= 4 for the Fisher z interval; got {n}")
+    if not -1 <= r <= 1:
+        raise ValueError(f"r must lie in [-1, 1]; got {r}")
+    half = stats.norm.isf(alpha / 2) / math.sqrt(n - 3)
+    z = math.atanh(max(min(r, 1 - 1e-16), -1 + 1e-16))
+    return math.tanh(z - half), math.tanh(z + half)
