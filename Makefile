@@ -8,7 +8,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 EXTRAS ?= test
 
-.PHONY: test verify install lint thorough cuda clean
+.PHONY: test verify install lint thorough cuda clean mutants
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,3 +45,7 @@ cuda: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# make mutants : plant each bug of tests/mutation/mutants.py in a scratch copy; pytest's and verify's kill rates (slow; not CI)
+mutants: $(VENV)/.installed
+	$(BIN)/python tests/mutation/mutants.py

@@ -20,6 +20,7 @@ import time
 from . import __version__, registry
 from .checks import ClaimSkipped, summarize
 from .options import arg_type
+from .recheck import recheck
 from .validation import require_int, require_seed
 
 STATUS_OK = ("holds", "counterexample-found", "skipped", "undecided")
@@ -65,6 +66,8 @@ def _run_negative(control, draws, seed, device) -> dict:
                    observed=_finite(cx.observed))
         if not cx.found:
             row["reason"] = str(cx)
+        elif (problem := recheck(cx)) is not None:  # a "found" must carry a draw that re-checks
+            row.update(status="unconfirmed", reason=f"{problem}: {cx}")
     except ClaimSkipped as exc:
         row.update(status="skipped", reason=str(exc))
     except Exception as exc:

@@ -39,7 +39,7 @@ from ..rounding import (
     storage_inner_product_error,
 )
 from ..statistics import FALSE_ALARM, clopper_pearson
-from ..strategies import MAX_SEED, sample_case
+from ..strategies import MAX_SEED, N_HEADS, sample_case
 from ..training import fact_pairs, train
 
 # ---------------------------------------------------------------------------------------------
@@ -548,14 +548,16 @@ def trial_seeds(draws: int, seed: int) -> list[int]:
 # runners
 
 C2A_D_K, C2A_BASES = (4, 6, 8, 16, 32, 64), (1e4, 5e5)
+REFLECTION_ENCODINGS = ("alibi", "none", "t5")
 
 
 def run_c2a(draws: int, seed: int, device: str) -> list[CheckResult]:
-    """Two structures from ``seed`` (one at Δ = 2, one at a random offset 1..32): the formula against
-    mpmath, its limit bounds, ``draws`` Monte Carlo pairs against the formula, and the model cross-check."""
+    """Two structures from ``seed``, one per RoPE base of ``C2A_BASES`` (one at Δ = 2, one at a random
+    offset 1..32): the formula against mpmath, its limit bounds, ``draws`` Monte Carlo pairs against the
+    formula, and the model cross-check; then the reflection-symmetric scores (:func:`check_reflection_scores`)
+    on one seeded draw of each of alibi, none and t5 (the encodings whose C2a statement is exact per draw)."""
     rng = random.Random(seed)
-    structures = [(rng.choice(C2A_D_K), rng.choice(C2A_BASES), 2), (rng.choice(C2A_D_K[2:]), rng.choice(C2A_BASES),
-                                                                     rng.randint(1, 32))]
+    structures = [(rng.choice(C2A_D_K), C2A_BASES[0], 2), (rng.choice(C2A_D_K[2:]), C2A_BASES[1], rng.randint(1, 32))]
     results = []
     for d_k, base, delta in structures:
         g = 2.0 * delta
@@ -564,6 +566,9 @@ def run_c2a(draws: int, seed: int, device: str) -> list[CheckResult]:
         sample = sample_scores(16, d_k, base, delta, max(draws, 4), rng.randrange(MAX_SEED), device=device)
         results.append(check_score_correlation(sample["s_f"], sample["s_r"], d_k, base, g))
         results += check_model_scores(sample, 0)
+    for pos in REFLECTION_ENCODINGS:
+        case = sample_case(rng, pos=(pos,), orthonormal=False, n_heads=N_HEADS)
+        results.append(check_reflection_scores(case.params(device), case.cfg, case.template, case.A, case.B))
     return results
 
 

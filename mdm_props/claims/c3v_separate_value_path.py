@@ -21,6 +21,8 @@ from ..params import check_params, orthonormal_rows, resolve_device
 from ..rounding import STORAGE_SAFETY, gamma, gram_defect, storage_gradient_error_bound, storage_inner_product_error
 from ..search import describe, run_per_draw, search, seeded_cases
 from ..storage import evaluate, pair_queries
+from ..coverage import split_draws
+from ..model import RELATIVE_ENCODINGS
 from ..strategies import N_HEADS, Case
 from .c3_aligned_storage import c3_tolerances, storage_product
 
@@ -106,8 +108,10 @@ def factored_case(case: Case, device="cpu") -> tuple:
 
 
 def run_c3v(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
-    """C3v on ``draws`` seeded draws under H-rel + H-orth + H-bi and orthogonal W_O, 1–3 heads."""
-    return run_per_draw(check_c3v, draws, seed, device, args=factored_case, n_heads=N_HEADS)
+    """C3v on ``draws`` seeded draws under H-rel + H-orth + H-bi and orthogonal W_O, split over the relative
+    encodings, 1–3 heads."""
+    return [r for pos, n, s in split_draws(draws, seed, RELATIVE_ENCODINGS)
+            for r in run_per_draw(check_c3v, n, s, device, args=factored_case, n_heads=N_HEADS, pos=(pos,))]
 
 
 def c3v_gaussian_output(draws: int, seed: int, device: str = "cpu"):
