@@ -104,6 +104,29 @@ class Batch:
                    None if etas is None else tuple(float(e) for e in etas))
 
 
+def batch_from_case(case: Case, size: int, eta: float | None = None) -> Batch:
+    """A batch of ``size`` draws of ``case``'s structure: draw 0 is ``case`` itself (with step ``eta``), the
+    others take a seed and a scale (and η from ``ETAS`` when ``eta`` is given) from ``random.Random(case.seed)``:
+    what a Hypothesis example (structure + seed) checks in one call."""
+    require_int("size", size, 1)
+    rng = random.Random(case.seed)
+    seeds = (case.seed,) + tuple(rng.randint(0, MAX_SEED) for _ in range(size - 1))
+    scales = (case.scale,) + tuple(rng.choice(SCALES) for _ in range(size - 1))
+    etas = None if eta is None else (float(eta),) + tuple(rng.choice(ETAS) for _ in range(size - 1))
+    return Batch(case.cfg, case.template, case.A, case.B, case.orthonormal, seeds, scales, etas)
+
+
+def assert_batch_holds(report: BatchReport) -> float:
+    """Raise AssertionError listing the first failing draw's violated checks (with the draw to replay it) when
+    some draw fails; return the batch's smallest margin (for ``hypothesis.target``)."""
+    bad = torch.nonzero(~report.holds).flatten()
+    if len(bad):
+        i = int(bad[0])
+        raise AssertionError(f"{len(bad)} of {report.batch.size} draws fail; draw {i}: "
+                             + "; ".join(str(r) + f" draw={r.details['draw']}" for r in report.results(i) if not r.holds))
+    return report.worst[1]
+
+
 def init_params_batch(cfg: ModelConfig, seeds: Sequence[int], scales: Sequence[float], *, orthonormal: bool = False,
                       device="cpu") -> dict:
     """``init_params(cfg, seeds[i], scale=scales[i], orthonormal=...)`` for every i, stacked (leading axis K).
