@@ -122,8 +122,8 @@ def assert_batch_holds(report: BatchReport) -> float:
     bad = torch.nonzero(~report.holds).flatten()
     if len(bad):
         i = int(bad[0])
-        raise AssertionError(f"{len(bad)} of {report.batch.size} draws fail; draw {i}: "
-                             + "; ".join(str(r) + f" draw={r.details['draw']}" for r in report.results(i) if not r.holds))
+        failed = [f"{r} draw={r.details['draw']}" for r in report.results(i) if not r.holds]
+        raise AssertionError(f"{len(bad)} of {report.batch.size} draws fail; draw {i}: " + "; ".join(failed))
     return report.worst[1]
 
 
@@ -197,7 +197,7 @@ def sample_batches(draws: int, seed: int, batch_size: int = BATCH_SIZE, *, eithe
     rng = random.Random(require_seed("seed", seed))
     left = draws
     while left:
-        extra = {"orthonormal": rng.random() < 0.5} if either_orthonormal else {}
+        extra: dict = {"orthonormal": rng.random() < 0.5} if either_orthonormal else {}
         s = sample_case(rng, **extra, **sample_kwargs)
         k = min(batch_size, left)
         seeds = tuple(rng.randint(0, MAX_SEED) for _ in range(k))
@@ -362,7 +362,9 @@ class BatchedCheck:
         if self.kind == "identity":
             return identity(self.claim, self.quantity, o, ref, tol, **det)
         if self.kind == "inequality":
+            assert self.scale is not None
             return inequality(self.claim, self.quantity, o, ref, self.relation, float(self.scale[i]), tol, **det)
+        assert self.index is not None
         index = tuple(int(j) for j in self.index[i]) if self.index.dim() > 1 else (int(self.index[i]),)
         return identity_with_error(self.claim, self.quantity, o, ref, float(self.error[i]), tol, index=index, **det)
 
@@ -370,7 +372,8 @@ class BatchedCheck:
 def identity_check(claim: str, quantity: str, observed, exact, tolerance, **details) -> BatchedCheck:
     """:func:`mdm_props.checks.identity` per draw: error |observed − exact| (inf when not finite), margin
     1 − error/tolerance, holds when error/tolerance ≤ 1."""
-    observed, exact, tolerance = (torch.as_tensor(t, dtype=torch.float64).detach() for t in (observed, exact, tolerance))
+    observed, exact, tolerance = (torch.as_tensor(t, dtype=torch.float64).detach()
+                                  for t in (observed, exact, tolerance))
     if not bool((tolerance >= 0).all()):
         raise ValueError(f"tolerance must be >= 0; got {tolerance.min()}")
     error = torch.where(torch.isfinite(observed), (observed - exact).abs(), torch.full_like(observed, math.inf))

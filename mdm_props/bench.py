@@ -22,7 +22,7 @@ from .search import case_args
 from .strategies import N_HEADS
 
 # claim: (batched checker, per-draw checker, per-draw arguments of a Case, sample_batches options)
-BENCHED = {
+BENCHED: dict[str, tuple] = {
     "C1a": (c1.check_c1a_batch, c1.check_c1a, case_args, {"either_orthonormal": True}),
     "C1b": (c1.check_c1b_batch, c1.check_c1b, case_args, {"step": True}),
     "C1c": (c1.check_c1c_batch, c1.check_c1c, case_args, {"step": True}),

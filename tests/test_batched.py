@@ -54,7 +54,7 @@ def test_init_params_batch_equals_init_params_bit_for_bit(seed):
         seeds, scales = [rng.randint(0, strategies.MAX_SEED) for _ in range(5)], [rng.choice(strategies.SCALES)
                                                                                   for _ in range(5)]
         stacked = batched.init_params_batch(case.cfg, seeds, scales, orthonormal=case.orthonormal)
-        for i, (s, c) in enumerate(zip(seeds, scales)):
+        for i, (s, c) in enumerate(zip(seeds, scales, strict=True)):
             single = init_params(case.cfg, s, scale=c, orthonormal=case.orthonormal)
             assert all(torch.equal(single[k], stacked[k][i]) for k in single), (case, i)
 
@@ -68,7 +68,7 @@ def test_batched_and_per_draw_agree_on_the_same_draws(claim):
             assert [r.quantity for r in expected] == [r.quantity for r in got]
             assert got[0].details["draw"] == search.describe(batch.case(i), **(
                 {} if batch.etas is None else {"eta": batch.etas[i]}))
-            for p, b in zip(expected, got):
+            for p, b in zip(expected, got, strict=True):
                 assert p.holds == b.holds, (str(p), str(b))
                 if p.relation == "==":
                     assert abs(p.margin - b.margin) <= IDENTITY_MARGIN_SLACK, (str(p), str(b))

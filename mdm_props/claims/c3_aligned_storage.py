@@ -138,11 +138,21 @@ def run_c3_per_draw(draws: int, seed: int, device: str = "cpu") -> list[CheckRes
 # the batched checker: one structure, K parameter draws
 
 
-def storage_product_batch(f: QueryState, r: QueryState, A: int, vocab: int) -> StorageProduct:
-    """:func:`storage_product` for batched query states: P, S, F, LB as (K,) tensors."""
+@dataclass(frozen=True)
+class StorageProductBatch:
+    """:class:`StorageProduct` of every draw of a batch: P, S, F, LB as (K,) tensors."""
+
+    P: torch.Tensor
+    S: torch.Tensor
+    F: torch.Tensor
+    LB: torch.Tensor
+
+
+def storage_product_batch(f: QueryState, r: QueryState, A: int, vocab: int) -> StorageProductBatch:
+    """:func:`storage_product` for batched query states."""
     P = batched.first_factor(f.p, r.p, A)
     S = (f.token_attention(vocab + 1) * r.token_attention(vocab + 1)).sum((-1, -2))
-    return StorageProduct(P, S, P * S, (f.resid[..., A] * r.resid[..., A]) * S)
+    return StorageProductBatch(P, S, P * S, (f.resid[..., A] * r.resid[..., A]) * S)
 
 
 def c3_tolerances_batch(f: QueryState, r: QueryState, A: int, vocab: int, omega: torch.Tensor,

@@ -188,7 +188,7 @@ def check_c4a_batch(batch: batched.Batch, device: str = "cpu", etas=C4A_ETAS) ->
     l1 = f.resid.abs().sum(-1)
     info = {"eta_star": eta_star, "inner_product": ip, "spread": spread}
     checks = []
-    steps = [(torch.full_like(ip, float(e)), None) for e in etas]
+    steps: list[tuple[torch.Tensor, str | None]] = [(torch.full_like(ip, float(e)), None) for e in etas]
     steps += [(eta_star / 2, "η*/2"), (eta_star * (1 - 1e-3), "η*(1 − 1e-3)")]
     for eta, label in steps:
         r1 = batched.query_state(batched.storage_steps(params, G_f, eta), cfg, rq)
