@@ -41,7 +41,14 @@ from .storage import QueryState, require_storage_model
 from .strategies import ETAS, MAX_SEED, SCALES, Case, sample_case
 from .validation import require_int, require_seed
 
-BATCH_SIZE = 250  # draws per structure for `mdm-props verify` (see docs/performance.md for the choice)
+BATCH_SIZE = 250  # at most this many draws per structure (throughput plateaus near it: docs/performance.md)
+MIN_STRUCTURES = 40  # runners spread their draws over at least this many structures when they can
+
+
+def batch_size_for(draws: int) -> int:
+    """Draws per structure for a run of ``draws``: ⌈draws / MIN_STRUCTURES⌉, at most BATCH_SIZE, so that a
+    short run (verify's default 50 draws) still sees 25–40 structures and a long one is fast."""
+    return max(1, min(BATCH_SIZE, math.ceil(require_int("draws", draws, 1) / MIN_STRUCTURES)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -460,13 +467,15 @@ class BatchReport:
 
 
 def run_batched(check_batch: Callable[..., BatchReport], draws: int, seed: int, device="cpu", *,
-                batch_size: int = BATCH_SIZE, either_orthonormal: bool = False, step: bool = False,
+                batch_size: int | None = None, either_orthonormal: bool = False, step: bool = False,
                 **sample_kwargs) -> list[CheckResult]:
-    """``check_batch(batch, device)`` on each of :func:`sample_batches`; keeps, per batch, the worst draw of
-    every check and every failing draw (:meth:`BatchReport.selected`)."""
+    """``check_batch(batch, device)`` on each of :func:`sample_batches` (``batch_size`` default
+    :func:`batch_size_for`); keeps, per batch, the worst draw of every check and every failing draw
+    (:meth:`BatchReport.selected`)."""
     resolve_device(device)
     out: list[CheckResult] = []
-    for batch in sample_batches(draws, seed, batch_size, either_orthonormal=either_orthonormal, step=step,
+    size = batch_size_for(draws) if batch_size is None else batch_size
+    for batch in sample_batches(draws, seed, size, either_orthonormal=either_orthonormal, step=step,
                                 **sample_kwargs):
         out += check_batch(batch, device).selected()
     return out

@@ -199,3 +199,12 @@ def test_batches_refuse_bad_input():
         batched.batch_from_case(case, 0)
     with pytest.raises(ValueError, match="etas"):
         batched.batch_from_case(case, 2).eta_tensor()
+
+
+def test_short_runs_spread_their_draws_over_many_structures():
+    """verify's default 50 draws see 25 structures (2 draws each), 10,000 draws see 40 of 250."""
+    assert batched.batch_size_for(50) == 2 and batched.batch_size_for(10000) == batched.BATCH_SIZE
+    assert batched.batch_size_for(1) == 1 and batched.batch_size_for(10**6) == batched.BATCH_SIZE
+    structures = {tuple(sorted((k, str(v)) for k, v in r.details["draw"].items() if k not in ("seed", "scale")))
+                  for r in c3.run_c3(50, 0)}
+    assert len(structures) == 25
