@@ -2,13 +2,14 @@
 # make verify   : create .venv if missing, install, run `mdm-props verify`
 # make lint     : ruff check, ruff format --check, mypy mdm_props (installs the lint extra)
 # make thorough : the whole suite under the `thorough` Hypothesis profile (2,000 examples, random seeds)
+# make bench    : per-draw loop against the batched path per claim, 10,000 draws (not run by CI; docs/performance.md)
 # make cuda     : on a GPU machine, every cuda parameter (a skip is a failure) and C0.5 via the command
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 EXTRAS ?= test
 
-.PHONY: test verify install lint thorough cuda clean mutants
+.PHONY: test verify install lint thorough cuda bench clean mutants
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +40,9 @@ lint: $(VENV)/.lint-installed
 
 thorough: $(VENV)/.installed
 	HYPOTHESIS_PROFILE=thorough $(BIN)/pytest -n auto
+
+bench: $(VENV)/.installed
+	$(BIN)/mdm-props bench --draws 10000 --per-draw 200 --sizes 4,16,64,250,1000 --plot docs/figures/bench.png
 
 cuda: $(VENV)/.installed
 	PYTHON=$(BIN)/python scripts/cuda_check.sh

@@ -30,6 +30,17 @@ if torch.cuda.is_available():
     torch.backends.cudnn.benchmark = False
 
 
+# Hypothesis draws the structure and a seed; the batched claim tests check this many parameter draws of it
+# per example (mdm_props.batched): 20 in ci/dev (20× the draws of a per-draw example for about 1.5–3× its
+# time), 256 under `thorough`, which hunts with large batches.
+BATCH_DRAWS = {"thorough": 256}.get(os.environ.get("HYPOTHESIS_PROFILE", ""), 20)
+
+
+@pytest.fixture(scope="session")
+def batch_draws() -> int:
+    """Parameter draws per Hypothesis example in the batched claim tests (session scope: no health check)."""
+    return BATCH_DRAWS
+
 
 def pytest_generate_tests(metafunc):
     """Parametrize every test that takes ``device`` over cpu and cuda (a plain parameter, not a

@@ -500,7 +500,8 @@ def certify_c4a(params: dict, cfg, template, A: int, B: int, etas=C4A_ETAS,
 
 
 def claim_draws(claim: str, draws: int, seed: int) -> list:
-    """[(case, η or None)]: the draws ``run_c1b`` / ``run_c3`` / ``run_c4a`` make for ``seed``."""
+    """[(case, η or None)]: the draws ``run_c1b_per_draw`` / ``run_c3_per_draw`` / ``run_c4a_per_draw`` make
+    for ``seed`` (the per-draw reference runners; ``verify`` batches and splits draws over encodings)."""
     from .search import per_draw_cases
     from .strategies import N_HEADS, sample_case
 

@@ -1,4 +1,4 @@
-"""The ``mdm-props`` command: ``verify``, ``explain``, ``plot``, ``certify`` and ``experiment``.
+"""The ``mdm-props`` command: ``verify``, ``bench``, ``explain``, ``plot``, ``certify``, ``probe`` and ``experiment``.
 
 Exit codes: 0 everything holds (and every negative control found its counterexample); 1 something
 was violated (or a negative control found nothing, or a checker raised); 2 bad arguments.
@@ -142,6 +142,23 @@ def cmd_verify(args, parser) -> int:
     return 1 if bad else 0
 
 
+def cmd_bench(args, parser) -> int:
+    from . import bench
+    from .params import resolve_device
+
+    try:
+        claims = [c for c in args.claims.split(",") if c]
+        unknown = [c for c in claims if c not in bench.BENCHED]
+        if unknown:
+            raise ValueError(f"--claims: {unknown} have no batched path; choose from {', '.join(bench.BENCHED)}")
+        sizes = [require_int("sizes", int(k), 1) for k in args.sizes.split(",") if k]
+        resolve_device(args.device)
+    except ValueError as exc:
+        parser.error(str(exc))
+    bench.run(claims, args.draws, args.per_draw, args.seed, args.device, sizes, args.plot, sys.stdout)
+    return 0
+
+
 def cmd_explain(args, parser) -> int:
     try:
         claim = registry.get(args.claim)
@@ -188,6 +205,18 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cpu (default) or cuda")
     v.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     v.set_defaults(func=cmd_verify)
+
+    b = sub.add_parser("bench", help="time the per-draw loop against the batched path, per claim (not run by CI)")
+    b.add_argument("--claims", default="C1a,C1b,C1c,C3,C3v,C4a", help="comma-separated batched claim ids")
+    b.add_argument("--draws", type=arg_type("draws", require_int, minimum=1), default=10000,
+                   help="draws for the batched path (default 10000)")
+    b.add_argument("--per-draw", type=arg_type("per-draw", require_int, minimum=1), default=200,
+                   help="draws timed one by one (the first of the same draws; default 200)")
+    b.add_argument("--sizes", default="", help="batch sizes to sweep, e.g. 1,4,16,64,250,1000 (default: none)")
+    b.add_argument("--plot", metavar="PNG", help="draws/s against batch size (needs --sizes and matplotlib)")
+    b.add_argument("--seed", type=arg_type("seed", require_seed), default=0)
+    b.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    b.set_defaults(func=cmd_bench)
 
     e = sub.add_parser("explain", help="print a claim's statement, hypotheses, kind and doc page")
     e.add_argument("claim", help="claim id, e.g. C3")

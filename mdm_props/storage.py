@@ -71,9 +71,9 @@ class QueryState:
 
     @property
     def resid(self) -> torch.Tensor:
-        """y − p (V,), y the one-hot target."""
+        """y − p (..., V), y the one-hot target (any leading axes: a batched state has one)."""
         y = torch.zeros_like(self.logp)
-        y[self.query.target] = 1.0
+        y[..., self.query.target] = 1.0
         return y - self.p
 
     def token_attention(self, n_tokens: int, *, error: bool = False) -> torch.Tensor:

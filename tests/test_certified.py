@@ -89,18 +89,19 @@ def test_c4a_is_proved_on_every_draw(case):
 
 
 def test_the_certified_draws_are_the_float64_runners_draws():
-    """Same seed, same draws: the certified closed forms match the float64 runners' numbers."""
+    """Same seed, same draws: the certified closed forms match the per-draw float64 runners' numbers
+    (``run_<id>_per_draw``; the default runners batch and split draws over encodings)."""
     seed, n = 7, 4
-    c3_results = c3.run_c3(n, seed)[0::3]
+    c3_results = c3.run_c3_per_draw(n, seed)[0::3]
     for res, (case, _) in zip(c3_results, C.claim_draws("C3", n, seed)):
         cert = C.certify_case("C3", case)
         assert cert.details["closed_form"] == pytest.approx(res.reference, rel=1e-9)
-    c4_results = c4.run_c4a(n, seed)
+    c4_results = c4.run_c4a_per_draw(n, seed)
     per_draw = len(c4_results) // n
     for res, (case, _) in zip(c4_results[0::per_draw], C.claim_draws("C4a", n, seed)):
         cert = C.certify_case("C4a", case)
         assert cert.details["eta_star"] == pytest.approx(res.details["eta_star"], rel=1e-9)
-    c1_results = c1.run_c1b(n, seed)[1::2]
+    c1_results = c1.run_c1b_per_draw(n, seed)[1::2]
     for res, (case, eta) in zip(c1_results, C.claim_draws("C1b", n, seed)):
         assert res.details["eta"] == eta
         cert = C.certify_case("C1b", case, eta)

@@ -150,3 +150,15 @@ def test_plot_without_matplotlib_says_how_to_install_it(tmp_path, monkeypatch, c
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     assert cli.main(["plot", "corr", "--out", str(tmp_path / "x.png")]) == 1
     assert "pip install 'mdm_props[plot]'" in capsys.readouterr().err
+
+
+def test_bench_prints_draws_per_second_and_the_ratio(capsys):
+    assert cli.main(["bench", "--claims", "C1b", "--draws", "6", "--per-draw", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "machine:" in out and "ratio" in out and out.strip().splitlines()[-1].startswith("C1b")
+
+
+def test_bench_refuses_a_claim_without_a_batched_path(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["bench", "--claims", "C2a"])
+    assert exc.value.code == 2 and "no batched path" in capsys.readouterr().err

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import rounding
+from .. import batched, rounding
 from ..checks import CheckResult, Counterexample, NegativeControl, inequality, worst_entry
 from ..facts import Template, forward_query
 from ..model import ModelConfig, embed, unembedding, value_matrix
@@ -261,23 +261,171 @@ def c1c_tightness(device: str = "cpu") -> list[CheckResult]:
 
 def run_c1a(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
     """C1a on ``draws`` seeded draws split over the relative encodings (orthonormal embeddings or not: C1a
-    needs H-rel only), 1–3 heads."""
+    needs H-rel only), 1–3 heads, in batches of draws that share a structure (:func:`check_c1a_batch`)."""
     return [r for pos, n, s in split_draws(draws, seed, RELATIVE_ENCODINGS)
-            for r in run_per_draw(check_c1a, n, s, device, either_orthonormal=True, n_heads=N_HEADS, pos=(pos,))]
+            for r in batched.run_batched(check_c1a_batch, n, s, device, either_orthonormal=True, n_heads=N_HEADS,
+                                          pos=(pos,))]
 
 
 def run_c1b(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
-    """C1b on ``draws`` seeded H-orth draws split over the relative encodings, 1–3 heads, η from ETAS."""
+    """C1b on ``draws`` seeded H-orth draws split over the relative encodings, 1–3 heads, η from ETAS, in
+    batches (:func:`check_c1b_batch`); plus the tightness check of its bound."""
     return [r for pos, n, s in split_draws(draws, seed, RELATIVE_ENCODINGS)
-            for r in run_per_draw(check_c1b, n, s, device, step=True, n_heads=N_HEADS, pos=(pos,))] + c1b_tightness(device)
+            for r in batched.run_batched(check_c1b_batch, n, s, device, step=True, n_heads=N_HEADS, pos=(pos,))] + c1b_tightness(device)
 
 
 def run_c1c(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
-    """C1c on ``draws`` seeded H-orth draws split over the relative encodings, 1–3 heads, η from ETAS."""
+    """C1c on ``draws`` seeded H-orth draws split over the relative encodings, 1–3 heads, η from ETAS, in
+    batches (:func:`check_c1c_batch`); plus the tightness check of its bound."""
     return [r for pos, n, s in split_draws(draws, seed, RELATIVE_ENCODINGS)
-            for r in run_per_draw(check_c1c, n, s, device, step=True, n_heads=N_HEADS, pos=(pos,))] + c1c_tightness(device)
+            for r in batched.run_batched(check_c1c_batch, n, s, device, step=True, n_heads=N_HEADS, pos=(pos,))] + c1c_tightness(device)
 
 
+def run_c1a_per_draw(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
+    """C1a, one :func:`check_c1a` call per draw (the reference the batched path agrees with)."""
+    return run_per_draw(check_c1a, draws, seed, device, either_orthonormal=True, n_heads=N_HEADS)
+
+
+def run_c1b_per_draw(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
+    """C1b, one :func:`check_c1b` call per draw."""
+    return run_per_draw(check_c1b, draws, seed, device, step=True, n_heads=N_HEADS)
+
+
+def run_c1c_per_draw(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
+    """C1c, one :func:`check_c1c` call per draw."""
+    return run_per_draw(check_c1c, draws, seed, device, step=True, n_heads=N_HEADS)
+
+
+# ---------------------------------------------------------------------------------------------
+# batched checkers: one structure, K parameter draws (mdm_props.batched), the same checks and bounds
+
+
+def check_c1a_batch(batch: batched.Batch, device: str = "cpu") -> batched.BatchReport:
+    """:func:`check_c1a` on every draw of ``batch`` (the token alignment); the value-path formulas and
+    :func:`value_path_error` are the per-draw functions under ``vmap``."""
+    cfg, V = batch.cfg, batch.cfg.vocab
+    params = batch.params(device)
+    batched.require_batch_params(params, cfg, tied=False)
+    fq, rq = pair_queries(batch.template, batch.A, batch.B, V)
+    f, r = batched.query_state(params, cfg, fq), batched.query_state(params, cfg, rq)
+    E, U = params["E"], batched.unembeddings(params, cfg)
+    W = torch.func.vmap(lambda p: value_matrix(p, cfg, 0))(params)
+    T = len(fq.tokens)
+    formula_fn = torch.func.vmap(lambda U_, E_, W_, a: U_ @ (E_[V] + torch.einsum("hed,hd->e", W_, a @ E_)))
+    error_fn = torch.func.vmap(value_path_error, in_dims=(0, 0, 0, 0, 0, 0, None))
+    checks = []
+    for name, s in (("z_f", f), ("z_r", r)):
+        alpha, e_alpha = s.token_attention(V + 1), s.token_attention(V + 1, error=True)
+        bound = STORAGE_SAFETY * (s.e_logits + error_fn(U, E[:, V], W, alpha, e_alpha, E, 2 * T))
+        checks.append(batched.worst_entry_check("C1a", f"{name} = U(x_M + Σ_h W_OV^h Σ_t α(t) x_t)", s.logits,
+                                                formula_fn(U, E, W, alpha), bound))
+    align = aligned_positions(fq.tokens, rq.tokens)
+    forced, e_forced = f.attn[..., align], f.e_attn[..., align]
+    z = torch.func.vmap(lambda p, a: value_path_logits(p, cfg, r.tokens, rq.slot, a))(params, forced)
+    x = torch.func.vmap(lambda p: embed(p, cfg, r.tokens))(params)
+    bound = STORAGE_SAFETY * (f.e_logits + error_fn(U, x[:, rq.slot], W, forced, e_forced, x, T))
+    checks.append(batched.worst_entry_check("C1a", "reverse logits with α^r forced to α^f (token-aligned) = z_f",
+                                            z, f.logits, bound, alignment=align))
+    return batched.BatchReport(batch, checks)
+
+
+def c1b_tolerance_batch(params: dict, cfg: ModelConfig, f: QueryState, G: torch.Tensor, e_G: torch.Tensor,
+                        eta: torch.Tensor, A: int, B: int, omega: torch.Tensor, W_new: torch.Tensor,
+                        observed: torch.Tensor, formula: torch.Tensor) -> torch.Tensor:
+    """:func:`c1b_tolerance` for every draw (K, H), term by term (same derivation); ``W_new`` the stepped W_OV,
+    ``observed``/``formula`` the batched :func:`evidence_change`."""
+    W = params["W_OV"][:, 0]
+    d = W.shape[-1]
+    ua, xb = batched.unembeddings(params, cfg)[:, A].abs(), params["E"][:, B].abs()
+    one_minus_pA, e_pA = f.resid[:, A, None], f.e_p[:, A, None]
+    alpha_B = f.token_attention(cfg.vocab + 1)[..., B]
+    e_alpha_B = f.token_attention(cfg.vocab + 1, error=True)[..., B]
+    et = eta[:, None]
+    bil = lambda M: torch.einsum("ke,khed,kd->kh", ua, M, xb)  # noqa: E731
+    rounding_part = gamma(2 * d) * (bil(W.abs()) + bil(W_new.abs())) + gamma(2) * bil(
+        W.abs() + 2 * eta[:, None, None, None] * G.abs())
+    rounding_part = rounding_part + et * bil(e_G) + UNIT_ROUNDOFF * observed.abs()
+    om = omega[:, None]
+    defect = et * om * one_minus_pA * (1 + 2 * alpha_B + 2 * om)
+    formula_err = gamma(3) * formula.abs() + et * (e_pA * alpha_B + one_minus_pA * e_alpha_B)
+    return STORAGE_SAFETY * (rounding_part + defect + formula_err)
+
+
+def check_c1b_batch(batch: batched.Batch, device: str = "cpu") -> batched.BatchReport:
+    """:func:`check_c1b` on every draw of ``batch`` (η per draw: ``batch.etas``)."""
+    cfg, A, B = batch.cfg, batch.A, batch.B
+    params = batch.params(device)
+    batched.require_batch_params(params, cfg)
+    eta = batch.eta_tensor(device)
+    fq = forward_query(batch.template, A, B, cfg.vocab)
+    G, f = batched.storage_gradients(params, cfg, fq)
+    e_G = batched.storage_gradient_error_bound(params, cfg, f)
+    W, W_new = params["W_OV"][:, 0], batched.storage_steps(params, G, eta)["W_OV"][:, 0]
+    u_A, x_B = batched.unembeddings(params, cfg)[:, A], params["E"][:, B]
+    bil = lambda M: torch.einsum("khd,kd->kh", torch.einsum("ke,khed->khd", u_A, M), x_B)  # noqa: E731
+    observed = bil(W_new) - bil(W)
+    alpha_B = f.token_attention(cfg.vocab + 1)[..., B]
+    formula = eta[:, None] * f.resid[:, A, None] * alpha_B
+    args = (params, cfg, f, G, e_G, eta, A, B)
+    bound = c1b_tolerance_batch(*args, batched.gram_defect(params["E"]), W_new, observed, formula)
+    rounding_only = c1b_tolerance_batch(*args, torch.zeros_like(eta), W_new, observed, formula)
+    k = torch.argmin(observed / (eta[:, None] * alpha_B), dim=-1)
+    pick = lambda t: t.gather(1, k[:, None])[:, 0]  # noqa: E731
+    return batched.BatchReport(batch, [
+        batched.worst_entry_check("C1b", "Δε(A←B) = η (1 − p_f(A)) α^f(B)", observed, formula, bound, eta=eta),
+        batched.inequality_check("C1b", "Δε(A←B) > 0", pick(observed), 0.0, ">", eta * pick(alpha_B),
+                                 pick(rounding_only), head=k, eta=eta),
+    ])
+
+
+def c1c_tolerances_batch(eta, S, e_S, f: QueryState, r0: QueryState, r1: QueryState, step_err, A: int,
+                         omega) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`c1c_tolerances` for every draw (K, V) each, term by term (same derivation)."""
+    resid, e_p = f.resid, f.e_p
+    et, Sa, eS, om = eta[:, None], S.abs()[:, None], e_S[:, None], omega[:, None]
+    dz = r1.logits - r0.logits
+    formula = et * resid * S[:, None]
+    dm, fm = dz[:, A, None] - dz, et * (resid[:, A, None] - resid) * S[:, None]
+    l1 = resid.abs().sum(-1)[:, None]
+    obs = r0.e_logits + r1.e_logits + UNIT_ROUNDOFF * dz.abs() + step_err
+    tol = obs + et * Sa * om * l1 + gamma(3) * formula.abs() + et * (e_p * Sa + resid.abs() * eS)
+    m_resid = resid[:, A, None] - resid
+    tol_m = obs[:, A, None] + obs + UNIT_ROUNDOFF * dm.abs() + 2 * et * Sa * om * l1
+    tol_m = tol_m + gamma(4) * fm.abs() + et * ((e_p[:, A, None] + e_p) * Sa + m_resid.abs() * eS)
+    return STORAGE_SAFETY * tol, STORAGE_SAFETY * tol_m
+
+
+def check_c1c_batch(batch: batched.Batch, device: str = "cpu") -> batched.BatchReport:
+    """:func:`check_c1c` on every draw of ``batch`` (η per draw: ``batch.etas``)."""
+    cfg, A, B = batch.cfg, batch.A, batch.B
+    params = batch.params(device)
+    batched.require_batch_params(params, cfg)
+    eta = batch.eta_tensor(device)
+    fq, rq = pair_queries(batch.template, A, B, cfg.vocab)
+    G, f = batched.storage_gradients(params, cfg, fq)
+    e_G = batched.storage_gradient_error_bound(params, cfg, f)
+    new = batched.storage_steps(params, G, eta)
+    r0, r1 = batched.query_state(params, cfg, rq), batched.query_state(new, cfg, rq)
+    S = (f.context * r0.context).sum((-1, -2))
+    e_S = batched.context_overlap_error(f.context, r0.context, f.e_context, r0.e_context)
+    U = batched.unembeddings(params, cfg)
+    step_err = batched.storage_step_logit_error(U, params["W_OV"][:, 0], G, e_G, eta, r0.context, r0.e_context)
+    dz = r1.logits - r0.logits
+    formula = eta[:, None] * f.resid * S[:, None]
+    dm, fm = dz[:, A, None] - dz, eta[:, None] * (f.resid[:, A, None] - f.resid) * S[:, None]
+    bound, bound_m = c1c_tolerances_batch(eta, S, e_S, f, r0, r1, step_err, A, batched.gram_defect(params["E"]))
+    rounding_m = c1c_tolerances_batch(eta, S, e_S, f, r0, r1, step_err, A, torch.zeros_like(eta))[1]
+    others = torch.tensor([v for v in range(cfg.vocab) if v != A], device=dz.device)
+    scale = eta * (f.context.norm(dim=-1) * r0.context.norm(dim=-1)).sum(-1)
+    k = others[torch.argmin(dm[:, others], dim=-1)]
+    pick = lambda t: t.gather(1, k[:, None])[:, 0]  # noqa: E731
+    return batched.BatchReport(batch, [
+        batched.worst_entry_check("C1c", "Δz_r = η (y − p_f)(c_fᵀc_r)", dz, formula, bound, eta=eta),
+        batched.worst_entry_check("C1c", "Δ(z_r(A) − z_r(v)) = η (1 − p_f(A) + p_f(v)) c_fᵀc_r", dm[:, others],
+                                  fm[:, others], bound_m[:, others], eta=eta),
+        batched.inequality_check("C1c", "min_{v≠A} Δ(z_r(A) − z_r(v)) > 0", pick(dm), 0.0, ">", scale,
+                                 pick(rounding_m), v=k, eta=eta),
+    ])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,17 +14,18 @@ import dataclasses
 
 import torch
 
+from .. import batched
 from ..checks import CheckResult, NegativeControl, identity, inequality
 from ..facts import Template, query_loss
-from ..model import ModelConfig
-from ..params import check_params, orthonormal_rows, resolve_device
+from ..model import ModelConfig, forward
+from ..params import check_params, orthonormal_rows, require_finite, require_float64, resolve_device
 from ..rounding import STORAGE_SAFETY, gamma, gram_defect, storage_gradient_error_bound, storage_inner_product_error
 from ..search import describe, run_per_draw, search, seeded_cases
-from ..storage import evaluate, pair_queries
+from ..storage import QueryState, evaluate, pair_queries
 from ..coverage import split_draws
 from ..model import RELATIVE_ENCODINGS
 from ..strategies import N_HEADS, Case
-from .c3_aligned_storage import c3_tolerances, storage_product
+from .c3_aligned_storage import c3_tolerances, c3_tolerances_batch, storage_product, storage_product_batch
 
 
 def separate_value_config(cfg: ModelConfig) -> ModelConfig:
@@ -109,9 +110,75 @@ def factored_case(case: Case, device="cpu") -> tuple:
 
 def run_c3v(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
     """C3v on ``draws`` seeded draws under H-rel + H-orth + H-bi and orthogonal W_O, split over the relative
-    encodings, 1–3 heads."""
+    encodings, 1–3 heads, in batches of draws that share a structure (:func:`check_c3v_batch`)."""
     return [r for pos, n, s in split_draws(draws, seed, RELATIVE_ENCODINGS)
-            for r in run_per_draw(check_c3v, n, s, device, args=factored_case, n_heads=N_HEADS, pos=(pos,))]
+            for r in batched.run_batched(check_c3v_batch, n, s, device, n_heads=N_HEADS, pos=(pos,))]
+
+
+def run_c3v_per_draw(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
+    """C3v, one :func:`check_c3v` call per draw (the reference the batched path agrees with)."""
+    return run_per_draw(check_c3v, draws, seed, device, args=factored_case, n_heads=N_HEADS)
+
+
+def factored_batch_params(batch: batched.Batch, device="cpu") -> tuple[dict, ModelConfig]:
+    """:func:`factored_case` for every draw of ``batch``: stacked parameters of the factored model, each draw's
+    W_O replaced by :func:`orthogonal_output` (seeded by the draw's seed), and the factored config."""
+    cfg = separate_value_config(batch.cfg)
+    params = batch.params("cpu", cfg)
+    W_O = torch.stack([orthogonal_output({"W_V": params["W_V"][i]}, cfg, s)["W_O"] for i, s in enumerate(batch.seeds)])
+    return batched.stack_params([{**batched.unstack_params(params, i), "W_O": W_O[i]} for i in range(batch.size)],
+                                device), cfg
+
+
+def value_gradients(params: dict, cfg: ModelConfig, query) -> tuple[torch.Tensor, QueryState]:
+    """:func:`value_gradient` for every draw (K, H, d_head, d) by ``vmap(grad(...))``, and the batched query state."""
+    tokens = query.tensor(params["E"].device)
+
+    def loss(W_V, p):
+        out = forward({**p, "W_V": W_V}, cfg, tokens)
+        return -torch.log_softmax(out["logits"][query.slot], dim=-1)[query.target], out
+
+    G, out = torch.func.vmap(torch.func.grad(loss, has_aux=True))(params["W_V"], params)
+    return G[:, 0], batched.query_state(params, cfg, query, out)
+
+
+def value_gradient_error_bound_batch(params: dict, cfg: ModelConfig, s: QueryState) -> torch.Tensor:
+    """:func:`value_gradient_error_bound` for every draw (K, H, d_head, d), same formula."""
+    W_O = params["W_O"][:, 0].abs()  # (K, H, d, d_head)
+    e_ov = batched.storage_gradient_error_bound(params, cfg, s)
+    g_abs = torch.einsum("kvd,kv->kd", params["E"][:, : cfg.vocab], s.resid).abs()
+    G_ov_abs = g_abs[:, None, :, None] * s.context.abs()[:, :, None, :]
+    return W_O.transpose(-1, -2) @ e_ov + gamma(cfg.d_model) * (W_O.transpose(-1, -2) @ G_ov_abs)
+
+
+def check_c3v_batch(batch: batched.Batch, device: str = "cpu") -> batched.BatchReport:
+    """:func:`check_c3v` on every draw of ``batch`` made factored (:func:`factored_batch_params`)."""
+    params, cfg = factored_batch_params(batch, device)
+    require_float64(params)
+    require_finite(params)
+    A, V = batch.A, cfg.vocab
+    fq, rq = pair_queries(batch.template, A, batch.B, V)
+    GV_f, f = value_gradients(params, cfg, fq)
+    GV_r, r = value_gradients(params, cfg, rq)
+    e_f, e_r = value_gradient_error_bound_batch(params, cfg, f), value_gradient_error_bound_batch(params, cfg, r)
+    ip = (GV_f * GV_r).sum((-1, -2, -3))
+    prod = storage_product_batch(f, r, A, V)
+    t_formula, _ = c3_tolerances_batch(f, r, A, V, batched.gram_defect(params["E"]), torch.zeros_like(ip))
+    W_O = params["W_O"][:, 0]
+    eye = torch.eye(cfg.d_model, dtype=W_O.dtype, device=W_O.device)
+    omega_O = (W_O @ W_O.transpose(-1, -2) - eye).abs().flatten(1).amax(-1)
+    U = params["E"][:, :V]
+    G_ov_f = torch.einsum("kvd,kv->kd", U, -f.resid)[:, None, :, None] * f.context[:, :, None, :]
+    G_ov_r = torch.einsum("kvd,kv->kd", U, -r.resid)[:, None, :, None] * r.context[:, :, None, :]
+    defect = omega_O * (G_ov_f.abs().sum(-2) * G_ov_r.abs().sum(-2)).sum((-1, -2))
+    t = t_formula + STORAGE_SAFETY * (batched.inner_product_error(GV_f, GV_r, e_f, e_r) + defect)
+    norms = GV_f.flatten(1).norm(dim=-1) * GV_r.flatten(1).norm(dim=-1)
+    details = {"first_factor": prod.P, "token_overlap": prod.S, "n_heads": cfg.n_heads, "omega_O": omega_O}
+    return batched.BatchReport(batch, [
+        batched.identity_check("C3v", "⟨G^V_f, G^V_r⟩ = [(1−p_f(A))(1−p_r(A)) + Σ_{v≠A} p_f(v)p_r(v)] "
+                               "Σ_t α^f(t)α^r(t)", ip, prod.P * prod.S, t, **details),
+        batched.inequality_check("C3v", "⟨G^V_f, G^V_r⟩ > 0 (margin: cosine)", ip, 0.0, ">", norms, **details),
+    ])
 
 
 def c3v_gaussian_output(draws: int, seed: int, device: str = "cpu"):

@@ -18,7 +18,7 @@ import random
 import mpmath
 import torch
 
-from .. import oracles, taylor
+from .. import batched, oracles, taylor
 from ..checks import CheckResult, Counterexample, NegativeControl, inequality
 from ..facts import Query, Template, query_loss
 from ..model import POSITIONAL_ENCODINGS, RELATIVE_ENCODINGS, ModelConfig, unembedding
@@ -166,9 +166,67 @@ def c4a_tightness(device: str = "cpu") -> list[CheckResult]:
 
 
 def run_c4a(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
-    """C4a on ``draws`` seeded draws under H-rel + H-orth + H-bi, split over the relative encodings, 1–3 heads."""
+    """C4a on ``draws`` seeded draws under H-rel + H-orth + H-bi, split over the relative encodings, 1–3 heads,
+    in batches of draws that share a structure (:func:`check_c4a_batch`); plus the tightness check of its bound."""
     return [r for pos, n, s in split_draws(draws, seed, RELATIVE_ENCODINGS)
-            for r in run_per_draw(check_c4a, n, s, device, n_heads=N_HEADS, pos=(pos,))] + c4a_tightness(device)
+            for r in batched.run_batched(check_c4a_batch, n, s, device, n_heads=N_HEADS, pos=(pos,))] + c4a_tightness(device)
+
+
+def run_c4a_per_draw(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
+    """C4a, one :func:`check_c4a` call per draw (the reference the batched path agrees with)."""
+    return run_per_draw(check_c4a, draws, seed, device, n_heads=N_HEADS)
+
+
+def check_c4a_batch(batch: batched.Batch, device: str = "cpu", etas=C4A_ETAS) -> batched.BatchReport:
+    """:func:`check_c4a` on every draw of ``batch``: the same checks in the same order, with
+    :func:`logit_direction_error` and :func:`c4a_tolerances` evaluated per draw term by term."""
+    cfg, A, B, V = batch.cfg, batch.A, batch.B, batch.cfg.vocab
+    params = batch.params(device)
+    batched.require_batch_params(params, cfg)
+    fq, rq = pair_queries(batch.template, A, B, V)
+    G_f, f = batched.storage_gradients(params, cfg, fq)
+    G_r, r = batched.storage_gradients(params, cfg, rq)
+    e_G_f = batched.storage_gradient_error_bound(params, cfg, f)
+    e_G_r = batched.storage_gradient_error_bound(params, cfg, r)
+    ip = (G_f * G_r).sum((-1, -2, -3))
+    ip_err = batched.inner_product_error(G_f, G_r, e_G_f, e_G_r)
+    S = (f.context * r.context).sum((-1, -2))
+    e_S = batched.context_overlap_error(f.context, r.context, f.e_context, r.e_context)
+    a = f.resid * S[:, None]
+    spread = a.amax(-1) - a.amin(-1)
+    eta_star = 8 * ip / spread**2
+    omega = batched.gram_defect(params["E"])
+    U, W = batched.unembeddings(params, cfg), params["W_OV"][:, 0]
+    phi0, e_L0 = -r.logp[:, A], r.e_logp[:, A]
+    l1 = f.resid.abs().sum(-1)
+    info = {"eta_star": eta_star, "inner_product": ip, "spread": spread}
+    checks = []
+    steps: list[tuple[torch.Tensor, str | None]] = [(torch.full_like(ip, float(e)), None) for e in etas]
+    steps += [(eta_star / 2, "η*/2"), (eta_star * (1 - 1e-3), "η*(1 − 1e-3)")]
+    for eta, label in steps:
+        r1 = batched.query_state(batched.storage_steps(params, G_f, eta), cfg, rq)
+        phi1 = -r1.logp[:, A]
+        R = (phi1 - phi0) + eta * ip
+        step_err = batched.storage_step_logit_error(U, W, G_f, e_G_f, eta, r.context, r.e_context)
+        delta_a = (step_err / eta[:, None] + (omega * l1 * S.abs())[:, None] + f.e_p * S.abs()[:, None]
+                   + f.resid.abs() * e_S[:, None] + UNIT_ROUNDOFF * a.abs()).amax(-1)
+        et4 = eta[:, None, None, None]
+        lin = eta * ip_err + (G_r.abs() * (et4 * e_G_f + gamma(2) * (W.abs() + 2 * et4 * G_f.abs()))).sum((-1, -2, -3))
+        arith = gamma(3) * (phi1.abs() + phi0.abs() + eta * ip.abs())
+        lower = e_L0 + r1.e_logp[:, A] + lin + arith
+        upper = lower + eta**2 * (4 * delta_a * spread + 4 * delta_a**2) / 8
+        t_lo, t_hi = STORAGE_SAFETY * lower, STORAGE_SAFETY * upper
+        quad = eta**2 * spread**2 / 8
+        if label is None:
+            checks.append(batched.inequality_check("C4a", "R(η) = φ(η) − φ(0) + η⟨G_r, G_f⟩ ≥ 0", R, 0.0, ">=", quad,
+                                                   t_lo, eta=eta, **info))
+            checks.append(batched.inequality_check("C4a", "R(η) ≤ η² spread(a)²/8", R, quad, "<=", quad, t_hi,
+                                                   eta=eta, **info))
+        else:
+            checks.append(batched.inequality_check(
+                "C4a", f"φ(η) − φ(0) ≤ −η⟨G_r, G_f⟩(1 − η/η*) < 0 at η = {label}", phi1 - phi0, -eta * ip + quad,
+                "<=", eta * ip, t_hi, decrease_resolved=(phi1 - phi0 < -t_hi), eta=eta, **info))
+    return batched.BatchReport(batch, checks)
 
 
 # ---------------------------------------------------------------------------------------------
