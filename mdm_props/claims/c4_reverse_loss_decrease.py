@@ -18,10 +18,10 @@ import random
 
 import torch
 
-from ..checks import CheckResult, Counterexample, NegativeControl, inequality
+from ..checks import CheckResult, Counterexample, NegativeControl, inequality, not_applicable
 from ..facts import Query, Template, query_loss
 from ..model import POSITIONAL_ENCODINGS, RELATIVE_ENCODINGS, ModelConfig, unembedding
-from ..params import check_params, resolve_device
+from ..params import check_params, require_step, resolve_device
 from ..rounding import (
     STORAGE_SAFETY,
     UNIT_ROUNDOFF,
@@ -50,6 +50,7 @@ from ..storage import (
     storage_alignment,
     storage_gradient,
     storage_step,
+    unmet_hypotheses,
 )
 from ..strategies import ETAS, N_HEADS, sample_case
 from ..validation import require_int, require_seed
@@ -116,8 +117,15 @@ def c4a_tolerances(al: Alignment, W: torch.Tensor, eta: float, r1: QueryState, s
 
 def check_c4a(params: dict, cfg: ModelConfig, template: Template, A: int, B: int,
               etas=C4A_ETAS) -> list[CheckResult]:
-    """C4a on one draw: the remainder bounds at each η of ``etas`` and the decrease at η*/2, η*(1 − 10⁻³)."""
+    """C4a on one draw: the remainder bounds at each η of ``etas`` and the decrease at η*/2, η*(1 − 10⁻³);
+    not-applicable outside H-rel, H-orth, H-bi."""
     require_storage_inputs(params, cfg)
+    if isinstance(etas, (str, bytes)) or not hasattr(etas, "__iter__") or not list(etas):
+        raise ValueError(f"etas must be a non-empty sequence of step sizes > 0; got {etas!r}")
+    etas = [require_step(e) for e in etas]
+    unmet = unmet_hypotheses(params, cfg)
+    if unmet:
+        return [not_applicable("C4a", "storage step decreases the reverse loss", "; ".join(unmet))]
     V = cfg.vocab
     fq, rq = pair_queries(template, A, B, V)
     al = storage_alignment(params, cfg, fq, rq)
