@@ -94,8 +94,37 @@ class ModelConfig:
 # positional encodings
 
 
+def require_rope(d_head, base) -> None:
+    """RoPE rotates pairs: ``d_head`` an even integer >= 2; ``base`` a finite number > 1."""
+    if isinstance(d_head, bool) or not isinstance(d_head, int) or d_head < 2 or d_head % 2:
+        raise ValueError(f"d_head must be an even integer >= 2 (RoPE rotates pairs); got {d_head!r}")
+    if isinstance(base, bool) or not isinstance(base, (int, float)) or not math.isfinite(base) or not base > 1:
+        raise ValueError(f"base must be a finite number > 1; got {base!r}")
+
+
+def require_token_ids(tokens: torch.Tensor, cfg: ModelConfig) -> None:
+    """Token ids must be integers in [0, V] (real tokens and the mask id V): E[−1] would silently read
+    the mask row. Inside ``torch.func.vmap`` over the tokens the values cannot be read (data-dependent
+    control flow), so the check is skipped there; :func:`mdm_props.facts.check_query` and the loss
+    functions validate the tokens before any transform."""
+    if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.int64, torch.int32, torch.int16,
+                                                                     torch.int8, torch.uint8):
+        raise ValueError(f"tokens must be an integer tensor of ids in [0, {cfg.vocab}]; got "
+                         f"{getattr(tokens, 'dtype', type(tokens).__name__)}")
+    if not tokens.numel():
+        return
+    try:
+        lo, hi = int(tokens.min()), int(tokens.max())
+    except RuntimeError:  # a batched (vmap) tensor: no data-dependent check possible
+        return
+    if lo < 0 or hi > cfg.vocab:
+        raise ValueError(f"tokens must be ids in [0, {cfg.vocab}] (real tokens and the mask id {cfg.vocab}); "
+                         f"got values in [{lo}, {hi}]")
+
+
 def rope_frequencies(d_head: int, base: float, *, dtype=torch.float64, device="cpu") -> torch.Tensor:
     """θ_l = base^(−2l/d_head), l = 0 .. d_head/2 − 1."""
+    require_rope(d_head, base)
     l = torch.arange(d_head // 2, dtype=dtype, device=device)
     return base ** (-2.0 * l / d_head)
 
@@ -106,6 +135,9 @@ def rope_rotate(v: torch.Tensor, positions: torch.Tensor, base: float) -> torch.
     Block l rotates the pair (v_{2l}, v_{2l+1}) by the angle ``position · θ_l`` (counterclockwise),
     so that ``(R_m q)ᵀ(R_n k) = qᵀ R_{n−m} k``.
     """
+    if v.dim() < 2 or positions.shape != (v.shape[-2],):
+        raise ValueError(f"positions must have shape (T,) = ({v.shape[-2] if v.dim() >= 2 else '?'},) for v of "
+                         f"shape (..., T, d_head) = {tuple(v.shape)}; got {tuple(positions.shape)}")
     theta = rope_frequencies(v.shape[-1], base, dtype=v.dtype, device=v.device)
     angle = positions.to(v.dtype)[:, None] * theta[None, :]  # (T, d_head/2)
     cos, sin = torch.cos(angle), torch.sin(angle)
@@ -115,7 +147,12 @@ def rope_rotate(v: torch.Tensor, positions: torch.Tensor, base: float) -> torch.
 
 def rope_matrix(delta: float, d_head: int, base: float, *, dtype=torch.float64, device="cpu") -> torch.Tensor:
     """The explicit block-diagonal rotation R_δ (d_head × d_head)."""
-    return rope_rotate(torch.eye(d_head, dtype=dtype, device=device), torch.full((d_head,), float(delta), device=device), base).T
+    require_rope(d_head, base)
+    if isinstance(delta, bool) or not math.isfinite(float(delta)):
+        raise ValueError(f"delta must be a finite number; got {delta!r}")
+    # the positions in ``dtype`` too: a float32 δ (torch's default) would round δ = −5 + 1e-9 to −5
+    positions = torch.full((d_head,), float(delta), dtype=dtype, device=device)
+    return rope_rotate(torch.eye(d_head, dtype=dtype, device=device), positions, base).T
 
 
 def alibi_slopes(n_heads: int, *, dtype=torch.float64, device="cpu") -> torch.Tensor:
@@ -182,6 +219,7 @@ def forward(params: dict, cfg: ModelConfig, tokens: torch.Tensor) -> dict:
     (..., n_layers, n_heads, T, d) = Σ_j α_ij x_j (the attention-weighted layer input, before W_OV);
     ``inputs`` (..., T, d), the first layer's x; ``hidden`` (..., T, d), the last layer's output.
     """
+    require_token_ids(tokens, cfg)
     T = tokens.shape[-1]
     if T > cfg.max_len:
         raise ValueError(f"tokens: sequence length {T} exceeds max_len={cfg.max_len}")

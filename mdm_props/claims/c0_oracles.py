@@ -48,6 +48,7 @@ from ..facts import (
 from ..gradients import score_gradient_closed_form, storage_gradient_closed_form
 from ..model import ATTENTIONS, POSITIONAL_ENCODINGS, ModelConfig, forward, rope_frequencies, rope_matrix, rope_rotate
 from ..params import init_params, resolve_device
+from ..search import runner_rng
 from ..rounding import (
     FORWARD_SAFETY,
     FUNCTION_REL,
@@ -419,7 +420,7 @@ def random_case(rng: random.Random, *, max_vocab: int = 5, max_d: int = 8, max_l
 
 
 def run_c01(draws: int, seed: int, device: str) -> list[CheckResult]:
-    rng = random.Random(seed)
+    rng = runner_rng(draws, seed)
     out = []
     for _ in range(draws):
         d_head = 2 * rng.randint(1, 8)
@@ -431,7 +432,7 @@ def run_c01(draws: int, seed: int, device: str) -> list[CheckResult]:
 
 
 def run_c02(draws: int, seed: int, device: str) -> list[CheckResult]:
-    rng = random.Random(seed)
+    rng = runner_rng(draws, seed)
     out = []
     for _ in range(draws):
         cfg, s, scale, query = random_case(rng)
@@ -440,7 +441,7 @@ def run_c02(draws: int, seed: int, device: str) -> list[CheckResult]:
 
 
 def run_c03(draws: int, seed: int, device: str) -> list[CheckResult]:
-    rng = random.Random(seed)
+    rng = runner_rng(draws, seed)
     out = []
     for _ in range(draws):
         cfg, s, scale, query = random_case(rng, max_d=16, max_len=5)
@@ -454,7 +455,7 @@ def run_c03(draws: int, seed: int, device: str) -> list[CheckResult]:
 
 
 def run_c04(draws: int, seed: int, device: str) -> list[CheckResult]:
-    rng = random.Random(seed)
+    rng = runner_rng(draws, seed)
     out = []
     for _ in range(draws):
         cfg, s, scale, _ = random_case(rng)
@@ -467,7 +468,7 @@ def run_c04(draws: int, seed: int, device: str) -> list[CheckResult]:
 def run_c05(draws: int, seed: int, device: str) -> list[CheckResult]:
     if not torch.cuda.is_available():
         raise ClaimSkipped("no CUDA device: C0.5 compares CUDA against the CPU")
-    rng = random.Random(seed)
+    rng = runner_rng(draws, seed)
     out = []
     for _ in range(draws):
         cfg, s, scale, query = random_case(rng, max_d=16, max_len=5)
