@@ -136,23 +136,24 @@ def test_forward_bound_detects_a_tiny_change_of_the_model(mutation):
 
 @pytest.mark.meta("C0.1")
 def test_rope_bounds_reject_perturbed_rotations():
-    """Input perturbations: a rotation whose sines are computed in float32 is not orthogonal within the
-    bound; R_{−5} computed at −5 + 1e-9 is not R_5ᵀ; R_3 R_{−7} is not R_{−4 + 1e-9}."""
+    """Input perturbations of one part in 1e12 (a few hundred bounds, so a bound 10³× too loose lets them
+    pass): sines scaled by 1 + 1e-12 leave R not orthogonal within the bound; R_{−5} computed at
+    −5 + 1e-13 is not R_5ᵀ; R_3 R_{−7} is not R_{−4 + 1e-12}."""
     d, base = 8, 1e4
     R, Rn = rope_matrix(5, d, base), rope_matrix(-5, d, base)
     eye = torch.eye(d, dtype=torch.float64)
     assert ((R.T @ R - eye).abs() <= c0.rope_orthogonality_bound(R)).all()
     sloppy = R.clone()
-    for l in range(d // 2):  # the off-diagonal sines of each block rounded to float32
-        sloppy[2 * l + 1, 2 * l] = float(torch.tensor(float(R[2 * l + 1, 2 * l])).float())
+    for l in range(d // 2):  # the off-diagonal sines of each block scaled by 1 + 1e-12
+        sloppy[2 * l + 1, 2 * l] = R[2 * l + 1, 2 * l] * (1 + 1e-12)
         sloppy[2 * l, 2 * l + 1] = -sloppy[2 * l + 1, 2 * l]
     assert ((sloppy.T @ sloppy - eye).abs() > c0.rope_orthogonality_bound(sloppy)).any()
     assert ((R.T - Rn).abs() <= c0.rope_transpose_bound(R, Rn)).all()
-    Rn_off = rope_matrix(-5 + 1e-9, d, base)
+    Rn_off = rope_matrix(-5 + 1e-13, d, base)  # ≈ 190 bounds
     assert ((R.T - Rn_off).abs() > c0.rope_transpose_bound(R, Rn_off)).any()
     Ra, Rb, Rab = rope_matrix(3, d, base), rope_matrix(-7, d, base), rope_matrix(-4, d, base)
     assert ((Ra @ Rb - Rab).abs() <= c0.rope_composition_bound(3, -7, d, base, Ra, Rb, Rab)).all()
-    Rab_off = rope_matrix(-4 + 1e-9, d, base)
+    Rab_off = rope_matrix(-4 + 1e-12, d, base)
     assert ((Ra @ Rb - Rab_off).abs() > c0.rope_composition_bound(3, -7, d, base, Ra, Rb, Rab_off)).any()
 
 
