@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import math
-import random
 
 import mpmath
 import torch
