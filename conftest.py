@@ -76,3 +76,98 @@ def pytest_collection_modifyitems(config, items):
                     raise pytest.UsageError(
                         f"{item.nodeid}: @pytest.mark.{name}{mark.args} must name one claim id of {', '.join(BY_ID)}"
                     )
+
+
+# ---------------------------------------------------------------------------------------------
+# the margin summary: every list of CheckResults that mdm_props.checks.assert_holds checks is
+# recorded per claim; xdist workers send theirs to the controller (workeroutput), which prints one
+# line per claim at the end of the run (draws, checks, smallest margin, largest err/tol, status).
+
+MARGINS_KEY = "mdm_props_margins"
+
+
+class MarginLog:
+    """Per claim id: draws (a list of one draw's results counts 1; a runner's list counts its distinct
+    ``details["draw"]``), checks, smallest margin, largest err/tol, failing checks."""
+
+    def __init__(self):
+        self.rows: dict[str, dict] = {}
+
+    def __call__(self, results) -> None:
+        import math
+
+        by_claim: dict[str, list] = {}
+        for r in results:
+            by_claim.setdefault(r.claim, []).append(r)
+        for claim, rs in by_claim.items():
+            draws = {repr(sorted(r.details["draw"].items())) for r in rs if isinstance(r.details.get("draw"), dict)}
+            margins = [r.margin for r in rs if not math.isnan(r.margin)]
+            ratios = [r.error_ratio for r in rs if not math.isnan(r.error_ratio)]
+            self.merge(claim, {"draws": max(1, len(draws)), "checks": len(rs),
+                               "worst_margin": min(margins, default=math.inf),
+                               "worst_error_ratio": max(ratios, default=0.0),
+                               "failed": sum(not r.holds for r in rs)})
+
+    def merge(self, claim: str, row: dict) -> None:
+        old = self.rows.get(claim)
+        if old is None:
+            self.rows[claim] = dict(row)
+            return
+        old["draws"] += row["draws"]
+        old["checks"] += row["checks"]
+        old["failed"] += row["failed"]
+        old["worst_margin"] = min(old["worst_margin"], row["worst_margin"])
+        old["worst_error_ratio"] = max(old["worst_error_ratio"], row["worst_error_ratio"])
+
+    def lines(self, known) -> list[str]:
+        head = f"{'claim':<6} {'draws':>7} {'checks':>7} {'margin':>10} {'err/tol':>9}  status"
+        out = [head]
+        for claim in [c for c in known if c in self.rows]:
+            r = self.rows[claim]
+            status = "holds" if not r["failed"] else f"VIOLATED ({r['failed']} checks)"
+            out.append(f"{claim:<6} {r['draws']:>7} {r['checks']:>7} {r['worst_margin']:>10.3g} "
+                       f"{r['worst_error_ratio']:>9.3g}  {status}")
+        return out
+
+
+def pytest_configure(config):
+    from mdm_props import checks
+
+    config._mdm_margins = MarginLog()
+    checks.add_result_listener(config._mdm_margins)
+
+
+def pytest_unconfigure(config):
+    from mdm_props import checks
+
+    log = getattr(config, "_mdm_margins", None)
+    if log is not None:
+        checks.remove_result_listener(log)
+
+
+def pytest_sessionfinish(session):
+    config = session.config
+    if hasattr(config, "workeroutput"):  # an xdist worker: hand the rows to the controller
+        import json
+
+        config.workeroutput[MARGINS_KEY] = json.dumps(config._mdm_margins.rows)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    import json
+
+    rows = json.loads(getattr(node, "workeroutput", {}).get(MARGINS_KEY, "{}"))
+    for claim, row in rows.items():
+        node.config._mdm_margins.merge(claim, row)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    from mdm_props.registry import BY_ID
+
+    log = getattr(config, "_mdm_margins", None)
+    if log is None or hasattr(config, "workeroutput") or not any(c in BY_ID for c in log.rows):
+        return
+    terminalreporter.section("claim margins (checked by assert_holds)")
+    for line in log.lines(list(BY_ID)):
+        terminalreporter.write_line(line)

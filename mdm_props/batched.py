@@ -22,6 +22,7 @@ draw of every check and every failing draw (each carrying ``details["draw"]`` to
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections.abc import Callable, Iterator, Sequence
@@ -214,11 +215,34 @@ def sample_batches(draws: int, seed: int, batch_size: int = BATCH_SIZE, *, eithe
         left -= k
 
 
-def require_batch_params(params: dict, cfg: ModelConfig, *, tied: bool = True) -> None:
-    """The storage model (:func:`~mdm_props.storage.require_storage_model`) and float64, finite parameters."""
+def require_batch_params(params: dict, cfg: ModelConfig, *, tied: bool = True, hypotheses=None) -> None:
+    """The storage model (:func:`~mdm_props.storage.require_storage_model`), float64 finite parameters, and
+    the claim's hypotheses on every draw (default H-rel, plus H-orth when ``tied``): a batched checker used
+    outside them raises a ValueError naming the hypothesis and the first draw that breaks it, never a
+    vacuous pass (the per-draw checkers return ``not-applicable`` instead; the batched runners only draw
+    inside the hypotheses, so this never fires there)."""
     require_storage_model(cfg, tied=tied)
     require_float64(params)
     require_finite(params)
+    require_batch_hypotheses(params, cfg, (("H-rel", "H-orth") if tied else ("H-rel",)) if hypotheses is None
+                             else hypotheses)
+
+
+def require_batch_hypotheses(params: dict, cfg: ModelConfig, hypotheses) -> None:
+    """Raise a ValueError naming the first of ``hypotheses`` (H-rel, H-bi, H-orth) that a draw of the batch
+    breaks (H-orth: the Gram defect of each draw's E within :func:`mdm_props.rounding.gram_defect_limit`)."""
+    if "H-rel" in hypotheses and not cfg.relative:
+        raise ValueError(f"H-rel fails: pos={cfg.pos!r} puts positions into the values; the batched checkers "
+                         "need a relative encoding")
+    if "H-bi" in hypotheses and cfg.attention != "bidirectional":
+        raise ValueError(f"H-bi fails: attention={cfg.attention!r}; the batched checkers need bidirectional attention")
+    if "H-orth" in hypotheses:
+        omega, limit = gram_defect(params["E"]), rounding.gram_defect_limit(cfg.d_model)
+        bad = (~(omega <= limit)).nonzero()
+        if len(bad):
+            i = int(bad[0])
+            raise ValueError(f"H-orth fails on draw {i}: Gram defect of E ω = {float(omega[i]):.3g} > {limit:.3g} "
+                             "(= 1e3·d·u, rounding alone)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -468,14 +492,18 @@ class BatchReport:
 
 def run_batched(check_batch: Callable[..., BatchReport], draws: int, seed: int, device="cpu", *,
                 batch_size: int | None = None, either_orthonormal: bool = False, step: bool = False,
-                **sample_kwargs) -> list[CheckResult]:
+                args: str | None = None, **sample_kwargs) -> list[CheckResult]:
     """``check_batch(batch, device)`` on each of :func:`sample_batches` (``batch_size`` default
     :func:`batch_size_for`); keeps, per batch, the worst draw of every check and every failing draw
-    (:meth:`BatchReport.selected`)."""
+    (:meth:`BatchReport.selected`). ``args`` ("module:name") names the per-draw checker's argument builder
+    when it is not :func:`~mdm_props.search.case_args`; it is recorded in each draw for
+    :func:`~mdm_props.search.replay`."""
     resolve_device(device)
     out: list[CheckResult] = []
     size = batch_size_for(draws) if batch_size is None else batch_size
     for batch in sample_batches(draws, seed, size, either_orthonormal=either_orthonormal, step=step,
                                 **sample_kwargs):
         out += check_batch(batch, device).selected()
+    if args is not None:  # the per-draw checker's argument builder, for search.replay
+        out = [dataclasses.replace(r, details={**r.details, "draw": {**r.details["draw"], "args": args}}) for r in out]
     return out

@@ -16,7 +16,10 @@ import torch
 UNIT_ROUNDOFF = 2.0**-53  # u: the rounding of an exact reference to float64 (mdm_props.rounding has the kit)
 
 RELATIONS = ("==", ">", ">=", "<=", "<")
-STATUSES = ("holds", "violated", "undecided")  # undecided: the checker could not decide (not a failure)
+# the outcome of one comparison: ``undecided`` is reserved for checks that cannot tell the two apart at
+# the precision used (e.g. a Taylor window below the float64 floor); ``not-applicable`` for a draw
+# outside the claim's hypotheses (the checker says which hypothesis failed, in ``reason``)
+STATUSES = ("holds", "violated", "not-applicable", "undecided")
 
 
 @dataclass(frozen=True)
@@ -31,28 +34,53 @@ class CheckResult:
     margin: float  # relative margin: 1 − error/tolerance for "=="; signed distance to the bound / scale otherwise
     holds: bool
     details: dict = field(default_factory=dict)
-    undecided: bool = False  # neither holds nor violated; ``details["reason"]`` says why (see :func:`undecided`)
+    status: str = ""  # one of STATUSES; "" = derived from ``holds`` (holds / violated)
+    reason: str = ""  # why, for not-applicable and undecided
+
+    def __post_init__(self):
+        status = self.status or ("holds" if self.holds else "violated")
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}; got {status!r}")
+        if self.holds != (status == "holds"):
+            raise ValueError(f"holds={self.holds} contradicts status={status!r}")
+        object.__setattr__(self, "status", status)
 
     @property
-    def status(self) -> str:
-        """One of STATUSES."""
-        return "undecided" if self.undecided else ("holds" if self.holds else "violated")
+    def applicable(self) -> bool:
+        """The draw satisfied the claim's hypotheses (the comparison was made)."""
+        return self.status != "not-applicable"
+
+    @property
+    def undecided(self) -> bool:
+        """The checker could not decide (see :func:`undecided`): neither holds nor violated, not a failure."""
+        return self.status == "undecided"
 
     @property
     def error_ratio(self) -> float:
-        """error / tolerance (0 when both vanish); a check holds when this is ≤ 1."""
+        """error / tolerance (0 when both vanish); a check holds when this is ≤ 1 (NaN when not applicable)."""
+        if not self.applicable:
+            return math.nan
         if self.tolerance > 0:
             return self.error / self.tolerance
         return 0.0 if self.error == 0 else math.inf
 
     def __str__(self) -> str:
-        if self.undecided:
-            return f"{self.claim} {self.quantity}: undecided ({self.details.get('reason', '')})"
+        if self.status in ("not-applicable", "undecided"):
+            return f"{self.claim} {self.quantity}: {self.status}: {self.reason}"
         status = "holds" if self.holds else "VIOLATED"
         return (
             f"{self.claim} {self.quantity}: observed {self.observed:.6g} {self.relation} {self.reference:.6g} "
             f"(error {self.error:.3g}, tolerance {self.tolerance:.3g}, margin {self.margin:.3g}) {status}"
         )
+
+
+def not_applicable(claim: str, quantity: str, reason: str, **details) -> CheckResult:
+    """The draw lies outside ``claim``'s hypotheses (``reason`` says which failed): no comparison was
+    made, so the result neither holds nor is violated; numbers are NaN."""
+    if not reason:
+        raise ValueError("reason must say which hypothesis does not hold")
+    nan = math.nan
+    return CheckResult(claim, quantity, nan, nan, "==", nan, nan, nan, False, details, "not-applicable", reason)
 
 
 def identity(claim: str, quantity: str, observed: float, exact: float, tolerance: float, **details) -> CheckResult:
@@ -68,8 +96,11 @@ def identity(claim: str, quantity: str, observed: float, exact: float, tolerance
 def undecided(claim: str, quantity: str, reason: str, **details) -> CheckResult:
     """A comparison the checker could not decide (``reason`` says why): neither holds nor violated.
     It counts as not holding in ``holds`` but is left out of :func:`summarize`'s verdict and margins."""
+    if not reason:
+        raise ValueError("reason must say why the check could not be decided")
     nan = math.nan
-    return CheckResult(claim, quantity, nan, nan, "==", nan, nan, nan, False, {**details, "reason": reason}, True)
+    return CheckResult(claim, quantity, nan, nan, "==", nan, nan, nan, False, {**details, "reason": reason},
+                       "undecided", reason)
 
 
 def inequality(
@@ -163,17 +194,19 @@ class Counterexample:
 
 
 def summarize(results: list[CheckResult]) -> dict:
-    """Worst relative margin, worst error/tolerance ratio and overall status of a list of checks;
-    undecided results are counted, not judged (margins nan when nothing was decided)."""
+    """Worst relative margin and worst error/tolerance ratio (over the decided, applicable checks), overall
+    status (every decided check holds: a not-applicable result does not hold; an undecided one is counted,
+    not judged) and the numbers of not-applicable and undecided checks."""
     if not results:
         raise ValueError("results must hold at least one CheckResult")
-    decided = [r for r in results if not r.undecided]
+    decided = [r for r in results if r.applicable and not r.undecided]
     return {
         "draws": len(results),
         "worst_margin": min((r.margin for r in decided), default=math.nan),
         "worst_error_ratio": max((r.error_ratio for r in decided), default=math.nan),
-        "holds": all(r.holds for r in decided),
-        "undecided": len(results) - len(decided),
+        "holds": all(r.holds for r in results if not r.undecided),
+        "not_applicable": sum(not r.applicable for r in results),
+        "undecided": sum(r.undecided for r in results),
     }
 
 
@@ -188,6 +221,46 @@ class NegativeControl:
     description: str
     run: object  # callable (draws: int, seed: int, device: str) -> Counterexample
     default_draws: int = 200
+
+
+_LISTENERS: list = []
+
+
+def add_result_listener(listener) -> None:
+    """Call ``listener(results)`` on every list that :func:`assert_holds` checks (the pytest margin
+    summary of conftest.py registers one); a listener that is already registered is not added twice."""
+    if listener not in _LISTENERS:
+        _LISTENERS.append(listener)
+
+
+def remove_result_listener(listener) -> None:
+    if listener in _LISTENERS:
+        _LISTENERS.remove(listener)
+
+
+def assert_holds(results, label: str | None = None) -> dict:
+    """Assert that every :class:`CheckResult` of ``results`` holds (the failing ones' ``str`` in the
+    message) and, inside a Hypothesis test, steer the search to the worst case with
+    ``hypothesis.target(−(smallest margin))`` (``target`` maximises, so the margin is negated).
+    Returns :func:`summarize` of the results. ``label`` names the target (default: the claim ids);
+    a test that calls this twice per example passes two labels."""
+    results = list(results)
+    if not results or not all(isinstance(r, CheckResult) for r in results):
+        raise ValueError(f"results must be a non-empty list of CheckResult; got {results!r}")
+    for listener in list(_LISTENERS):
+        listener(results)
+    summary = summarize(results)
+    worst = summary["worst_margin"]
+    from hypothesis.control import currently_in_test_context
+
+    if currently_in_test_context() and math.isfinite(worst):
+        from hypothesis import target
+
+        claims = ",".join(sorted({r.claim for r in results}))
+        target(-worst, label=label or f"negated smallest relative margin ({claims})")
+    failing = [r for r in results if not r.holds and not r.undecided]
+    assert not failing, "\n".join(str(r) for r in failing)
+    return summary
 
 
 class ClaimSkipped(Exception):

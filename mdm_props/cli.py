@@ -1,7 +1,13 @@
 """The ``mdm-props`` command: ``verify``, ``bench``, ``explain``, ``plot``, ``certify``, ``probe`` and ``experiment``.
 
 Exit codes: 0 everything holds (and every negative control found its counterexample); 1 something
-was violated (or a negative control found nothing, or a checker raised); 2 bad arguments.
+was violated (or a negative control found nothing, a checker raised, or a runner drew outside its
+claim's hypotheses: not-applicable); 2 bad arguments (checked before any work, including that
+``--json``/``--out`` can be written).
+
+Selection: ``--claims`` takes claim ids and family ids; an exact claim id wins, so ``C3`` is the
+claim C3 alone (C3v is selected by its own id), while ``C0``, ``C1``, ``C2``, ``C4`` (no claim has
+those ids) select their families.
 An *undecided* check (the checker could not decide, e.g. a Taylor test whose asymptotic regime
 neither float64 nor the 50-digit oracle resolves) is not a failure: it does not change the exit
 code; the ``undec`` column counts such checks, a row with nothing decided has status ``undecided``,
@@ -13,9 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 from . import __version__, registry
 from .checks import ClaimSkipped, summarize
@@ -24,10 +33,40 @@ from .recheck import recheck
 from .validation import require_int, require_seed
 
 STATUS_OK = ("holds", "counterexample-found", "skipped", "undecided")
+# err/tol says nothing for these claims; the table prints this note under them
+ERROR_RATIO_NOTES = {
+    "C4b": "err/tol of C4b is ≈ 0.5 by construction (its band is the size of the next Taylor terms, which "
+           "the remainder's deviation itself is); the informative numbers are the observed orders "
+           "(worst_check in the JSON)",
+}
 
 
 def _finite(x):
     return x if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def jsonable(x):
+    """``x`` as plain JSON: tuples → lists, tensors and numpy scalars → numbers or lists, non-finite
+    floats → None, anything else unknown → its str."""
+    if isinstance(x, bool) or x is None or isinstance(x, str):
+        return x
+    if isinstance(x, int):
+        return x
+    if isinstance(x, float):
+        return _finite(x)
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if hasattr(x, "tolist"):  # torch tensors, numpy arrays and scalars
+        return jsonable(x.tolist())
+    return str(x)
+
+
+def _check_summary(r) -> dict:
+    return {"quantity": r.quantity, "status": r.status, "observed": _finite(r.observed),
+            "reference": _finite(r.reference), "error": _finite(r.error), "tolerance": _finite(r.tolerance),
+            "margin": _finite(r.margin), "text": str(r)}
 
 
 def _run_claim(claim, draws, seed, device) -> dict:
@@ -39,14 +78,24 @@ def _run_claim(claim, draws, seed, device) -> dict:
         if not results:
             raise ClaimSkipped("the checker returned no comparisons")
         s = summarize(results)
-        status = "violated" if not s["holds"] else ("undecided" if s["undecided"] == s["draws"] else "holds")
+        violated = [r for r in results if r.status == "violated"]
+        outside = [r for r in results if r.status == "not-applicable"]
+        undecided = [r for r in results if r.status == "undecided"]
+        status = ("violated" if violated else "not-applicable" if outside
+                  else "undecided" if len(undecided) == len(results) else "holds")
         row.update(draws=draws, checks=s["draws"], worst_margin=_finite(s["worst_margin"]),
-                   worst_error_ratio=_finite(s["worst_error_ratio"]), status=status, undecided=s["undecided"])
-        if not s["holds"]:
-            row["reason"] = str(next(r for r in results if r.status == "violated"))
-        elif s["undecided"]:
-            row["reason"] = f"{s['undecided']} of {s['draws']} checks undecided; first: " + str(
-                next(r for r in results if r.undecided))
+                   worst_error_ratio=_finite(s["worst_error_ratio"]), status=status, undecided=len(undecided))
+        applicable = [r for r in results if r.applicable and not r.undecided and not math.isnan(r.margin)]
+        if violated or outside:
+            pick = (violated or outside)[0]
+        else:
+            pick = min(applicable, key=lambda r: r.margin) if applicable else results[0]
+        row["worst_check"] = _check_summary(pick)  # the failing check, else the one with the smallest margin
+        row["draw"] = jsonable(pick.details.get("draw"))  # its draw (search.describe), for --replay; None if unrecorded
+        if status != "holds":
+            row["reason"] = str(pick)
+        elif undecided:
+            row["reason"] = f"{len(undecided)} of {len(results)} checks undecided; first: {undecided[0]}"
     except ClaimSkipped as exc:
         row.update(status="skipped", reason=str(exc))
     except Exception as exc:  # a checker that crashes is a failure, reported, not hidden
@@ -63,7 +112,7 @@ def _run_negative(control, draws, seed, device) -> dict:
     try:
         cx = control.run(draws, seed, device)
         row.update(draws=cx.searched, checks=1, status="counterexample-found" if cx.found else "no-counterexample",
-                   observed=_finite(cx.observed))
+                   observed=_finite(cx.observed), counterexample=jsonable(cx.example) if cx.found else None)
         if not cx.found:
             row["reason"] = str(cx)
         elif (problem := recheck(cx)) is not None:  # a "found" must carry a draw that re-checks
@@ -95,14 +144,106 @@ def print_table(rows, out=None) -> None:
     for r in rows:
         if r["status"] not in STATUS_OK[:2] or r.get("undecided"):
             print(f"  {r['id']}: {r['status']}: {r.get('reason', '')}", file=out)
+    for r in rows:
+        if r["id"] in ERROR_RATIO_NOTES:
+            print(f"  note: {ERROR_RATIO_NOTES[r['id']]}", file=out)
+
+
+def git_commit() -> str | None:
+    """The git commit of the source tree the package runs from (None outside a git checkout),
+    with ``+dirty`` when tracked files are modified."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10)
+        if head.returncode:
+            return None
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def environment(device: str, seed: int) -> dict:
+    import hypothesis
+    import mpmath
+    import numpy
+    import scipy
     import torch
 
-    return {"mdm_props": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            "platform": platform.platform(), "device": device, "seed": seed,
+    return {"mdm_props": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+            "scipy": scipy.__version__, "mpmath": mpmath.__version__, "hypothesis": hypothesis.__version__,
+            "python": platform.python_version(), "platform": platform.platform(), "git_commit": git_commit(),
+            "device": device, "seed": seed,
             "cuda_device": torch.cuda.get_device_name() if device.startswith("cuda") else None}
+
+
+def require_writable_file(name: str, path: str) -> Path:
+    """``path`` can be written (its folder exists and accepts the file; not a directory), checked by
+    opening it for appending before any work (a file this creates is removed again)."""
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{name} must be a file path; {path!r} is a directory")
+    existed = p.exists()
+    try:
+        with p.open("a"):
+            pass
+    except OSError as err:
+        raise ValueError(f"{name}: cannot write {path!r} ({err.strerror or err})") from None
+    if not existed:
+        p.unlink()
+    return p
+
+
+def parse_claim_ids(text: str) -> list[str]:
+    """``--claims`` as a list of ids: comma-separated, blanks around commas ignored; an empty list or an
+    empty item is refused (``--claims ""`` would otherwise mean "everything")."""
+    ids = [i.strip() for i in text.split(",")]
+    if not any(ids):
+        raise ValueError("--claims must name at least one claim id or family (e.g. C1,C3); got none")
+    if not all(ids):
+        raise ValueError(f"--claims has an empty item: {text!r}")
+    return ids
+
+
+def write_report(path: Path, rows: list[dict], env: dict, complete: bool) -> None:
+    """The JSON report (rewritten after every row, so an interrupted run keeps the rows that finished)."""
+    doc = {"claims": rows, "environment": env, "complete": complete}
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(jsonable(doc), indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+
+
+def cmd_replay(args, parser) -> int:
+    """``verify --replay JSON ROW``: re-run the draw recorded in row ROW of a verify report with the
+    claim's registered checker, print its results; exit 0 when they hold, 1 otherwise."""
+    from .search import replay
+
+    path, row_id = args.replay
+    try:
+        doc = json.loads(Path(path).read_text())
+        rows = {r["id"]: r for r in doc["claims"]}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        parser.error(f"--replay: cannot read a verify report from {path!r} ({err})")
+    if row_id not in rows:
+        parser.error(f"--replay: no row {row_id!r} in {path}; rows: {', '.join(rows)}")
+    row = rows[row_id]
+    if row.get("negative_control"):
+        parser.error(f"--replay: {row_id} is a negative control; its counterexample is in the report's "
+                     f"'counterexample' field")
+    if not row.get("draw"):
+        parser.error(f"--replay: row {row_id} records no draw (its runner does not record per-draw descriptions; "
+                     f"re-run it with: mdm-props verify --claims {row_id} --seed {doc.get('environment', {}).get('seed')})")
+    claim = registry.get(row_id)
+    try:
+        results = replay(registry.resolve(claim.checker), row["draw"], args.device)
+    except ValueError as err:
+        parser.error(f"--replay: {err}")
+    print(f"{row_id}: replaying draw {json.dumps(row['draw'])}")
+    for r in results:
+        print(f"  {r}")
+    return 0 if results and all(r.holds for r in results) else 1
 
 
 def cmd_verify(args, parser) -> int:
@@ -113,10 +254,16 @@ def cmd_verify(args, parser) -> int:
     # the checks use tiny tensors: a second intra-op thread only waits (measured ~2x CPU per check)
     torch.set_num_threads(1)
     try:
-        claims = registry.select(args.claims.split(",") if args.claims else None)
         resolve_device(args.device)
+        if args.replay:
+            if args.claims is not None or args.examples is not None or args.json:
+                raise ValueError("--replay re-runs one recorded draw: it takes no --claims, --examples or --json")
+            return cmd_replay(args, parser)
+        claims = registry.select(parse_claim_ids(args.claims) if args.claims is not None else None)
+        json_path = require_writable_file("--json", args.json) if args.json else None
     except ValueError as exc:
         parser.error(str(exc))
+    env = environment(args.device, args.seed)
     jobs = []
     for c in claims:
         jobs.append(("claim", c))
@@ -130,15 +277,14 @@ def cmd_verify(args, parser) -> int:
             row = _run_negative(job, job.default_draws, args.seed, args.device)  # a search budget, not --examples
         print(f" {row['status']} ({row['seconds']:.2f} s)", file=sys.stderr, flush=True)
         rows.append(row)
+        if json_path is not None:
+            write_report(json_path, rows, env, complete=i == len(jobs))
     print_table(rows)
     bad = [r for r in rows if r["status"] not in STATUS_OK]
     undec = sum(r.get("undecided", 0) for r in rows)
     print(f"\n{len(rows) - len(bad)}/{len(rows)} rows hold or found their counterexample"
           f"{f'; {undec} checks undecided (not failures)' if undec else ''}"
           f"{'' if not bad else '; FAILED: ' + ', '.join(r['id'] for r in bad)}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"claims": rows, "environment": environment(args.device, args.seed)}, f, indent=2)
     return 1 if bad else 0
 
 
@@ -161,9 +307,17 @@ def cmd_bench(args, parser) -> int:
 
 def cmd_explain(args, parser) -> int:
     try:
-        claim = registry.get(args.claim)
+        claims = registry.select([args.claim])
     except ValueError as exc:
         parser.error(str(exc))
+    for i, claim in enumerate(claims):
+        if i:
+            print()
+        explain_claim(claim)
+    return 0
+
+
+def explain_claim(claim) -> None:
     print(f"{claim.id}: {claim.title}")
     print(f"kind: {claim.kind}")
     print("hypotheses:" + ("" if claim.hypotheses else " none"))
@@ -175,7 +329,6 @@ def cmd_explain(args, parser) -> int:
     print("negative controls:" + ("" if controls else " none"))
     for n in controls:
         print(f"  {n.id} (drops {n.dropped}): {n.description}")
-    return 0
 
 
 def cmd_plot(args, parser) -> int:
@@ -196,15 +349,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     v = sub.add_parser("verify", help="check every registered claim and print a report")
-    v.add_argument("--claims", help="comma-separated claim ids or families, e.g. C1,C3 or C1b (default: all)")
+    v.add_argument("--claims", help="comma-separated claim ids or families, e.g. C1,C3 or C1b (default: all); "
+                   "an exact id wins: C3 is the claim C3 alone, C3v is selected by its own id")
     v.add_argument("--examples", type=arg_type("examples", require_int, minimum=1),
                    help="draws per claim (default: each claim's own default); "
                    "negative controls keep their own search budget")
     v.add_argument("--seed", type=arg_type("seed", require_seed), default=0,
                    help="master seed (default 0); same seed, same numbers")
     v.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cpu (default) or cuda")
-    v.add_argument("--json", metavar="PATH", help="also write the report as JSON")
-    v.set_defaults(func=cmd_verify)
+    v.add_argument("--json", metavar="PATH", help="also write the report as JSON (checked writable before any work)")
+    v.add_argument("--replay", nargs=2, metavar=("JSON", "ROW"),
+                   help="re-run the draw recorded in row ROW (a claim id) of a --json report and print its checks")
+    v.set_defaults(func=cmd_verify, subparser=v)
 
     b = sub.add_parser("bench", help="time the per-draw loop against the batched path, per claim (not run by CI)")
     b.add_argument("--claims", default="C1a,C1b,C1c,C3,C3v,C4a", help="comma-separated batched claim ids")
@@ -219,13 +375,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_bench)
 
     e = sub.add_parser("explain", help="print a claim's statement, hypotheses, kind and doc page")
-    e.add_argument("claim", help="claim id, e.g. C3")
-    e.set_defaults(func=cmd_explain)
+    e.add_argument("claim", help="claim id, e.g. C3, or a family, e.g. C1")
+    e.set_defaults(func=cmd_explain, subparser=e)
 
     p = sub.add_parser("plot", help="draw a figure")
     p.add_argument("figure", choices=("corr",), help="corr: C2a correlation tr(R_g)/d_k against d_k and offset")
     p.add_argument("--out", required=True, help="output PNG path")
-    p.set_defaults(func=cmd_plot)
+    p.set_defaults(func=cmd_plot, subparser=p)
 
     from . import certified
 
@@ -239,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import reversal_report
 
     reversal_report.add_arguments(r)
-    r.set_defaults(func=lambda args, parser: reversal_report.run_from_args(args))
+    r.set_defaults(func=lambda args, parser: reversal_report.run_from_args(args, parser), subparser=r)
 
     from .probe import add_probe_arguments
 
@@ -250,4 +406,4 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return args.func(args, parser)
+    return args.func(args, getattr(args, "subparser", parser))  # errors print the subcommand's usage

@@ -14,6 +14,7 @@ from itertools import combinations
 import torch
 
 from .model import ModelConfig, forward
+from .params import check_params
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class Query:
     tokens: tuple[int, ...]
     slot: int
     target: int
+    vocab: int | None = None  # the V the query was built for (its mask id); checked against the config
 
     def tensor(self, device="cpu") -> torch.Tensor:
         return torch.tensor(self.tokens, dtype=torch.long, device=device)
@@ -81,30 +83,34 @@ class Query:
 def forward_query(template: Template, A: int, B: int, vocab: int) -> Query:
     """Forward configuration (M, r, B): A's slot masked, query slot a, target A."""
     template.check_tokens(vocab, A, B)
-    return Query(tuple(template.sequence(vocab, B)), template.a, A)
+    return Query(tuple(template.sequence(vocab, B)), template.a, A, vocab)
 
 
 def reverse_query(template: Template, A: int, B: int, vocab: int) -> Query:
     """Reverse configuration (B, r, M): B moved to slot a, mask in slot b, query slot b, target A."""
     template.check_tokens(vocab, A, B)
-    return Query(tuple(template.sequence(B, vocab)), template.b, A)
+    return Query(tuple(template.sequence(B, vocab)), template.b, A, vocab)
 
 
 def arm_forward_query(template: Template, A: int, B: int, vocab: int) -> Query:
     """ARM forward: predict B at slot b from the prefix (A, r, ...); the query sits at slot b − 1."""
     template.check_tokens(vocab, A, B)
-    return Query(tuple(template.sequence(A, B)[: template.b]), template.b - 1, B)
+    return Query(tuple(template.sequence(A, B)[: template.b]), template.b - 1, B, vocab)
 
 
 def arm_reverse_query(template: Template, A: int, B: int, vocab: int) -> Query:
     """ARM reverse: predict A at slot b from the prefix (B, r, ...); the query sits at slot b − 1."""
     template.check_tokens(vocab, A, B)
-    return Query(tuple(template.sequence(B, A)[: template.b]), template.b - 1, A)
+    return Query(tuple(template.sequence(B, A)[: template.b]), template.b - 1, A, vocab)
 
 
 def check_query(query: Query, cfg: ModelConfig) -> None:
     """Tokens are ids in [0, V] (real tokens or the mask id V), the slot a position of the sequence,
-    the target a real token in [0, V − 1] (never the mask id)."""
+    the target a real token in [0, V − 1] (never the mask id); a query built for another vocabulary
+    (``query.vocab``) is refused, since its mask id would be a real token of ``cfg``."""
+    if query.vocab is not None and query.vocab != cfg.vocab:
+        raise ValueError(f"query was built for vocab={query.vocab} (mask id {query.vocab}) but cfg.vocab={cfg.vocab}; "
+                         f"build it with the config's vocab")
     bad = [t for t in query.tokens if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t <= cfg.vocab]
     if bad:
         raise ValueError(f"query.tokens must be ids in [0, {cfg.vocab}] (real tokens and the mask id); got {bad}")
@@ -123,7 +129,8 @@ def check_real_tokens(tokens: torch.Tensor, cfg: ModelConfig, name: str = "token
 
 
 def query_logprobs(params: dict, cfg: ModelConfig, query: Query) -> torch.Tensor:
-    """log p (V,) at the query slot."""
+    """log p (V,) at the query slot (parameters checked: names, shapes, float64, finite)."""
+    check_params(params, cfg)
     check_query(query, cfg)
     out = forward(params, cfg, query.tensor(params["E"].device))
     return torch.log_softmax(out["logits"][query.slot], dim=-1)
@@ -157,6 +164,10 @@ def reverse_loss(params: dict, cfg: ModelConfig, template: Template, A: int, B: 
 
 def masked_token_nll(params: dict, cfg: ModelConfig, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Σ_{i: mask_i} −log p(x_i | x with the masked positions replaced by M); batched over leading axes."""
+    check_real_tokens(tokens, cfg)
+    if mask.dtype != torch.bool or mask.shape != tokens.shape:
+        raise ValueError(f"mask must be a bool tensor of the tokens' shape {tuple(tokens.shape)}; "
+                         f"got {mask.dtype} {tuple(mask.shape)}")
     corrupted = torch.where(mask, torch.full_like(tokens, cfg.mask_id), tokens)
     logp = torch.log_softmax(forward(params, cfg, corrupted)["logits"], dim=-1)
     nll = -logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
@@ -176,6 +187,7 @@ def all_masks(L: int, device="cpu") -> torch.Tensor:
 
 def mdm_objective_exact(params: dict, cfg: ModelConfig, tokens: torch.Tensor, max_length: int = 10) -> torch.Tensor:
     """The expected 1/t-weighted masked loss of one sequence by enumerating all 2^L − 1 masks."""
+    check_params(params, cfg)
     check_real_tokens(tokens, cfg)
     L = tokens.shape[-1]
     if L > max_length:
@@ -197,6 +209,7 @@ def mdm_objective_samples(
     """
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"n_samples must be an integer >= 1; got {n_samples!r}")
+    check_params(params, cfg)
     check_real_tokens(tokens, cfg)
     L = tokens.shape[-1]
     t = torch.rand(n_samples, 1, generator=generator, dtype=torch.float64)
@@ -210,6 +223,10 @@ def arm_loss(params: dict, cfg: ModelConfig, tokens: torch.Tensor) -> torch.Tens
     """Next-token loss Σ_{i≥1} −log p(x_i | x_{<i}); needs ``attention='causal'``; batched over leading axes."""
     if cfg.attention != "causal":
         raise ValueError(f"arm_loss needs a ModelConfig with attention='causal'; got attention={cfg.attention!r}")
+    check_params(params, cfg)
+    check_real_tokens(tokens, cfg)
+    if tokens.shape[-1] < 2:
+        raise ValueError(f"tokens must hold sequences of length >= 2 (a prefix and a next token); got {tuple(tokens.shape)}")
     logp = torch.log_softmax(forward(params, cfg, tokens[..., :-1])["logits"], dim=-1)
     return -logp.gather(-1, tokens[..., 1:].unsqueeze(-1)).squeeze(-1).sum(-1)
 
@@ -232,7 +249,12 @@ def batched_query_logprobs(params: dict, cfg: ModelConfig, tokens, slots) -> tor
 
 
 def mean_query_loss(params: dict, cfg: ModelConfig, queries: list[Query]) -> torch.Tensor:
-    """Mean of −log p(target) over a list of queries of one common length."""
+    """Mean of −log p(target) over a list of queries of one common length (each checked by :func:`check_query`)."""
+    check_params(params, cfg)
+    if not queries:
+        raise ValueError("queries must hold at least one Query")
+    for q in queries:
+        check_query(q, cfg)
     tokens, slots, targets = stack_queries(queries, params["E"].device)
     logp = batched_query_logprobs(params, cfg, tokens, slots)
     return -logp[torch.arange(len(targets), device=logp.device), targets].mean()

@@ -152,8 +152,37 @@ class ModelConfig:
 # positional encodings
 
 
+def require_rope(d_head, base) -> None:
+    """RoPE rotates pairs: ``d_head`` an even integer >= 2; ``base`` a finite number > 1."""
+    if isinstance(d_head, bool) or not isinstance(d_head, int) or d_head < 2 or d_head % 2:
+        raise ValueError(f"d_head must be an even integer >= 2 (RoPE rotates pairs); got {d_head!r}")
+    if isinstance(base, bool) or not isinstance(base, (int, float)) or not math.isfinite(base) or not base > 1:
+        raise ValueError(f"base must be a finite number > 1; got {base!r}")
+
+
+def require_token_ids(tokens: torch.Tensor, cfg: ModelConfig) -> None:
+    """Token ids must be integers in [0, V] (real tokens and the mask id V): E[−1] would silently read
+    the mask row. Inside ``torch.func.vmap`` over the tokens the values cannot be read (data-dependent
+    control flow), so the check is skipped there; :func:`mdm_props.facts.check_query` and the loss
+    functions validate the tokens before any transform."""
+    if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.int64, torch.int32, torch.int16,
+                                                                     torch.int8, torch.uint8):
+        raise ValueError(f"tokens must be an integer tensor of ids in [0, {cfg.vocab}]; got "
+                         f"{getattr(tokens, 'dtype', type(tokens).__name__)}")
+    if not tokens.numel():
+        return
+    try:
+        lo, hi = int(tokens.min()), int(tokens.max())
+    except RuntimeError:  # a batched (vmap) tensor: no data-dependent check possible
+        return
+    if lo < 0 or hi > cfg.vocab:
+        raise ValueError(f"tokens must be ids in [0, {cfg.vocab}] (real tokens and the mask id {cfg.vocab}); "
+                         f"got values in [{lo}, {hi}]")
+
+
 def rope_frequencies(d_head: int, base: float, *, dtype=torch.float64, device="cpu") -> torch.Tensor:
     """θ_l = base^(−2l/d_head), l = 0 .. d_head/2 − 1."""
+    require_rope(d_head, base)
     l = torch.arange(d_head // 2, dtype=dtype, device=device)
     return base ** (-2.0 * l / d_head)
 
@@ -166,6 +195,9 @@ def rope_rotate(v: torch.Tensor, positions: torch.Tensor, base: float, pairing: 
     ``(R_m q)ᵀ(R_n k) = qᵀ R_{n−m} k``.
     """
     _choice("pairing", pairing, ROPE_PAIRINGS)
+    if v.dim() < 2 or positions.shape != (v.shape[-2],):
+        raise ValueError(f"positions must have shape (T,) = ({v.shape[-2] if v.dim() >= 2 else '?'},) for v of "
+                         f"shape (..., T, d_head) = {tuple(v.shape)}; got {tuple(positions.shape)}")
     theta = rope_frequencies(v.shape[-1], base, dtype=v.dtype, device=v.device)
     angle = positions.to(v.dtype)[:, None] * theta[None, :]  # (T, d_head/2)
     cos, sin = torch.cos(angle), torch.sin(angle)
@@ -180,8 +212,12 @@ def rope_rotate(v: torch.Tensor, positions: torch.Tensor, base: float, pairing: 
 def rope_matrix(delta: float, d_head: int, base: float, *, dtype=torch.float64, device="cpu",
                 pairing: str = "interleaved") -> torch.Tensor:
     """The explicit rotation R_δ (d_head × d_head), block-diagonal for interleaved pairs."""
-    eye = torch.eye(d_head, dtype=dtype, device=device)
-    return rope_rotate(eye, torch.full((d_head,), float(delta), device=device), base, pairing).T
+    require_rope(d_head, base)
+    if isinstance(delta, bool) or not math.isfinite(float(delta)):
+        raise ValueError(f"delta must be a finite number; got {delta!r}")
+    # the positions in ``dtype`` too: a float32 δ (torch's default) would round δ = −5 + 1e-9 to −5
+    positions = torch.full((d_head,), float(delta), dtype=dtype, device=device)
+    return rope_rotate(torch.eye(d_head, dtype=dtype, device=device), positions, base, pairing).T
 
 
 def rope_reflection(d_head: int, pairing: str = "interleaved", *, dtype=torch.float64, device="cpu") -> torch.Tensor:
@@ -274,6 +310,7 @@ def forward(params: dict, cfg: ModelConfig, tokens: torch.Tensor) -> dict:
     ``layer_inputs`` (..., n_layers, T, d), every layer's input x (before its norm); ``hidden`` (..., T, d),
     the last layer's output (after the final norm, if any).
     """
+    require_token_ids(tokens, cfg)
     T = tokens.shape[-1]
     if T > cfg.max_len:
         raise ValueError(f"tokens: sequence length {T} exceeds max_len={cfg.max_len}")

@@ -211,12 +211,15 @@ def get(claim_id: str) -> Claim:
 
 
 def select(ids) -> list[Claim]:
-    """Claims by id (``"C1"`` selects C1a, C1b, C1c); all when ``ids`` is empty or None."""
-    if not ids:
+    """Claims by id; all when ``ids`` is None. An exact claim id wins (``"C3"`` is the claim C3 alone,
+    C3v has its own id); an id no claim has selects its family (``"C1"``: C1a, C1b, C1c)."""
+    if ids is None:
         return list(CLAIMS)
+    if isinstance(ids, str) or not ids:
+        raise ValueError(f"ids must be a non-empty list of claim ids or families; got {ids!r}")
     chosen = []
     for i in ids:
-        group = [c for c in CLAIMS if c.id == i or (len(i) == 2 and c.family == i)]
+        group = [c for c in CLAIMS if c.id == i] or [c for c in CLAIMS if len(i) == 2 and c.family == i]
         if not group:
             raise ValueError(f"unknown claim id {i!r}; known: {', '.join(BY_ID)} (or a family C0 … C5)")
         chosen += [c for c in group if c not in chosen]

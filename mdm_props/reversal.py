@@ -130,6 +130,12 @@ class RunResult:
     seconds: float
     history: list[dict] = field(default_factory=list)  # one row per logged step: step, loss, accuracies, SIGNATURES
 
+    @property
+    def diverged(self) -> bool:
+        """Training diverged: a logged loss or the final metrics are not finite (NaN/inf parameters)."""
+        values = [self.final_loss, self.reverse_logp] + [h["loss"] for h in self.history]
+        return not all(math.isfinite(v) for v in values)
+
 
 @dataclass(frozen=True)
 class Probe:
@@ -308,19 +314,23 @@ class ExperimentResults:
         return [r for r in self.runs if r.regime == regime and r.encoding == encoding]
 
     def summary(self) -> list[dict]:
-        """One row per (regime, encoding): mean, std (population) and min/max over seeds of each metric."""
+        """One row per (regime, encoding) with runs: mean, std (population) and min/max over the seeds
+        whose training did not diverge (``diverged`` counts the others; NaN when all diverged)."""
         rows = []
         for regime in self.config.regimes:
             for encoding in self.config.encodings:
                 runs = self.cell(regime, encoding)
-                row = {"regime": regime, "encoding": encoding, "seeds": len(runs)}
+                if not runs:  # an interrupted experiment: this cell never ran
+                    continue
+                kept = [r for r in runs if not r.diverged]
+                row = {"regime": regime, "encoding": encoding, "seeds": len(runs), "diverged": len(runs) - len(kept)}
                 for m in METRICS:
-                    vals = [getattr(r, m) for r in runs]
+                    vals = [getattr(r, m) for r in kept]
                     row |= {
-                        f"{m}_mean": statistics.fmean(vals),
-                        f"{m}_std": statistics.pstdev(vals),
-                        f"{m}_min": min(vals),
-                        f"{m}_max": max(vals),
+                        f"{m}_mean": statistics.fmean(vals) if vals else math.nan,
+                        f"{m}_std": statistics.pstdev(vals) if vals else math.nan,
+                        f"{m}_min": min(vals, default=math.nan),
+                        f"{m}_max": max(vals, default=math.nan),
                     }
                 rows.append(row)
         return rows

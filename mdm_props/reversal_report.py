@@ -10,6 +10,8 @@ import json
 import math
 import statistics
 import sys
+import tempfile
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -42,12 +44,14 @@ def markdown(results: ExperimentResults) -> str:
             f"{row[f'{m}_mean']:.{d}f} ({row[f'{m}_min']:.{d}f}–{row[f'{m}_max']:.{d}f})"
             for m, d in (("forward_acc", 2), ("reverse_acc", 2), ("reverse_logp", 2))
         ]
-        body += f"| {row['regime']} | {row['encoding']} | " + " | ".join(cells) + " |\n"
+        enc = row["encoding"] + (f" ({row['diverged']}/{row['seeds']} diverged)" if row["diverged"] else "")
+        body += f"| {row['regime']} | {enc} | " + " | ".join(cells) + " |\n"
     note = (
         f"\nmean (min–max) over {c.seeds} seeds; N = {c.pairs} pairs, d = {c.d_model}, d_k = {c.d_head}, "
         f"{c.steps} full-batch {c.optimizer} steps, lr {c.lr:g} ({c.schedule}), "
         f"{'tied' if c.tied else 'untied'} unembedding, float64 on {c.device}; "
-        f"chance accuracy 1/V = {1 / (2 * c.pairs + 1):.3f}\n"
+        f"chance accuracy 1/V = {1 / (2 * c.pairs + 1):.3f}; a diverged run (non-finite loss) is counted, "
+        f"not averaged\n"
     )
     return head + body + note
 
@@ -69,6 +73,8 @@ def signature_markdown(results: ExperimentResults) -> str:
     for regime in results.config.regimes:
         for encoding in results.config.encodings:
             runs = results.cell(regime, encoding)
+            if not runs:
+                continue
             negative = sum(any(h["storage_inner"] < 0 for h in r.history) for r in runs)
             body += (
                 f"| {regime} | {encoding} | {_span(runs, 'attn_fwd', '.2f')} | {_span(runs, 'attn_rev', '.2f')} | "
@@ -90,7 +96,7 @@ def write_outputs(results: ExperimentResults, out_dir, *, plot: bool = True) -> 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
-    run_fields = ["regime", "encoding", "seed", *METRICS, "final_loss", "seconds"]
+    run_fields = ["regime", "encoding", "seed", *METRICS, "final_loss", "diverged", "seconds"]
     run_rows = [{k: getattr(r, k) for k in run_fields} for r in results.runs]
     paths["runs.csv"] = _write_csv(out / "runs.csv", run_fields, run_rows)
     summary = results.summary()
@@ -103,7 +109,7 @@ def write_outputs(results: ExperimentResults, out_dir, *, plot: bool = True) -> 
         "seconds": results.seconds,
         "torch": torch.__version__,
         "summary": summary,
-        "runs": [asdict(r) for r in results.runs],
+        "runs": [asdict(r) | {"diverged": r.diverged} for r in results.runs],
     }
     paths["results.json"] = out / "results.json"
     paths["results.json"].write_text(json.dumps(_finite_or_none(doc), indent=1, allow_nan=False) + "\n")
@@ -163,6 +169,8 @@ def plot_signatures(results: ExperimentResults, path) -> Path | None:
         for regime in c.regimes:
             for encoding in c.encodings:
                 runs = results.cell(regime, encoding)
+                if not runs:
+                    continue
                 steps = [h["step"] for h in runs[0].history]
                 mean = [statistics.fmean(r.history[i][key] for r in runs) for i in range(len(steps))]
                 ax.plot(steps, mean, styles[regime], color=colours[encoding], lw=1.2, label=f"{regime}/{encoding}")
@@ -209,20 +217,47 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     return options.from_args(ExperimentConfig, args)
 
 
-def run_from_args(args) -> int:
+def prepare_out_dir(out) -> Path:
+    """Create ``out`` (a directory) if needed and check that files can be written into it, before any
+    training: a ValueError names the problem (an existing file, no permission, a read-only disk)."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out must be a directory; {str(path)!r} exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise ValueError(f"--out: cannot write into {str(path)!r} ({err.strerror or err})") from None
+    return path
+
+
+def run_from_args(args, parser: argparse.ArgumentParser | None = None) -> int:
     """Run the experiment described by parsed ``args``: progress on stderr, the table on stdout,
-    files under ``--out``. Returns 0, or 2 (with a message on stderr) for a refused configuration."""
+    files under ``--out`` (checked before any training). A refused configuration exits 2 with the
+    subcommand's usage (``parser.error``; without a parser: a message and return 2). A run that
+    diverges is reported as diverged; an interrupted experiment writes the runs that finished."""
     try:
         config = config_from_args(args)
         if config.device != "cpu":
             resolve_device(config.device)
+        if args.out is not None:
+            prepare_out_dir(args.out)
     except ValueError as err:
+        if parser is not None:
+            parser.error(str(err))
         print(f"mdm-props experiment reversal: error: {err}", file=sys.stderr)
         return 2
 
+    finished: list[RunResult] = []
+
     def progress(i: int, n: int, run: RunResult) -> None:
+        finished.append(run)
+        if args.quiet:
+            return
+        state = "DIVERGED (non-finite loss), " if run.diverged else ""
         print(
-            f"[{i:>3}/{n}] {run.regime:<11} {run.encoding:<8} seed {run.seed}: loss {run.final_loss:.3g}, "
+            f"[{i:>3}/{n}] {run.regime:<11} {run.encoding:<8} seed {run.seed}: {state}loss {run.final_loss:.3g}, "
             f"forward acc {run.forward_acc:.2f}, reverse acc {run.reverse_acc:.2f} ({run.seconds:.1f} s)",
             file=sys.stderr,
             flush=True,
@@ -233,7 +268,20 @@ def run_from_args(args) -> int:
         f"({config.optimizer}, {config.steps} full-batch steps, float64, {config.device})",
         file=sys.stderr,
     )
-    results = run_reversal_experiment(config, progress=None if args.quiet else progress)
+    start = time.perf_counter()
+    try:
+        results = run_reversal_experiment(config, progress=progress)
+    except BaseException:  # an error or Ctrl-C: keep the runs that finished, then re-raise
+        if args.out is not None and finished:
+            partial = ExperimentResults(config, finished, time.perf_counter() - start)
+            paths = write_outputs(partial, args.out, plot=False)
+            print(f"interrupted after {len(finished)} runs; wrote them to " + ", ".join(str(p) for p in paths.values()),
+                  file=sys.stderr)
+        raise
+    diverged = [r for r in results.runs if r.diverged]
+    if diverged:
+        print(f"warning: {len(diverged)}/{len(results.runs)} runs diverged (non-finite loss): "
+              + ", ".join(f"{r.regime}/{r.encoding}/seed {r.seed}" for r in diverged), file=sys.stderr)
     print(markdown(results))
     print(signature_markdown(results), end="")
     print(f"\nwall time {results.seconds:.1f} s")

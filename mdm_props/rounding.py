@@ -345,6 +345,25 @@ def gram_defect(E: torch.Tensor) -> float:
     return float((gram - eye).abs().max()) + gamma(E.shape[1]) * float((E * E).sum(-1).max())
 
 
+ORTHONORMAL_DEFECT_FACTOR = 1e3  # safety factor of gram_defect_limit over the rounding of orthonormal rows
+
+
+def gram_defect_limit(d: int) -> float:
+    """The largest Gram defect ω (:func:`gram_defect`, or max|W Wᵀ − I| for a square W) that rounding
+    alone explains for rows in R^d: 10³ · d · u.
+
+    Derivation: rows from Householder QR (:func:`mdm_props.params.orthonormal_rows`) are orthonormal
+    to a worst-case c·d·n·u (Higham, *Accuracy and Stability*, Thm 19.4; n ≤ d rows), in practice
+    ≈ √d·u; :func:`gram_defect` adds the computed Gram's own rounding γ_d max‖x‖² ≈ d u. Measured
+    over 300 strategy draws: ω ≤ 2.75 d u (tests/meta/test_applicability.py asserts ≤ 10 d u). The factor
+    10³ (ORTHONORMAL_DEFECT_FACTOR) covers c·n ≤ 10³ with room; a non-orthonormal draw has
+    ω = O(1/√d) ≥ 10⁻¹, ten orders above it at d ≤ 64, so the limit separates "H-orth up to rounding"
+    from "H-orth dropped". Below it the checkers' tolerances carry ω explicitly (the defect terms)."""
+    if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+        raise ValueError(f"d must be an integer >= 1; got {d!r}")
+    return ORTHONORMAL_DEFECT_FACTOR * d * UNIT_ROUNDOFF
+
+
 def storage_step_logit_error(U, W, G, e_G, eta: float, c, e_c) -> torch.Tensor:
     """Bound (V,) on |U Σ_h (Ŵ'^h − W^h) c_h + η U Σ_h G^h c_h|: the step Ŵ' = fl(W − fl(ηĜ)) differs
     from W − ηG (exact gradient) by γ_2(|W| + 2η|Ĝ|) + η e_G entrywise, read through |U| and

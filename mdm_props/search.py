@@ -32,6 +32,13 @@ from .validation import require_int, require_seed
 DESCENT_STEPS, DESCENT_LR = 60, 0.1  # the targeted search: Adam on the storage-gradient cosine
 
 
+def runner_rng(draws: int, seed: int) -> random.Random:
+    """``random.Random(seed)`` for a runner, after checking ``draws`` (an integer >= 1) and ``seed`` (a
+    non-negative integer: ``random.Random(−s)`` would silently alias ``random.Random(s)``)."""
+    require_int("draws", draws, 1)
+    return random.Random(require_seed("seed", seed))
+
+
 def case_args(case: Case, device) -> tuple:
     """(params, cfg, template, A, B): the positional arguments of every per-draw claim checker."""
     return case.params(device), case.cfg, case.template, case.A, case.B
@@ -58,9 +65,24 @@ def run_per_draw(check: Callable[..., list[CheckResult]], draws: int, seed: int,
     out = []
     for item in per_draw_cases(draws, seed, either_orthonormal=either_orthonormal, step=step, **sample_kwargs):
         case, extra = (item[0], (item[1],)) if step else (item, ())
-        draw = describe(case, **({"eta": item[1]} if step else {}))
+        draw = describe(case, **({"eta": item[1]} if step else {}),
+                        **({} if args is case_args else {"args": f"{args.__module__}:{args.__qualname__}"}))
         out += [dataclasses.replace(r, details={**r.details, "draw": draw}) for r in check(*args(case, device), *extra)]
     return out
+
+
+def replay(check: Callable[..., list[CheckResult]], draw: dict, device="cpu") -> list[CheckResult]:
+    """Re-run ``check`` on the draw that :func:`run_per_draw` recorded (``details["draw"]``): the case of
+    :func:`case_from_description`, the runner's argument builder (``draw["args"]``, a
+    ``"module:name"``; default :func:`case_args`) and its step size ``draw["eta"]`` when it took one."""
+    from .registry import resolve
+
+    if not isinstance(draw, dict):
+        raise ValueError(f"draw must be a dict written by describe(); got {type(draw).__name__}")
+    case = case_from_description(draw)
+    build = resolve(draw["args"]) if "args" in draw else case_args
+    extra = (draw["eta"],) if "eta" in draw else ()
+    return check(*build(case, resolve_device(device)), *extra)
 
 
 def search(claim: str, dropped: str, draws: int, candidates: Iterable, violation) -> Counterexample:

@@ -44,6 +44,34 @@ def require_storage_inputs(params: dict, cfg: ModelConfig, *, tied: bool = True)
     check_params(params, cfg)
 
 
+STORAGE_HYPOTHESES = ("H-rel", "H-orth", "H-bi")
+
+
+def unmet_hypotheses(params: dict, cfg: ModelConfig, hypotheses=STORAGE_HYPOTHESES) -> list[str]:
+    """The hypotheses among ``hypotheses`` (ids of :data:`mdm_props.registry.HYPOTHESES`) that this draw
+    violates, each as a sentence with the measured reason; empty when all hold.
+
+    H-rel: ``cfg.pos`` is relative (not ``absolute``). H-bi: ``cfg.attention`` is bidirectional.
+    H-orth: the tied embeddings' Gram defect ω (:func:`mdm_props.rounding.gram_defect`) is within
+    :func:`mdm_props.rounding.gram_defect_limit` (rounding alone), and the unembedding is tied."""
+    unknown = set(hypotheses) - set(STORAGE_HYPOTHESES)
+    if unknown:
+        raise ValueError(f"hypotheses must be among {', '.join(STORAGE_HYPOTHESES)}; got {sorted(unknown)}")
+    out = []
+    if "H-rel" in hypotheses and not cfg.relative:
+        out.append(f"H-rel fails: pos={cfg.pos!r} puts positions into the values (need one of rope, alibi, t5, none)")
+    if "H-bi" in hypotheses and cfg.attention != "bidirectional":
+        out.append(f"H-bi fails: attention={cfg.attention!r} (the MDM's attention is bidirectional)")
+    if "H-orth" in hypotheses:
+        if not cfg.tied:
+            out.append("H-orth fails: the unembedding is not tied (U ≠ E[:V])")
+        else:
+            omega, limit = rounding.gram_defect(params["E"]), rounding.gram_defect_limit(cfg.d_model)
+            if not omega <= limit:
+                out.append(f"H-orth fails: Gram defect of E ω = {omega:.3g} > {limit:.3g} (= 1e3·d·u, rounding alone)")
+    return out
+
+
 @dataclass(frozen=True)
 class QueryState:
     """One query evaluated by the model at its slot, with first-order rounding bounds (safety 1)."""

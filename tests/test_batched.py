@@ -209,3 +209,19 @@ def test_short_runs_spread_their_draws_over_many_structures():
     structures = {tuple(sorted((k, str(v)) for k, v in r.details["draw"].items() if k not in ("seed", "scale")))
                   for r in c3.run_c3(50, 0) if "draw" in r.details}
     assert len(structures) >= 25
+
+
+@pytest.mark.parametrize("change, hypothesis", [
+    ({"orthonormal": False}, "H-orth"), ({"attention": "causal"}, "H-bi"), ({"pos": "absolute"}, "H-rel")])
+def test_batched_checkers_refuse_draws_outside_their_hypotheses(change, hypothesis):
+    """A batched checker used outside its hypotheses raises, naming the hypothesis: never a vacuous pass."""
+    import dataclasses
+
+    case = strategies.sample_case(random.Random(0))
+    if "orthonormal" in change:
+        case = dataclasses.replace(case, orthonormal=False)
+    else:
+        case = dataclasses.replace(case, cfg=dataclasses.replace(case.cfg, **change))
+    for check in (c3.check_c3_batch, c4.check_c4a_batch, c3v.check_c3v_batch):
+        with pytest.raises(ValueError, match=hypothesis):
+            check(batched.batch_from_case(case, 2))

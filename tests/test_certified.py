@@ -65,7 +65,7 @@ def test_floats_convert_exactly():
 # certified claims
 
 
-@pytest.mark.claim("C3")
+@pytest.mark.meta("C3")
 @given(claim_cases)
 def test_c3_is_proved_on_every_draw(case):
     cert = C.certify_case("C3", case)
@@ -73,14 +73,14 @@ def test_c3_is_proved_on_every_draw(case):
     assert cert.value > 0 and cert.details["gap_lower"] >= 0
 
 
-@pytest.mark.claim("C1b")
+@pytest.mark.meta("C1b")
 @given(claim_cases, st.sampled_from(strategies.ETAS))
 def test_c1b_is_proved_on_every_draw(case, eta):
     cert = C.certify_case("C1b", case, eta)
     assert cert.status == "proved" and cert.value > 0, str(cert)
 
 
-@pytest.mark.claim("C4a")
+@pytest.mark.meta("C4a")
 @settings(max_examples=min(settings().max_examples, 30))  # ~50 ms a draw (7 exact evaluations)
 @given(claim_cases)
 def test_c4a_is_proved_on_every_draw(case):

@@ -21,7 +21,7 @@ def verify(tmp_path, *extra, name="report.json"):
 def test_verify_writes_the_documented_json_schema_and_exits_0(tmp_path, capsys):
     code, report = verify(tmp_path, "--claims", "C1b,C3", "--examples", "3", "--seed", "5")
     assert code == 0
-    assert set(report) == {"claims", "environment"}
+    assert set(report) == {"claims", "environment", "complete"}
     assert {"torch", "python", "device", "seed"} <= set(report["environment"])
     assert report["environment"]["seed"] == 5 and report["environment"]["device"] == "cpu"
     ids = [r["id"] for r in report["claims"]]
@@ -162,3 +162,110 @@ def test_bench_refuses_a_claim_without_a_batched_path(capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["bench", "--claims", "C2a"])
     assert exc.value.code == 2 and "no batched path" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 9: outputs checked before the work, selection, usage, reproducible reports
+
+
+@pytest.mark.parametrize("where", ["missing-dir/report.json", "."])
+def test_an_unwritable_json_path_is_refused_before_any_work(tmp_path, capsys, where):
+    """Before: the report failed only after every claim had run, with a traceback and exit 1."""
+    path = tmp_path / where
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["verify", "--claims", "C1b", "--examples", "1", "--json", str(path)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "--json" in err and "[ 1/" not in err
+    assert "usage: mdm-props verify" in err  # the subcommand's usage, not the top-level one
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["verify", "--claims", ""], "--claims must name at least one"),
+    (["verify", "--claims", "C1b,,C3"], "empty item"),
+    (["explain", "C9"], "unknown claim id"),
+])
+def test_bad_selections_exit_2_with_the_subcommand_usage(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and message in err and f"usage: mdm-props {argv[0]}" in err
+
+
+def test_an_exact_claim_id_wins_over_its_family():
+    """Before: C3 also selected C3v (family C3), and C3 alone could not be chosen."""
+    assert [c.id for c in registry.select(["C3"])] == ["C3"]
+    assert [c.id for c in registry.select(["C3v"])] == ["C3v"]
+    assert [c.id for c in registry.select(["C1"])] == ["C1a", "C1b", "C1c"]
+    with pytest.raises(ValueError, match="ids"):
+        registry.select([])
+
+
+def test_explain_accepts_a_family(capsys):
+    assert cli.main(["explain", "C1"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{i}: " in out for i in ("C1a", "C1b", "C1c"))
+
+
+def test_the_report_carries_draws_counterexamples_versions_and_replays(tmp_path, capsys):
+    code, report = verify(tmp_path, "--claims", "C1b,C3v", "--examples", "2", "--seed", "3")
+    assert code == 0 and report["complete"]
+    env = report["environment"]
+    assert {"numpy", "scipy", "mpmath", "hypothesis", "git_commit"} <= set(env)
+    rows = {r["id"]: r for r in report["claims"]}
+    for cid in ("C1b", "C3v"):
+        assert rows[cid]["draw"]["seed"] >= 0 and "template" in rows[cid]["draw"]
+        assert rows[cid]["worst_check"]["status"] == "holds"
+    assert "eta" in rows["C1b"]["draw"] and rows["C3v"]["draw"]["args"].endswith(":factored_case")
+    negatives = [r for r in report["claims"] if r["negative_control"]]
+    assert negatives and all(r["counterexample"] for r in negatives)
+    capsys.readouterr()
+    for cid in ("C1b", "C3v"):  # re-runs exactly that draw: the same worst check, to the last bit
+        assert cli.main(["verify", "--replay", str(tmp_path / "report.json"), cid]) == 0
+        out = capsys.readouterr().out
+        assert rows[cid]["worst_check"]["text"] in out
+
+
+def test_replay_refuses_rows_without_a_draw(tmp_path, capsys):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"claims": [{"id": "C2a", "draw": None}], "environment": {"seed": 0}}))
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["verify", "--replay", str(path), "C2a"])
+    assert exc.value.code == 2 and "records no draw" in capsys.readouterr().err
+
+
+def test_verify_table_documents_every_column():
+    """README's column table names every column the table prints (before: `checks` and `s` were missing)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    import io
+
+    buf = io.StringIO()
+    cli.print_table([], out=buf)
+    columns = buf.getvalue().splitlines()[0].split()
+    assert columns and all(f"| `{c}` |" in readme for c in columns), columns
+
+
+REVERSAL = ["experiment", "reversal", "--pairs", "2", "--d-model", "8", "--d-head", "8", "--steps", "3",
+            "--seeds", "2", "--regimes", "mdm-forward", "--encodings", "rope", "--no-plot", "--quiet"]
+
+
+def test_experiment_out_at_an_existing_file_is_refused_before_training(tmp_path, capsys):
+    target = tmp_path / "file"
+    target.write_text("x")
+    with pytest.raises(SystemExit) as exc:
+        cli.main([*REVERSAL, "--out", str(target)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "not a directory" in err and "training" not in err
+    assert "usage: mdm-props experiment reversal" in err
+
+
+def test_a_diverged_run_is_reported_and_every_run_saved(tmp_path, capsys):
+    """Before: --lr 1e300 crashed the summary (statistics.pstdev of NaN) and lost every run."""
+    assert cli.main([*REVERSAL, "--lr", "1e300", "--out", str(tmp_path / "out")]) == 0
+    captured = capsys.readouterr()
+    assert "diverged" in captured.out and "diverged" in captured.err
+    runs = (tmp_path / "out" / "runs.csv").read_text().splitlines()
+    assert len(runs) == 3 and runs[0].split(",").count("diverged") == 1
+    doc = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert all(r["diverged"] for r in doc["runs"]) and doc["summary"][0]["diverged"] == 2

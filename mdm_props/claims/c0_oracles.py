@@ -48,6 +48,7 @@ from ..facts import (
 from ..gradients import score_gradient_closed_form, storage_gradient_closed_form
 from ..model import ATTENTIONS, POSITIONAL_ENCODINGS, ModelConfig, forward, rope_frequencies, rope_matrix, rope_rotate
 from ..params import init_params, resolve_device
+from ..search import runner_rng
 from ..rounding import (
     FORWARD_SAFETY,
     FUNCTION_REL,
@@ -479,7 +480,7 @@ def random_case(rng: random.Random, index: int, *, max_vocab: int = 5, max_d: in
 
 
 def run_c01(draws: int, seed: int, device: str) -> list[CheckResult]:
-    rng = random.Random(seed)
+    rng = runner_rng(draws, seed)
     out = []
     for _ in range(draws):
         d_head = 2 * rng.randint(1, 8)
@@ -493,7 +494,7 @@ def run_c01(draws: int, seed: int, device: str) -> list[CheckResult]:
 def run_c02(draws: int, seed: int, device: str) -> list[CheckResult]:
     """C0.2 on ``draws`` draws (:func:`random_case`, every encoding and attention in turn), then the
     bound's tightness on its fixed draws (:func:`forward_tightness`)."""
-    rng = random.Random(seed)
+    rng = runner_rng(draws, seed)
     out = []
     for i in range(draws):
         cfg, s, scale, query = random_case(rng, i)
@@ -502,7 +503,7 @@ def run_c02(draws: int, seed: int, device: str) -> list[CheckResult]:
 
 
 def run_c03(draws: int, seed: int, device: str) -> list[CheckResult]:
-    rng = random.Random(seed)
+    rng = runner_rng(draws, seed)
     out = []
     for i in range(draws):
         cfg, s, scale, query = random_case(rng, i, max_d=16, max_len=5, max_heads=3)
@@ -516,7 +517,7 @@ def run_c03(draws: int, seed: int, device: str) -> list[CheckResult]:
 
 
 def run_c04(draws: int, seed: int, device: str) -> list[CheckResult]:
-    rng = random.Random(seed)
+    rng = runner_rng(draws, seed)
     out = []
     for i in range(draws):
         cfg, s, scale, _ = random_case(rng, i)
@@ -529,7 +530,7 @@ def run_c04(draws: int, seed: int, device: str) -> list[CheckResult]:
 def run_c05(draws: int, seed: int, device: str) -> list[CheckResult]:
     if not torch.cuda.is_available():
         raise ClaimSkipped("no CUDA device: C0.5 compares CUDA against the CPU")
-    rng = random.Random(seed)
+    rng = runner_rng(draws, seed)
     out = []
     for i in range(draws):
         cfg, s, scale, query = random_case(rng, i, max_d=16, max_len=5)

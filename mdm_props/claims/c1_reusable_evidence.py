@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from .. import batched, rounding
-from ..checks import CheckResult, Counterexample, NegativeControl, inequality, worst_entry
+from ..checks import CheckResult, Counterexample, NegativeControl, inequality, not_applicable, worst_entry
 from ..facts import Template, forward_query
 from ..model import ModelConfig, embed, unembedding, value_matrix
 from ..params import require_step, resolve_device
@@ -48,6 +48,7 @@ from ..storage import (
     reverse_step,
     storage_gradient,
     storage_step,
+    unmet_hypotheses,
     value_path_logits,
 )
 from ..coverage import split_draws
@@ -149,7 +150,17 @@ def c1c_tolerances(st: ReverseStep, A: int, omega: float) -> tuple[torch.Tensor,
 
 def check_c1a(params: dict, cfg: ModelConfig, template: Template, A: int, B: int, *,
               alignment: list[int] | None = None) -> list[CheckResult]:
-    """C1a on one draw: the forward and reverse logits equal U(x_M + Σ_h W_OV^h Σ_t α^h(t) x_t), and the
+    """C1a on one draw (:func:`c1a_comparisons`); not-applicable outside H-rel (absolute positions)."""
+    require_storage_inputs(params, cfg, tied=False)
+    unmet = unmet_hypotheses(params, cfg, ("H-rel",))
+    if unmet:
+        return [not_applicable("C1a", "position-free storage", "; ".join(unmet))]
+    return c1a_comparisons(params, cfg, template, A, B, alignment=alignment)
+
+
+def c1a_comparisons(params: dict, cfg: ModelConfig, template: Template, A: int, B: int, *,
+                    alignment: list[int] | None = None) -> list[CheckResult]:
+    """C1a's comparisons whatever the hypotheses (its negative control reads them): the forward and reverse logits equal U(x_M + Σ_h W_OV^h Σ_t α^h(t) x_t), and the
     reverse logits under the forward query's token-aligned attention equal the forward logits.
 
     ``alignment`` maps each reverse position to the forward position whose attention it receives
@@ -184,7 +195,18 @@ def check_c1a(params: dict, cfg: ModelConfig, template: Template, A: int, B: int
 
 
 def check_c1b(params: dict, cfg: ModelConfig, template: Template, A: int, B: int, eta: float) -> list[CheckResult]:
-    """C1b on one draw: Δε_h(A←B) after one step on L_f equals η(1 − p_f(A)) α^f_h(B) (worst head) and is > 0."""
+    """C1b on one draw (:func:`c1b_comparisons`); not-applicable outside H-rel, H-orth, H-bi (under causal
+    attention the forward query at slot a < b cannot see B: α^f(B) = 0 and nothing is stored)."""
+    require_storage_inputs(params, cfg)
+    unmet = unmet_hypotheses(params, cfg)
+    if unmet:
+        return [not_applicable("C1b", "evidence strengthening", "; ".join(unmet), eta=eta)]
+    return c1b_comparisons(params, cfg, template, A, B, eta)
+
+
+def c1b_comparisons(params: dict, cfg: ModelConfig, template: Template, A: int, B: int,
+                    eta: float) -> list[CheckResult]:
+    """C1b's comparisons whatever the hypotheses (its negative control reads them): Δε_h(A←B) after one step on L_f equals η(1 − p_f(A)) α^f_h(B) (worst head) and is > 0."""
     require_storage_inputs(params, cfg)
     eta = require_step(eta)
     fq = forward_query(template, A, B, cfg.vocab)
@@ -208,7 +230,17 @@ def check_c1b(params: dict, cfg: ModelConfig, template: Template, A: int, B: int
 
 
 def check_c1c(params: dict, cfg: ModelConfig, template: Template, A: int, B: int, eta: float) -> list[CheckResult]:
-    """C1c on one draw: Δz_r = η(y − p_f)(c_fᵀc_r) (worst token), the margin changes equal
+    """C1c on one draw (:func:`c1c_comparisons`); not-applicable outside H-rel, H-orth, H-bi."""
+    require_storage_inputs(params, cfg)
+    unmet = unmet_hypotheses(params, cfg)
+    if unmet:
+        return [not_applicable("C1c", "reuse by the reverse query", "; ".join(unmet), eta=eta)]
+    return c1c_comparisons(params, cfg, template, A, B, eta)
+
+
+def c1c_comparisons(params: dict, cfg: ModelConfig, template: Template, A: int, B: int,
+                    eta: float) -> list[CheckResult]:
+    """C1c's comparisons whatever the hypotheses (its negative control reads them): Δz_r = η(y − p_f)(c_fᵀc_r) (worst token), the margin changes equal
     η(1 − p_f(A) + p_f(v)) c_fᵀc_r (worst v ≠ A), and the smallest margin change is > 0."""
     require_storage_inputs(params, cfg)
     eta = require_step(eta)
@@ -438,7 +470,7 @@ def c1a_absolute(draws: int, seed: int, device: str = "cpu") -> Counterexample:
 
     def violation(item):
         _, case = item
-        forced = check_c1a(case.params(device), case.cfg, case.template, case.A, case.B)[-1]
+        forced = c1a_comparisons(case.params(device), case.cfg, case.template, case.A, case.B)[-1]
         return None if forced.holds else (forced.error, describe(case, error=forced.error, bound=forced.tolerance))
 
     return search("C1a", "H-rel (absolute positions)", draws, seeded_cases(seed, pos=("absolute",)), violation)
@@ -452,7 +484,7 @@ def c1b_non_orth(draws: int, seed: int, device: str = "cpu") -> Counterexample:
         rng, case = item
         params, eta = case.params(device), rng.choice(ETAS)
         for A, B, template in all_pairs(case):
-            pos = check_c1b(params, case.cfg, template, A, B, eta)[1]
+            pos = c1b_comparisons(params, case.cfg, template, A, B, eta)[1]
             if pos.observed < -pos.tolerance:  # negative by more than its rounding bound
                 return pos.observed, describe(case, A=A, B=B, template=template_tuple(template), eta=eta,
                                               delta_eps=pos.observed)
@@ -469,7 +501,7 @@ def c1c_non_orth(draws: int, seed: int, device: str = "cpu") -> Counterexample:
         rng, case = item
         params, eta = case.params(device), rng.choice(ETAS)
         for A, B, template in all_pairs(case):
-            pos = check_c1c(params, case.cfg, template, A, B, eta)[2]
+            pos = c1c_comparisons(params, case.cfg, template, A, B, eta)[2]
             if pos.observed < -pos.tolerance:
                 return pos.observed, describe(case, A=A, B=B, template=template_tuple(template), eta=eta,
                                               v=pos.details["v"], margin_change=pos.observed)

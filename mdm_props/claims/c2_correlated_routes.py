@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import math
-import random
 
 import mpmath
 import torch
@@ -38,6 +37,7 @@ from ..rounding import (
     score_gradient_error_bound,
     storage_inner_product_error,
 )
+from ..search import runner_rng
 from ..statistics import FALSE_ALARM, clopper_pearson
 from ..strategies import MAX_SEED, N_HEADS, sample_case
 from ..training import fact_pairs, train
@@ -540,7 +540,7 @@ def check_rate(claim: str, quantity: str, successes: int, trials: int, alpha: fl
 
 
 def trial_seeds(draws: int, seed: int) -> list[int]:
-    rng = random.Random(seed)
+    rng = runner_rng(draws, seed)
     return [rng.randrange(MAX_SEED) for _ in range(draws)]
 
 
@@ -556,7 +556,7 @@ def run_c2a(draws: int, seed: int, device: str) -> list[CheckResult]:
     offset 1..32): the formula against mpmath, its limit bounds, ``draws`` Monte Carlo pairs against the
     formula, and the model cross-check; then the reflection-symmetric scores (:func:`check_reflection_scores`)
     on one seeded draw of each of alibi, none and t5 (the encodings whose C2a statement is exact per draw)."""
-    rng = random.Random(seed)
+    rng = runner_rng(draws, seed)
     structures = [(rng.choice(C2A_D_K), C2A_BASES[0], 2), (rng.choice(C2A_D_K[2:]), C2A_BASES[1], rng.randint(1, 32))]
     results = []
     for d_k, base, delta in structures:
@@ -574,7 +574,7 @@ def run_c2a(draws: int, seed: int, device: str) -> list[CheckResult]:
 
 def run_c2b(draws: int, seed: int, device: str) -> list[CheckResult]:
     """``draws`` RoPE cases (strategies.sample_case): the route-gradient identity through model.forward."""
-    rng = random.Random(seed)
+    rng = runner_rng(draws, seed)
     results = []
     for _ in range(draws):
         case = sample_case(rng, pos=("rope",), orthonormal=False)
@@ -610,7 +610,7 @@ def negative_correlation_search(draws: int, seed: int, device: str) -> Counterex
     """C2a's positive correlation needs tr(R_g) > 0 (d_k ≥ 4 at Δ = 2): search d_k ∈ {2..8},
     base ∈ {1e4, 5e5, 100}, Δ ∈ {1..4} for a negative formula value, then confirm it by Monte Carlo
     (``max(draws, 2000)`` pairs): the one-sided (1 − 1e-6) upper bound on the correlation is < 0."""
-    rng = random.Random(seed)
+    rng = runner_rng(draws, seed)
     grid = [(d, b, dl) for d in (2, 4, 6, 8) for b in (1e4, 5e5, 100.0) for dl in (1, 2, 3, 4)]
     rng.shuffle(grid)
     for searched, (d_k, base, delta) in enumerate(grid, 1):
@@ -632,7 +632,7 @@ def anisotropic_search(draws: int, seed: int, device: str) -> Counterexample:
     """Drop H-iso: scale W_Q's rows by exp(λ ξ_i), ξ ~ N(0, 1), λ ∈ {0.5, 1, 2}, and find a profile for
     which ``max(draws, 2000)`` Monte Carlo pairs reject Corr = tr(R_g)/d_k at 1e-6 (two-sided, with the
     distribution-free delta-method variance estimated from the sample). d_k = 16, base 1e4, Δ = 2."""
-    rng = random.Random(seed)
+    rng = runner_rng(draws, seed)
     d_k, base, delta = 16, 1e4, 2
     rho = score_correlation(d_k, base, 4.0)
     z_crit = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(1 - FALSE_ALARM / 2, dtype=torch.float64)))
@@ -655,7 +655,7 @@ def negative_route_gradient_search(draws: int, seed: int, device: str) -> Counte
     """With d_k = 2 (tr(R_4) = 2cos 4 < 0 at Δ = 2) the route-gradient inner product has a negative
     expectation; search RoPE cases with d_head = 2, canonical template, for a draw with
     ⟨∇S_f, ∇S_r⟩ < −tolerance."""
-    rng = random.Random(seed)
+    rng = runner_rng(draws, seed)
     for searched in range(1, draws + 1):
         case = sample_case(rng, pos=("rope",), orthonormal=False, canonical=True)
         cfg = ModelConfig(vocab=case.cfg.vocab, d_model=case.cfg.d_model, d_head=2, rope_base=case.cfg.rope_base)

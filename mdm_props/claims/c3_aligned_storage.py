@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import batched
-from ..checks import CheckResult, Counterexample, NegativeControl, identity, inequality
+from ..checks import CheckResult, Counterexample, NegativeControl, identity, inequality, not_applicable
 from ..model import ModelConfig
 from ..params import resolve_device
 from ..rounding import STORAGE_SAFETY, UNIT_ROUNDOFF, gamma, gram_defect
@@ -33,7 +33,15 @@ from ..search import (
     seeded_cases,
 )
 from ..facts import Template
-from ..storage import Alignment, QueryState, first_factor, pair_queries, require_storage_inputs, storage_alignment
+from ..storage import (
+    Alignment,
+    QueryState,
+    first_factor,
+    pair_queries,
+    require_storage_inputs,
+    storage_alignment,
+    unmet_hypotheses,
+)
 from ..coverage import split_draws
 from ..model import RELATIVE_ENCODINGS
 from ..strategies import N_HEADS
@@ -111,8 +119,13 @@ def first_factor_bound(p_f: torch.Tensor, y_f: int, p_r: torch.Tensor, y_r: int,
 
 
 def check_c3(params: dict, cfg: ModelConfig, template: Template, A: int, B: int) -> list[CheckResult]:
-    """C3 on one draw: the identity, the lower bound and strict positivity of ⟨G_f, G_r⟩_F."""
+    """C3 on one draw: the identity, the lower bound and strict positivity of ⟨G_f, G_r⟩_F;
+    not-applicable outside H-rel, H-orth, H-bi (off H-orth the Gram defect would be folded into the
+    tolerance and the identity pass vacuously; the negative controls compute ⟨G_f, G_r⟩ directly)."""
     require_storage_inputs(params, cfg)
+    unmet = unmet_hypotheses(params, cfg)
+    if unmet:
+        return [not_applicable("C3", "positively aligned storage gradients", "; ".join(unmet))]
     V = cfg.vocab
     fq, rq = pair_queries(template, A, B, V)
     al: Alignment = storage_alignment(params, cfg, fq, rq)
@@ -199,7 +212,7 @@ def check_c3_batch(batch: batched.Batch, device: str = "cpu") -> batched.BatchRe
     """:func:`check_c3` on every draw of ``batch`` at once (same three checks, same bounds, per draw)."""
     cfg, A, V = batch.cfg, batch.A, batch.cfg.vocab
     params = batch.params(device)
-    batched.require_batch_params(params, cfg)
+    batched.require_batch_params(params, cfg, hypotheses=("H-rel", "H-orth", "H-bi"))
     fq, rq = pair_queries(batch.template, A, batch.B, V)
     G_f, f = batched.storage_gradients(params, cfg, fq)
     G_r, r = batched.storage_gradients(params, cfg, rq)

@@ -15,15 +15,21 @@ import dataclasses
 import torch
 
 from .. import batched
-from ..checks import CheckResult, NegativeControl, identity, inequality
-from ..facts import Template, query_loss
-from ..model import ModelConfig, forward
-from ..params import check_params, orthonormal_rows, require_finite, require_float64, resolve_device
-from ..rounding import STORAGE_SAFETY, gamma, gram_defect, storage_gradient_error_bound, storage_inner_product_error
-from ..search import describe, run_per_draw, search, seeded_cases
-from ..storage import QueryState, evaluate, pair_queries
+from ..checks import CheckResult, NegativeControl, identity, inequality, not_applicable
 from ..coverage import split_draws
-from ..model import RELATIVE_ENCODINGS
+from ..facts import Template, query_loss
+from ..model import RELATIVE_ENCODINGS, ModelConfig, forward
+from ..params import check_params, orthonormal_rows, require_finite, require_float64, resolve_device
+from ..rounding import (
+    STORAGE_SAFETY,
+    gamma,
+    gram_defect,
+    gram_defect_limit,
+    storage_gradient_error_bound,
+    storage_inner_product_error,
+)
+from ..search import describe, run_per_draw, search, seeded_cases
+from ..storage import QueryState, evaluate, pair_queries, unmet_hypotheses
 from ..strategies import N_HEADS, Case
 from .c3_aligned_storage import c3_tolerances, c3_tolerances_batch, storage_product, storage_product_batch
 
@@ -65,8 +71,27 @@ def value_gradient_error_bound(params: dict, cfg: ModelConfig, query) -> torch.T
     return W_O.transpose(-1, -2) @ e_ov + gamma(cfg.d_model) * (W_O.transpose(-1, -2) @ G_ov_abs)
 
 
+def output_defect(params: dict) -> float:
+    """ω_O = max over heads and entries of |W_O W_Oᵀ − I| (layer 0; W_O square)."""
+    W_O = params["W_O"][0]
+    eye = torch.eye(W_O.shape[-2], dtype=W_O.dtype, device=W_O.device)
+    return float((W_O @ W_O.transpose(-1, -2) - eye).abs().max())
+
+
+def unmet_output_orthogonality(params: dict, cfg: ModelConfig) -> list[str]:
+    """H-Oorth as a list of failures (empty when it holds): every head's W_O square (d_head = d_model)
+    and orthogonal up to rounding, ω_O ≤ :func:`~mdm_props.rounding.gram_defect_limit` (d_model)."""
+    if cfg.d_head != cfg.d_model:
+        return [f"H-Oorth fails: W_O is {cfg.d_model} × {cfg.d_head}, not square (need d_head = d_model)"]
+    omega_O, limit = output_defect(params), gram_defect_limit(cfg.d_model)
+    if not omega_O <= limit:
+        return [f"H-Oorth fails: max|W_O W_Oᵀ − I| = {omega_O:.3g} > {limit:.3g} (= 1e3·d·u, rounding alone)"]
+    return []
+
+
 def check_c3v(params: dict, cfg: ModelConfig, template: Template, A: int, B: int) -> list[CheckResult]:
-    """C3v on one draw: ⟨G^V_f, G^V_r⟩ equals C3's product (identity) and is > 0 (margin: cosine).
+    """C3v on one draw: ⟨G^V_f, G^V_r⟩ equals C3's product (identity) and is > 0 (margin: cosine);
+    not-applicable outside H-rel, H-orth, H-bi, H-Oorth (:func:`unmet_output_orthogonality`).
 
     Tolerance: the C3 formula's own bound (:func:`~mdm_props.claims.c3_aligned_storage.c3_tolerances` with no
     inner-product term), plus
@@ -76,6 +101,9 @@ def check_c3v(params: dict, cfg: ModelConfig, template: Template, A: int, B: int
     if cfg.merged_ov or cfg.n_layers != 1 or not cfg.tied:
         raise ValueError("cfg must be one layer, tied, with a factored value path (merged_ov=False)")
     check_params(params, cfg)
+    unmet = unmet_hypotheses(params, cfg) + unmet_output_orthogonality(params, cfg)
+    if unmet:
+        return [not_applicable("C3v", "value-path gradients align as in C3", "; ".join(unmet))]
     V = cfg.vocab
     fq, rq = pair_queries(template, A, B, V)
     f, r = evaluate(params, cfg, fq), evaluate(params, cfg, rq)
@@ -85,9 +113,7 @@ def check_c3v(params: dict, cfg: ModelConfig, template: Template, A: int, B: int
     prod = storage_product(f, r, A, V)
     P, S = prod.P, prod.S
     t_formula, _ = c3_tolerances(f, r, A, V, gram_defect(params["E"]), 0.0)
-    W_O = params["W_O"][0]
-    eye = torch.eye(cfg.d_model, dtype=W_O.dtype, device=W_O.device)
-    omega_O = float((W_O @ W_O.transpose(-1, -2) - eye).abs().max())
+    omega_O = output_defect(params)
     G_ov_f = (params["E"][:V].T @ -f.resid)[None, :, None] * f.context[:, None, :]  # Uᵀ(p − y)cᵀ, (H, d, d)
     G_ov_r = (params["E"][:V].T @ -r.resid)[None, :, None] * r.context[:, None, :]
     defect = omega_O * float((G_ov_f.abs().sum(-2) * G_ov_r.abs().sum(-2)).sum())
@@ -112,7 +138,8 @@ def run_c3v(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
     """C3v on ``draws`` seeded draws under H-rel + H-orth + H-bi and orthogonal W_O, split over the relative
     encodings, 1–3 heads, in batches of draws that share a structure (:func:`check_c3v_batch`)."""
     return [r for pos, n, s in split_draws(draws, seed, RELATIVE_ENCODINGS)
-            for r in batched.run_batched(check_c3v_batch, n, s, device, n_heads=N_HEADS, pos=(pos,))]
+            for r in batched.run_batched(check_c3v_batch, n, s, device, n_heads=N_HEADS, pos=(pos,),
+                                          args=f"{__name__}:factored_case")]
 
 
 def run_c3v_per_draw(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
@@ -156,6 +183,7 @@ def check_c3v_batch(batch: batched.Batch, device: str = "cpu") -> batched.BatchR
     params, cfg = factored_batch_params(batch, device)
     require_float64(params)
     require_finite(params)
+    batched.require_batch_hypotheses(params, cfg, ("H-rel", "H-orth", "H-bi"))  # H-Oorth: W_O is drawn orthogonal
     A, V = batch.A, cfg.vocab
     fq, rq = pair_queries(batch.template, A, batch.B, V)
     GV_f, f = value_gradients(params, cfg, fq)

@@ -19,10 +19,10 @@ import mpmath
 import torch
 
 from .. import batched, oracles, taylor
-from ..checks import CheckResult, Counterexample, NegativeControl, inequality
+from ..checks import CheckResult, Counterexample, NegativeControl, inequality, not_applicable
 from ..facts import Query, Template, query_loss
 from ..model import POSITIONAL_ENCODINGS, RELATIVE_ENCODINGS, ModelConfig, unembedding
-from ..params import check_params, resolve_device
+from ..params import check_params, require_step, resolve_device
 from ..rounding import (
     STORAGE_SAFETY,
     UNIT_ROUNDOFF,
@@ -55,6 +55,7 @@ from ..storage import (
     storage_alignment,
     storage_gradient,
     storage_step,
+    unmet_hypotheses,
 )
 from ..strategies import ETAS, N_HEADS, sample_case
 from ..validation import require_int, require_seed
@@ -112,8 +113,15 @@ def c4a_tolerances(al: Alignment, W: torch.Tensor, eta: float, r1: QueryState, s
 
 def check_c4a(params: dict, cfg: ModelConfig, template: Template, A: int, B: int,
               etas=C4A_ETAS) -> list[CheckResult]:
-    """C4a on one draw: the remainder bounds at each η of ``etas`` and the decrease at η*/2, η*(1 − 10⁻³)."""
+    """C4a on one draw: the remainder bounds at each η of ``etas`` and the decrease at η*/2, η*(1 − 10⁻³);
+    not-applicable outside H-rel, H-orth, H-bi."""
     require_storage_inputs(params, cfg)
+    if isinstance(etas, (str, bytes)) or not hasattr(etas, "__iter__") or not list(etas):
+        raise ValueError(f"etas must be a non-empty sequence of step sizes > 0; got {etas!r}")
+    etas = [require_step(e) for e in etas]
+    unmet = unmet_hypotheses(params, cfg)
+    if unmet:
+        return [not_applicable("C4a", "storage step decreases the reverse loss", "; ".join(unmet))]
     V = cfg.vocab
     fq, rq = pair_queries(template, A, B, V)
     al = storage_alignment(params, cfg, fq, rq)
@@ -182,7 +190,7 @@ def check_c4a_batch(batch: batched.Batch, device: str = "cpu", etas=C4A_ETAS) ->
     :func:`logit_direction_error` and :func:`c4a_tolerances` evaluated per draw term by term."""
     cfg, A, B, V = batch.cfg, batch.A, batch.B, batch.cfg.vocab
     params = batch.params(device)
-    batched.require_batch_params(params, cfg)
+    batched.require_batch_params(params, cfg, hypotheses=("H-rel", "H-orth", "H-bi"))
     fq, rq = pair_queries(batch.template, A, B, V)
     G_f, f = batched.storage_gradients(params, cfg, fq)
     G_r, r = batched.storage_gradients(params, cfg, rq)

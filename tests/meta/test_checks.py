@@ -47,7 +47,7 @@ def test_bad_arguments_are_refused(kwargs, message):
 def test_summary_reports_the_worst_margin_and_ratio():
     rs = [identity("C1b", "a", 1.0, 1.0, 1e-15), inequality("C1b", "b", 0.2, 0.0, ">", scale=1.0)]
     s = summarize(rs)
-    assert s == {"draws": 2, "worst_margin": 0.2, "worst_error_ratio": 0.0, "holds": True, "undecided": 0}
+    assert s == {"draws": 2, "worst_margin": 0.2, "worst_error_ratio": 0.0, "holds": True, "not_applicable": 0, "undecided": 0}
     with pytest.raises(ValueError, match="at least one"):
         summarize([])
 

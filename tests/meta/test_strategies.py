@@ -1,10 +1,8 @@
 """The strategies promise valid, non-degenerate examples, shrink to small ones, and a seed
 determines the parameters."""
 
-import functools
-
 import torch
-from hypothesis import find, given
+from hypothesis import find, given, settings
 from hypothesis import strategies as st
 
 from mdm_props import strategies
@@ -25,14 +23,11 @@ def test_cases_are_valid_without_h_orth(case):
 
 
 def _check_case(case):
+    """What no constructor enforces (ModelConfig and Template check their own fields): the template
+    fits the model and its tokens are valid for this vocabulary; the draw builds parameters."""
     cfg, t = case.cfg, case.template
-    if cfg.pos == "rope":
-        assert cfg.d_head % 2 == 0
-    assert case.A != case.B and 0 <= case.A < cfg.vocab and 0 <= case.B < cfg.vocab
-    assert case.A not in t.fillers and case.B not in t.fillers
-    assert all(0 <= f < cfg.vocab for f in t.fillers) and len(t.fillers) == t.length - 2
-    assert 0 <= t.a < t.b < t.length <= cfg.max_len
-    t.check_tokens(cfg.vocab, case.A, case.B)  # the package's own validation agrees
+    assert t.length <= cfg.max_len
+    t.check_tokens(cfg.vocab, case.A, case.B)  # A ≠ B, real ids, neither a filler
 
 
 @given(cfg=strategies.configs(orthonormal=True, max_d_model=6, max_vocab=8))
@@ -45,24 +40,21 @@ def test_max_d_model_caps_d_model(cfg):
     assert 2 <= cfg.d_model <= 5
 
 
-@functools.lru_cache(maxsize=None)
-def _smallest_case_with_vocab_at_least(v: int):
-    return find(strategies.cases(), lambda c: c.cfg.vocab >= v)
+def test_find_returns_a_valid_case_that_meets_the_condition():
+    """Shrinking is not guaranteed minimal (Hypothesis issue #1857): only what holds for every example
+    is asserted of find()'s result — it meets the condition and is a valid case. (Before: the exact
+    shrink result, fillers == (2,), was asserted and failed on some random seeds.)"""
+    case = find(strategies.cases(), lambda c: c.cfg.vocab >= 4, settings=settings(database=None))
+    assert case.cfg.vocab >= 4
+    _check_case(case)
 
 
-def test_shrinking_goes_to_the_smallest_case():
-    """find() shrinks to the boundary of the condition (vocab 4, not more) and to the smallest
-    everything else: d_model = vocab + 1 (H-orth), d_head 2, one head, RoPE, seed 0, scale 1, A=0, B=1."""
-    case = _smallest_case_with_vocab_at_least(4)
-    cfg = case.cfg
-    assert (cfg.vocab, cfg.d_model, cfg.d_head, cfg.n_heads, cfg.pos) == (4, 5, 2, 1, "rope")
-    assert (case.seed, case.scale, case.A, case.B) == (0, 1.0, 0, 1)
-    assert case.template.length == 3  # canonical-sized template
-
-
-def test_template_shrinks_to_the_canonical_a_r_b():
-    case = _smallest_case_with_vocab_at_least(4)
-    assert (case.template.a, case.template.b, case.template.fillers) == (0, 2, (2,))
+@given(case=strategies.cases(canonical=True, pos=st.sampled_from(POSITIONAL_ENCODINGS)))
+def test_canonical_cases_use_the_a_r_b_template(case):
+    """Every canonical draw is "A r B": length 3, slots 0 and 2, one filler distinct from A and B."""
+    t = case.template
+    assert (t.length, t.a, t.b, len(t.fillers)) == (3, 0, 2, 1)
+    assert t.fillers[0] not in (case.A, case.B)
 
 
 @given(case=strategies.cases(pos=st.sampled_from(POSITIONAL_ENCODINGS), orthonormal=False))
