@@ -92,6 +92,7 @@ C4_ = "mdm_props.claims.c4_reverse_loss_decrease:"
 _C5, C5_ = "claims/C5-reflected-route.md", "mdm_props.claims.c5_reflected_route:"
 R_ = "mdm_props.rounding:"
 _C6, _C7 = "claims/C6-small-branch-alignment.md", "claims/C7-alignment-at-init.md"
+_C8 = "claims/C8-layer-step-decrease.md"
 C68_ = "mdm_props.claims.c6_c8_deep_storage:"
 
 CLAIMS: tuple[Claim, ...] = (
@@ -216,6 +217,13 @@ CLAIMS: tuple[Claim, ...] = (
           doc=_C7, checker=C68_ + "check_c7", runner=C68_ + "run_c7",
           bounds=("mdm_props.statistics:clopper_pearson", C68_ + "c7_alpha"),
           tests="tests/test_c6_c8.py", needs_negative_control=True, default_draws=120),
+    Claim(id="C8", title="a forward storage step at any layer lowers the reverse loss to first order", kind="per-draw",
+          hypotheses=("H-rel", "H-bi"),
+          statement="φ_ℓ(η) = L_r(θ − η e_ℓ G_f^ℓ) (only W_OV^ℓ moves): φ_ℓ(η) − φ_ℓ(0) + η⟨G_r^ℓ, G_f^ℓ⟩ = O(η²), observed "
+                    "order 2; at the last layer without final norm or MLP, C4a's 0 ≤ R(η) ≤ η² spread(a)²/8.",
+          doc=_C8, checker=C68_ + "check_c8", runner=C68_ + "run_c8",
+          bounds=(C68_ + "c6_relative_band", "mdm_props.taylor:taylor_floor", C68_ + "c8_c4a_tolerances"),
+          tests="tests/test_c6_c8.py", needs_negative_control=True, default_draws=3),
 )
 
 BY_ID = {c.id: c for c in CLAIMS}
@@ -236,7 +244,7 @@ def select(ids) -> list[Claim]:
     for i in ids:
         group = [c for c in CLAIMS if c.id == i or (len(i) == 2 and c.family == i)]
         if not group:
-            raise ValueError(f"unknown claim id {i!r}; known: {', '.join(BY_ID)} (or a family C0 … C7)")
+            raise ValueError(f"unknown claim id {i!r}; known: {', '.join(BY_ID)} (or a family C0 … C8)")
         chosen += [c for c in group if c not in chosen]
     return chosen
 

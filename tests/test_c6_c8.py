@@ -130,3 +130,49 @@ def test_c7_check_rejects_unseparated_rates_and_bonferroni_splits_alpha():
 def test_c7_arm_in_place_of_the_mdm_is_not_separated():
     cx = deep.c7_arm_as_mdm(40, 0, "cpu")
     assert cx.found
+
+
+# ---------------------------------------------------------------------------------------------
+# C8
+
+
+# the Taylor floor runs loss evaluations under rounding_mode (≈ 0.15 s a draw): 20 examples keep the suite in budget
+@pytest.mark.claim("C8")
+@settings(max_examples=20)
+@given(case=storage_cases(max_layers=3, orthonormal=False))
+def test_c8_layer_step_taylor_test_and_last_layer_remainder(device, case):
+    res = deep.check_c8(case.params(device), case.cfg, case.template, case.A, case.B)
+    for r in res:
+        assert r.holds, (str(r), case.describe())
+    if res:
+        target(-min(r.margin for r in res), label="negated smallest margin")
+
+
+@pytest.mark.claim("C8")
+def test_c8_runner_holds_and_checks_the_last_layer_bound():
+    res = deep.run_c8(3, 0, "cpu")
+    assert summarize(res)["holds"] and {r.claim for r in res} == {"C8"}
+    assert any("C4a" in r.quantity for r in res) and any("order" in r.quantity for r in res)
+
+
+@pytest.mark.meta("C8")
+def test_c8_rejects_a_slightly_wrong_linear_term_and_the_last_layer_bound_is_tight():
+    """Meta-test: G_r scaled by 1 + 1e-3 (an input of the linear term moved) leaves a first-order remainder
+    that the order band rejects; the C4a upper bound η² spread(a)²/8 is reached to ≥ 5% at η = 1."""
+    cfg = ModelConfig(vocab=5, d_model=8, d_head=4, n_heads=2, n_layers=3, pos="rope")
+    params = init_params(cfg, 5)
+    template = deep.Template(3, 0, 2, (2,))
+    res = deep.check_c8(params, cfg, template, 0, 1)
+    assert all(r.holds for r in res)
+    upper = [r for r in res if "spread" in r.quantity and r.details["eta"] == 1.0]
+    assert upper and upper[0].observed >= 0.05 * upper[0].reference
+    _, rq = deep.pair_queries(template, 0, 1, cfg.vocab)
+    G_r = deep.layer_gradients(params, cfg, rq)
+    res = deep.check_c8(params, cfg, template, 0, 1, gradient=G_r * (1 + 1e-3))
+    assert any(not r.holds for r in res)
+
+
+@pytest.mark.negative_control("C8")
+def test_c8_wrong_gradient_control_finds_order_one():
+    cx = deep.c8_wrong_gradient(10, 0, "cpu")
+    assert cx.found and abs(cx.example["observed"] - 1) < 0.1

@@ -33,11 +33,13 @@ from ..checks import CheckResult, Counterexample, NegativeControl, identity, ine
 from ..facts import Query, Template, query_loss
 from ..model import RELATIVE_ENCODINGS, ModelConfig, forward, preset, unembedding
 from ..params import check_params, init_params, resolve_device
-from ..rounding import STORAGE_SAFETY
+from ..rounding import STORAGE_SAFETY, gamma
 from ..rounding_mode import with_error_bounds
 from ..search import search
 from ..statistics import FALSE_ALARM, clopper_pearson
 from ..storage import arm_queries, pair_queries
+from ..strategies import ETAS
+from ..taylor import taylor_floor
 from ..validation import require_choice, require_int, require_seed
 
 MAX_SEED = 2**32 - 1
@@ -335,29 +337,30 @@ def leading_term(params: dict, cfg: ModelConfig, fq: Query, rq: Query) -> torch.
     return (w_f @ w_r) * (c_f * c_r).sum((1, 2))
 
 
-def remainder_series(eps: list[float], R: list[float]) -> tuple[float, float, float]:
-    """(c₁, c₂, c₃) of r(ε) = R(ε)/ε = c₁ + c₂ε + c₃ε² through the three points given (exact quadratic
-    interpolation in ε: Richardson extrapolation of r to ε = 0)."""
+def remainder_series(eps: list[float], R: list[float], order: int = 1) -> tuple[float, float, float]:
+    """(c₁, c₂, c₃) of r(ε) = R(ε)/ε^order = c₁ + c₂ε + c₃ε² through the three points given (exact
+    quadratic interpolation in ε: Richardson extrapolation of r to ε = 0). C6: order 1; C8: order 2."""
     if len(eps) != 3 or len(R) != 3:
         raise ValueError(f"eps and R must hold 3 values each; got {len(eps)} and {len(R)}")
     import numpy as np
 
     e = np.asarray(eps, dtype=float)
-    coef = np.linalg.solve(np.vander(e, 3, increasing=True), np.asarray(R, dtype=float) / e)
+    coef = np.linalg.solve(np.vander(e, 3, increasing=True), np.asarray(R, dtype=float) / e**order)
     return float(coef[0]), float(coef[1]), float(coef[2])
 
 
-def c6_relative_band(c: tuple[float, float, float], floor: float, eps: float) -> float:
-    """x(ε) with |R(ε)/ε − c₁| ≤ x(ε)|c₁|, R = ip − lead computed in float64.
+def c6_relative_band(c: tuple[float, float, float], floor: float, eps: float, order: int = 1) -> float:
+    """x(ε) with |R(ε)/ε^order − c₁| ≤ x(ε)|c₁|, R = ip − lead computed in float64 (C6, order 1; C8 uses
+    it with order 2 for the Taylor remainder of the loss).
 
     Assumption (stated): on ε ≤ 2^−8 the series r(ε) = c₁ + c₂ε + c₃ε² + … is dominated by the terms
     fitted at ε = 2^−6, 2^−7, 2^−8 (:func:`remainder_series`); the terms not fitted are covered by
-    STORAGE_SAFETY = 2 on the fitted ones: x = (2(|c₂|ε + |c₃|ε²) + floor/ε)/|c₁|, ``floor`` the float64
+    STORAGE_SAFETY = 2 on the fitted ones: x = (2(|c₂|ε + |c₃|ε²) + floor/ε^order)/|c₁|, ``floor`` the float64
     error of R̂ (running-error radii of ip and lead, :func:`c6_floor`)."""
     c1, c2, c3 = c
     if c1 == 0:
         return math.inf
-    return (STORAGE_SAFETY * (abs(c2) * eps + abs(c3) * eps**2) + floor / eps) / abs(c1)
+    return (STORAGE_SAFETY * (abs(c2) * eps + abs(c3) * eps**2) + floor / eps**order) / abs(c1)
 
 
 def c6_floor(params: dict, cfg: ModelConfig, fq: Query, rq: Query, eps: float) -> torch.Tensor:
@@ -420,6 +423,155 @@ def run_c6(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
         out += [dataclasses.replace(r, details={**r.details, "draw": case.describe()}) for r in res]
     return out
 
+# ---------------------------------------------------------------------------------------------
+# C8 — a forward storage step at any layer lowers the reverse loss to first order (per draw)
+
+C8_FIT = (4, 5, 6)  # η = 2^−k s (s = 2^−round(log2 ‖G_f^ℓ‖)) at which R(η)/η² is fitted
+C8_CHECK = (8, 9, 12, 13)  # and predicted: observed orders on the pairs (8, 9), (12, 13)
+C8_ETAS = ETAS  # the explicit C4a remainder at the last layer: C4a's step sizes
+
+
+def layer_step(params: dict, layer: int, D: torch.Tensor, eta: float) -> dict:
+    """θ − η e_ℓ D: only W_OV^ℓ moves (D: (H, d, d))."""
+    W = params["W_OV"].clone()
+    W[layer] = W[layer] - eta * D
+    return {**params, "W_OV": W}
+
+
+def loss_with_bound(params: dict, cfg: ModelConfig, query: Query) -> tuple[float, float]:
+    """(L, e_L): −log p(target) and its running-error radius (:mod:`mdm_props.rounding_mode`, × SAFETY)."""
+    v, e = with_error_bounds(query_loss, params, cfg, query)
+    return float(v), float(e)
+
+
+def reverse_state(params: dict, cfg: ModelConfig, rq: Query) -> dict:
+    """The reverse query's loss, storage gradients and last-layer context at the slot, with running-error
+    radii (one autograd pass under :mod:`mdm_props.rounding_mode`)."""
+    def run():
+        W = params["W_OV"].detach().requires_grad_(True)
+        with torch.enable_grad():
+            p = {**params, "W_OV": W}
+            out = forward(p, cfg, rq.tensor(params["E"].device))
+            loss = -torch.log_softmax(out["logits"][rq.slot], dim=-1)[rq.target]
+            (G,) = torch.autograd.grad(loss, W)
+        return loss.detach(), G, out["context"][-1, :, rq.slot].detach()
+
+    (L, G, c), (e_L, e_G, e_c) = with_error_bounds(run)
+    return {"L": float(L), "e_L": float(e_L), "G": G, "e_G": e_G, "c": c, "e_c": e_c}
+
+
+def check_c8(params: dict, cfg: ModelConfig, template: Template, A: int, B: int, *,
+             gradient: torch.Tensor | None = None) -> list[CheckResult]:
+    """C8 on one draw (MDM queries, branch scale 1), every layer ℓ:
+
+    * Taylor test: R(η) = φ_ℓ(η) − φ_ℓ(0) + η⟨G_r^ℓ, G_f^ℓ⟩, φ_ℓ(η) = L_r(θ − η e_ℓ G_f^ℓ); R(η)/η² fitted at
+      C8_FIT (:func:`remainder_series`, order 2), observed order log2(R(η)/R(η/2)) = 2 at C8_CHECK within
+      log2((1 + x)/(1 − x)) (x = :func:`c6_relative_band` with order 2; floor =
+      :func:`mdm_props.taylor.taylor_floor` with running-error loss radii), where x ≤ C6_WINDOW.
+    * Without final norm and MLP, at the last layer: the reverse logits are affine in W_OV^L, so C4a's
+      explicit remainder 0 ≤ R(η) ≤ η² spread(a)²/8, a = −U Σ_h G_f^{L,h} c_r^{L,h} (c_r^L the attention-weighted
+      normalised input of the last layer), at η in C8_ETAS (:func:`c8_c4a_tolerances`).
+
+    ``gradient`` (L, H, d, d) replaces G_r in the linear term (a wrong one leaves a first-order remainder)."""
+    require_deep_storage_model(cfg)
+    check_params(params, cfg)
+    fq, rq = pair_queries(template, A, B, cfg.vocab)
+    G_f = layer_gradients(params, cfg, fq)
+    rs = reverse_state(params, cfg, rq)
+    G_r = rs["G"]
+    linear = G_r if gradient is None else gradient
+    L0, e_L0 = rs["L"], rs["e_L"]
+    results = []
+    for layer in range(cfg.n_layers):
+        D = G_f[layer]
+        norm = float(D.norm())
+        if norm == 0:
+            continue
+        s = 2.0 ** -round(math.log2(norm))
+        ip = float((linear[layer] * D).sum())
+        ks = C8_FIT + C8_CHECK
+        R = {}
+        for k in ks:
+            eta = 2.0**-k * s
+            R[k] = (float(query_loss(layer_step(params, layer, D, eta), cfg, rq)) - L0) + eta * ip
+        eta_min = 2.0 ** -max(ks) * s
+        L1, e_L1 = loss_with_bound(layer_step(params, layer, D, eta_min), cfg, rq)
+        floor = taylor_floor(e_L0, e_L1, L0, L1, eta_min, ip, [G_r[layer]], [D], [params["W_OV"][layer]])
+        c = remainder_series([2.0**-k * s for k in C8_FIT], [R[k] for k in C8_FIT], order=2)
+        info = {"layer": layer, "A2_fit": c[0], "c3": c[1], "c4": c[2], "floor": floor, "step_unit": s}
+        for k in C8_CHECK[::2]:
+            e1, e2 = 2.0**-k * s, 2.0 ** -(k + 1) * s
+            x = max(c6_relative_band(c, floor, e1, 2), c6_relative_band(c, floor, e2, 2))
+            if x > C6_WINDOW:
+                continue
+            ratio = R[k] / R[k + 1]
+            order = math.log2(ratio) if ratio > 0 else math.nan
+            results.append(identity("C8", "observed order log2(R(η)/R(η/2)) = 2, only W_OV^ℓ moves", order, 2.0,
+                                    math.log2((1 + x) / (1 - x)), k=k, x=x, **info))
+    if not cfg.final_norm and cfg.mlp == "none" and gradient is None:
+        results += c8_last_layer(params, cfg, rq, G_f, rs)
+    return results
+
+
+def c8_c4a_tolerances(W: torch.Tensor, D: torch.Tensor, rs: dict, ip: float, eta: float, phi1: float, e_L1: float,
+                      U: torch.Tensor, spread: float) -> tuple[float, float]:
+    """(lower, upper) rounding allowances, × STORAGE_SAFETY, for R̂ = fl(φ̂(η) − φ̂(0)) + η⟨Ĝ_r^L, Ĝ_f^L⟩
+    against 0 ≤ R ≤ η² spread(â)²/8 (C4a's derivation, :func:`mdm_props.claims.c4_reverse_loss_decrease.c4a_tolerances`,
+    with deep-block radii). The exact statement is for the step taken, D' = (W − Ŵ')/η, any direction:
+    |D' − Ĝ_f| ≤ γ_2(|W|/η + 2|Ĝ_f|), so Ĝ_f's own error never enters.
+
+    * φ̂(0), φ̂(η): running-error radii e_L0 (``rs``), e_L1.
+    * linear term: η|⟨Ĝ_r − G_r, Ĝ_f⟩| ≤ η Σ e_Gr|Ĝ_f|; η|⟨G_r, Ĝ_f − D'⟩| ≤ Σ|Ĝ_r|γ_2(|W| + 2η|Ĝ_f|); the dot
+      product η γ_N Σ|Ĝ_r||Ĝ_f|; the arithmetic γ_3(|φ̂(η)| + |φ̂(0)| + η|ip|).
+    * upper only: |a_{D'} − â| ≤ δ = max_v Σ_h |U|(|D' − Ĝ_f| |c_r| + |Ĝ_f| e_c) + γ_{Hd}|U||Ĝ_f||c_r|, and
+      spread(a_{D'})² ≤ spread(â)² + 4δ spread(â) + 4δ²."""
+    G_r, e_G, c, e_c = rs["G"][-1], rs["e_G"][-1], rs["c"], rs["e_c"]
+    N = D.numel()
+    lin = eta * float((e_G * D.abs()).sum()) + float((G_r.abs() * gamma(2) * (W.abs() + 2 * eta * D.abs())).sum()) \
+        + eta * gamma(N) * float((G_r.abs() * D.abs()).sum())
+    arith = gamma(3) * (abs(phi1) + abs(rs["L"]) + eta * abs(ip))
+    lower = rs["e_L"] + e_L1 + lin + arith
+    dD = gamma(2) * (W.abs() / eta + 2 * D.abs())
+    v = torch.einsum("hed,hd->e", dD, c.abs()) + torch.einsum("hed,hd->e", D.abs(), e_c) \
+        + gamma(D.shape[0] * D.shape[1]) * torch.einsum("hed,hd->e", D.abs(), c.abs())
+    delta = float((U.abs() @ v).max())
+    upper = lower + eta**2 * (4 * delta * spread + 4 * delta**2) / 8
+    return STORAGE_SAFETY * lower, STORAGE_SAFETY * upper
+
+
+def c8_last_layer(params: dict, cfg: ModelConfig, rq: Query, G_f: torch.Tensor, rs: dict) -> list[CheckResult]:
+    """C4a's explicit remainder at the last layer (no final norm, no MLP: the reverse logits move by η a)."""
+    layer = cfg.n_layers - 1
+    D, W = G_f[layer], params["W_OV"][layer]
+    U = unembedding(params, cfg)
+    a = -U @ torch.einsum("hed,hd->e", D, rs["c"])
+    spread = float(a.max() - a.min())
+    ip = float((rs["G"][layer] * D).sum())
+    out = []
+    for eta in C8_ETAS:
+        phi1, e_L1 = loss_with_bound(layer_step(params, layer, D, eta), cfg, rq)
+        R = (phi1 - rs["L"]) + eta * ip
+        quad = eta**2 * spread**2 / 8
+        lo, hi = c8_c4a_tolerances(W, D, rs, ip, eta, phi1, e_L1, U, spread)
+        info = {"layer": layer, "eta": eta, "inner_product": ip, "spread": spread}
+        scale = max(quad, eta * abs(ip), 1e-300)
+        out.append(inequality("C8", "R(η) ≥ 0 at the last layer (C4a)", R, 0.0, ">=", scale, lo, **info))
+        out.append(inequality("C8", "R(η) ≤ η² spread(a)²/8 at the last layer (C4a)", R, quad, "<=", scale, hi, **info))
+    return out
+
+
+def run_c8(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
+    """C8 on ``draws`` seeded deep MDM draws (Gaussian or orthonormal embeddings alternately, every relative
+    encoding, depth 1–4)."""
+    resolve_device(device)
+    rng = random.Random(require_seed("seed", seed))
+    out = []
+    for i in range(require_int("draws", draws, 1)):
+        case = sample_storage_case(rng, orthonormal=bool(i % 2))
+        res = check_c8(case.params(device), case.cfg, case.template, case.A, case.B)
+        out += [dataclasses.replace(r, details={**r.details, "draw": case.describe()}) for r in res]
+    return out
+
 
 # ---------------------------------------------------------------------------------------------
 # negative controls
@@ -465,9 +617,38 @@ def c7_arm_as_mdm(draws: int, seed: int, device: str = "cpu") -> Counterexample:
                            "arm_rate": r.details["arm_rate"]}, float(r.observed - r.reference))
 
 
+def c8_wrong_gradient(draws: int, seed: int, device: str = "cpu") -> Counterexample:
+    """The Taylor test's own control: G_f^ℓ in place of G_r^ℓ in the linear term leaves a first-order
+    remainder (observed order ≈ 1), which the test rejects. RoPE and T5 only (under ALiBi and NoPE a
+    mirror-symmetric template makes L_f and L_r one function, G_f = G_r)."""
+    resolve_device(device)
+    rng = random.Random(require_seed("seed", seed))
+
+    def cases():
+        while True:
+            yield sample_storage_case(rng, pos=("rope", "t5"))
+
+    def violation(case):
+        params = case.params(device)
+        fq, _ = case.queries()
+        res = check_c8(params, case.cfg, case.template, case.A, case.B,
+                       gradient=layer_gradients(params, case.cfg, fq))
+        failed = [r for r in res if not r.holds]
+        if not failed:
+            return None
+        r = failed[0]
+        return r.error_ratio, case.describe(quantity=r.quantity, observed=r.observed, tolerance=r.tolerance,
+                                            layer=r.details["layer"])
+
+    return search("C8", "the correct gradient (G_f^ℓ used in place of G_r^ℓ)", draws, cases(), violation)
+
+
 NEGATIVE_CONTROLS = [
     NegativeControl("C6~arm", "C6", "H-bi (ARM: causal attention, next-token targets)",
                     "the ARM's first factor is not a square: lead_ℓ < 0 and ⟨G_f^ℓ, G_r^ℓ⟩ < 0 at small ε", c6_arm, 20),
     NegativeControl("C7~arm", "C7", "H-bi (both groups causal)",
                     "with ARM draws in place of the MDM's the rates are not separated", c7_arm_as_mdm, 60),
+    NegativeControl("C8~wrong-gradient", "C8", "the correct gradient in the linear term",
+                    "with G_f^ℓ in place of G_r^ℓ the remainder is first order: observed order ≈ 1",
+                    c8_wrong_gradient, 10),
 ]
