@@ -208,7 +208,7 @@ CLAIMS: tuple[Claim, ...] = (
                     "the sign is positive where the leading term is.",
           doc=_C6, checker=C68_ + "check_c6", runner=C68_ + "run_c6",
           bounds=(C68_ + "c6_relative_band", C68_ + "c6_floor"),
-          tests="tests/test_c6_c8.py", needs_negative_control=True, default_draws=5),
+          tests="tests/test_c6_c8.py", needs_negative_control=True, default_draws=2),
     Claim(id="C7", title="per-layer alignment at standard initialisation: MDM against ARM", kind="typical",
           hypotheses=("H-rel", "H-bi"),
           statement="At branch scale 1 with Gaussian embeddings (depth 1–4, plain and preset blocks) the "

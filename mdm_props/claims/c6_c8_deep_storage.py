@@ -647,7 +647,7 @@ NEGATIVE_CONTROLS = [
     NegativeControl("C6~arm", "C6", "H-bi (ARM: causal attention, next-token targets)",
                     "the ARM's first factor is not a square: lead_ℓ < 0 and ⟨G_f^ℓ, G_r^ℓ⟩ < 0 at small ε", c6_arm, 20),
     NegativeControl("C7~arm", "C7", "H-bi (both groups causal)",
-                    "with ARM draws in place of the MDM's the rates are not separated", c7_arm_as_mdm, 60),
+                    "with ARM draws in place of the MDM's the rates are not separated", c7_arm_as_mdm, 40),
     NegativeControl("C8~wrong-gradient", "C8", "the correct gradient in the linear term",
                     "with G_f^ℓ in place of G_r^ℓ the remainder is first order: observed order ≈ 1",
                     c8_wrong_gradient, 10),
