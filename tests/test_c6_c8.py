@@ -73,7 +73,7 @@ def test_remainder_series_recovers_a_quadratic():
     c = (0.7, -3.0, 11.0)
     eps = [2.0**-k for k in deep.C6_FIT]
     R = [e * (c[0] + c[1] * e + c[2] * e * e) for e in eps]
-    assert all(abs(a - b) < 1e-8 * abs(b) for a, b in zip(deep.remainder_series(eps, R), c))
+    assert all(abs(a - b) < 1e-8 * abs(b) for a, b in zip(deep.remainder_series(eps, R), c, strict=True))
     with pytest.raises(ValueError, match="eps and R"):
         deep.remainder_series(eps[:2], R[:2])
 

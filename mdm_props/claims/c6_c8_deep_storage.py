@@ -138,8 +138,9 @@ def storage_case(choose, seed: int, *, kind: str = "mdm", pos=RELATIVE_ENCODINGS
     V = choose((4, 5, 6))
     cfg = ModelConfig(
         vocab=V, d_model=12 if orthonormal else choose((8, 12)), d_head=choose((2, 4)), n_heads=n_heads,
-        n_kv_heads=choose(tuple(k for k in (1, 2) if n_heads % k == 0)), n_layers=choose(tuple(range(1, max_layers + 1))),
-        pos=choose(tuple(pos)), rope_base=choose((1e4, 100.0)), attention="causal" if kind == "arm" else "bidirectional",
+        n_kv_heads=choose(tuple(k for k in (1, 2) if n_heads % k == 0)),
+        n_layers=choose(tuple(range(1, max_layers + 1))), pos=choose(tuple(pos)), rope_base=choose((1e4, 100.0)),
+        attention="causal" if kind == "arm" else "bidirectional",
         tied=choose((True, False)), norm=choose(("none", "rms")), final_norm=choose(tuple(final_norm)),
         mlp=choose(tuple(mlp)), d_mlp=8, qk_bias=choose((False, True)),
         rope_pairing=choose(("interleaved", "half-split")),
@@ -246,7 +247,7 @@ def check_c7(groups: dict, alpha: float = FALSE_ALARM) -> list[CheckResult]:
         k, n = groups[e]["chosen"]
         lo, hi = clopper_pearson(k, n, a)
         rates = lambda g: {layer: (c[0] / c[1], c[1]) for layer, c in g["per_layer"].items()}  # noqa: E731
-        out.append(inequality("C7", f"lower CP bound of P(cos(G_f^ℓ, G_r^ℓ) > 0), MDM ({e}), > upper bound of the ARM's",
+        out.append(inequality("C7", f"lower CP bound of P(cos(G_f^ℓ, G_r^ℓ) > 0), MDM ({e}), > the ARM's upper bound",
                               lo, arm_hi, ">", 1.0, mdm_rate=k / n, mdm_interval=(lo, hi), arm_rate=k_arm / n_arm,
                               arm_interval=(arm_lo, arm_hi), alpha_per_comparison=a, comparisons=len(mdm),
                               mdm_per_layer=rates(groups[e]), arm_per_layer=rates(groups["arm"]),
