@@ -332,10 +332,13 @@ def explain_claim(claim) -> None:
 
 
 def cmd_plot(args, parser) -> int:
-    from .plots import plot_correlation
+    import torch
 
+    from .plots import plot_correlation, plot_depth
+
+    torch.set_num_threads(1)  # tiny tensors: a second intra-op thread only waits (as in verify)
     try:
-        path = plot_correlation(args.out)
+        path = plot_depth(args.out) if args.figure == "depth" else plot_correlation(args.out)
     except ImportError as exc:  # matplotlib is an optional extra
         print(f"mdm-props plot: {exc}", file=sys.stderr)
         return 1
@@ -379,7 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_explain, subparser=e)
 
     p = sub.add_parser("plot", help="draw a figure")
-    p.add_argument("figure", choices=("corr",), help="corr: C2a correlation tr(R_g)/d_k against d_k and offset")
+    p.add_argument("figure", choices=("corr", "depth"),
+                   help="corr: C2a correlation tr(R_g)/d_k against d_k and offset; "
+                   "depth: C7 alignment rate against init scale, one line per depth, MDM and ARM")
     p.add_argument("--out", required=True, help="output PNG path")
     p.set_defaults(func=cmd_plot, subparser=p)
 

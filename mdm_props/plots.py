@@ -62,3 +62,32 @@ def plot_correlation(path, bases=(1e4, 5e5), *, delta: int = 2, d_k: int = 64, m
     fig.savefig(path, format="png")
     plt.close(fig)
     return path
+
+
+def plot_depth(path, *, draws: int = 40, seed: int = 0, scales=(0.5, 1.0, 2.0, 3.0, 5.0, 10.0),
+               depths=(1, 2, 3, 4), pos: str = "rope") -> Path:
+    """C7: the rate of cos(G_f^ℓ, G_r^ℓ) > 0 over every layer against the init scale, one line per depth,
+    MDM (solid) and ARM (dashed), ``draws`` draws per point (plain and preset blocks, encoding ``pos``;
+    :func:`mdm_props.claims.c6_c8_deep_storage.depth_rates`). Writes a PNG to ``path`` and returns it."""
+    from .claims.c6_c8_deep_storage import depth_rates
+
+    if not scales or any(isinstance(s, bool) or not isinstance(s, (int, float)) or not s > 0 for s in scales):
+        raise ValueError(f"scales must be numbers > 0; got {scales!r}")
+    plt = _pyplot()
+    rates = depth_rates(draws, seed, "cpu", scales=tuple(scales), depths=tuple(depths), pos=pos)
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(6, 3.8), dpi=100)
+    for i, L in enumerate(depths):
+        for kind, ls in (("mdm", "-"), ("arm", "--")):
+            ax.plot(scales, [rates[(kind, L, s)] for s in scales], color=f"C{i}", ls=ls, marker=".",
+                    label=f"{kind.upper()}, depth {L}")
+    ax.axhline(0.5, color="0.5", lw=0.5)
+    ax.set(xscale="log", xlabel="init scale", ylabel="rate of cos(G_f^ℓ, G_r^ℓ) > 0 (all layers)", ylim=(0, 1.02),
+           title=f"C7: storage-gradient alignment at init ({pos}, {draws} draws a point)")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return path

@@ -28,6 +28,8 @@ TABLE = [
     (2, 1e4, 4, "-0.654"), (4, 1e4, 4, "0.173"), (6, 1e4, 4, "0.443"), (8, 1e4, 4, "0.567"),
     (16, 1e4, 4, "0.695"), (64, 1e4, 4, "0.748"), (None, 1e4, 4, "0.7715"),
     (64, 5e5, 4, "0.817"), (None, 5e5, 4, "0.8396"), (64, 1e4, 64, "0.435"),
+    # the presets' first layer at their (d_k, base) (THEORY §2b): LLaDA, Dream, SMDM
+    (128, 5e5, 4, "0.828"), (128, 1e6, 4, "0.836"), (128, 1e4, 4, "0.759"),
 ]
 
 
@@ -95,6 +97,19 @@ def test_monte_carlo_correlation_matches_formula(device, d_k, base, delta):
     for i in range(3):
         for s in c2.check_model_scores(sample, i):
             assert s.holds, str(s)
+
+
+# the real models' first layer (THEORY §2b "Real architectures"): d_k = 128 and their RoPE base; 2,000 draws
+# each (the test's false alarm is 1e-6 at any n; fewer draws keep the suite in its time budget)
+PRESET_MC = [("llada", 128, 5e5), ("dream", 128, 1e6), ("smdm", 128, 1e4)]
+
+
+@pytest.mark.claim("C2a")
+@pytest.mark.parametrize("name, d_k, base", PRESET_MC)
+def test_monte_carlo_correlation_at_the_presets_first_layer(name, d_k, base):
+    sample = c2.sample_scores(16, d_k, base, 2, 2_000, seed=2000 + len(name), device="cpu")
+    r = c2.check_score_correlation(sample["s_f"], sample["s_r"], d_k, base, 4.0)
+    assert r.holds, str(r)
 
 
 @pytest.mark.claim("C2a")

@@ -31,3 +31,11 @@ def test_missing_matplotlib_gives_an_install_hint(tmp_path, monkeypatch):
 def test_bad_arguments_are_refused(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         plots.plot_correlation(tmp_path / "x.png", **kwargs)
+
+
+def test_plot_depth_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = plots.plot_depth(tmp_path / "depth.png", draws=2, scales=(1.0, 10.0), depths=(1, 2))
+    assert out.read_bytes()[:8] == PNG and out.stat().st_size > 1000
+    with pytest.raises(ValueError, match="scales must be numbers > 0"):
+        plots.plot_depth(tmp_path / "x.png", scales=(0.0,))

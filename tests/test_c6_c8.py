@@ -1,0 +1,178 @@
+"""C6 (per-layer alignment in the small-branch limit, per draw) and C7 (per-layer alignment at
+standard initialisation, typical: MDM against ARM) for the deep block (THEORY §2b)."""
+
+import dataclasses
+
+import pytest
+import torch
+from hypothesis import given, settings, target
+from hypothesis import strategies as st
+
+from mdm_props.checks import summarize
+from mdm_props.claims import c6_c8_deep_storage as deep
+from mdm_props.model import ModelConfig, forward
+from mdm_props.params import init_params
+
+
+@st.composite
+def storage_cases(draw, **kwargs):
+    return deep.storage_case(lambda o: draw(st.sampled_from(o)), draw(st.integers(0, deep.MAX_SEED)), **kwargs)
+
+
+# C6's floor runs the autograd pass under rounding_mode (≈ 0.3 s a draw): 15 examples keep the suite in budget
+@pytest.mark.claim("C6")
+@settings(max_examples=15)
+@given(case=storage_cases(max_layers=3))
+def test_c6_remainder_has_order_one_and_the_sign_is_positive_below_eps0(device, case):
+    res = deep.check_c6(case.params(device), case.cfg, case.template, case.A, case.B)
+    assert res
+    for r in res:
+        assert r.holds, (str(r), case.describe())
+    target(-min(r.margin for r in res), label="negated smallest margin")
+
+
+@pytest.mark.claim("C6")
+def test_c6_runner_holds_and_is_deterministic():
+    first = deep.run_c6(2, 4, "cpu")
+    assert summarize(first)["holds"] and {r.claim for r in first} == {"C6"}
+    assert [r.observed for r in first] == [r.observed for r in deep.run_c6(2, 4, "cpu")]
+
+
+@pytest.mark.meta("C6")
+def test_the_leading_term_is_the_inner_product_at_zero_branch_scale_and_a_wrong_one_is_rejected():
+    """lead_ℓ (no autograd) equals ⟨G_f^ℓ, G_r^ℓ⟩ at ε = 0 (autograd, W_OV = 0) to rounding; a leading term
+    computed with a perturbed final-norm gain (an input moved) leaves an O(1) remainder: order ≈ 0, rejected."""
+    cfg = ModelConfig(vocab=5, d_model=12, d_head=4, n_heads=2, n_layers=2, norm="rms", final_norm=True,
+                      mlp="swiglu", d_mlp=8, qk_bias=True, rope_pairing="half-split")
+    params = init_params(cfg, 11, orthonormal=True)
+    case = deep.StorageCase(cfg, 11, 1.0, True, deep.Template(3, 0, 2, (2,)), 0, 1)
+    fq, rq = case.queries()
+    lead = deep.leading_term(params, cfg, fq, rq)
+    at0 = deep.layer_inner_products(deep.at_branch_scale(params, 0.0), cfg, fq, rq)
+    assert torch.allclose(lead, at0, rtol=1e-12, atol=0)
+    assert all(r.holds for r in deep.check_c6(params, cfg, case.template, 0, 1))
+    moved = {**params, "norm_final": params["norm_final"] * (1 + 1e-3)}
+    wrong = deep.leading_term(moved, cfg, fq, rq)
+    res = deep.check_c6(params, cfg, case.template, 0, 1, lead=wrong)
+    assert any(not r.holds for r in res if r.relation == "==")
+
+
+@pytest.mark.meta("C6")
+def test_branch_scale_form_matches_the_model_option():
+    """W_OV = εŴ, W_down = εŴ_down at branch_scale 1 is the model at branch_scale ε, bit for bit (ε = 2^−k)."""
+    cfg = ModelConfig(vocab=5, d_model=8, d_head=4, n_heads=2, n_layers=3, norm="rms", mlp="swiglu", d_mlp=8)
+    params = init_params(cfg, 2)
+    tokens = torch.tensor([5, 1, 2, 3])
+    a = forward(deep.at_branch_scale(params, 2.0**-5), cfg, tokens)["logits"]
+    b = forward(params, dataclasses.replace(cfg, branch_scale=2.0**-5), tokens)["logits"]
+    assert torch.equal(a, b)
+
+
+@pytest.mark.meta("C6")
+def test_remainder_series_recovers_a_quadratic():
+    c = (0.7, -3.0, 11.0)
+    eps = [2.0**-k for k in deep.C6_FIT]
+    R = [e * (c[0] + c[1] * e + c[2] * e * e) for e in eps]
+    assert all(abs(a - b) < 1e-8 * abs(b) for a, b in zip(deep.remainder_series(eps, R), c, strict=True))
+    with pytest.raises(ValueError, match="eps and R"):
+        deep.remainder_series(eps[:2], R[:2])
+
+
+@pytest.mark.negative_control("C6")
+def test_c6_arm_control_finds_a_negative_alignment():
+    cx = deep.c6_arm(20, 0, "cpu")
+    assert cx.found and cx.example["lead"] < 0 and cx.example["inner_product"] < 0
+
+
+def test_deep_storage_inputs_are_validated():
+    with pytest.raises(ValueError, match="merged_ov"):
+        deep.require_deep_storage_model(ModelConfig(vocab=4, d_model=8, d_head=2, merged_ov=False))
+    with pytest.raises(ValueError, match="branch_scale"):
+        deep.require_deep_storage_model(ModelConfig(vocab=4, d_model=8, d_head=2, branch_scale=0.5))
+    with pytest.raises(ValueError, match="pos"):
+        deep.require_deep_storage_model(ModelConfig(vocab=4, d_model=8, d_head=2, pos="absolute"))
+    with pytest.raises(ValueError, match="kind"):
+        deep.storage_case(lambda o: o[0], 0, kind="dlm")
+    with pytest.raises(ValueError, match="block"):
+        deep.c7_case(__import__("random").Random(0), kind="mdm", pos="rope", block="gpt", n_layers=1)
+    with pytest.raises(ValueError, match="pos must be 'rope'"):
+        deep.c7_case(__import__("random").Random(0), kind="mdm", pos="alibi", block="llada-like", n_layers=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# C7
+
+
+@pytest.mark.claim("C7")
+def test_c7_mdm_rate_is_separated_from_the_arm_rate():
+    """120 draws per group (MDM pooled over the relative encodings; ARM), one comparison at 1e-6."""
+    res = deep.run_c7(120, 0, "cpu")
+    assert len(res) == 1
+    r = res[0]
+    assert r.holds, str(r)
+    assert set(r.details["mdm_per_layer"]) == {1, 2, 3, 4}
+    assert set(r.details["mdm_per_encoding"]) == {"rope", "alibi", "t5", "none"}
+
+
+@pytest.mark.meta("C7")
+def test_c7_check_rejects_unseparated_rates_and_bonferroni_splits_alpha():
+    g = {"per_layer": {1: [30, 50]}, "chosen": [30, 50]}
+    assert not deep.check_c7({"relative": g, "arm": g})[0].holds
+    hi = {"per_layer": {1: [200, 200]}, "chosen": [200, 200]}
+    assert deep.check_c7({"relative": hi, "arm": g})[0].holds
+    assert deep.c7_alpha(4) == pytest.approx(2.5e-7)
+    assert [r.details["alpha_per_comparison"] for r in deep.check_c7({"a": hi, "b": hi, "arm": g})] == [5e-7, 5e-7]
+    with pytest.raises(ValueError, match="arm"):
+        deep.check_c7({"relative": g})
+
+
+@pytest.mark.negative_control("C7")
+def test_c7_arm_in_place_of_the_mdm_is_not_separated():
+    cx = deep.c7_arm_as_mdm(40, 0, "cpu")
+    assert cx.found
+
+
+# ---------------------------------------------------------------------------------------------
+# C8
+
+
+# the Taylor floor runs loss evaluations under rounding_mode (≈ 0.15 s a draw): 20 examples keep the suite in budget
+@pytest.mark.claim("C8")
+@settings(max_examples=20)
+@given(case=storage_cases(max_layers=3, orthonormal=False))
+def test_c8_layer_step_taylor_test_and_last_layer_remainder(device, case):
+    res = deep.check_c8(case.params(device), case.cfg, case.template, case.A, case.B)
+    for r in res:
+        assert r.holds, (str(r), case.describe())
+    if res:
+        target(-min(r.margin for r in res), label="negated smallest margin")
+
+
+@pytest.mark.claim("C8")
+def test_c8_runner_holds_and_checks_the_last_layer_bound():
+    res = deep.run_c8(3, 0, "cpu")
+    assert summarize(res)["holds"] and {r.claim for r in res} == {"C8"}
+    assert any("C4a" in r.quantity for r in res) and any("order" in r.quantity for r in res)
+
+
+@pytest.mark.meta("C8")
+def test_c8_rejects_a_slightly_wrong_linear_term_and_the_last_layer_bound_is_tight():
+    """Meta-test: G_r scaled by 1 + 1e-3 (an input of the linear term moved) leaves a first-order remainder
+    that the order band rejects; the C4a upper bound η² spread(a)²/8 is reached to ≥ 5% at η = 1."""
+    cfg = ModelConfig(vocab=5, d_model=8, d_head=4, n_heads=2, n_layers=3, pos="rope")
+    params = init_params(cfg, 5)
+    template = deep.Template(3, 0, 2, (2,))
+    res = deep.check_c8(params, cfg, template, 0, 1)
+    assert all(r.holds for r in res)
+    upper = [r for r in res if "spread" in r.quantity and r.details["eta"] == 1.0]
+    assert upper and upper[0].observed >= 0.05 * upper[0].reference
+    _, rq = deep.pair_queries(template, 0, 1, cfg.vocab)
+    G_r = deep.layer_gradients(params, cfg, rq)
+    res = deep.check_c8(params, cfg, template, 0, 1, gradient=G_r * (1 + 1e-3))
+    assert any(not r.holds for r in res)
+
+
+@pytest.mark.negative_control("C8")
+def test_c8_wrong_gradient_control_finds_order_one():
+    cx = deep.c8_wrong_gradient(10, 0, "cpu")
+    assert cx.found and abs(cx.example["observed"] - 1) < 0.1
