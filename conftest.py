@@ -47,7 +47,9 @@ def pytest_generate_tests(metafunc):
     fixture, so ``@given`` tests trip no function-scoped-fixture health check)."""
     explicit = any(m.args and "device" in str(m.args[0]) for m in metafunc.definition.iter_markers("parametrize"))
     if "device" in metafunc.fixturenames and not explicit:
-        metafunc.parametrize("device", [pytest.param("cpu"), pytest.param("cuda", marks=pytest.mark.xdist_group("cuda"))])
+        metafunc.parametrize(
+            "device", [pytest.param("cpu"), pytest.param("cuda", marks=pytest.mark.xdist_group("cuda"))]
+        )
 
 
 def pytest_runtest_setup(item):
@@ -103,10 +105,16 @@ class MarginLog:
             draws = {repr(sorted(r.details["draw"].items())) for r in rs if isinstance(r.details.get("draw"), dict)}
             margins = [r.margin for r in rs if not math.isnan(r.margin)]
             ratios = [r.error_ratio for r in rs if not math.isnan(r.error_ratio)]
-            self.merge(claim, {"draws": max(1, len(draws)), "checks": len(rs),
-                               "worst_margin": min(margins, default=math.inf),
-                               "worst_error_ratio": max(ratios, default=0.0),
-                               "failed": sum(not r.holds for r in rs)})
+            self.merge(
+                claim,
+                {
+                    "draws": max(1, len(draws)),
+                    "checks": len(rs),
+                    "worst_margin": min(margins, default=math.inf),
+                    "worst_error_ratio": max(ratios, default=0.0),
+                    "failed": sum(not r.holds for r in rs),
+                },
+            )
 
     def merge(self, claim: str, row: dict) -> None:
         old = self.rows.get(claim)
@@ -125,8 +133,10 @@ class MarginLog:
         for claim in [c for c in known if c in self.rows]:
             r = self.rows[claim]
             status = "holds" if not r["failed"] else f"VIOLATED ({r['failed']} checks)"
-            out.append(f"{claim:<6} {r['draws']:>7} {r['checks']:>7} {r['worst_margin']:>10.3g} "
-                       f"{r['worst_error_ratio']:>9.3g}  {status}")
+            out.append(
+                f"{claim:<6} {r['draws']:>7} {r['checks']:>7} {r['worst_margin']:>10.3g} "
+                f"{r['worst_error_ratio']:>9.3g}  {status}"
+            )
         return out
 
 

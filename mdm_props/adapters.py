@@ -98,14 +98,22 @@ class ProjectAdapter:
         self.cfg = cfg
         self._params = init_params(cfg, seed) if params is None else params
         self.arch = Architecture(
-            name=name or "project", vocab=cfg.vocab, mask_id=cfg.mask_id, readout_offset=cfg.readout_offset,
-            n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_kv_heads=cfg.kv_heads, d_head=cfg.d_head,
+            name=name or "project",
+            vocab=cfg.vocab,
+            mask_id=cfg.mask_id,
+            readout_offset=cfg.readout_offset,
+            n_layers=cfg.n_layers,
+            n_heads=cfg.n_heads,
+            n_kv_heads=cfg.kv_heads,
+            d_head=cfg.d_head,
             rope_pairing=cfg.rope_pairing if cfg.pos == "rope" else None,
-            rope_base=cfg.rope_base if cfg.pos == "rope" else None, attention=cfg.attention)
+            rope_base=cfg.rope_base if cfg.pos == "rope" else None,
+            attention=cfg.attention,
+        )
         self.score_scale = 1.0 / math.sqrt(cfg.d_head)
 
     @classmethod
-    def from_preset(cls, name: str, seed: int = 0, **overrides) -> "ProjectAdapter":
+    def from_preset(cls, name: str, seed: int = 0, **overrides) -> ProjectAdapter:
         if name not in PRESETS:
             raise ProbeError(f"model must be one of {', '.join(PRESETS)}; got {name!r}")
         return cls(preset(name, **overrides), seed=seed, name=name)
@@ -144,8 +152,10 @@ class ProjectAdapter:
         kv = None if head is None else head // (cfg.n_heads // cfg.kv_heads)
         h = (layer,) if head is None else (layer, head)
         hk = (layer,) if head is None else (layer, kv)
-        out = {"query": [Handle("W_Q", h)] + ([Handle("b_Q", h)] if "b_Q" in names else []),
-               "key": [Handle("W_K", hk)] + ([Handle("b_K", hk)] if "b_K" in names else [])}
+        out = {
+            "query": [Handle("W_Q", h)] + ([Handle("b_Q", h)] if "b_Q" in names else []),
+            "key": [Handle("W_K", hk)] + ([Handle("b_K", hk)] if "b_K" in names else []),
+        }
         if cfg.merged_ov:
             out["value"], out["output"] = [Handle("W_OV", h)], []
         else:
@@ -157,8 +167,9 @@ class ProjectAdapter:
     def reflect(self, params: dict) -> dict:
         out = dict(params)
         if self.cfg.pos == "rope":
-            J = rope_reflection(self.cfg.d_head, self.cfg.rope_pairing, dtype=params["W_Q"].dtype,
-                                device=params["W_Q"].device)
+            J = rope_reflection(
+                self.cfg.d_head, self.cfg.rope_pairing, dtype=params["W_Q"].dtype, device=params["W_Q"].device
+            )
             for n in ("W_Q", "W_K"):
                 out[n] = params[n] * J[:, None]
             for n in ("b_Q", "b_K"):
@@ -166,11 +177,12 @@ class ProjectAdapter:
                     out[n] = params[n] * J
         return out
 
-    def causal_twin(self) -> "ProjectAdapter":
+    def causal_twin(self) -> ProjectAdapter:
         import dataclasses
 
-        return ProjectAdapter(dataclasses.replace(self.cfg, attention="causal"), self._params,
-                              name=f"{self.arch.name} (causal mask)")
+        return ProjectAdapter(
+            dataclasses.replace(self.cfg, attention="causal"), self._params, name=f"{self.arch.name} (causal mask)"
+        )
 
     def modules(self):
         return None  # a pure function: no module tree to attribute dtypes to
@@ -186,12 +198,15 @@ def require_transformers():
     try:
         import transformers
     except ImportError:
-        raise ProbeError("transformers is not installed: the probe needs the optional extra for Hugging Face "
-                         "models (pip install -e \".[hf]\", i.e. transformers>=5); the project's presets work "
-                         "without it") from None
+        raise ProbeError(
+            "transformers is not installed: the probe needs the optional extra for Hugging Face "
+            'models (pip install -e ".[hf]", i.e. transformers>=5); the project\'s presets work '
+            "without it"
+        ) from None
     if int(transformers.__version__.split(".")[0]) < 5:
-        raise ProbeError(f"transformers>=5 is required (is_causal=False for decoder models); found "
-                         f"{transformers.__version__}")
+        raise ProbeError(
+            f"transformers>=5 is required (is_causal=False for decoder models); found {transformers.__version__}"
+        )
     return transformers
 
 
@@ -222,10 +237,18 @@ class HFAdapter:
         if rope.get("rope_type", "default") != "default":
             raise ProbeError(f"rope_type {rope.get('rope_type')!r} is not supported (plain RoPE only)")
         self.arch = Architecture(
-            name=name or arch_name, vocab=vocab, mask_id=mask_id, readout_offset=readout_offset,
-            n_layers=c.num_hidden_layers, n_heads=c.num_attention_heads, n_kv_heads=c.num_key_value_heads,
-            d_head=head_dim, rope_pairing="half-split", rope_base=float(base) if base is not None else None,
-            attention="causal" if getattr(c, "is_causal", True) else "bidirectional")
+            name=name or arch_name,
+            vocab=vocab,
+            mask_id=mask_id,
+            readout_offset=readout_offset,
+            n_layers=c.num_hidden_layers,
+            n_heads=c.num_attention_heads,
+            n_kv_heads=c.num_key_value_heads,
+            d_head=head_dim,
+            rope_pairing="half-split",
+            rope_base=float(base) if base is not None else None,
+            attention="causal" if getattr(c, "is_causal", True) else "bidirectional",
+        )
         self.score_scale = self.model.model.layers[0].self_attn.scaling
         self._params = {k: v.detach() for k, v in self.model.named_parameters()}
         self._prefix = "model.layers"
@@ -248,15 +271,19 @@ class HFAdapter:
     def query_keys(self, params: dict, tokens: torch.Tensor):
         """Post-RoPE q, k per layer by forward hooks: q_proj/k_proj outputs and the (cos, sin) the
         attention module receives, rotated by the model's own ``apply_rotary_pos_emb``."""
-        captured, hooks = {}, []
+        captured: dict = {}
+        hooks: list = []
         layers = self.model.model.layers
         for i, layer in enumerate(layers):
             attn = layer.self_attn
             hooks.append(attn.q_proj.register_forward_hook(lambda m, a, o, i=i: captured.__setitem__(("q", i), o)))
             hooks.append(attn.k_proj.register_forward_hook(lambda m, a, o, i=i: captured.__setitem__(("k", i), o)))
-            hooks.append(attn.register_forward_pre_hook(
-                lambda m, a, kw, i=i: captured.__setitem__(("pe", i), kw.get("position_embeddings")),
-                with_kwargs=True))
+            hooks.append(
+                attn.register_forward_pre_hook(
+                    lambda m, a, kw, i=i: captured.__setitem__(("pe", i), kw.get("position_embeddings")),
+                    with_kwargs=True,
+                )
+            )
         try:
             self._call(params, tokens)
         finally:
@@ -279,19 +306,22 @@ class HFAdapter:
         p, a = f"{self._prefix}.{layer}.", self.arch
         dk = a.d_head
         rows = () if head is None else (slice(head * dk, (head + 1) * dk),)
-        kv = None if head is None else head // (a.n_heads // a.n_kv_heads)
+        kv = 0 if head is None else head // (a.n_heads // a.n_kv_heads)
         krows = () if head is None else (slice(kv * dk, (kv + 1) * dk),)
         cols = () if head is None else (slice(None), slice(head * dk, (head + 1) * dk))
 
         def some(names, index):
             return [Handle(p + n, index) for n in names if p + n in self._params]
 
-        return {"query": some(("self_attn.q_proj.weight", "self_attn.q_proj.bias"), rows),
-                "key": some(("self_attn.k_proj.weight", "self_attn.k_proj.bias"), krows),
-                "value": some(("self_attn.v_proj.weight", "self_attn.v_proj.bias"), krows),
-                "output": some(("self_attn.o_proj.weight",), cols),
-                "mlp": [] if head is not None else some(
-                    ("mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"), ())}
+        return {
+            "query": some(("self_attn.q_proj.weight", "self_attn.q_proj.bias"), rows),
+            "key": some(("self_attn.k_proj.weight", "self_attn.k_proj.bias"), krows),
+            "value": some(("self_attn.v_proj.weight", "self_attn.v_proj.bias"), krows),
+            "output": some(("self_attn.o_proj.weight",), cols),
+            "mlp": []
+            if head is not None
+            else some(("mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"), ()),
+        }
 
     def reflect(self, params: dict) -> dict:
         out = dict(params)
@@ -306,13 +336,17 @@ class HFAdapter:
                     out[h.name] = (heads * Jb).reshape(t.shape)
         return out
 
-    def causal_twin(self) -> "HFAdapter":
+    def causal_twin(self) -> HFAdapter:
         import copy
 
         twin = copy.deepcopy(self.model)
         twin.config.is_causal = True
-        return HFAdapter(twin, mask_id=self.arch.mask_id, readout_offset=self.arch.readout_offset,
-                         name=f"{self.arch.name} (causal mask)")
+        return HFAdapter(
+            twin,
+            mask_id=self.arch.mask_id,
+            readout_offset=self.arch.readout_offset,
+            name=f"{self.arch.name} (causal mask)",
+        )
 
     def modules(self):
         return self.model
@@ -323,26 +357,33 @@ def hf_model_from_config(config, *, seed: int = 0, bidirectional: bool | None = 
     ``config.is_causal = not bidirectional`` (None: keep what the config says)."""
     transformers = require_transformers()
     name = (getattr(config, "architectures", None) or [None])[0] or {
-        "llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}.get(getattr(config, "model_type", ""), None)
+        "llama": "LlamaForCausalLM",
+        "qwen2": "Qwen2ForCausalLM",
+    }.get(getattr(config, "model_type", ""), None)
     if name not in HF_ARCHITECTURES:
-        raise ProbeError(f"unsupported architecture {name!r} (model_type {getattr(config, 'model_type', None)!r}); "
-                         f"the probe reads {', '.join(HF_ARCHITECTURES)}")
+        raise ProbeError(
+            f"unsupported architecture {name!r} (model_type {getattr(config, 'model_type', None)!r}); "
+            f"the probe reads {', '.join(HF_ARCHITECTURES)}"
+        )
     if bidirectional is not None:
         config.is_causal = not bidirectional
     torch.manual_seed(seed)
     return getattr(transformers, name)(config).to(torch.float64)
 
 
-def load_hf(path: str, *, weights: bool, mask_id: int | None = None, readout_offset: int | None = None,
-            seed: int = 0) -> HFAdapter:
+def load_hf(
+    path: str, *, weights: bool, mask_id: int | None = None, readout_offset: int | None = None, seed: int = 0
+) -> HFAdapter:
     """An :class:`HFAdapter` from a local directory: ``weights=False`` reads ``config.json`` only (random
     seeded weights), ``weights=True`` loads the checkpoint too (LLaDA names are mapped onto Llama's).
     ``mask_id`` defaults to the config's ``mask_token_id`` (or LLaDA's 126336, Dream's 151666 from the
     config's hints); ``readout_offset`` to 1 for Qwen2 (Dream) and 0 otherwise."""
     transformers = require_transformers()
     if not os.path.isdir(path):
-        raise ProbeError(f"path {path!r} is not a directory (expected a local transformers config or checkpoint "
-                         f"directory holding config.json)")
+        raise ProbeError(
+            f"path {path!r} is not a directory (expected a local transformers config or checkpoint "
+            f"directory holding config.json)"
+        )
     cfg_file = os.path.join(path, "config.json")
     if not os.path.isfile(cfg_file):
         raise ProbeError(f"path {path!r} holds no config.json")
@@ -354,8 +395,10 @@ def load_hf(path: str, *, weights: bool, mask_id: int | None = None, readout_off
     elif model_type == "Dream":
         raw = {**raw, "model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]}
     if raw.get("model_type") not in ("llama", "qwen2"):
-        raise ProbeError(f"unsupported architecture: model_type {raw.get('model_type')!r} in {cfg_file}; the probe "
-                         f"reads llama, qwen2 (Dream) and llada configs")
+        raise ProbeError(
+            f"unsupported architecture: model_type {raw.get('model_type')!r} in {cfg_file}; the probe "
+            f"reads llama, qwen2 (Dream) and llada configs"
+        )
     if mask_id is None:
         mask_id = raw.get("mask_token_id", {"llada": 126336, "Dream": 151666}.get(model_type))
         if mask_id is None:
@@ -373,10 +416,16 @@ def load_hf(path: str, *, weights: bool, mask_id: int | None = None, readout_off
         missing, unexpected = model.load_state_dict({k: v.to(torch.float64) for k, v in state.items()}, strict=False)
         missing = [m for m in missing if not (m == "lm_head.weight" and config.tie_word_embeddings)]
         if missing or unexpected:
-            raise ProbeError(f"checkpoint in {path!r} does not match {type(model).__name__}: missing "
-                             f"{missing[:5]}, unexpected {unexpected[:5]}")
-    return HFAdapter(model, mask_id=int(mask_id), readout_offset=readout_offset,
-                     name=f"{type(model).__name__} ({os.path.basename(os.path.normpath(path))})")
+            raise ProbeError(
+                f"checkpoint in {path!r} does not match {type(model).__name__}: missing "
+                f"{missing[:5]}, unexpected {unexpected[:5]}"
+            )
+    return HFAdapter(
+        model,
+        mask_id=int(mask_id),
+        readout_offset=readout_offset,
+        name=f"{type(model).__name__} ({os.path.basename(os.path.normpath(path))})",
+    )
 
 
 def _read_state_dict(path: str) -> dict:
@@ -402,13 +451,21 @@ def _read_state_dict(path: str) -> dict:
 # LLaDA (OLMo-style names, modeling_llada.py's LLaDALlamaBlock) onto transformers' Llama
 
 _LLADA_BLOCK = {
-    "q_proj": "self_attn.q_proj", "k_proj": "self_attn.k_proj", "v_proj": "self_attn.v_proj",
-    "attn_out": "self_attn.o_proj", "ff_proj": "mlp.gate_proj", "up_proj": "mlp.up_proj", "ff_out": "mlp.down_proj",
-    "attn_norm": "input_layernorm", "ff_norm": "post_attention_layernorm",
+    "q_proj": "self_attn.q_proj",
+    "k_proj": "self_attn.k_proj",
+    "v_proj": "self_attn.v_proj",
+    "attn_out": "self_attn.o_proj",
+    "ff_proj": "mlp.gate_proj",
+    "up_proj": "mlp.up_proj",
+    "ff_out": "mlp.down_proj",
+    "attn_norm": "input_layernorm",
+    "ff_norm": "post_attention_layernorm",
 }
-_LLADA_TOP = {"model.transformer.wte.weight": "model.embed_tokens.weight",
-              "model.transformer.ln_f.weight": "model.norm.weight",
-              "model.transformer.ff_out.weight": "lm_head.weight"}
+_LLADA_TOP = {
+    "model.transformer.wte.weight": "model.embed_tokens.weight",
+    "model.transformer.ln_f.weight": "model.norm.weight",
+    "model.transformer.ff_out.weight": "lm_head.weight",
+}
 _BLOCK_RE = re.compile(r"^model\.transformer\.blocks\.(\d+)\.(\w+)\.(weight|bias)$")
 
 
@@ -434,18 +491,26 @@ def llada_to_llama_state_dict(state: dict) -> dict:
 def llada_config_to_llama(raw: dict) -> dict:
     """LLaDA's config.json (OLMo-style keys) as a Llama config dict (bidirectional)."""
     d, H = raw["d_model"], raw["n_heads"]
-    return {"model_type": "llama", "architectures": ["LlamaForCausalLM"],
-            "vocab_size": raw.get("embedding_size") or raw["vocab_size"], "hidden_size": d,
-            "intermediate_size": raw.get("mlp_hidden_size") or raw.get("mlp_ratio", 4) * d,
-            "num_hidden_layers": raw["n_layers"], "num_attention_heads": H,
-            "num_key_value_heads": raw.get("n_kv_heads") or H, "rms_norm_eps": raw.get("rms_norm_eps", 1e-5),
-            "rope_theta": raw.get("rope_theta", 10000.0), "max_position_embeddings": raw.get("max_sequence_length", 4096),
-            "tie_word_embeddings": bool(raw.get("weight_tying", False)),
-            "attention_bias": bool(raw.get("include_bias", False) or raw.get("include_qkv_bias", False)),
-            "is_causal": False, "mask_token_id": raw.get("mask_token_id", 126336)}
+    return {
+        "model_type": "llama",
+        "architectures": ["LlamaForCausalLM"],
+        "vocab_size": raw.get("embedding_size") or raw["vocab_size"],
+        "hidden_size": d,
+        "intermediate_size": raw.get("mlp_hidden_size") or raw.get("mlp_ratio", 4) * d,
+        "num_hidden_layers": raw["n_layers"],
+        "num_attention_heads": H,
+        "num_key_value_heads": raw.get("n_kv_heads") or H,
+        "rms_norm_eps": raw.get("rms_norm_eps", 1e-5),
+        "rope_theta": raw.get("rope_theta", 10000.0),
+        "max_position_embeddings": raw.get("max_sequence_length", 4096),
+        "tie_word_embeddings": bool(raw.get("weight_tying", False)),
+        "attention_bias": bool(raw.get("include_bias", False) or raw.get("include_qkv_bias", False)),
+        "is_causal": False,
+        "mask_token_id": raw.get("mask_token_id", 126336),
+    }
 
 
-def project_model_from_hf(adapter: "HFAdapter"):
+def project_model_from_hf(adapter: HFAdapter):
     """The same weights in the project's model: ``(ModelConfig, params)`` with the llada-like structure
     (RMSNorm, SwiGLU, half-split RoPE, untied head, factored value path, q/k/v biases when present).
     Needs the mask id to be the last id (the project's convention: V real tokens, mask id V); the
@@ -458,27 +523,47 @@ def project_model_from_hf(adapter: "HFAdapter"):
     L, H, K, dk, d = a.n_layers, a.n_heads, a.n_kv_heads, a.d_head, c.hidden_size
     V = a.vocab - 1
     bias = "model.layers.0.self_attn.q_proj.bias" in p
-    cfg = ModelConfig(vocab=V, d_model=d, d_head=dk, n_heads=H, n_kv_heads=K, n_layers=L, pos="rope",
-                      rope_base=a.rope_base, tied=False, merged_ov=False, norm="rms", final_norm=True, mlp="swiglu",
-                      d_mlp=c.intermediate_size, qk_bias=bias, v_bias=bias, rope_pairing="half-split",
-                      readout_offset=a.readout_offset, norm_eps=c.rms_norm_eps, max_len=64)
+    cfg = ModelConfig(
+        vocab=V,
+        d_model=d,
+        d_head=dk,
+        n_heads=H,
+        n_kv_heads=K,
+        n_layers=L,
+        pos="rope",
+        rope_base=a.rope_base if a.rope_base is not None else 1e4,
+        tied=False,
+        merged_ov=False,
+        norm="rms",
+        final_norm=True,
+        mlp="swiglu",
+        d_mlp=c.intermediate_size,
+        qk_bias=bias,
+        v_bias=bias,
+        rope_pairing="half-split",
+        readout_offset=a.readout_offset,
+        norm_eps=c.rms_norm_eps,
+        max_len=64,
+    )
 
     def stack(fmt, f):
         return torch.stack([f(p[fmt.format(l)]) for l in range(L)])
 
     lay = "model.layers.{}."
-    out = {"E": p["model.embed_tokens.weight"],
-           "W_Q": stack(lay + "self_attn.q_proj.weight", lambda w: w.view(H, dk, d)),
-           "W_K": stack(lay + "self_attn.k_proj.weight", lambda w: w.view(K, dk, d)),
-           "W_V": stack(lay + "self_attn.v_proj.weight", lambda w: w.view(K, dk, d)),
-           "W_O": stack(lay + "self_attn.o_proj.weight", lambda w: w.view(d, H, dk).permute(1, 0, 2)),
-           "U": p.get("lm_head.weight", p["model.embed_tokens.weight"])[:V],
-           "norm_attn": stack(lay + "input_layernorm.weight", lambda w: w),
-           "norm_mlp": stack(lay + "post_attention_layernorm.weight", lambda w: w),
-           "norm_final": p["model.norm.weight"],
-           "W_gate": stack(lay + "mlp.gate_proj.weight", lambda w: w),
-           "W_up": stack(lay + "mlp.up_proj.weight", lambda w: w),
-           "W_down": stack(lay + "mlp.down_proj.weight", lambda w: w)}
+    out = {
+        "E": p["model.embed_tokens.weight"],
+        "W_Q": stack(lay + "self_attn.q_proj.weight", lambda w: w.view(H, dk, d)),
+        "W_K": stack(lay + "self_attn.k_proj.weight", lambda w: w.view(K, dk, d)),
+        "W_V": stack(lay + "self_attn.v_proj.weight", lambda w: w.view(K, dk, d)),
+        "W_O": stack(lay + "self_attn.o_proj.weight", lambda w: w.view(d, H, dk).permute(1, 0, 2)),
+        "U": p.get("lm_head.weight", p["model.embed_tokens.weight"])[:V],
+        "norm_attn": stack(lay + "input_layernorm.weight", lambda w: w),
+        "norm_mlp": stack(lay + "post_attention_layernorm.weight", lambda w: w),
+        "norm_final": p["model.norm.weight"],
+        "W_gate": stack(lay + "mlp.gate_proj.weight", lambda w: w),
+        "W_up": stack(lay + "mlp.up_proj.weight", lambda w: w),
+        "W_down": stack(lay + "mlp.down_proj.weight", lambda w: w),
+    }
     if bias:
         out["b_Q"] = stack(lay + "self_attn.q_proj.bias", lambda w: w.view(H, dk))
         out["b_K"] = stack(lay + "self_attn.k_proj.bias", lambda w: w.view(K, dk))

@@ -71,10 +71,15 @@ class Batch:
     etas: tuple[float, ...] | None = None
 
     def __post_init__(self):
-        if not self.seeds or len(self.scales) != len(self.seeds) or (
-                self.etas is not None and len(self.etas) != len(self.seeds)):
-            raise ValueError(f"seeds, scales (and etas) must be nonempty and of one length; got {len(self.seeds)}, "
-                             f"{len(self.scales)}" + ("" if self.etas is None else f", {len(self.etas)}"))
+        if (
+            not self.seeds
+            or len(self.scales) != len(self.seeds)
+            or (self.etas is not None and len(self.etas) != len(self.seeds))
+        ):
+            raise ValueError(
+                f"seeds, scales (and etas) must be nonempty and of one length; got {len(self.seeds)}, "
+                f"{len(self.scales)}" + ("" if self.etas is None else f", {len(self.etas)}")
+            )
 
     @property
     def size(self) -> int:
@@ -91,8 +96,7 @@ class Batch:
     def params(self, device="cpu", cfg: ModelConfig | None = None) -> dict:
         """The K parameter dicts of :func:`~mdm_props.params.init_params`, stacked on a leading axis K
         (:func:`init_params_batch`: equal, bit for bit, to K calls of init_params)."""
-        return init_params_batch(cfg or self.cfg, self.seeds, self.scales, orthonormal=self.orthonormal,
-                                 device=device)
+        return init_params_batch(cfg or self.cfg, self.seeds, self.scales, orthonormal=self.orthonormal, device=device)
 
     def eta_tensor(self, device="cpu") -> torch.Tensor:
         if self.etas is None:
@@ -104,12 +108,24 @@ class Batch:
         """A batch of draws that share one structure (cfg, template, A, B, orthonormal)."""
         first = cases[0]
         for c in cases:
-            if (c.cfg, c.template, c.A, c.B, c.orthonormal) != (first.cfg, first.template, first.A, first.B,
-                                                                 first.orthonormal):
+            if (c.cfg, c.template, c.A, c.B, c.orthonormal) != (
+                first.cfg,
+                first.template,
+                first.A,
+                first.B,
+                first.orthonormal,
+            ):
                 raise ValueError("cases must share cfg, template, A, B and orthonormal to form one batch")
-        return cls(first.cfg, first.template, first.A, first.B, first.orthonormal,
-                   tuple(c.seed for c in cases), tuple(c.scale for c in cases),
-                   None if etas is None else tuple(float(e) for e in etas))
+        return cls(
+            first.cfg,
+            first.template,
+            first.A,
+            first.B,
+            first.orthonormal,
+            tuple(c.seed for c in cases),
+            tuple(c.scale for c in cases),
+            None if etas is None else tuple(float(e) for e in etas),
+        )
 
 
 def batch_from_case(case: Case, size: int, eta: float | None = None) -> Batch:
@@ -135,8 +151,9 @@ def assert_batch_holds(report: BatchReport) -> float:
     return report.worst[1]
 
 
-def init_params_batch(cfg: ModelConfig, seeds: Sequence[int], scales: Sequence[float], *, orthonormal: bool = False,
-                      device="cpu") -> dict:
+def init_params_batch(
+    cfg: ModelConfig, seeds: Sequence[int], scales: Sequence[float], *, orthonormal: bool = False, device="cpu"
+) -> dict:
     """``init_params(cfg, seeds[i], scale=scales[i], orthonormal=...)`` for every i, stacked (leading axis K).
 
     The random numbers are drawn per draw exactly as :func:`~mdm_props.params.init_params` draws them (one
@@ -195,8 +212,15 @@ def unstack_params(params: dict, i: int) -> dict:
     return {k: v[i] for k, v in params.items()}
 
 
-def sample_batches(draws: int, seed: int, batch_size: int = BATCH_SIZE, *, either_orthonormal: bool = False,
-                   step: bool = False, **sample_kwargs) -> Iterator[Batch]:
+def sample_batches(
+    draws: int,
+    seed: int,
+    batch_size: int = BATCH_SIZE,
+    *,
+    either_orthonormal: bool = False,
+    step: bool = False,
+    **sample_kwargs,
+) -> Iterator[Batch]:
     """``draws`` seeded draws in batches of at most ``batch_size``: each batch draws a structure with
     :func:`~mdm_props.strategies.sample_case` (orthonormal with probability ½ when ``either_orthonormal``),
     then a seed and a scale per draw (and η from ``ETAS`` when ``step``)."""
@@ -224,16 +248,19 @@ def require_batch_params(params: dict, cfg: ModelConfig, *, tied: bool = True, h
     require_storage_model(cfg, tied=tied)
     require_float64(params)
     require_finite(params)
-    require_batch_hypotheses(params, cfg, (("H-rel", "H-orth") if tied else ("H-rel",)) if hypotheses is None
-                             else hypotheses)
+    require_batch_hypotheses(
+        params, cfg, (("H-rel", "H-orth") if tied else ("H-rel",)) if hypotheses is None else hypotheses
+    )
 
 
 def require_batch_hypotheses(params: dict, cfg: ModelConfig, hypotheses) -> None:
     """Raise a ValueError naming the first of ``hypotheses`` (H-rel, H-bi, H-orth) that a draw of the batch
     breaks (H-orth: the Gram defect of each draw's E within :func:`mdm_props.rounding.gram_defect_limit`)."""
     if "H-rel" in hypotheses and not cfg.relative:
-        raise ValueError(f"H-rel fails: pos={cfg.pos!r} puts positions into the values; the batched checkers "
-                         "need a relative encoding")
+        raise ValueError(
+            f"H-rel fails: pos={cfg.pos!r} puts positions into the values; the batched checkers "
+            "need a relative encoding"
+        )
     if "H-bi" in hypotheses and cfg.attention != "bidirectional":
         raise ValueError(f"H-bi fails: attention={cfg.attention!r}; the batched checkers need bidirectional attention")
     if "H-orth" in hypotheses:
@@ -241,8 +268,10 @@ def require_batch_hypotheses(params: dict, cfg: ModelConfig, hypotheses) -> None
         bad = (~(omega <= limit)).nonzero()
         if len(bad):
             i = int(bad[0])
-            raise ValueError(f"H-orth fails on draw {i}: Gram defect of E ω = {float(omega[i]):.3g} > {limit:.3g} "
-                             "(= 1e3·d·u, rounding alone)")
+            raise ValueError(
+                f"H-orth fails on draw {i}: Gram defect of E ω = {float(omega[i]):.3g} > {limit:.3g} "
+                "(= 1e3·d·u, rounding alone)"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,9 +297,19 @@ def query_state(params: dict, cfg: ModelConfig, query: Query, out: dict | None =
     b = batched_forward_bounds(params, cfg, tokens)
     i = query.slot
     logits = out["logits"][:, i].detach()
-    return QueryState(query, tokens, out["inputs"].detach(), out["attn"][:, 0, :, i].detach(),
-                      out["context"][:, 0, :, i].detach(), logits, torch.log_softmax(logits, dim=-1),
-                      b["attn"][:, 0, :, i], b["context"][:, 0, :, i], b["logits"][:, i], b["logprobs"][:, i])
+    return QueryState(
+        query,
+        tokens,
+        out["inputs"].detach(),
+        out["attn"][:, 0, :, i].detach(),
+        out["context"][:, 0, :, i].detach(),
+        logits,
+        torch.log_softmax(logits, dim=-1),
+        b["attn"][:, 0, :, i],
+        b["context"][:, 0, :, i],
+        b["logits"][:, i],
+        b["logprobs"][:, i],
+    )
 
 
 def storage_gradients(params: dict, cfg: ModelConfig, query: Query) -> tuple[torch.Tensor, QueryState]:
@@ -403,23 +442,28 @@ class BatchedCheck:
 def identity_check(claim: str, quantity: str, observed, exact, tolerance, **details) -> BatchedCheck:
     """:func:`mdm_props.checks.identity` per draw: error |observed − exact| (inf when not finite), margin
     1 − error/tolerance, holds when error/tolerance ≤ 1."""
-    observed, exact, tolerance = (torch.as_tensor(t, dtype=torch.float64).detach()
-                                  for t in (observed, exact, tolerance))
+    observed, exact, tolerance = (
+        torch.as_tensor(t, dtype=torch.float64).detach() for t in (observed, exact, tolerance)
+    )
     if not bool((tolerance >= 0).all()):
         raise ValueError(f"tolerance must be >= 0; got {tolerance.min()}")
     error = torch.where(torch.isfinite(observed), (observed - exact).abs(), torch.full_like(observed, math.inf))
     ratio = _ratio(error, tolerance)
-    return BatchedCheck(claim, quantity, "identity", "==", observed, exact, error, tolerance, 1.0 - ratio,
-                        ratio <= 1.0, details=details)
+    return BatchedCheck(
+        claim, quantity, "identity", "==", observed, exact, error, tolerance, 1.0 - ratio, ratio <= 1.0, details=details
+    )
 
 
-def inequality_check(claim: str, quantity: str, observed, bound, relation: str, scale, tolerance=0.0,
-                     **details) -> BatchedCheck:
+def inequality_check(
+    claim: str, quantity: str, observed, bound, relation: str, scale, tolerance=0.0, **details
+) -> BatchedCheck:
     """:func:`mdm_props.checks.inequality` per draw (same margin: signed distance / scale, 0 when met only
     within the tolerance)."""
     observed = torch.as_tensor(observed, dtype=torch.float64).detach()
-    bound, scale, tolerance = (torch.broadcast_to(torch.as_tensor(t, dtype=torch.float64, device=observed.device),
-                                                  observed.shape).detach() for t in (bound, scale, tolerance))
+    bound, scale, tolerance = (
+        torch.broadcast_to(torch.as_tensor(t, dtype=torch.float64, device=observed.device), observed.shape).detach()
+        for t in (bound, scale, tolerance)
+    )
     if not bool((scale > 0).all()):
         raise ValueError(f"scale must be > 0; got {scale.min()}")
     signed = observed - bound if relation in (">", ">=") else bound - observed
@@ -427,8 +471,20 @@ def inequality_check(claim: str, quantity: str, observed, bound, relation: str, 
     holds = finite & ((signed > 0) if relation in (">", "<") else (signed >= -tolerance))
     violation = torch.where(finite, (-signed).clamp_min(0.0), torch.full_like(signed, math.inf))
     margin = torch.where(holds & (signed < 0), torch.zeros_like(signed), signed / scale)
-    return BatchedCheck(claim, quantity, "inequality", relation, observed, bound, violation, tolerance, margin, holds,
-                        scale=scale, details=details)
+    return BatchedCheck(
+        claim,
+        quantity,
+        "inequality",
+        relation,
+        observed,
+        bound,
+        violation,
+        tolerance,
+        margin,
+        holds,
+        scale=scale,
+        details=details,
+    )
 
 
 def worst_entry_check(claim: str, quantity: str, observed, exact, bound, **details) -> BatchedCheck:
@@ -445,8 +501,9 @@ def worst_entry_check(claim: str, quantity: str, observed, exact, bound, **detai
     r = _ratio(err, tol)
     r = torch.where(torch.isfinite(o), r, torch.full_like(r, math.inf))
     index = torch.stack(torch.unravel_index(idx, tuple(shape)), -1) if len(shape) else idx
-    return BatchedCheck(claim, quantity, "worst_entry", "==", o, e, err, tol, 1.0 - r, r <= 1.0, index=index,
-                        details=details)
+    return BatchedCheck(
+        claim, quantity, "worst_entry", "==", o, e, err, tol, 1.0 - r, r <= 1.0, index=index, details=details
+    )
 
 
 @dataclass(frozen=True)
@@ -479,8 +536,20 @@ class BatchReport:
         out = []
         for c in self.checks:
             r = c.result(i)
-            out.append(CheckResult(r.claim, r.quantity, r.observed, r.reference, r.relation, r.error, r.tolerance,
-                                   r.margin, r.holds, {**r.details, "draw": draw, "batch_index": i}))
+            out.append(
+                CheckResult(
+                    r.claim,
+                    r.quantity,
+                    r.observed,
+                    r.reference,
+                    r.relation,
+                    r.error,
+                    r.tolerance,
+                    r.margin,
+                    r.holds,
+                    {**r.details, "draw": draw, "batch_index": i},
+                )
+            )
         return out
 
     def selected(self) -> list[CheckResult]:
@@ -490,9 +559,18 @@ class BatchReport:
         return [r for i in sorted(keep) for r in self.results(i)]
 
 
-def run_batched(check_batch: Callable[..., BatchReport], draws: int, seed: int, device="cpu", *,
-                batch_size: int | None = None, either_orthonormal: bool = False, step: bool = False,
-                args: str | None = None, **sample_kwargs) -> list[CheckResult]:
+def run_batched(
+    check_batch: Callable[..., BatchReport],
+    draws: int,
+    seed: int,
+    device="cpu",
+    *,
+    batch_size: int | None = None,
+    either_orthonormal: bool = False,
+    step: bool = False,
+    args: str | None = None,
+    **sample_kwargs,
+) -> list[CheckResult]:
     """``check_batch(batch, device)`` on each of :func:`sample_batches` (``batch_size`` default
     :func:`batch_size_for`); keeps, per batch, the worst draw of every check and every failing draw
     (:meth:`BatchReport.selected`). ``args`` ("module:name") names the per-draw checker's argument builder
@@ -501,8 +579,7 @@ def run_batched(check_batch: Callable[..., BatchReport], draws: int, seed: int, 
     resolve_device(device)
     out: list[CheckResult] = []
     size = batch_size_for(draws) if batch_size is None else batch_size
-    for batch in sample_batches(draws, seed, size, either_orthonormal=either_orthonormal, step=step,
-                                **sample_kwargs):
+    for batch in sample_batches(draws, seed, size, either_orthonormal=either_orthonormal, step=step, **sample_kwargs):
         out += check_batch(batch, device).selected()
     if args is not None:  # the per-draw checker's argument builder, for search.replay
         out = [dataclasses.replace(r, details={**r.details, "draw": {**r.details["draw"], "args": args}}) for r in out]

@@ -42,12 +42,15 @@ def machine() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} intra-op thread), "
-            f"Python {platform.python_version()}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} intra-op thread), "
+        f"Python {platform.python_version()}"
+    )
 
 
-def bench_claim(claim: str, draws: int, per_draw: int, seed: int = 0, batch_size: int = batched.BATCH_SIZE,
-                device: str = "cpu") -> dict:
+def bench_claim(
+    claim: str, draws: int, per_draw: int, seed: int = 0, batch_size: int = batched.BATCH_SIZE, device: str = "cpu"
+) -> dict:
     """Draws/s of the per-draw loop (first ``per_draw`` draws) and of the batched path (all ``draws``)."""
     check_batch, check, args, options = BENCHED[claim]
     batches = list(batched.sample_batches(draws, seed, batch_size, n_heads=N_HEADS, **options))
@@ -65,9 +68,17 @@ def bench_claim(claim: str, draws: int, per_draw: int, seed: int = 0, batch_size
     worst = min(check_batch(b, device).worst[1] for b in batches)
     t_bat = time.process_time() - start
     per_rate, bat_rate = n / t_per, draws / t_bat
-    return {"claim": claim, "draws": draws, "batch_size": batch_size, "per_draw_draws": n,
-            "per_draw_per_s": per_rate, "batched_per_s": bat_rate, "ratio": bat_rate / per_rate,
-            "batched_seconds": t_bat, "worst_margin": worst}
+    return {
+        "claim": claim,
+        "draws": draws,
+        "batch_size": batch_size,
+        "per_draw_draws": n,
+        "per_draw_per_s": per_rate,
+        "batched_per_s": bat_rate,
+        "ratio": bat_rate / per_rate,
+        "batched_seconds": t_bat,
+        "worst_margin": worst,
+    }
 
 
 def sweep(claim: str, sizes, draws: int, seed: int = 0, device: str = "cpu") -> list[tuple[int, float]]:
@@ -88,13 +99,20 @@ def run(claims, draws: int, per_draw: int, seed: int, device: str, sizes, plot: 
     torch.set_num_threads(1)
     print(f"machine: {machine()}", file=out)
     rows = []
-    print(f"{'claim':<6} {'draws':>7} {'per-draw/s':>11} {'batched/s':>10} {'ratio':>7} {'batched s':>10} "
-          f"{'worst margin':>13}", file=out)
+    print(
+        f"{'claim':<6} {'draws':>7} {'per-draw/s':>11} {'batched/s':>10} {'ratio':>7} {'batched s':>10} "
+        f"{'worst margin':>13}",
+        file=out,
+    )
     for c in claims:
         r = bench_claim(c, draws, per_draw, seed, device=device)
         rows.append(r)
-        print(f"{c:<6} {draws:>7} {r['per_draw_per_s']:>11.1f} {r['batched_per_s']:>10.0f} {r['ratio']:>7.1f} "
-              f"{r['batched_seconds']:>10.2f} {r['worst_margin']:>13.3g}", file=out, flush=True)
+        print(
+            f"{c:<6} {draws:>7} {r['per_draw_per_s']:>11.1f} {r['batched_per_s']:>10.0f} {r['ratio']:>7.1f} "
+            f"{r['batched_seconds']:>10.2f} {r['worst_margin']:>13.3g}",
+            file=out,
+            flush=True,
+        )
     if sizes:  # the sweep: C3 (the headline claim) when benched, else the first claim
         swept = ["C3"] if "C3" in claims else claims[:1]
         curves = {c: sweep(c, sizes, 2 * max(sizes), seed, device) for c in swept}

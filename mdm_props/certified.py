@@ -43,14 +43,18 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .facts import Query
+
 try:  # optional extra
     import flint
     from flint import arb, arb_mat
 except ImportError:  # pragma: no cover - exercised only where python-flint is absent
-    flint = arb = arb_mat = None
+    flint = arb = arb_mat = None  # type: ignore[assignment,misc]  # require_flint() names the extra
 
-INSTALL_HINT = ('python-flint is needed for certified (ball-arithmetic) evaluation; install it with '
-                'pip install -e ".[certify]"  (or: pip install "python-flint>=0.6")')
+INSTALL_HINT = (
+    "python-flint is needed for certified (ball-arithmetic) evaluation; install it with "
+    'pip install -e ".[certify]"  (or: pip install "python-flint>=0.6")'
+)
 PRECISIONS = (64, 128, 256, 512, 1024)  # bits, tried in order until the decision is made
 SOUNDNESS_BITS = 128  # enclosures of the exact values for the soundness meta-test (radius ≪ u)
 STATUSES = ("proved", "refuted", "undecided")
@@ -87,7 +91,7 @@ def _precisions(max_bits: int) -> tuple[int, ...]:
 # exact conversion and small helpers
 
 
-def to_arb(t) -> list:
+def to_arb(t):
     """A float64 tensor as nested lists of exact ``arb`` (a double converts exactly)."""
     require_flint()
     if isinstance(t, torch.Tensor):
@@ -98,7 +102,7 @@ def to_arb(t) -> list:
 
 
 def _dot(a, b):
-    return sum((x * y for x, y in zip(a, b)), arb(0))
+    return sum((x * y for x, y in zip(a, b, strict=False)), arb(0))
 
 
 def _matvec(M, v):
@@ -106,7 +110,7 @@ def _matvec(M, v):
 
 
 def _axpy(y, a, x):
-    return [yi + a * xi for yi, xi in zip(y, x)]
+    return [yi + a * xi for yi, xi in zip(y, x, strict=False)]
 
 
 def softmax(xs: list) -> list:
@@ -152,7 +156,7 @@ def enclosure_ratio(observed, exact, bound) -> float:
     if not len(obs) == len(ex) == len(bnd):
         raise ValueError(f"observed, exact and bound must have as many entries; got {len(obs)}, {len(ex)}, {len(bnd)}")
     worst = 0.0
-    for o, e, b in zip(obs, ex, bnd):
+    for o, e, b in zip(obs, ex, bnd, strict=False):
         err = error_upper(o, e)
         r = err / b if b > 0 else (0.0 if err == 0 else math.inf)
         worst = max(worst, r)
@@ -178,8 +182,12 @@ def arb_params(params: dict, cfg) -> dict:
         raise ValueError(f"cfg.n_layers must be 1 (the certified evaluator is the one-layer model); got {cfg.n_layers}")
     if not cfg.merged_ov:
         raise ValueError("cfg.merged_ov must be True: the certified evaluator reads the merged W_OV")
-    ap = {"E": to_arb(params["E"]), "W_Q": to_arb(params["W_Q"][0]), "W_K": to_arb(params["W_K"][0]),
-          "W_OV": to_arb(params["W_OV"][0])}
+    ap = {
+        "E": to_arb(params["E"]),
+        "W_Q": to_arb(params["W_Q"][0]),
+        "W_K": to_arb(params["W_K"][0]),
+        "W_OV": to_arb(params["W_OV"][0]),
+    }
     ap["U"] = ap["E"][: cfg.vocab] if cfg.tied else to_arb(params["U"])
     if cfg.pos == "t5":
         ap["t5_bias"] = to_arb(params["t5_bias"][0])
@@ -205,7 +213,7 @@ def inputs(ap: dict, cfg, tokens) -> list:
                 omega = arb(10000) ** (arb(-(e - e % 2)) / d)
                 s, c = (j * omega).sin_cos()
                 p.append(scale * (s if e % 2 == 0 else c))
-        x[j] = [a + b for a, b in zip(x[j], p)]
+        x[j] = [a + b for a, b in zip(x[j], p, strict=False)]
     return x
 
 
@@ -232,7 +240,7 @@ def _bias(ap: dict, cfg, h: int, i: int, j: int):
 class ArbQuery:
     """One query evaluated in ball arithmetic at its slot: every field a (list of) ``arb``."""
 
-    query: object
+    query: Query
     inputs: list  # (T, d) layer input
     attn: list  # (H, T) attention of the query slot (exact 0 where causally masked)
     context: list  # (H, d) c^h = Σ_j α^h_j x_j
@@ -247,7 +255,7 @@ class ArbQuery:
         out = []
         for row in self.attn:
             a = [arb(0)] * n_tokens
-            for t, v in zip(self.query.tokens, row):
+            for t, v in zip(self.query.tokens, row, strict=False):
                 a[t] = a[t] + v
             out.append(a)
         return out
@@ -282,7 +290,7 @@ def evaluate_query(ap: dict, cfg, query, W_OV: list | None = None) -> ArbQuery:
             c = _axpy(c, a[j], x[j])
         attn.append(a)
         context.append(c)
-        h_vec = [u + v for u, v in zip(h_vec, _matvec(W[h], c))]
+        h_vec = [u + v for u, v in zip(h_vec, _matvec(W[h], c), strict=False)]
     U = ap["U"]
     z = _matvec(U, h_vec)
     logp = log_softmax(z)
@@ -295,12 +303,15 @@ def evaluate_query(ap: dict, cfg, query, W_OV: list | None = None) -> ArbQuery:
 def storage_step(ap: dict, G: list, eta) -> list:
     """W_OV − η G exactly in ball arithmetic, (H, d, d)."""
     eta = arb(float(eta)) if not isinstance(eta, type(arb(0))) else eta
-    return [[[w - eta * gv for w, gv in zip(wr, gr)] for wr, gr in zip(Wh, Gh)] for Wh, Gh in zip(ap["W_OV"], G)]
+    return [
+        [[w - eta * gv for w, gv in zip(wr, gr, strict=False)] for wr, gr in zip(Wh, Gh, strict=False)]
+        for Wh, Gh in zip(ap["W_OV"], G, strict=False)
+    ]
 
 
 def context_overlap(f: ArbQuery, r: ArbQuery):
     """S = Σ_h c_f^hᵀ c_r^h (exact; equals the token-aligned Σ_h Σ_t α^f_h(t) α^r_h(t) under H-orth)."""
-    return sum((_dot(a, b) for a, b in zip(f.context, r.context)), arb(0))
+    return sum((_dot(a, b) for a, b in zip(f.context, r.context, strict=False)), arb(0))
 
 
 def storage_inner_product(f: ArbQuery, r: ArbQuery):
@@ -318,7 +329,7 @@ def c3_values(ap: dict, cfg, fq, rq) -> dict:
     f, r = evaluate_query(ap, cfg, fq), evaluate_query(ap, cfg, rq)
     n = cfg.vocab + 1
     tf, tr = f.token_attention(n), r.token_attention(n)
-    S = sum((_dot(a, b) for a, b in zip(tf, tr)), arb(0))
+    S = sum((_dot(a, b) for a, b in zip(tf, tr, strict=False)), arb(0))
     P = _dot(f.resid, r.resid)
     LB = f.resid[fq.target] * r.resid[rq.target] * S
     return {"ip": storage_inner_product(f, r), "P": P, "S": S, "F": P * S, "LB": LB, "f": f, "r": r}
@@ -361,8 +372,15 @@ def c4a_values(ap: dict, cfg, fq, rq, etas) -> dict:
         e = arb(float(eta))
         phi = -r1.logp[A]
         steps.append({"eta": float(eta), "phi": phi, "R": phi - phi0 + e * ip, "quad": e * e * spread * spread / 8})
-    return {"ip": ip, "spread": spread, "eta_star": 8 * ip / (spread * spread), "phi0": phi0, "steps": steps,
-            "f": f, "r": r}
+    return {
+        "ip": ip,
+        "spread": spread,
+        "eta_star": 8 * ip / (spread * spread),
+        "phi0": phi0,
+        "steps": steps,
+        "f": f,
+        "r": r,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -430,15 +448,25 @@ def certify_c3(params: dict, cfg, template, A: int, B: int, max_bits: int = PREC
         v = c3_values(ap, cfg, fq, rq)
         ip, LB, F = v["ip"], v["LB"], v["F"]
         status = _all([_sign(ip, ">"), _sign(ip - LB, ">=")])
-        return status, lower(ip), {"ip": float(ip.mid()), "ip_lower": lower(ip), "lower_bound": float(LB.mid()),
-                                   "gap_lower": lower(ip - LB), "closed_form": float(F.mid()),
-                                   "orth_defect": upper(abs(ip - F)), "n_heads": cfg.n_heads, "pos": cfg.pos}
+        return (
+            status,
+            lower(ip),
+            {
+                "ip": float(ip.mid()),
+                "ip_lower": lower(ip),
+                "lower_bound": float(LB.mid()),
+                "gap_lower": lower(ip - LB),
+                "closed_form": float(F.mid()),
+                "orth_defect": upper(abs(ip - F)),
+                "n_heads": cfg.n_heads,
+                "pos": cfg.pos,
+            },
+        )
 
     return decide("C3", "⟨G_f, G_r⟩ ≥ (1 − p_f(A))(1 − p_r(A)) Σ_t α^f(t)α^r(t) and > 0", evaluate, max_bits)
 
 
-def certify_c1b(params: dict, cfg, template, A: int, B: int, eta: float,
-                max_bits: int = PRECISIONS[-1]) -> Certificate:
+def certify_c1b(params: dict, cfg, template, A: int, B: int, eta: float, max_bits: int = PRECISIONS[-1]) -> Certificate:
     """C1b on one draw: every head's Δε_h(A←B) = −η u_Aᵀ G^h x_B after the exact step is > 0."""
     from .facts import forward_query
 
@@ -449,10 +477,18 @@ def certify_c1b(params: dict, cfg, template, A: int, B: int, eta: float,
         v = c1b_values(ap, cfg, fq, B, eta)
         status = _all(_sign(x, ">") for x in v["delta"])
         worst = min(lower(x) for x in v["delta"])
-        return status, worst, {"delta_eps": [float(x.mid()) for x in v["delta"]],
-                               "closed_form": [float(x.mid()) for x in v["formula"]],
-                               "orth_defect": max(upper(abs(x - y)) for x, y in zip(v["delta"], v["formula"])),
-                               "eta": eta, "n_heads": cfg.n_heads, "pos": cfg.pos}
+        return (
+            status,
+            worst,
+            {
+                "delta_eps": [float(x.mid()) for x in v["delta"]],
+                "closed_form": [float(x.mid()) for x in v["formula"]],
+                "orth_defect": max(upper(abs(x - y)) for x, y in zip(v["delta"], v["formula"], strict=False)),
+                "eta": eta,
+                "n_heads": cfg.n_heads,
+                "pos": cfg.pos,
+            },
+        )
 
     return decide("C1b", "Δε_h(A←B) > 0 for every head", evaluate, max_bits)
 
@@ -460,8 +496,9 @@ def certify_c1b(params: dict, cfg, template, A: int, B: int, eta: float,
 C4A_ETAS = (1e-3, 1e-2, 0.1, 1.0)  # as claims.c4_reverse_loss_decrease.C4A_ETAS
 
 
-def certify_c4a(params: dict, cfg, template, A: int, B: int, etas=C4A_ETAS,
-                max_bits: int = PRECISIONS[-1]) -> Certificate:
+def certify_c4a(
+    params: dict, cfg, template, A: int, B: int, etas=C4A_ETAS, max_bits: int = PRECISIONS[-1]
+) -> Certificate:
     """C4a on one draw: ⟨G_r, G_f⟩ > 0, hence (theorem: φ convex, φ'' ≤ spread(a)²/4) the reverse loss
     decreases for every 0 < η < η* = 8⟨G_r, G_f⟩/spread(a)²; the certified value is a lower bound of η*.
     The instance is confirmed at each η of ``etas``: 0 ≤ R(η) ≤ η² spread(a)²/8, and at η = η*_lo/2 and
@@ -487,12 +524,21 @@ def certify_c4a(params: dict, cfg, template, A: int, B: int, etas=C4A_ETAS,
         for s in w["steps"]:
             conds.append(_sign(s["phi"] - w["phi0"], "<"))
             rows.append({"eta": s["eta"], "decrease": float((s["phi"] - w["phi0"]).mid())})
-        return _all(conds), star, {"ip": float(ip.mid()), "ip_lower": lower(ip), "spread": float(v["spread"].mid()),
-                                   "eta_star": float(eta_star.mid()), "steps": rows, "n_heads": cfg.n_heads,
-                                   "pos": cfg.pos}
+        return (
+            _all(conds),
+            star,
+            {
+                "ip": float(ip.mid()),
+                "ip_lower": lower(ip),
+                "spread": float(v["spread"].mid()),
+                "eta_star": float(eta_star.mid()),
+                "steps": rows,
+                "n_heads": cfg.n_heads,
+                "pos": cfg.pos,
+            },
+        )
 
-    return decide("C4a", "⟨G_r, G_f⟩ > 0, η* > 0, 0 ≤ R(η) ≤ η² spread(a)²/8, decrease below η*",
-                  evaluate, max_bits)
+    return decide("C4a", "⟨G_r, G_f⟩ > 0, η* > 0, 0 ≤ R(η) ≤ η² spread(a)²/8, decrease below η*", evaluate, max_bits)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -534,8 +580,15 @@ def certify_case(claim: str, case, eta=None, max_bits: int = PRECISIONS[-1]) -> 
 
 
 KIT_BOUNDS = ("attn", "context", "logits", "logprobs", "loss", "storage_gradient")
-CLAIM_BOUNDS = ("C1b identity", "C3 identity", "C3 lower bound", "C3 positivity", "C4a lower", "C4a upper",
-                "C4a decrease")
+CLAIM_BOUNDS = (
+    "C1b identity",
+    "C3 identity",
+    "C3 lower bound",
+    "C3 positivity",
+    "C4a lower",
+    "C4a upper",
+    "C4a decrease",
+)
 BOUND_SOURCES = {
     "attn": "forward_error_bounds['attn'] (query row)",
     "context": "forward_error_bounds['context'] (query row)",
@@ -560,8 +613,8 @@ def kit_ratios(params: dict, cfg, query, ap: dict | None = None) -> dict:
     storage_gradient_error_bound` (autograd's ∂L/∂W_OV). The true error is the certified upper bound
     of |float64 − exact|; a ratio ≤ 1 means the bound is sound on this draw."""
     from . import rounding as tol
-    from .storage import storage_gradient
     from .model import forward
+    from .storage import storage_gradient
 
     ap = arb_params(params, cfg) if ap is None else ap
     tokens, i = query.tensor("cpu"), query.slot
@@ -576,8 +629,9 @@ def kit_ratios(params: dict, cfg, query, ap: dict | None = None) -> dict:
             "context": enclosure_ratio(out["context"][0, :, i], ex.context, b["context"][0, :, i]),
             "logits": enclosure_ratio(out["logits"][i], ex.logits, b["logits"][i]),
             "logprobs": enclosure_ratio(logp, ex.logp, b["logprobs"][i]),
-            "loss": enclosure_ratio(-logp[query.target], -ex.logp[query.target],
-                                    tol.query_loss_error_bound(params, cfg, query)),
+            "loss": enclosure_ratio(
+                -logp[query.target], -ex.logp[query.target], tol.query_loss_error_bound(params, cfg, query)
+            ),
             "storage_gradient": enclosure_ratio(G, ex.gradient(), tol.storage_gradient_error_bound(params, cfg, query)),
         }
 
@@ -606,31 +660,37 @@ def claim_ratios(params: dict, cfg, template, A: int, B: int, eta: float, ap: di
     c4 = check_c4a(params, cfg, template, A, B)
     G_hat, _ = storage_gradient(params, cfg, fq)
     W = params["W_OV"][0]
-    out = {}
+    out: dict = {}
     with precision(SOUNDNESS_BITS):
         (k,) = c1b.details["index"]
         v = c1b_values(ap, cfg, fq, B, eta)
-        out["C1b identity"] = _ratio(error_upper(c1b.observed, v["delta"][k]) + upper(abs(v["delta"][k] - v["formula"][k]))
-                                     + error_upper(c1b.reference, v["formula"][k]), c1b.tolerance)
+        out["C1b identity"] = _ratio(
+            error_upper(c1b.observed, v["delta"][k])
+            + upper(abs(v["delta"][k] - v["formula"][k]))
+            + error_upper(c1b.reference, v["formula"][k]),
+            c1b.tolerance,
+        )
         v = c3_values(ap, cfg, fq, rq)
         e_ip, defect = error_upper(c3[0].observed, v["ip"]), upper(abs(v["ip"] - v["F"]))
         out["C3 identity"] = _ratio(e_ip + defect + error_upper(c3[0].reference, v["F"]), c3[0].tolerance)
         out["C3 lower bound"] = _ratio(e_ip + defect + error_upper(c3[1].reference, v["LB"]), c3[1].tolerance)
         out["C3 positivity"] = _ratio(e_ip, c3[2].tolerance)
-        f, r = v["f"], v["r"]
+        r = v["r"]
         phi0 = -r.logp[A]
         ratios = {"C4a lower": 0.0, "C4a upper": 0.0, "C4a decrease": 0.0}
         for res in c4:
             eta_k = res.details["eta"]
             e = arb(eta_k)
             W1 = float_step(params, G_hat, eta_k)["W_OV"][0]
-            D = [[[(w - w1) / e for w, w1 in zip(a, b)] for a, b in zip(Wh, W1h)]
-                 for Wh, W1h in zip(to_arb(W), to_arb(W1))]
-            gD = sum((_dot(r.g, _matvec(Dh, ch)) for Dh, ch in zip(D, r.context)), arb(0))  # ⟨G_r, D⟩
+            D = [
+                [[(w - w1) / e for w, w1 in zip(a, b, strict=False)] for a, b in zip(Wh, W1h, strict=False)]
+                for Wh, W1h in zip(to_arb(W), to_arb(W1), strict=False)
+            ]
+            gD = sum((_dot(r.g, _matvec(Dh, ch)) for Dh, ch in zip(D, r.context, strict=False)), arb(0))  # ⟨G_r, D⟩
             phi1 = -evaluate_query(ap, cfg, rq, W_OV=to_arb(W1)).logp[A]
             DC = [arb(0)] * cfg.d_model
-            for Dh, ch in zip(D, r.context):
-                DC = [x + y for x, y in zip(DC, _matvec(Dh, ch))]
+            for Dh, ch in zip(D, r.context, strict=False):
+                DC = [x + y for x, y in zip(DC, _matvec(Dh, ch), strict=False)]
             a_D = [-_dot(u, DC) for u in ap["U"]]
             hi, lo = a_D[0], a_D[0]
             for x in a_D[1:]:
@@ -654,15 +714,24 @@ def soundness_draws(draws: int, seed: int) -> list:
     """[(case, η)]: ``draws`` broad draws for the rounding kit (every encoding incl. absolute, causal
     or bidirectional, orthonormal embeddings or not; η None) interleaved with ``draws`` claim draws
     (H-rel + H-orth + H-bi, 1–3 heads, η from the storage steps)."""
-    from .strategies import ETAS, N_HEADS
     from .model import ATTENTIONS, POSITIONAL_ENCODINGS
-    from .strategies import sample_case
+    from .strategies import ETAS, N_HEADS, sample_case
 
     rng = random.Random(seed)
-    out = []
+    out: list = []
     for _ in range(draws):
-        out.append((sample_case(rng, pos=POSITIONAL_ENCODINGS, orthonormal=rng.random() < 0.5,
-                                attention=rng.choice(ATTENTIONS), n_heads=N_HEADS), None))
+        out.append(
+            (
+                sample_case(
+                    rng,
+                    pos=POSITIONAL_ENCODINGS,
+                    orthonormal=rng.random() < 0.5,
+                    attention=rng.choice(ATTENTIONS),
+                    n_heads=N_HEADS,
+                ),
+                None,
+            )
+        )
         out.append((sample_case(rng, n_heads=N_HEADS), rng.choice(ETAS)))
     return out
 
@@ -674,7 +743,7 @@ def soundness_ratios(case, eta=None) -> dict:
 
     params, cfg = case.params("cpu"), case.cfg
     ap = arb_params(params, cfg)
-    out = {}
+    out: dict = {}
     for q in pair_queries(case.template, case.A, case.B, cfg.vocab):
         for k, v in kit_ratios(params, cfg, q, ap).items():
             out[k] = max(out.get(k, 0.0), v)
@@ -687,11 +756,13 @@ def soundness_table(draws: int, seed: int = 0) -> list[dict]:
     """Per bound: the draws it was measured on and the largest (true error)/(derived bound), with the
     worst draw's index. ≤ 1 everywhere means sound; the safety factor 2 of the bounds means a ratio
     above 1/2 would say the factor, not the first-order derivation, is doing the work."""
-    rows = {k: {"bound": k, "source": BOUND_SOURCES[k], "draws": 0, "max_ratio": 0.0, "worst_draw": None}
-            for k in KIT_BOUNDS + CLAIM_BOUNDS}
+    rows = {
+        k: {"bound": k, "source": BOUND_SOURCES[k], "draws": 0, "max_ratio": 0.0, "worst_draw": None}
+        for k in KIT_BOUNDS + CLAIM_BOUNDS
+    }
     for n, (case, eta) in enumerate(soundness_draws(draws, seed)):
         for k, v in soundness_ratios(case, eta).items():
-            row = rows[k]
+            row: dict = rows[k]
             row["draws"] += 1
             if v >= row["max_ratio"]:
                 row["max_ratio"], row["worst_draw"] = v, n
@@ -716,8 +787,11 @@ def certify_alignment(params: dict, cfg, fq, rq, claim: str = "C3", max_bits: in
         f, r = evaluate_query(ap, cfg, fq), evaluate_query(ap, cfg, rq)
         ip = storage_inner_product(f, r)
         status = _all([_sign(ip, ">")])
-        return status, (upper(ip) if status == "refuted" else lower(ip)), {
-            "ip": float(ip.mid()), "first_factor": float(_dot(f.resid, r.resid).mid())}
+        return (
+            status,
+            (upper(ip) if status == "refuted" else lower(ip)),
+            {"ip": float(ip.mid()), "first_factor": float(_dot(f.resid, r.resid).mid())},
+        )
 
     return decide(claim, "⟨G_f, G_r⟩ > 0", evaluate, max_bits)
 
@@ -736,14 +810,18 @@ def certify_c1a_forced(params: dict, cfg, template, A: int, B: int, max_bits: in
         f = evaluate_query(ap, cfg, fq)
         x = inputs(ap, cfg, rq.tokens)
         h = list(x[rq.slot])
-        for Wh, a in zip(ap["W_OV"], f.attn):
+        for Wh, a in zip(ap["W_OV"], f.attn, strict=False):
             c = [arb(0)] * cfg.d_model
             for j, src in enumerate(align):
                 c = _axpy(c, a[src], x[j])
-            h = [u + v for u, v in zip(h, _matvec(Wh, c))]
-        diff = [zv - fv for zv, fv in zip(_matvec(ap["U"], h), f.logits)]
+            h = [u + v for u, v in zip(h, _matvec(Wh, c), strict=False)]
+        diff = [zv - fv for zv, fv in zip(_matvec(ap["U"], h), f.logits, strict=False)]
         off = [lower(abs(v)) for v in diff if abs(v) > 0]
-        return ("refuted" if off else "undecided"), (max(off) if off else None), {"max_diff": max(float(abs(v).mid()) for v in diff)}
+        return (
+            ("refuted" if off else "undecided"),
+            (max(off) if off else None),
+            {"max_diff": max(float(abs(v).mid()) for v in diff)},
+        )
 
     return decide("C1a", "reverse logits with α^r forced to α^f (token-aligned) = z_f", evaluate, max_bits)
 
@@ -765,8 +843,9 @@ def certify_c1c(params: dict, cfg, template, A: int, B: int, eta: float, max_bit
     return decide("C1c", "Δ(z_r(A) − z_r(v)) > 0 for every v ≠ A", evaluate, max_bits)
 
 
-def certify_storage_decrease(params: dict, cfg, fq, rq, eta: float, claim: str = "C4a",
-                             max_bits: int = PRECISIONS[-1]) -> Certificate:
+def certify_storage_decrease(
+    params: dict, cfg, fq, rq, eta: float, claim: str = "C4a", max_bits: int = PRECISIONS[-1]
+) -> Certificate:
     """One exact storage step W_OV − η G_f (G_f of ``fq``) does not raise the loss of ``rq``."""
     ap = arb_params(params, cfg)
 
@@ -774,14 +853,18 @@ def certify_storage_decrease(params: dict, cfg, fq, rq, eta: float, claim: str =
         f, r = evaluate_query(ap, cfg, fq), evaluate_query(ap, cfg, rq)
         r1 = evaluate_query(ap, cfg, rq, W_OV=storage_step(ap, f.gradient(), eta))
         delta = r.logp[rq.target] - r1.logp[rq.target]  # φ(η) − φ(0)
-        return ({True: "proved", False: "refuted"}.get(_sign(delta, "<="), "undecided"), float(delta.mid()),
-                {"eta": eta, "loss_change": float(delta.mid())})
+        return (
+            {True: "proved", False: "refuted"}.get(_sign(delta, "<="), "undecided"),
+            float(delta.mid()),
+            {"eta": eta, "loss_change": float(delta.mid())},
+        )
 
     return decide(claim, "φ(η) ≤ φ(0) after the exact storage step", evaluate, max_bits)
 
 
-def certify_full_step(params: dict, cfg, fq, rq, eta: float, claim: str = "C4c",
-                      max_bits: int = PRECISIONS[-1]) -> Certificate:
+def certify_full_step(
+    params: dict, cfg, fq, rq, eta: float, claim: str = "C4c", max_bits: int = PRECISIONS[-1]
+) -> Certificate:
     """A full-parameter step θ − η ĝ_f (ĝ_f: autograd's float64 gradient of the loss of ``fq``, a concrete
     direction; the moved parameters rounded to float64 as the search took them) does not raise the
     exact loss of ``rq``."""
@@ -795,14 +878,25 @@ def certify_full_step(params: dict, cfg, fq, rq, eta: float, claim: str = "C4c",
         l0 = -evaluate_query(ap0, cfg, rq).logp[rq.target]
         l1 = -evaluate_query(ap1, cfg, rq).logp[rq.target]
         delta = l1 - l0
-        return ({True: "proved", False: "refuted"}.get(_sign(delta, "<="), "undecided"), float(delta.mid()),
-                {"eta": eta, "loss_change": float(delta.mid())})
+        return (
+            {True: "proved", False: "refuted"}.get(_sign(delta, "<="), "undecided"),
+            float(delta.mid()),
+            {"eta": eta, "loss_change": float(delta.mid())},
+        )
 
     return decide(claim, "L_r(θ − η ĝ_f) ≤ L_r(θ)", evaluate, max_bits)
 
 
-CERTIFIED_CONTROLS = ("C1a~absolute", "C1b~non-orth", "C1c~non-orth", "C3~arm", "C3~non-orth", "C3~absolute",
-                      "C4a~arm", "C4c~arm")
+CERTIFIED_CONTROLS = (
+    "C1a~absolute",
+    "C1b~non-orth",
+    "C1c~non-orth",
+    "C3~arm",
+    "C3~non-orth",
+    "C3~absolute",
+    "C4a~arm",
+    "C4c~arm",
+)
 ARM_CONTROLS = ("C3~arm", "C4a~arm", "C4c~arm")
 
 
@@ -815,12 +909,26 @@ def case_from_example(example: dict):
     missing = [k for k in ("rope_base", "absolute_kind", "attention", "seed", "template") if k not in example]
     if missing:
         raise ValueError(f"example lacks {missing}: it does not record the draw")
-    cfg = ModelConfig(vocab=example["vocab"], d_model=example["d_model"], d_head=example["d_head"],
-                      n_heads=example["n_heads"], pos=example["pos"], rope_base=example["rope_base"],
-                      absolute_kind=example["absolute_kind"], attention=example["attention"])
+    cfg = ModelConfig(
+        vocab=example["vocab"],
+        d_model=example["d_model"],
+        d_head=example["d_head"],
+        n_heads=example["n_heads"],
+        pos=example["pos"],
+        rope_base=example["rope_base"],
+        absolute_kind=example["absolute_kind"],
+        attention=example["attention"],
+    )
     length, a, b, fillers = example["template"]
-    return Case(cfg, example["seed"], example["scale"], example["orthonormal"], Template(length, a, b, tuple(fillers)),
-                example["A"], example["B"])
+    return Case(
+        cfg,
+        example["seed"],
+        example["scale"],
+        example["orthonormal"],
+        Template(length, a, b, tuple(fillers)),
+        example["A"],
+        example["B"],
+    )
 
 
 def certify_counterexample(control_id: str, example: dict, max_bits: int = PRECISIONS[-1]) -> Certificate:
@@ -857,7 +965,12 @@ def negative_controls() -> dict:
     """{id: NegativeControl} for the controls whose counterexamples are certified."""
     from .claims import c1_reusable_evidence, c3_aligned_storage, c4_reverse_loss_decrease
 
-    return {n.id: n for m in (c1_reusable_evidence, c3_aligned_storage, c4_reverse_loss_decrease) for n in m.NEGATIVE_CONTROLS if n.id in CERTIFIED_CONTROLS}
+    return {
+        n.id: n
+        for m in (c1_reusable_evidence, c3_aligned_storage, c4_reverse_loss_decrease)
+        for n in m.NEGATIVE_CONTROLS
+        if n.id in CERTIFIED_CONTROLS
+    }
 
 
 def certify_controls(seed: int = 0, max_bits: int = PRECISIONS[-1], ids=CERTIFIED_CONTROLS) -> list[dict]:
@@ -871,8 +984,9 @@ def certify_controls(seed: int = 0, max_bits: int = PRECISIONS[-1], ids=CERTIFIE
         row = {"id": cid, "found": cx.found, "searched": cx.searched}
         if cx.found:
             cert = certify_counterexample(cid, cx.example, max_bits)
-            row.update(status=cert.status, bits=cert.bits, value=cert.value, statement=cert.statement,
-                       details=cert.details)
+            row.update(
+                status=cert.status, bits=cert.bits, value=cert.value, statement=cert.statement, details=cert.details
+            )
         else:
             row.update(status="no-counterexample")
         row["seconds"] = round(time.perf_counter() - start, 3)
@@ -886,13 +1000,20 @@ def certify_controls(seed: int = 0, max_bits: int = PRECISIONS[-1], ids=CERTIFIE
 
 def add_certify_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``mdm-props certify``."""
-    parser.add_argument("target", choices=CERTIFIABLE + ("controls", "soundness"),
-                        help="C1b, C3, C4a: certify the claim on the float64 runner's draws; controls: certify the "
-                             "negative controls' counterexamples; soundness: the (true error)/(bound) table")
+    parser.add_argument(
+        "target",
+        choices=CERTIFIABLE + ("controls", "soundness"),
+        help="C1b, C3, C4a: certify the claim on the float64 runner's draws; controls: certify the "
+        "negative controls' counterexamples; soundness: the (true error)/(bound) table",
+    )
     parser.add_argument("--seed", type=_nonneg_int, default=0, help="master seed (default 0): the runner's draws")
     parser.add_argument("--draws", type=_pos_int, default=100, help="draws (default 100; soundness: per bound)")
-    parser.add_argument("--max-bits", type=_pos_int, default=PRECISIONS[-1],
-                        help=f"precision cap in bits (default {PRECISIONS[-1]}; tried: {', '.join(map(str, PRECISIONS))})")
+    parser.add_argument(
+        "--max-bits",
+        type=_pos_int,
+        default=PRECISIONS[-1],
+        help=f"precision cap in bits (default {PRECISIONS[-1]}; tried: {', '.join(map(str, PRECISIONS))})",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the per-draw results as JSON")
 
 
@@ -913,8 +1034,9 @@ _pos_int = _int_arg(1, "a positive integer")
 _nonneg_int = _int_arg(0, "a non-negative integer")
 
 
-def run_certify(target: str, draws: int = 100, seed: int = 0, max_bits: int = PRECISIONS[-1],
-                json_path: str | None = None, out=None) -> int:
+def run_certify(
+    target: str, draws: int = 100, seed: int = 0, max_bits: int = PRECISIONS[-1], json_path: str | None = None, out=None
+) -> int:
     """``mdm-props certify``: print per-draw statuses and a summary; return the exit status:
     0 every draw proved (controls: every counterexample certified ``refuted``; soundness: every ratio
     ≤ 1), 1 otherwise — a refuted or an ``undecided`` draw is not a pass — or python-flint missing."""
@@ -930,8 +1052,11 @@ def run_certify(target: str, draws: int = 100, seed: int = 0, max_bits: int = PR
         print(format_soundness_table(rows), file=out)
         bad = [r["bound"] for r in rows if not r["max_ratio"] <= 1]
         summary = {"target": target, "draws": draws, "seed": seed, "unsound": bad}
-        print(f"\n{'every bound sound' if not bad else 'UNSOUND: ' + ', '.join(bad)} "
-              f"({time.perf_counter() - start:.1f} s)", file=out)
+        print(
+            f"\n{'every bound sound' if not bad else 'UNSOUND: ' + ', '.join(bad)} "
+            f"({time.perf_counter() - start:.1f} s)",
+            file=out,
+        )
     elif target == "controls":
         rows = certify_controls(seed, max_bits)
         for r in rows:
@@ -939,9 +1064,11 @@ def run_certify(target: str, draws: int = 100, seed: int = 0, max_bits: int = PR
             print(f"{r['id']:<14} {r['status']:<18} {r.get('bits', '-'):>5} bits{v} ({r['seconds']:.2f} s)", file=out)
         bad = [r["id"] for r in rows if r["status"] != "refuted"]
         summary = {"target": target, "seed": seed, "not_certified": bad}
-        print(f"\n{len(rows) - len(bad)}/{len(rows)} counterexamples certified (refuted)"
-              f"{'' if not bad else '; NOT CERTIFIED: ' + ', '.join(bad)} ({time.perf_counter() - start:.1f} s)",
-              file=out)
+        print(
+            f"\n{len(rows) - len(bad)}/{len(rows)} counterexamples certified (refuted)"
+            f"{'' if not bad else '; NOT CERTIFIED: ' + ', '.join(bad)} ({time.perf_counter() - start:.1f} s)",
+            file=out,
+        )
     else:
         rows = []
         for n, (case, eta) in enumerate(claim_draws(target, draws, seed)):
@@ -952,8 +1079,11 @@ def run_certify(target: str, draws: int = 100, seed: int = 0, max_bits: int = PR
         counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
         bad = [r["draw"] for r in rows if r["status"] != "proved"]
         summary = {"target": target, "draws": draws, "seed": seed, **counts}
-        print(f"\n{target}: {counts['proved']}/{draws} proved, {counts['refuted']} refuted, {counts['undecided']} "
-              f"undecided (undecided is not a pass) ({time.perf_counter() - start:.1f} s)", file=out)
+        print(
+            f"\n{target}: {counts['proved']}/{draws} proved, {counts['refuted']} refuted, {counts['undecided']} "
+            f"undecided (undecided is not a pass) ({time.perf_counter() - start:.1f} s)",
+            file=out,
+        )
     summary["seconds"] = round(time.perf_counter() - start, 3)
     if json_path:
         with open(json_path, "w") as f:

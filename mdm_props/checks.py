@@ -99,8 +99,9 @@ def undecided(claim: str, quantity: str, reason: str, **details) -> CheckResult:
     if not reason:
         raise ValueError("reason must say why the check could not be decided")
     nan = math.nan
-    return CheckResult(claim, quantity, nan, nan, "==", nan, nan, nan, False, {**details, "reason": reason},
-                       "undecided", reason)
+    return CheckResult(
+        claim, quantity, nan, nan, "==", nan, nan, nan, False, {**details, "reason": reason}, "undecided", reason
+    )
 
 
 def inequality(
@@ -137,19 +138,39 @@ def inequality(
     return CheckResult(claim, quantity, observed, bound, relation, violation, tolerance, margin, holds, details)
 
 
-def identity_with_error(claim: str, quantity: str, observed: float, exact: float, error: float, tolerance: float,
-                        **details) -> CheckResult:
+def identity_with_error(
+    claim: str, quantity: str, observed: float, exact: float, error: float, tolerance: float, **details
+) -> CheckResult:
     """Like :func:`identity`, with the error supplied (computed exactly, e.g. in mpmath) rather than
     recomputed from the float64 rounding of ``exact``."""
     ratio = error / tolerance if tolerance > 0 else (0.0 if error == 0 else math.inf)
     if not math.isfinite(observed):
         ratio = math.inf
-    return CheckResult(claim, quantity, float(observed), float(exact), "==", float(error), float(tolerance),
-                       1.0 - ratio, ratio <= 1.0, details)
+    return CheckResult(
+        claim,
+        quantity,
+        float(observed),
+        float(exact),
+        "==",
+        float(error),
+        float(tolerance),
+        1.0 - ratio,
+        ratio <= 1.0,
+        details,
+    )
 
 
-def worst_entry(claim: str, quantity: str, observed: torch.Tensor, exact: torch.Tensor, bound: torch.Tensor,
-                error: torch.Tensor | None = None, *, reference_rounding: bool = True, **details) -> CheckResult:
+def worst_entry(
+    claim: str,
+    quantity: str,
+    observed: torch.Tensor,
+    exact: torch.Tensor,
+    bound: torch.Tensor,
+    error: torch.Tensor | None = None,
+    *,
+    reference_rounding: bool = True,
+    **details,
+) -> CheckResult:
     """One :class:`CheckResult` for a whole array: the entry with the largest error/tolerance.
 
     ``error`` defaults to |observed − exact|; then, with ``reference_rounding``, ``u|exact|`` is added to
@@ -170,8 +191,9 @@ def worst_entry(claim: str, quantity: str, observed: torch.Tensor, exact: torch.
     idx = int(torch.argmax(ratio.flatten()))
     index = tuple(int(v) for v in np.unravel_index(idx, tuple(observed.shape))) if observed.dim() else ()
     o, e = float(observed.flatten()[idx]), float(exact.flatten()[idx])
-    return identity_with_error(claim, quantity, o, e, float(error.flatten()[idx]), float(bound.flatten()[idx]),
-                               index=index, **details)
+    return identity_with_error(
+        claim, quantity, o, e, float(error.flatten()[idx]), float(bound.flatten()[idx]), index=index, **details
+    )
 
 
 @dataclass(frozen=True)
@@ -187,8 +209,10 @@ class Counterexample:
     observed: float = math.nan  # the violating quantity (e.g. a negative inner product)
 
     def __str__(self) -> str:
-        what = f"counterexample found after {self.searched} draws: {self.example}" if self.found else (
-            f"no counterexample in {self.searched} draws"
+        what = (
+            f"counterexample found after {self.searched} draws: {self.example}"
+            if self.found
+            else (f"no counterexample in {self.searched} draws")
         )
         return f"{self.claim} without {self.dropped}: {what}"
 

@@ -36,8 +36,8 @@ STATUS_OK = ("holds", "counterexample-found", "skipped", "undecided")
 # err/tol says nothing for these claims; the table prints this note under them
 ERROR_RATIO_NOTES = {
     "C4b": "err/tol of C4b is ≈ 0.5 by construction (its band is the size of the next Taylor terms, which "
-           "the remainder's deviation itself is); the informative numbers are the observed orders "
-           "(worst_check in the JSON)",
+    "the remainder's deviation itself is); the informative numbers are the observed orders "
+    "(worst_check in the JSON)",
 }
 
 
@@ -64,15 +64,30 @@ def jsonable(x):
 
 
 def _check_summary(r) -> dict:
-    return {"quantity": r.quantity, "status": r.status, "observed": _finite(r.observed),
-            "reference": _finite(r.reference), "error": _finite(r.error), "tolerance": _finite(r.tolerance),
-            "margin": _finite(r.margin), "text": str(r)}
+    return {
+        "quantity": r.quantity,
+        "status": r.status,
+        "observed": _finite(r.observed),
+        "reference": _finite(r.reference),
+        "error": _finite(r.error),
+        "tolerance": _finite(r.tolerance),
+        "margin": _finite(r.margin),
+        "text": str(r),
+    }
 
 
 def _run_claim(claim, draws, seed, device) -> dict:
     start = time.perf_counter()
-    row = {"id": claim.id, "kind": claim.kind, "title": claim.title, "hypotheses": list(claim.hypotheses),
-           "negative_control": False, "draws": 0, "worst_margin": None, "worst_error_ratio": None}
+    row = {
+        "id": claim.id,
+        "kind": claim.kind,
+        "title": claim.title,
+        "hypotheses": list(claim.hypotheses),
+        "negative_control": False,
+        "draws": 0,
+        "worst_margin": None,
+        "worst_error_ratio": None,
+    }
     try:
         results = claim.run(draws, seed, device)
         if not results:
@@ -81,10 +96,23 @@ def _run_claim(claim, draws, seed, device) -> dict:
         violated = [r for r in results if r.status == "violated"]
         outside = [r for r in results if r.status == "not-applicable"]
         undecided = [r for r in results if r.status == "undecided"]
-        status = ("violated" if violated else "not-applicable" if outside
-                  else "undecided" if len(undecided) == len(results) else "holds")
-        row.update(draws=draws, checks=s["draws"], worst_margin=_finite(s["worst_margin"]),
-                   worst_error_ratio=_finite(s["worst_error_ratio"]), status=status, undecided=len(undecided))
+        status = (
+            "violated"
+            if violated
+            else "not-applicable"
+            if outside
+            else "undecided"
+            if len(undecided) == len(results)
+            else "holds"
+        )
+        row.update(
+            draws=draws,
+            checks=s["draws"],
+            worst_margin=_finite(s["worst_margin"]),
+            worst_error_ratio=_finite(s["worst_error_ratio"]),
+            status=status,
+            undecided=len(undecided),
+        )
         applicable = [r for r in results if r.applicable and not r.undecided and not math.isnan(r.margin)]
         if violated or outside:
             pick = (violated or outside)[0]
@@ -106,13 +134,26 @@ def _run_claim(claim, draws, seed, device) -> dict:
 
 def _run_negative(control, draws, seed, device) -> dict:
     start = time.perf_counter()
-    row = {"id": control.id, "kind": "negative-control", "title": control.description,
-           "hypotheses": [f"drops {control.dropped}"], "negative_control": True, "claim": control.claim,
-           "draws": 0, "worst_margin": None, "worst_error_ratio": None}
+    row = {
+        "id": control.id,
+        "kind": "negative-control",
+        "title": control.description,
+        "hypotheses": [f"drops {control.dropped}"],
+        "negative_control": True,
+        "claim": control.claim,
+        "draws": 0,
+        "worst_margin": None,
+        "worst_error_ratio": None,
+    }
     try:
         cx = control.run(draws, seed, device)
-        row.update(draws=cx.searched, checks=1, status="counterexample-found" if cx.found else "no-counterexample",
-                   observed=_finite(cx.observed), counterexample=jsonable(cx.example) if cx.found else None)
+        row.update(
+            draws=cx.searched,
+            checks=1,
+            status="counterexample-found" if cx.found else "no-counterexample",
+            observed=_finite(cx.observed),
+            counterexample=jsonable(cx.example) if cx.found else None,
+        )
         if not cx.found:
             row["reason"] = str(cx)
         elif (problem := recheck(cx)) is not None:  # a "found" must carry a draw that re-checks
@@ -132,15 +173,21 @@ def _fmt(x, spec):
 
 def print_table(rows, out=None) -> None:
     out = out or sys.stdout
-    header = (f"{'id':<20} {'kind':<16} {'hypotheses':<30} {'draws':>6} {'checks':>6} {'undec':>5} {'margin':>10} "
-              f"{'err/tol':>9} {'status':<21} {'s':>6}")
+    header = (
+        f"{'id':<20} {'kind':<16} {'hypotheses':<30} {'draws':>6} {'checks':>6} {'undec':>5} {'margin':>10} "
+        f"{'err/tol':>9} {'status':<21} {'s':>6}"
+    )
     print(header, file=out)
     print("-" * len(header), file=out)
     for r in rows:
         hyp = ",".join(r["hypotheses"]) or "-"
-        print(f"{r['id']:<20} {r['kind']:<16} {hyp[:30]:<30} {r['draws']:>6} {r.get('checks', 0):>6} {r.get('undecided', 0):>5} "
-              f"{_fmt(r['worst_margin'], '10.3g')} {_fmt(r['worst_error_ratio'], '9.3g')} {r['status']:<21} "
-              f"{r['seconds']:>6.2f}", file=out)
+        print(
+            f"{r['id']:<20} {r['kind']:<16} {hyp[:30]:<30} {r['draws']:>6} {r.get('checks', 0):>6} "
+            f"{r.get('undecided', 0):>5} "
+            f"{_fmt(r['worst_margin'], '10.3g')} {_fmt(r['worst_error_ratio'], '9.3g')} {r['status']:<21} "
+            f"{r['seconds']:>6.2f}",
+            file=out,
+        )
     for r in rows:
         if r["status"] not in STATUS_OK[:2] or r.get("undecided"):
             print(f"  {r['id']}: {r['status']}: {r.get('reason', '')}", file=out)
@@ -154,12 +201,15 @@ def git_commit() -> str | None:
     with ``+dirty`` when tracked files are modified."""
     here = Path(__file__).resolve().parent
     try:
-        head = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10)
+        head = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         if head.returncode:
             return None
-        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
@@ -172,11 +222,20 @@ def environment(device: str, seed: int) -> dict:
     import scipy
     import torch
 
-    return {"mdm_props": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
-            "scipy": scipy.__version__, "mpmath": mpmath.__version__, "hypothesis": hypothesis.__version__,
-            "python": platform.python_version(), "platform": platform.platform(), "git_commit": git_commit(),
-            "device": device, "seed": seed,
-            "cuda_device": torch.cuda.get_device_name() if device.startswith("cuda") else None}
+    return {
+        "mdm_props": __version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "mpmath": mpmath.__version__,
+        "hypothesis": hypothesis.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "git_commit": git_commit(),
+        "device": device,
+        "seed": seed,
+        "cuda_device": torch.cuda.get_device_name() if device.startswith("cuda") else None,
+    }
 
 
 def require_writable_file(name: str, path: str) -> Path:
@@ -230,11 +289,14 @@ def cmd_replay(args, parser) -> int:
         parser.error(f"--replay: no row {row_id!r} in {path}; rows: {', '.join(rows)}")
     row = rows[row_id]
     if row.get("negative_control"):
-        parser.error(f"--replay: {row_id} is a negative control; its counterexample is in the report's "
-                     f"'counterexample' field")
+        parser.error(
+            f"--replay: {row_id} is a negative control; its counterexample is in the report's 'counterexample' field"
+        )
     if not row.get("draw"):
-        parser.error(f"--replay: row {row_id} records no draw (its runner does not record per-draw descriptions; "
-                     f"re-run it with: mdm-props verify --claims {row_id} --seed {doc.get('environment', {}).get('seed')})")
+        parser.error(
+            f"--replay: row {row_id} records no draw (its runner does not record per-draw descriptions; "
+            f"re-run it with: mdm-props verify --claims {row_id} --seed {doc.get('environment', {}).get('seed')})"
+        )
     claim = registry.get(row_id)
     try:
         results = replay(registry.resolve(claim.checker), row["draw"], args.device)
@@ -282,9 +344,11 @@ def cmd_verify(args, parser) -> int:
     print_table(rows)
     bad = [r for r in rows if r["status"] not in STATUS_OK]
     undec = sum(r.get("undecided", 0) for r in rows)
-    print(f"\n{len(rows) - len(bad)}/{len(rows)} rows hold or found their counterexample"
-          f"{f'; {undec} checks undecided (not failures)' if undec else ''}"
-          f"{'' if not bad else '; FAILED: ' + ', '.join(r['id'] for r in bad)}")
+    print(
+        f"\n{len(rows) - len(bad)}/{len(rows)} rows hold or found their counterexample"
+        f"{f'; {undec} checks undecided (not failures)' if undec else ''}"
+        f"{'' if not bad else '; FAILED: ' + ', '.join(r['id'] for r in bad)}"
+    )
     return 1 if bad else 0
 
 
@@ -352,25 +416,46 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     v = sub.add_parser("verify", help="check every registered claim and print a report")
-    v.add_argument("--claims", help="comma-separated claim ids or families, e.g. C1,C3 or C1b (default: all); "
-                   "an exact id wins: C3 is the claim C3 alone, C3v is selected by its own id")
-    v.add_argument("--examples", type=arg_type("examples", require_int, minimum=1),
-                   help="draws per claim (default: each claim's own default); "
-                   "negative controls keep their own search budget")
-    v.add_argument("--seed", type=arg_type("seed", require_seed), default=0,
-                   help="master seed (default 0); same seed, same numbers")
+    v.add_argument(
+        "--claims",
+        help="comma-separated claim ids or families, e.g. C1,C3 or C1b (default: all); "
+        "an exact id wins: C3 is the claim C3 alone, C3v is selected by its own id",
+    )
+    v.add_argument(
+        "--examples",
+        type=arg_type("examples", require_int, minimum=1),
+        help="draws per claim (default: each claim's own default); negative controls keep their own search budget",
+    )
+    v.add_argument(
+        "--seed",
+        type=arg_type("seed", require_seed),
+        default=0,
+        help="master seed (default 0); same seed, same numbers",
+    )
     v.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cpu (default) or cuda")
     v.add_argument("--json", metavar="PATH", help="also write the report as JSON (checked writable before any work)")
-    v.add_argument("--replay", nargs=2, metavar=("JSON", "ROW"),
-                   help="re-run the draw recorded in row ROW (a claim id) of a --json report and print its checks")
+    v.add_argument(
+        "--replay",
+        nargs=2,
+        metavar=("JSON", "ROW"),
+        help="re-run the draw recorded in row ROW (a claim id) of a --json report and print its checks",
+    )
     v.set_defaults(func=cmd_verify, subparser=v)
 
     b = sub.add_parser("bench", help="time the per-draw loop against the batched path, per claim (not run by CI)")
     b.add_argument("--claims", default="C1a,C1b,C1c,C3,C3v,C4a", help="comma-separated batched claim ids")
-    b.add_argument("--draws", type=arg_type("draws", require_int, minimum=1), default=10000,
-                   help="draws for the batched path (default 10000)")
-    b.add_argument("--per-draw", type=arg_type("per-draw", require_int, minimum=1), default=200,
-                   help="draws timed one by one (the first of the same draws; default 200)")
+    b.add_argument(
+        "--draws",
+        type=arg_type("draws", require_int, minimum=1),
+        default=10000,
+        help="draws for the batched path (default 10000)",
+    )
+    b.add_argument(
+        "--per-draw",
+        type=arg_type("per-draw", require_int, minimum=1),
+        default=200,
+        help="draws timed one by one (the first of the same draws; default 200)",
+    )
     b.add_argument("--sizes", default="", help="batch sizes to sweep, e.g. 1,4,16,64,250,1000 (default: none)")
     b.add_argument("--plot", metavar="PNG", help="draws/s against batch size (needs --sizes and matplotlib)")
     b.add_argument("--seed", type=arg_type("seed", require_seed), default=0)
@@ -382,9 +467,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_explain, subparser=e)
 
     p = sub.add_parser("plot", help="draw a figure")
-    p.add_argument("figure", choices=("corr", "depth"),
-                   help="corr: C2a correlation tr(R_g)/d_k against d_k and offset; "
-                   "depth: C7 alignment rate against init scale, one line per depth, MDM and ARM")
+    p.add_argument(
+        "figure",
+        choices=("corr", "depth"),
+        help="corr: C2a correlation tr(R_g)/d_k against d_k and offset; "
+        "depth: C7 alignment rate against init scale, one line per depth, MDM and ARM",
+    )
     p.add_argument("--out", required=True, help="output PNG path")
     p.set_defaults(func=cmd_plot, subparser=p)
 

@@ -48,7 +48,8 @@ class Template:
         for name, t in (("A", A), ("B", B)) + tuple((f"fillers[{i}]", f) for i, f in enumerate(self.fillers)):
             if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab:
                 raise ValueError(
-                    f"{name} must be a real token id in [0, {vocab - 1}] (the mask id {vocab} is not allowed); got {t!r}"
+                    f"{name} must be a real token id in [0, {vocab - 1}] (the mask id {vocab} is not allowed); "
+                    f"got {t!r}"
                 )
         if A == B:
             raise ValueError(f"A and B must be distinct tokens; got A = B = {A}")
@@ -63,7 +64,7 @@ class Template:
 
 
 def canonical_template(relation: int = 0) -> Template:
-    """"A r B": length 3, a = 0, b = 2, Δ = 2."""
+    """ "A r B": length 3, a = 0, b = 2, Δ = 2."""
     return Template(3, 0, 2, (relation,))
 
 
@@ -109,8 +110,10 @@ def check_query(query: Query, cfg: ModelConfig) -> None:
     the target a real token in [0, V − 1] (never the mask id); a query built for another vocabulary
     (``query.vocab``) is refused, since its mask id would be a real token of ``cfg``."""
     if query.vocab is not None and query.vocab != cfg.vocab:
-        raise ValueError(f"query was built for vocab={query.vocab} (mask id {query.vocab}) but cfg.vocab={cfg.vocab}; "
-                         f"build it with the config's vocab")
+        raise ValueError(
+            f"query was built for vocab={query.vocab} (mask id {query.vocab}) but cfg.vocab={cfg.vocab}; "
+            f"build it with the config's vocab"
+        )
     bad = [t for t in query.tokens if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t <= cfg.vocab]
     if bad:
         raise ValueError(f"query.tokens must be ids in [0, {cfg.vocab}] (real tokens and the mask id); got {bad}")
@@ -118,14 +121,18 @@ def check_query(query: Query, cfg: ModelConfig) -> None:
         raise ValueError(f"query.slot must be a position in [0, {len(query.tokens) - 1}]; got {query.slot!r}")
     t = query.target
     if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < cfg.vocab:
-        raise ValueError(f"query.target must be a real token id in [0, {cfg.vocab - 1}] (not the mask id {cfg.vocab}); got {t!r}")
+        raise ValueError(
+            f"query.target must be a real token id in [0, {cfg.vocab - 1}] (not the mask id {cfg.vocab}); got {t!r}"
+        )
 
 
 def check_real_tokens(tokens: torch.Tensor, cfg: ModelConfig, name: str = "tokens") -> None:
     """Every entry of ``tokens`` must be a real token id in [0, V − 1] (they are prediction targets)."""
     if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= cfg.vocab):
-        raise ValueError(f"{name} must hold real token ids in [0, {cfg.vocab - 1}] (not the mask id {cfg.vocab}); "
-                         f"got values in [{int(tokens.min())}, {int(tokens.max())}]")
+        raise ValueError(
+            f"{name} must hold real token ids in [0, {cfg.vocab - 1}] (not the mask id {cfg.vocab}); "
+            f"got values in [{int(tokens.min())}, {int(tokens.max())}]"
+        )
 
 
 def query_logprobs(params: dict, cfg: ModelConfig, query: Query) -> torch.Tensor:
@@ -166,8 +173,10 @@ def masked_token_nll(params: dict, cfg: ModelConfig, tokens: torch.Tensor, mask:
     """Σ_{i: mask_i} −log p(x_i | x with the masked positions replaced by M); batched over leading axes."""
     check_real_tokens(tokens, cfg)
     if mask.dtype != torch.bool or mask.shape != tokens.shape:
-        raise ValueError(f"mask must be a bool tensor of the tokens' shape {tuple(tokens.shape)}; "
-                         f"got {mask.dtype} {tuple(mask.shape)}")
+        raise ValueError(
+            f"mask must be a bool tensor of the tokens' shape {tuple(tokens.shape)}; "
+            f"got {mask.dtype} {tuple(mask.shape)}"
+        )
     corrupted = torch.where(mask, torch.full_like(tokens, cfg.mask_id), tokens)
     logp = torch.log_softmax(forward(params, cfg, corrupted)["logits"], dim=-1)
     nll = -logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
@@ -226,7 +235,9 @@ def arm_loss(params: dict, cfg: ModelConfig, tokens: torch.Tensor) -> torch.Tens
     check_params(params, cfg)
     check_real_tokens(tokens, cfg)
     if tokens.shape[-1] < 2:
-        raise ValueError(f"tokens must hold sequences of length >= 2 (a prefix and a next token); got {tuple(tokens.shape)}")
+        raise ValueError(
+            f"tokens must hold sequences of length >= 2 (a prefix and a next token); got {tuple(tokens.shape)}"
+        )
     logp = torch.log_softmax(forward(params, cfg, tokens[..., :-1])["logits"], dim=-1)
     return -logp.gather(-1, tokens[..., 1:].unsqueeze(-1)).squeeze(-1).sum(-1)
 

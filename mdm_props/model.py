@@ -113,8 +113,9 @@ class ModelConfig:
         if self.n_kv_heads is not None:
             _positive_int("n_kv_heads", self.n_kv_heads)
             if self.n_heads % self.n_kv_heads:
-                raise ValueError(f"n_kv_heads must divide n_heads={self.n_heads} (grouped-query attention); "
-                                 f"got {self.n_kv_heads}")
+                raise ValueError(
+                    f"n_kv_heads must divide n_heads={self.n_heads} (grouped-query attention); got {self.n_kv_heads}"
+                )
         _choice("norm", self.norm, NORMS)
         _choice("mlp", self.mlp, MLPS)
         _choice("rope_pairing", self.rope_pairing, ROPE_PAIRINGS)
@@ -165,10 +166,17 @@ def require_token_ids(tokens: torch.Tensor, cfg: ModelConfig) -> None:
     the mask row. Inside ``torch.func.vmap`` over the tokens the values cannot be read (data-dependent
     control flow), so the check is skipped there; :func:`mdm_props.facts.check_query` and the loss
     functions validate the tokens before any transform."""
-    if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.int64, torch.int32, torch.int16,
-                                                                     torch.int8, torch.uint8):
-        raise ValueError(f"tokens must be an integer tensor of ids in [0, {cfg.vocab}]; got "
-                         f"{getattr(tokens, 'dtype', type(tokens).__name__)}")
+    if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (
+        torch.int64,
+        torch.int32,
+        torch.int16,
+        torch.int8,
+        torch.uint8,
+    ):
+        raise ValueError(
+            f"tokens must be an integer tensor of ids in [0, {cfg.vocab}]; got "
+            f"{getattr(tokens, 'dtype', type(tokens).__name__)}"
+        )
     if not tokens.numel():
         return
     try:
@@ -176,8 +184,10 @@ def require_token_ids(tokens: torch.Tensor, cfg: ModelConfig) -> None:
     except RuntimeError:  # a batched (vmap) tensor: no data-dependent check possible
         return
     if lo < 0 or hi > cfg.vocab:
-        raise ValueError(f"tokens must be ids in [0, {cfg.vocab}] (real tokens and the mask id {cfg.vocab}); "
-                         f"got values in [{lo}, {hi}]")
+        raise ValueError(
+            f"tokens must be ids in [0, {cfg.vocab}] (real tokens and the mask id {cfg.vocab}); "
+            f"got values in [{lo}, {hi}]"
+        )
 
 
 def rope_frequencies(d_head: int, base: float, *, dtype=torch.float64, device="cpu") -> torch.Tensor:
@@ -196,8 +206,10 @@ def rope_rotate(v: torch.Tensor, positions: torch.Tensor, base: float, pairing: 
     """
     _choice("pairing", pairing, ROPE_PAIRINGS)
     if v.dim() < 2 or positions.shape != (v.shape[-2],):
-        raise ValueError(f"positions must have shape (T,) = ({v.shape[-2] if v.dim() >= 2 else '?'},) for v of "
-                         f"shape (..., T, d_head) = {tuple(v.shape)}; got {tuple(positions.shape)}")
+        raise ValueError(
+            f"positions must have shape (T,) = ({v.shape[-2] if v.dim() >= 2 else '?'},) for v of "
+            f"shape (..., T, d_head) = {tuple(v.shape)}; got {tuple(positions.shape)}"
+        )
     theta = rope_frequencies(v.shape[-1], base, dtype=v.dtype, device=v.device)
     angle = positions.to(v.dtype)[:, None] * theta[None, :]  # (T, d_head/2)
     cos, sin = torch.cos(angle), torch.sin(angle)
@@ -209,8 +221,9 @@ def rope_rotate(v: torch.Tensor, positions: torch.Tensor, base: float, pairing: 
     return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
 
 
-def rope_matrix(delta: float, d_head: int, base: float, *, dtype=torch.float64, device="cpu",
-                pairing: str = "interleaved") -> torch.Tensor:
+def rope_matrix(
+    delta: float, d_head: int, base: float, *, dtype=torch.float64, device="cpu", pairing: str = "interleaved"
+) -> torch.Tensor:
     """The explicit rotation R_δ (d_head × d_head), block-diagonal for interleaved pairs."""
     require_rope(d_head, base)
     if isinstance(delta, bool) or not math.isfinite(float(delta)):
@@ -226,7 +239,7 @@ def rope_reflection(d_head: int, pairing: str = "interleaved", *, dtype=torch.fl
     _choice("pairing", pairing, ROPE_PAIRINGS)
     j = torch.ones(d_head, dtype=dtype, device=device)
     if pairing == "half-split":
-        j[d_head // 2:] = -1.0
+        j[d_head // 2 :] = -1.0
     else:
         j[1::2] = -1.0
     return j
@@ -253,7 +266,9 @@ def score_bias(params: dict, cfg: ModelConfig, layer: int, T: int, like: torch.T
     pos = torch.arange(T, device=like.device)
     offset = pos[None, :] - pos[:, None]  # j − i
     if cfg.pos == "alibi":
-        return -alibi_slopes(cfg.n_heads, dtype=like.dtype, device=like.device)[:, None, None] * offset.abs().to(like.dtype)
+        return -alibi_slopes(cfg.n_heads, dtype=like.dtype, device=like.device)[:, None, None] * offset.abs().to(
+            like.dtype
+        )
     if cfg.pos == "t5":
         return params["t5_bias"][layer][:, offset + cfg.max_len - 1]
     return None
@@ -354,7 +369,9 @@ def forward(params: dict, cfg: ModelConfig, tokens: torch.Tensor) -> dict:
             hidden = torch.nn.functional.silu(xm @ params["W_gate"][layer].T) * (xm @ params["W_up"][layer].T)
             mlp = hidden @ params["W_down"][layer].T
             x = x + (eps * mlp if eps != 1.0 else mlp)
-        scores.append(s), attns.append(a), contexts.append(ctx)
+        scores.append(s)
+        attns.append(a)
+        contexts.append(ctx)
     if cfg.final_norm:
         x = rms_norm(x, params["norm_final"], cfg.norm_eps)
     logits = x @ unembedding(params, cfg).T
@@ -405,8 +422,17 @@ def parameter_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-_DEEP_DEFAULTS = dict(n_kv_heads=None, norm="none", final_norm=False, mlp="none", qk_bias=False, v_bias=False,
-                      rope_pairing="interleaved", readout_offset=0, branch_scale=1.0)
+_DEEP_DEFAULTS = dict(
+    n_kv_heads=None,
+    norm="none",
+    final_norm=False,
+    mlp="none",
+    qk_bias=False,
+    v_bias=False,
+    rope_pairing="interleaved",
+    readout_offset=0,
+    branch_scale=1.0,
+)
 
 
 def deep_options(cfg: ModelConfig) -> list[str]:
@@ -432,15 +458,48 @@ def storage_parameters(cfg: ModelConfig) -> tuple[str, ...]:
 
 _PRESETS = {
     # LLaDA-8B: RMSNorm, SwiGLU, half-split RoPE θ = 5e5, no biases, no GQA, untied, read-out at i
-    "llada-like": dict(norm="rms", final_norm=True, mlp="swiglu", rope_pairing="half-split", rope_base=5e5,
-                       qk_bias=False, v_bias=False, tied=False, merged_ov=False, readout_offset=0, norm_eps=1e-5),
+    "llada-like": dict(
+        norm="rms",
+        final_norm=True,
+        mlp="swiglu",
+        rope_pairing="half-split",
+        rope_base=5e5,
+        qk_bias=False,
+        v_bias=False,
+        tied=False,
+        merged_ov=False,
+        readout_offset=0,
+        norm_eps=1e-5,
+    ),
     # Dream-7B (Qwen2): GQA 7:1 (here 2:1), q/k/v biases, half-split RoPE θ = 1e6, untied, read-out shifted by one
-    "dream-like": dict(norm="rms", final_norm=True, mlp="swiglu", rope_pairing="half-split", rope_base=1e6,
-                       n_kv_heads=2, qk_bias=True, v_bias=True, tied=False, merged_ov=False, readout_offset=1,
-                       norm_eps=1e-6),
+    "dream-like": dict(
+        norm="rms",
+        final_norm=True,
+        mlp="swiglu",
+        rope_pairing="half-split",
+        rope_base=1e6,
+        n_kv_heads=2,
+        qk_bias=True,
+        v_bias=True,
+        tied=False,
+        merged_ov=False,
+        readout_offset=1,
+        norm_eps=1e-6,
+    ),
     # SMDM (lit_gpt LLaMA): RMSNorm, SwiGLU, half-split RoPE θ = 1e4, no biases, untied, read-out at i
-    "smdm-like": dict(norm="rms", final_norm=True, mlp="swiglu", rope_pairing="half-split", rope_base=1e4,
-                      qk_bias=False, v_bias=False, tied=False, merged_ov=False, readout_offset=0, norm_eps=1e-5),
+    "smdm-like": dict(
+        norm="rms",
+        final_norm=True,
+        mlp="swiglu",
+        rope_pairing="half-split",
+        rope_base=1e4,
+        qk_bias=False,
+        v_bias=False,
+        tied=False,
+        merged_ov=False,
+        readout_offset=0,
+        norm_eps=1e-5,
+    ),
 }
 PRESETS = tuple(_PRESETS)
 _TOY = dict(vocab=8, d_model=16, d_head=4, n_heads=4, n_layers=3, d_mlp=32, pos="rope")

@@ -40,11 +40,11 @@ def _mp(t: torch.Tensor):
 
 
 def _matvec(W, x):
-    return [mpmath.fsum(w * v for w, v in zip(row, x)) for row in W]
+    return [mpmath.fsum(w * v for w, v in zip(row, x, strict=False)) for row in W]
 
 
 def _dot(a, b):
-    return mpmath.fsum(x * y for x, y in zip(a, b))
+    return mpmath.fsum(x * y for x, y in zip(a, b, strict=False))
 
 
 def _rope(v, delta, base):
@@ -71,7 +71,7 @@ def _inputs(P: dict, cfg: ModelConfig, tokens: list[int]):
                 for e in range(d):
                     omega = mpmath.power(10000, -mpmath.mpf(e - e % 2) / d)
                     p.append(scale * (mpmath.sin(i * omega) if e % 2 == 0 else mpmath.cos(i * omega)))
-            x[i] = [a + b for a, b in zip(x[i], p)]
+            x[i] = [a + b for a, b in zip(x[i], p, strict=False)]
     return x
 
 
@@ -87,7 +87,9 @@ def _value_matrix(P: dict, cfg: ModelConfig, layer: int, head: int):
     if cfg.merged_ov:
         return P["W_OV"][layer][head]
     W_O, W_V = P["W_O"][layer][head], P["W_V"][layer][head]
-    return [[_dot(W_O[r], [W_V[k][c] for k in range(cfg.d_head)]) for c in range(cfg.d_model)] for r in range(cfg.d_model)]
+    return [
+        [_dot(W_O[r], [W_V[k][c] for k in range(cfg.d_head)]) for c in range(cfg.d_model)] for r in range(cfg.d_model)
+    ]
 
 
 def _softmax(row):
@@ -105,8 +107,10 @@ def oracle_forward(params: dict, cfg: ModelConfig, tokens, dps: int = DEFAULT_DP
     from .model import deep_options
 
     if deep_options(cfg):  # written for the §1 block; the deep block's bounds: mdm_props.rounding_mode
-        raise ValueError(f"cfg sets deep-block options {deep_options(cfg)}; oracle_forward covers the one-layer "
-                         "block of THEORY §1 only (use mdm_props.rounding_mode.with_error_bounds)")
+        raise ValueError(
+            f"cfg sets deep-block options {deep_options(cfg)}; oracle_forward covers the one-layer "
+            "block of THEORY §1 only (use mdm_props.rounding_mode.with_error_bounds)"
+        )
     if isinstance(dps, bool) or not isinstance(dps, int) or dps < 20:
         raise ValueError(f"dps must be an integer >= 20; got {dps!r}")
     tokens = [int(t) for t in (tokens.tolist() if isinstance(tokens, torch.Tensor) else tokens)]
@@ -135,15 +139,23 @@ def oracle_forward(params: dict, cfg: ModelConfig, tokens, dps: int = DEFAULT_DP
                     for j in keys:
                         kj = _rope(k[j], j - i, base) if cfg.pos == "rope" else k[j]
                         row[j] = _dot(q[i], kj) * inv_sqrt + _bias(P, cfg, layer, h, i, j)
-                    weights = dict(zip(row, _softmax(list(row.values()))))
+                    weights = dict(zip(row, _softmax(list(row.values())), strict=False))
                     S_h.append([row.get(j) for j in range(T)])
                     A_h.append([weights.get(j, mpmath.mpf(0)) for j in range(T)])
                     c = [mpmath.fsum(weights[j] * x[j][e] for j in keys) for e in range(cfg.d_model)]
                     C_h.append(c)
-                    update[i] = [a + b for a, b in zip(update[i], _matvec(W, c))]
-                S_l.append(S_h), A_l.append(A_h), C_l.append(C_h)
-            x = [[a + b for a, b in zip(xi, ui)] for xi, ui in zip(x, update)] if cfg.residual else update
-            scores.append(S_l), attn.append(A_l), context.append(C_l)
+                    update[i] = [a + b for a, b in zip(update[i], _matvec(W, c), strict=False)]
+                S_l.append(S_h)
+                A_l.append(A_h)
+                C_l.append(C_h)
+            x = (
+                [[a + b for a, b in zip(xi, ui, strict=False)] for xi, ui in zip(x, update, strict=False)]
+                if cfg.residual
+                else update
+            )
+            scores.append(S_l)
+            attn.append(A_l)
+            context.append(C_l)
         U = P["E"][: cfg.vocab] if cfg.tied else P["U"]
         logits = [_matvec(U, hi) for hi in x]
         logprobs = []
@@ -175,7 +187,7 @@ def stable_oracle(params: dict, cfg: ModelConfig, tokens, dps: int = DEFAULT_DPS
     high = oracle_forward(params, cfg, tokens, 2 * dps)
     with mpmath.workdps(2 * dps):
         tol = mpmath.mpf(10) ** (-dps + 10)
-        for a, b in zip(_flatten(low), _flatten(high)):
+        for a, b in zip(_flatten(low), _flatten(high), strict=False):
             if abs(a - b) > tol * max(1, abs(b)):
                 raise RuntimeError(f"oracle not stable at dps={dps}: {mpmath.nstr(a, 20)} vs {mpmath.nstr(b, 20)}")
     return high
@@ -196,7 +208,7 @@ def exact_step(params: dict, direction: dict, eta: float) -> dict:
 
     def rec(a, b):
         if isinstance(a, list):
-            return [rec(x, y) for x, y in zip(a, b)]
+            return [rec(x, y) for x, y in zip(a, b, strict=False)]
         return mpmath.fsub(a, mpmath.fmul(e, b, exact=True), exact=True)
 
     return {name: rec(_mp(t), _mp(direction[name])) for name, t in params.items()}
@@ -218,7 +230,7 @@ def abs_error(exact, approx: torch.Tensor) -> torch.Tensor:
                 return 0.0
             with mpmath.workdps(30):
                 return float(abs(mpmath.mpf(float(t)) - e))
-        return [rec(ei, ti) for ei, ti in zip(e, t)]
+        return [rec(ei, ti) for ei, ti in zip(e, t, strict=False)]
 
     return torch.tensor(rec(exact, a), dtype=torch.float64)
 

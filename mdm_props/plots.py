@@ -18,8 +18,9 @@ def _pyplot():
     return plt
 
 
-def plot_correlation(path, bases=(1e4, 5e5), *, delta: int = 2, d_k: int = 64, max_d_k: int = 256,
-                     max_delta: int = 64) -> Path:
+def plot_correlation(
+    path, bases=(1e4, 5e5), *, delta: int = 2, d_k: int = 64, max_d_k: int = 256, max_delta: int = 64
+) -> Path:
     """C2a: Corr(S_f, S_r) = tr(R_g)/d_k, g = 2Δ, against d_k (even, 2 … ``max_d_k``, at offset ``delta``)
     and against the offset Δ (1 … ``max_delta``, at head size ``d_k``), one line per RoPE base; the
     d_k → ∞ limits ∫₀¹ cos(g base^−u) du are dashed. Writes a PNG to ``path`` and returns it."""
@@ -43,15 +44,36 @@ def plot_correlation(path, bases=(1e4, 5e5), *, delta: int = 2, d_k: int = 64, m
     for i, base in enumerate(bases):
         color = f"C{i}"
         label = f"base {base:g}"
-        left.plot(dks, [score_correlation(k, base, 2.0 * delta) for k in dks], color=color, marker=".", ms=3,
-                  lw=1, label=label)
+        left.plot(
+            dks,
+            [score_correlation(k, base, 2.0 * delta) for k in dks],
+            color=color,
+            marker=".",
+            ms=3,
+            lw=1,
+            label=label,
+        )
         left.axhline(float(score_correlation_limit(2.0 * delta, base, dps=20)), color=color, ls="--", lw=1)
-        right.plot(deltas, [score_correlation(d_k, base, 2.0 * dl) for dl in deltas], color=color, lw=1,
-                   label=f"{label}, d_k = {d_k}")
-        right.plot(deltas, [float(score_correlation_limit(2.0 * dl, base, dps=20)) for dl in deltas], color=color,
-                   ls="--", lw=1)
-    left.set(xscale="log", xlabel="head size d_k", ylabel="Corr(S_f, S_r) = tr(R_g)/d_k",
-             title=f"offset Δ = {delta} (g = {2 * delta}); dashed: d_k → ∞")
+        right.plot(
+            deltas,
+            [score_correlation(d_k, base, 2.0 * dl) for dl in deltas],
+            color=color,
+            lw=1,
+            label=f"{label}, d_k = {d_k}",
+        )
+        right.plot(
+            deltas,
+            [float(score_correlation_limit(2.0 * dl, base, dps=20)) for dl in deltas],
+            color=color,
+            ls="--",
+            lw=1,
+        )
+    left.set(
+        xscale="log",
+        xlabel="head size d_k",
+        ylabel="Corr(S_f, S_r) = tr(R_g)/d_k",
+        title=f"offset Δ = {delta} (g = {2 * delta}); dashed: d_k → ∞",
+    )
     right.set(xlabel="offset Δ (g = 2Δ)", title=f"d_k = {d_k}; dashed: d_k → ∞")
     for ax in (left, right):
         ax.axhline(0.0, color="0.5", lw=0.5)
@@ -64,8 +86,15 @@ def plot_correlation(path, bases=(1e4, 5e5), *, delta: int = 2, d_k: int = 64, m
     return path
 
 
-def plot_depth(path, *, draws: int = 40, seed: int = 0, scales=(0.5, 1.0, 2.0, 3.0, 5.0, 10.0),
-               depths=(1, 2, 3, 4), pos: str = "rope") -> Path:
+def plot_depth(
+    path,
+    *,
+    draws: int = 40,
+    seed: int = 0,
+    scales=(0.5, 1.0, 2.0, 3.0, 5.0, 10.0),
+    depths=(1, 2, 3, 4),
+    pos: str = "rope",
+) -> Path:
     """C7: the rate of cos(G_f^ℓ, G_r^ℓ) > 0 over every layer against the init scale, one line per depth,
     MDM (solid) and ARM (dashed), ``draws`` draws per point (plain and preset blocks, encoding ``pos``;
     :func:`mdm_props.claims.c6_c8_deep_storage.depth_rates`). Writes a PNG to ``path`` and returns it."""
@@ -79,11 +108,22 @@ def plot_depth(path, *, draws: int = 40, seed: int = 0, scales=(0.5, 1.0, 2.0, 3
     fig, ax = plt.subplots(figsize=(6, 3.8), dpi=100)
     for i, L in enumerate(depths):
         for kind, ls in (("mdm", "-"), ("arm", "--")):
-            ax.plot(scales, [rates[(kind, L, s)] for s in scales], color=f"C{i}", ls=ls, marker=".",
-                    label=f"{kind.upper()}, depth {L}")
+            ax.plot(
+                scales,
+                [rates[(kind, L, s)] for s in scales],
+                color=f"C{i}",
+                ls=ls,
+                marker=".",
+                label=f"{kind.upper()}, depth {L}",
+            )
     ax.axhline(0.5, color="0.5", lw=0.5)
-    ax.set(xscale="log", xlabel="init scale", ylabel="rate of cos(G_f^ℓ, G_r^ℓ) > 0 (all layers)", ylim=(0, 1.02),
-           title=f"C7: storage-gradient alignment at init ({pos}, {draws} draws a point)")
+    ax.set(
+        xscale="log",
+        xlabel="init scale",
+        ylabel="rate of cos(G_f^ℓ, G_r^ℓ) > 0 (all layers)",
+        ylim=(0, 1.02),
+        title=f"C7: storage-gradient alignment at init ({pos}, {draws} draws a point)",
+    )
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()

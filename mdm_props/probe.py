@@ -80,7 +80,8 @@ def fact_pairs(adapter, n: int, seed: int) -> list[tuple[int, int, int]]:
         while len(rb) < n:
             r, B = rng.sample(real, 2)
             if (r, B) not in seen:
-                seen.add((r, B)), rb.append((r, B))
+                seen.add((r, B))
+                rb.append((r, B))
     out = []
     for r, B in rb[:n]:
         A = rng.choice(real)
@@ -122,9 +123,14 @@ def bidirectionality(adapter, seed: int = 0, length: int = 6, trials: int = 3) -
             change = torch.maximum(change, (z[0, :-1] - z[1, :-1]).abs().amax(-1).cpu())
     moved = int((change > 0).sum())
     verdict = "bidirectional" if moved == length - 1 else "causal" if moved == 0 else "partially causal"
-    return {"test": "bidirectionality", "verdict": verdict, "passed": verdict == "bidirectional",
-            "declared": adapter.arch.attention, "max_change_per_position": change.tolist(),
-            "detail": f"perturbing the last of {length} tokens moved {moved}/{length - 1} earlier positions' logits"}
+    return {
+        "test": "bidirectionality",
+        "verdict": verdict,
+        "passed": verdict == "bidirectional",
+        "declared": adapter.arch.attention,
+        "max_change_per_position": change.tolist(),
+        "detail": f"perturbing the last of {length} tokens moved {moved}/{length - 1} earlier positions' logits",
+    }
 
 
 class _DtypeRecorder(TorchDispatchMode):
@@ -134,7 +140,7 @@ class _DtypeRecorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        for o in (out if isinstance(out, (list, tuple)) else [out]):
+        for o in out if isinstance(out, (list, tuple)) else [out]:
             if isinstance(o, torch.Tensor) and o.is_floating_point() and o.dtype != torch.float64:
                 where = self.stack[-1] if self.stack else "(backward or top level)"
                 self.found.setdefault(where, set()).add(f"{func.__name__.split('.')[0]}→{str(o.dtype)[6:]}")
@@ -150,8 +156,9 @@ def float64_honesty(adapter, facts) -> dict:
     stack, hooks = [], []
     root = adapter.modules()
     if root is not None:
+        root_name = type(root).__name__
         for name, mod in root.named_modules():
-            hooks.append(mod.register_forward_pre_hook(lambda m, a, n=name or type(root).__name__: stack.append(n)))
+            hooks.append(mod.register_forward_pre_hook(lambda m, a, n=name or root_name: stack.append(n)))
             hooks.append(mod.register_forward_hook(lambda m, a, o: stack.pop() and None))  # None: keep o
     rec = _DtypeRecorder(stack)
     try:
@@ -162,9 +169,14 @@ def float64_honesty(adapter, facts) -> dict:
         for h in hooks:
             h.remove()
     found = {k: sorted(v) for k, v in sorted(rec.found.items())}
-    return {"test": "float64 honesty", "passed": not found, "not_float64": found,
-            "detail": "every intermediate is float64" if not found else
-            f"{len(found)} module(s) compute in lower precision: identities hold to float32 rounding only"}
+    return {
+        "test": "float64 honesty",
+        "passed": not found,
+        "not_float64": found,
+        "detail": "every intermediate is float64"
+        if not found
+        else f"{len(found)} module(s) compute in lower precision: identities hold to float32 rounding only",
+    }
 
 
 def _side_logps(adapter, params, fwd, rev, forward_slot):
@@ -200,8 +212,13 @@ def reflection_defect(adapter, facts, *, forward_slot: int | None = None, float6
             l32, r32 = _side_logps(adapter, p32, fwd, rev, slot)
             scale = max(float((l32.double() - lhs).abs().max()), float((r32.double() - rhs).abs().max()))
             tol, how = YARDSTICK_SAFETY * max(scale, U32), "float32 yardstick (estimate, × 8)"
-    return {"defect": defect, "tolerance": tol, "tolerance_kind": how, "forward_slot": slot,
-            "at_rounding": defect <= tol}
+    return {
+        "defect": defect,
+        "tolerance": tol,
+        "tolerance_kind": how,
+        "forward_slot": slot,
+        "at_rounding": defect <= tol,
+    }
 
 
 def reflection_test(adapter, facts, causal: bool, float64: bool = True) -> dict:
@@ -216,8 +233,10 @@ def reflection_test(adapter, facts, causal: bool, float64: bool = True) -> dict:
     elif adapter.arch.readout_offset == 1:
         alt = reflection_defect(adapter, facts, forward_slot=TEMPLATE.a + 2, float64=float64)
         out["shifted"] = alt
-        out["maps_to"] = (f"the forward sequence's conditional at slot a + 2 = {TEMPLATE.a + 2} (read from h_(a+1)), "
-                          f"not the forward query: defect there {alt['defect']:.3g} (tolerance {alt['tolerance']:.3g})")
+        out["maps_to"] = (
+            f"the forward sequence's conditional at slot a + 2 = {TEMPLATE.a + 2} (read from h_(a+1)), "
+            f"not the forward query: defect there {alt['defect']:.3g} (tolerance {alt['tolerance']:.3g})"
+        )
     else:
         out["maps_to"] = "no forward conditional found (check the encoding and the template)"
     return out
@@ -272,13 +291,15 @@ def signatures(adapter, facts, *, alpha: float = FALSE_ALARM, causal: bool = Fal
 
     leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
     grads = []
-    for n, (A, r, B) in enumerate(facts):
+    for n, (A, _r, _B) in enumerate(facts):
         pair = []
-        for tok, slot in ((fwd[n:n + 1], a), (rev[n:n + 1], b)):
+        for tok, slot in ((fwd[n : n + 1], a), (rev[n : n + 1], b)):
             with torch.enable_grad():
                 loss = -_logp(adapter, leaves, tok, slot)[0, A]
                 g = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
-            pair.append({k: torch.zeros_like(v) if gi is None else gi for (k, v), gi in zip(leaves.items(), g)})
+            pair.append(
+                {k: torch.zeros_like(v) if gi is None else gi for (k, v), gi in zip(leaves.items(), g, strict=False)}
+            )
         grads.append(pair)
         if progress:
             progress(n + 1, len(facts))
@@ -296,51 +317,79 @@ def signatures(adapter, facts, *, alpha: float = FALSE_ALARM, causal: bool = Fal
             hd = adapter.handles(layer, h)
             route = [_cos(flat(gf, hd["query"] + hd["key"]), flat(gr, hd["query"] + hd["key"])) for gf, gr in grads]
             vo = [_cos(flat(gf, hd["value"] + hd["output"]), flat(gr, hd["value"] + hd["output"])) for gf, gr in grads]
-            heads.append({
-                "head": h, "attn_f_B": float(at_f[:, h, b].mean()), "attn_r_B": float(at_r[:, h, a].mean()),
-                "score_corr": r, "score_corr_interval": None if r is None or n_eff < 4 else
-                list(fisher_z_interval(max(-1.0, min(1.0, r)), n_eff, alpha)),
-                "route_cos": _rate(route, alpha), "value_output_cos": _rate(vo, alpha),
-                "c2a_prediction": c2a if layer == 0 else None})
+            heads.append(
+                {
+                    "head": h,
+                    "attn_f_B": float(at_f[:, h, b].mean()),
+                    "attn_r_B": float(at_r[:, h, a].mean()),
+                    "score_corr": r,
+                    "score_corr_interval": None
+                    if r is None or n_eff < 4
+                    else list(fisher_z_interval(max(-1.0, min(1.0, r)), n_eff, alpha)),
+                    "route_cos": _rate(route, alpha),
+                    "value_output_cos": _rate(vo, alpha),
+                    "c2a_prediction": c2a if layer == 0 else None,
+                }
+            )
         hl = adapter.handles(layer)
         row = {"layer": layer, "heads": heads}
-        for key, roles in (("value_output_cos", ("value", "output")), ("mlp_cos", ("mlp",)),
-                           ("route_cos", ROUTE_ROLES)):
+        for key, roles in (
+            ("value_output_cos", ("value", "output")),
+            ("mlp_cos", ("mlp",)),
+            ("route_cos", ROUTE_ROLES),
+        ):
             hs = [x for role in roles for x in hl[role]]
             row[key] = _rate([_cos(flat(gf, hs), flat(gr, hs)) for gf, gr in grads], alpha) if hs else None
         layers.append(row)
-    return {"pairs": len(facts), "effective_pairs": n_eff, "alpha": alpha, "causal_mask": causal, "layers": layers,
-            "interval_caveat": "Fisher z assumes iid bivariate-normal (S_f, S_r); the scores depend on (r, B) only, "
-                               "so n is the number of distinct (r, B), and deep-layer scores are not Gaussian: "
-                               "read the interval as approximate. C2a's tr(R_g)/d_k is the correlation over "
-                               "isotropic Gaussian W_Q, W_K draws, not across pairs in one model: compare, "
-                               "do not equate."}
+    return {
+        "pairs": len(facts),
+        "effective_pairs": n_eff,
+        "alpha": alpha,
+        "causal_mask": causal,
+        "layers": layers,
+        "interval_caveat": "Fisher z assumes iid bivariate-normal (S_f, S_r); the scores depend on (r, B) only, "
+        "so n is the number of distinct (r, B), and deep-layer scores are not Gaussian: "
+        "read the interval as approximate. C2a's tr(R_g)/d_k is the correlation over "
+        "isotropic Gaussian W_Q, W_K draws, not across pairs in one model: compare, "
+        "do not equate.",
+    }
 
 
 # ---------------------------------------------------------------------------------------------
 # the probe
 
 
-def probe(adapter, *, pairs: int = 48, seed: int = 0, alpha: float = FALSE_ALARM, contrast: bool = True,
-          progress=None) -> dict:
+def probe(
+    adapter, *, pairs: int = 48, seed: int = 0, alpha: float = FALSE_ALARM, contrast: bool = True, progress=None
+) -> dict:
     """Self-tests, then the signatures (and, with ``contrast``, those of the same weights behind a causal
     mask). Raises :class:`CausalModelError` (with the self-test report) when the model is causal."""
     start = time.perf_counter()
     facts = fact_pairs(adapter, pairs, seed)
     bi = bidirectionality(adapter, seed)
     f64 = float64_honesty(adapter, facts)
-    report = {"model": vars(adapter.arch) | {"real_tokens": len(adapter.arch.real_tokens)},
-              "settings": {"pairs": len(facts), "seed": seed, "alpha": alpha, "template": "A r B (mirror)"},
-              "self_tests": {"bidirectionality": bi, "float64": f64,
-                             "reflection": reflection_test(adapter, facts, causal=bi["verdict"] != "bidirectional",
-                                                           float64=f64["passed"])}}
+    report = {
+        "model": vars(adapter.arch) | {"real_tokens": len(adapter.arch.real_tokens)},
+        "settings": {"pairs": len(facts), "seed": seed, "alpha": alpha, "template": "A r B (mirror)"},
+        "self_tests": {
+            "bidirectionality": bi,
+            "float64": f64,
+            "reflection": reflection_test(
+                adapter, facts, causal=bi["verdict"] != "bidirectional", float64=f64["passed"]
+            ),
+        },
+    }
     if bi["verdict"] != "bidirectional":
-        raise CausalModelError(f"the model is {bi['verdict']} ({bi['detail']}): the MDM signatures need "
-                               f"bidirectional attention (set is_causal=False)", report)
+        raise CausalModelError(
+            f"the model is {bi['verdict']} ({bi['detail']}): the MDM signatures need "
+            f"bidirectional attention (set is_causal=False)",
+            report,
+        )
     report["signatures"] = signatures(adapter, facts, alpha=alpha, progress=progress)
     twin = adapter.causal_twin() if contrast else None
-    report["causal_contrast"] = None if twin is None else signatures(twin, facts, alpha=alpha, causal=True,
-                                                                     progress=progress)
+    report["causal_contrast"] = (
+        None if twin is None else signatures(twin, facts, alpha=alpha, causal=True, progress=progress)
+    )
     report["seconds"] = round(time.perf_counter() - start, 3)
     return report
 
@@ -352,17 +401,21 @@ def _f(x, spec=".3f"):
 def format_self_tests(report: dict) -> str:
     st = report["self_tests"]
     bi, f64, rf = st["bidirectionality"], st["float64"], st["reflection"]
-    lines = [f"model: {report['model']['name']} (layers {report['model']['n_layers']}, heads "
-             f"{report['model']['n_heads']}/{report['model']['n_kv_heads']} kv, d_head {report['model']['d_head']}, "
-             f"read-out offset {report['model']['readout_offset']}, mask id {report['model']['mask_id']})",
-             f"self-test bidirectionality: {bi['verdict']} (declared {bi['declared']}; {bi['detail']})",
-             f"self-test float64 honesty: {'pass' if f64['passed'] else 'NOT float64'}: {f64['detail']}"]
+    lines = [
+        f"model: {report['model']['name']} (layers {report['model']['n_layers']}, heads "
+        f"{report['model']['n_heads']}/{report['model']['n_kv_heads']} kv, d_head {report['model']['d_head']}, "
+        f"read-out offset {report['model']['readout_offset']}, mask id {report['model']['mask_id']})",
+        f"self-test bidirectionality: {bi['verdict']} (declared {bi['declared']}; {bi['detail']})",
+        f"self-test float64 honesty: {'pass' if f64['passed'] else 'NOT float64'}: {f64['detail']}",
+    ]
     for mod, ops in list(f64["not_float64"].items())[:6]:
         lines.append(f"    {mod}: {', '.join(ops[:4])}{' …' if len(ops) > 4 else ''}")
     if len(f64["not_float64"]) > 6:
         lines.append(f"    … and {len(f64['not_float64']) - 6} more modules")
-    lines.append(f"self-test reflection defect |log p_r(θ) − log p_f(Φθ)|: {rf['defect']:.3g} (tolerance "
-                 f"{rf['tolerance']:.3g}, {rf['tolerance_kind']}): {'at rounding' if rf['at_rounding'] else 'O(1)'}")
+    lines.append(
+        f"self-test reflection defect |log p_r(θ) − log p_f(Φθ)|: {rf['defect']:.3g} (tolerance "
+        f"{rf['tolerance']:.3g}, {rf['tolerance_kind']}): {'at rounding' if rf['at_rounding'] else 'O(1)'}"
+    )
     lines.append(f"    the reverse query maps to {rf['maps_to']}")
     return "\n".join(lines)
 
@@ -370,28 +423,42 @@ def format_self_tests(report: dict) -> str:
 def format_report(report: dict) -> str:
     out = [format_self_tests(report)]
     sig, twin = report["signatures"], report.get("causal_contrast")
-    out.append(f"\nsignatures over {sig['pairs']} facts A r B ({sig['effective_pairs']} distinct (r, B)); "
-               f"intervals at false-alarm {sig['alpha']:g}")
-    hdr = (f"{'layer':>5} {'head':>4} {'α_f(B)':>7} {'α_r(B)':>7} {'corr(S_f,S_r)':>13} {'interval':>17} "
-           f"{'C2a':>6} {'route cos':>9} {'route>0':>7} {'VO cos':>7} {'VO>0':>5}")
+    out.append(
+        f"\nsignatures over {sig['pairs']} facts A r B ({sig['effective_pairs']} distinct (r, B)); "
+        f"intervals at false-alarm {sig['alpha']:g}"
+    )
+    hdr = (
+        f"{'layer':>5} {'head':>4} {'α_f(B)':>7} {'α_r(B)':>7} {'corr(S_f,S_r)':>13} {'interval':>17} "
+        f"{'C2a':>6} {'route cos':>9} {'route>0':>7} {'VO cos':>7} {'VO>0':>5}"
+    )
     out += [hdr, "-" * len(hdr)]
     for row in sig["layers"]:
         for h in row["heads"]:
             iv = h["score_corr_interval"]
-            out.append(f"{row['layer']:>5} {h['head']:>4} {h['attn_f_B']:>7.3f} {h['attn_r_B']:>7.3f} "
-                       f"{_f(h['score_corr']):>13} {('[' + _f(iv[0], '.2f') + ', ' + _f(iv[1], '.2f') + ']') if iv else '-':>17} "
-                       f"{_f(h['c2a_prediction']):>6} {h['route_cos']['mean']:>9.3f} {h['route_cos']['positive_rate']:>7.2f} "
-                       f"{h['value_output_cos']['mean']:>7.3f} {h['value_output_cos']['positive_rate']:>5.2f}")
+            out.append(
+                f"{row['layer']:>5} {h['head']:>4} {h['attn_f_B']:>7.3f} {h['attn_r_B']:>7.3f} "
+                f"{_f(h['score_corr']):>13} "
+                f"{('[' + _f(iv[0], '.2f') + ', ' + _f(iv[1], '.2f') + ']') if iv else '-':>17} "
+                f"{_f(h['c2a_prediction']):>6} {h['route_cos']['mean']:>9.3f} {h['route_cos']['positive_rate']:>7.2f} "
+                f"{h['value_output_cos']['mean']:>7.3f} {h['value_output_cos']['positive_rate']:>5.2f}"
+            )
     hdr = f"{'layer':>5} {'storage VO cos>0 [CP interval]':>32} {'MLP cos>0 [CP interval]':>28} {'route cos>0':>12}"
-    out += ["\nper layer (share of facts with a positive gradient cosine; the ARM contrast: same weights, causal mask)",
-            hdr + (f" {'ARM VO cos>0':>13}" if twin else ""), "-" * (len(hdr) + (14 if twin else 0))]
+    out += [
+        "\nper layer (share of facts with a positive gradient cosine; the ARM contrast: same weights, causal mask)",
+        hdr + (f" {'ARM VO cos>0':>13}" if twin else ""),
+        "-" * (len(hdr) + (14 if twin else 0)),
+    ]
 
     def rate(r):
-        return "-" if r is None else f"{r['positive_rate']:.2f} [{r['rate_interval'][0]:.2f}, {r['rate_interval'][1]:.2f}]"
+        return (
+            "-" if r is None else f"{r['positive_rate']:.2f} [{r['rate_interval'][0]:.2f}, {r['rate_interval'][1]:.2f}]"
+        )
 
     for i, row in enumerate(sig["layers"]):
-        line = f"{row['layer']:>5} {rate(row['value_output_cos']):>32} {rate(row['mlp_cos']):>28} " \
-               f"{row['route_cos']['positive_rate']:>12.2f}"
+        line = (
+            f"{row['layer']:>5} {rate(row['value_output_cos']):>32} {rate(row['mlp_cos']):>28} "
+            f"{row['route_cos']['positive_rate']:>12.2f}"
+        )
         if twin:
             line += f" {twin['layers'][i]['value_output_cos']['positive_rate']:>13.2f}"
         out.append(line)
@@ -408,10 +475,12 @@ def plot_report(report: dict, path: str) -> str:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ImportError("matplotlib is not installed (pip install -e \".[plot]\")") from None
+        raise ImportError('matplotlib is not installed (pip install -e ".[plot]")') from None
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for sig, label, style in ((report["signatures"], "MDM (bidirectional)", "o-"),
-                              (report.get("causal_contrast"), "same weights, causal mask", "s--")):
+    for sig, label, style in (
+        (report["signatures"], "MDM (bidirectional)", "o-"),
+        (report.get("causal_contrast"), "same weights, causal mask", "s--"),
+    ):
         if sig is None:
             continue
         L = [row["layer"] for row in sig["layers"]]
@@ -420,7 +489,9 @@ def plot_report(report: dict, path: str) -> str:
         axes[0].plot(L, corr, style, label=label)
         axes[1].plot(L, vo, style, label=label)
     axes[0].set(xlabel="layer", ylabel="corr(S_f, S_r), head mean", title="route: score correlation")
-    axes[1].set(xlabel="layer", ylabel="share cos(G_f, G_r) > 0", title="storage: value/output gradients", ylim=(0, 1.05))
+    axes[1].set(
+        xlabel="layer", ylabel="share cos(G_f, G_r) > 0", title="storage: value/output gradients", ylim=(0, 1.05)
+    )
     axes[1].legend(fontsize=8)
     fig.suptitle(report["model"]["name"])
     fig.tight_layout()
@@ -456,8 +527,13 @@ def build_adapter(args):
     from .adapters import load_hf
 
     if args.hf_config or args.hf_model:
-        return load_hf(args.hf_config or args.hf_model, weights=bool(args.hf_model), mask_id=args.mask_id,
-                       readout_offset=args.readout_offset, seed=args.seed)
+        return load_hf(
+            args.hf_config or args.hf_model,
+            weights=bool(args.hf_model),
+            mask_id=args.mask_id,
+            readout_offset=args.readout_offset,
+            seed=args.seed,
+        )
     overrides = {} if args.readout_offset is None else {"readout_offset": args.readout_offset}
     return ProjectAdapter.from_preset(args.model or "llada-like", seed=args.seed, **overrides)
 
@@ -493,10 +569,16 @@ def run_probe_from_args(args) -> int:
             try:
                 import matplotlib  # noqa: F401
             except ImportError:
-                raise ProbeError("--out needs matplotlib (pip install -e \".[plot]\")") from None
+                raise ProbeError('--out needs matplotlib (pip install -e ".[plot]")') from None
         adapter = build_adapter(args)
-        report = probe(adapter, pairs=args.pairs, seed=args.seed, alpha=args.alpha, contrast=not args.no_contrast,
-                       progress=progress)
+        report = probe(
+            adapter,
+            pairs=args.pairs,
+            seed=args.seed,
+            alpha=args.alpha,
+            contrast=not args.no_contrast,
+            progress=progress,
+        )
     except CausalModelError as exc:
         print(format_self_tests(exc.report))
         print(f"mdm-props probe: {exc}", file=sys.stderr)
@@ -509,6 +591,7 @@ def run_probe_from_args(args) -> int:
         return 2
     print(format_report(report))
     if args.json:
+
         def dump(p):
             with open(p, "w") as f:
                 json.dump(report, f, indent=2)

@@ -12,8 +12,20 @@ import math
 from .checks import Counterexample
 from .search import case_from_description, describe
 
-DRAW_KEYS = ("pos", "vocab", "d_model", "d_head", "n_heads", "attention", "seed", "scale", "orthonormal", "template",
-             "A", "B")
+DRAW_KEYS = (
+    "pos",
+    "vocab",
+    "d_model",
+    "d_head",
+    "n_heads",
+    "attention",
+    "seed",
+    "scale",
+    "orthonormal",
+    "template",
+    "A",
+    "B",
+)
 
 
 def recheck(cx: Counterexample) -> str | None:

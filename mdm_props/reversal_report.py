@@ -275,13 +275,18 @@ def run_from_args(args, parser: argparse.ArgumentParser | None = None) -> int:
         if args.out is not None and finished:
             partial = ExperimentResults(config, finished, time.perf_counter() - start)
             paths = write_outputs(partial, args.out, plot=False)
-            print(f"interrupted after {len(finished)} runs; wrote them to " + ", ".join(str(p) for p in paths.values()),
-                  file=sys.stderr)
+            print(
+                f"interrupted after {len(finished)} runs; wrote them to " + ", ".join(str(p) for p in paths.values()),
+                file=sys.stderr,
+            )
         raise
     diverged = [r for r in results.runs if r.diverged]
     if diverged:
-        print(f"warning: {len(diverged)}/{len(results.runs)} runs diverged (non-finite loss): "
-              + ", ".join(f"{r.regime}/{r.encoding}/seed {r.seed}" for r in diverged), file=sys.stderr)
+        print(
+            f"warning: {len(diverged)}/{len(results.runs)} runs diverged (non-finite loss): "
+            + ", ".join(f"{r.regime}/{r.encoding}/seed {r.seed}" for r in diverged),
+            file=sys.stderr,
+        )
     print(markdown(results))
     print(signature_markdown(results), end="")
     print(f"\nwall time {results.seconds:.1f} s")

@@ -52,7 +52,7 @@ FUNCTION_REL = 2 * FUNCTION_ULPS * UNIT_ROUNDOFF  # 2 ulp of a result r is at mo
 FORWARD_SAFETY = 2.0
 
 
-def pow_rel_error(base: float, exponent: torch.Tensor | float) -> torch.Tensor | float:
+def pow_rel_error(base: float, exponent):
     """Relative error of fl(base ** fl(e)) where ``fl(e)`` carries one rounding: the exponent's
     error |e|u becomes a relative |e| ln(base) u; pow may itself be exp(e · log base) (log and
     the product round: 5|e ln base| u in the argument of exp) plus 2 ulp. Bound:
@@ -151,8 +151,10 @@ def forward_error_bounds(params: dict, cfg, tokens: torch.Tensor, safety: float 
     from .model import deep_options, embed, rope_rotate, score_bias, unembedding
 
     if deep_options(cfg):  # written for the §1 block; the deep block's bounds: mdm_props.rounding_mode
-        raise ValueError(f"cfg sets deep-block options {deep_options(cfg)}; forward_error_bounds covers the one-layer "
-                         "block of THEORY §1 only (use mdm_props.rounding_mode.with_error_bounds)")
+        raise ValueError(
+            f"cfg sets deep-block options {deep_options(cfg)}; forward_error_bounds covers the one-layer "
+            "block of THEORY §1 only (use mdm_props.rounding_mode.with_error_bounds)"
+        )
     if tokens.dim() < 1:
         raise ValueError(f"tokens must have shape (..., T); got shape {tuple(tokens.shape)}")
     u = UNIT_ROUNDOFF
@@ -163,7 +165,7 @@ def forward_error_bounds(params: dict, cfg, tokens: torch.Tensor, safety: float 
     valid = torch.ones(T, T, dtype=torch.bool, device=x.device)
     if cfg.attention == "causal":
         valid = valid.tril()
-    out = {"scores": [], "attn": [], "context": []}
+    out: dict[str, list[torch.Tensor]] = {"scores": [], "attn": [], "context": []}
     for layer in range(cfg.n_layers):
         WQ, WK = params["W_Q"][layer], params["W_K"][layer]  # (H, dk, d)
         xh, xa, ex = x.unsqueeze(-3), x.abs().unsqueeze(-3), e_x.unsqueeze(-3)  # (..., 1, T, d)
@@ -227,15 +229,21 @@ def forward_error_bounds(params: dict, cfg, tokens: torch.Tensor, safety: float 
 
 def query_loss_error_bound(params: dict, cfg, query, safety: float = FORWARD_SAFETY) -> float:
     """Bound on |facts.query_loss − exact loss|: the log-prob bound at (slot, target) (negation is exact)."""
-    return float(forward_error_bounds(params, cfg, query.tensor(params["E"].device), safety)["logprobs"][query.slot, query.target])
+    return float(
+        forward_error_bounds(params, cfg, query.tensor(params["E"].device), safety)["logprobs"][
+            query.slot, query.target
+        ]
+    )
+
 
 def block_expand(v: torch.Tensor) -> torch.Tensor:
     """(d/2,) per-block values → (d, d) matrix constant on each 2 × 2 diagonal block, 0 elsewhere."""
     return torch.block_diag(*[torch.full((2, 2), float(t), dtype=torch.float64, device=v.device) for t in v])
 
 
-# Gradients (checked in C0.3, used by every storage claim). Each bound is on |computed − exact| for EITHER route (the closed form of
-# mdm_props.gradients or autograd); a comparison of the two routes allows the sum of both, 2×.
+# Gradients (checked in C0.3, used by every storage claim). Each bound is on |computed − exact| for EITHER
+# route (the closed form of mdm_props.gradients or autograd); a comparison of the two routes allows the sum
+# of both, 2×.
 
 
 def storage_gradient_error_bound(params: dict, cfg, query, safety: float = FORWARD_SAFETY) -> torch.Tensor:
@@ -267,8 +275,9 @@ def storage_gradient_error_bound(params: dict, cfg, query, safety: float = FORWA
     return safety * bound
 
 
-def score_gradient_error_bound(params: dict, cfg, tokens: torch.Tensor, i: int, j: int, head: int = 0,
-                               safety: float = FORWARD_SAFETY) -> tuple[torch.Tensor, torch.Tensor]:
+def score_gradient_error_bound(
+    params: dict, cfg, tokens: torch.Tensor, i: int, j: int, head: int = 0, safety: float = FORWARD_SAFETY
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Bounds (d_head, d_model) on the error of ∂s_ij/∂W_Q = v xᵢᵀ/√d_k, v = R_{j−i} k_j, and of
     ∂s_ij/∂W_K = w x_jᵀ/√d_k, w = R_{j−i}ᵀ q_i, for either route.
 
@@ -311,7 +320,11 @@ def score_gradient_error_bound(params: dict, cfg, tokens: torch.Tensor, i: int, 
         # ∂/∂W_Q uses v = R_{j−i} k_j with x_i; ∂/∂W_K uses w = R_{i−j} q_i with x_j
         v, e_v = vec(W, a, rot_from=b, rot_to=a)
         xb, e_xb = x[b], e_x[b]
-        bound = torch.outer(e_v, xb.abs()) + torch.outer(v.abs(), e_xb) + (gamma(T) + 3 * u) * torch.outer(v.abs(), xb.abs())
+        bound = (
+            torch.outer(e_v, xb.abs())
+            + torch.outer(v.abs(), e_xb)
+            + (gamma(T) + 3 * u) * torch.outer(v.abs(), xb.abs())
+        )
         out.append(safety * bound / scale)
     return out[0], out[1]
 

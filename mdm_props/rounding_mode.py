@@ -43,15 +43,21 @@ class Ball(torch.Tensor):
     @staticmethod
     def __new__(cls, value: torch.Tensor, radius: torch.Tensor):
         ball = torch.Tensor._make_wrapper_subclass(
-            cls, value.size(), strides=value.stride(), storage_offset=value.storage_offset(),
-            dtype=value.dtype, device=value.device, requires_grad=False)
-        ball.value, ball.radius = value, radius
+            cls,
+            value.size(),
+            strides=value.stride(),
+            storage_offset=value.storage_offset(),
+            dtype=value.dtype,
+            device=value.device,
+            requires_grad=False,
+        )
+        ball.value, ball.radius = value, radius  # type: ignore[attr-defined]  # a wrapper subclass's own fields
         return ball
 
     def __repr__(self):
         return f"Ball(value={self.value!r}, radius={self.radius!r})"
 
-    __torch_function__ = torch._C._disabled_torch_function_impl
+    __torch_function__ = torch._C._disabled_torch_function_impl  # type: ignore[assignment]  # torch's own idiom
 
     @classmethod
     def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
@@ -105,14 +111,17 @@ def _count(x: torch.Tensor, dim) -> int:
 
 # --- rules: (vals, rads, kwargs, out) -> radius of out ---------------------------------------
 
+
 def _structural(func, args, kwargs):
     """Apply the operation to the radii (floats among the arguments are fill values: 0)."""
+
     def rad(x):
         if isinstance(x, (Ball, torch.Tensor)):
             return radius_of(x)
         if isinstance(x, float):
             return 0.0
         return x
+
     return func(*tree_map(rad, args), **tree_map(rad, kwargs))
 
 
@@ -137,6 +146,7 @@ def _bilinear(func):
         k = A.shape[-1]
         absAB = func(A.abs(), B.abs())
         return gamma(k) * absAB + func(r[0], B.abs()) + func(A.abs(), r[1])
+
     return rule
 
 
@@ -147,8 +157,12 @@ def _addmm(func):
         k = A.shape[-1]
         zero = torch.zeros_like(C)
         absAB = func(zero, A.abs(), B.abs())
-        return (gamma(k + 1) * (beta * C.abs() + alpha * absAB) + beta * r[0]
-                + alpha * (func(zero, r[1], B.abs()) + func(zero, A.abs(), r[2])))
+        return (
+            gamma(k + 1) * (beta * C.abs() + alpha * absAB)
+            + beta * r[0]
+            + alpha * (func(zero, r[1], B.abs()) + func(zero, A.abs(), r[2]))
+        )
+
     return rule
 
 
@@ -177,8 +191,10 @@ def _amax(v, r, kw, out):
 
 def _unary(deriv, own):
     """|f'(x)| r + own rounding (relative to |out|)."""
+
     def rule(v, r, kw, out):
         return deriv(v[0], out).abs() * r[0] + own * out.abs()
+
     return rule
 
 
@@ -265,13 +281,21 @@ def _sigmoid_backward(v, r, kw, out):
 def _scatter_sum(n_of):
     """Accumulating scatters (index_put with accumulate, embedding backward, index_add): the same scatter
     of the radii, plus γ_n times the scatter of the absolute values (n terms meet in one entry at most)."""
+
     def rule(func, args, kwargs, out):
         n = n_of(args)
         rad = _structural(func, args, kwargs)
-        absval = func(*tree_map(lambda x: value_of(x).abs() if isinstance(x, (Ball, torch.Tensor))
-                                and value_of(x).is_floating_point() else x, args),
-                      **kwargs)
+        absval = func(
+            *tree_map(
+                lambda x: (
+                    value_of(x).abs() if isinstance(x, (Ball, torch.Tensor)) and value_of(x).is_floating_point() else x
+                ),
+                args,
+            ),
+            **kwargs,
+        )
         return rad + gamma(max(n, 1)) * absval
+
     return rule
 
 
@@ -295,25 +319,94 @@ def _zero(func, args, kwargs, out):
 
 
 STRUCTURAL = {
-    aten.view, aten._unsafe_view, aten.reshape, aten.permute, aten.transpose, aten.t, aten.expand, aten.unsqueeze,
-    aten.squeeze, aten.select, aten.slice, aten.index, aten.index_select, aten.embedding, aten.gather, aten.cat,
-    aten.stack, aten.clone, aten.alias, aten.detach, aten.lift_fresh, aten.flip, aten.repeat, aten.masked_fill,
-    aten.where, aten.constant_pad_nd, aten.select_backward, aten.slice_backward, aten.split,
-    aten.unbind, aten.split_with_sizes, aten.contiguous, aten._reshape_alias, aten.as_strided, aten.unfold,
-    aten.narrow, aten.expand_copy, aten.permute_copy, aten.view_copy, aten.squeeze_copy, aten.unsqueeze_copy,
-    aten.t_copy, aten.transpose_copy, aten.select_copy, aten.slice_copy, aten.diagonal, aten.movedim,
-    aten.repeat_interleave, aten._unsafe_index, aten.new_empty, aten.new_empty_strided,
+    aten.view,
+    aten._unsafe_view,
+    aten.reshape,
+    aten.permute,
+    aten.transpose,
+    aten.t,
+    aten.expand,
+    aten.unsqueeze,
+    aten.squeeze,
+    aten.select,
+    aten.slice,
+    aten.index,
+    aten.index_select,
+    aten.embedding,
+    aten.gather,
+    aten.cat,
+    aten.stack,
+    aten.clone,
+    aten.alias,
+    aten.detach,
+    aten.lift_fresh,
+    aten.flip,
+    aten.repeat,
+    aten.masked_fill,
+    aten.where,
+    aten.constant_pad_nd,
+    aten.select_backward,
+    aten.slice_backward,
+    aten.split,
+    aten.unbind,
+    aten.split_with_sizes,
+    aten.contiguous,
+    aten._reshape_alias,
+    aten.as_strided,
+    aten.unfold,
+    aten.narrow,
+    aten.expand_copy,
+    aten.permute_copy,
+    aten.view_copy,
+    aten.squeeze_copy,
+    aten.unsqueeze_copy,
+    aten.t_copy,
+    aten.transpose_copy,
+    aten.select_copy,
+    aten.slice_copy,
+    aten.diagonal,
+    aten.movedim,
+    aten.repeat_interleave,
+    aten._unsafe_index,
+    aten.new_empty,
+    aten.new_empty_strided,
 }
-ZERO = {aten.zeros_like, aten.ones_like, aten.full_like, aten.empty_like, aten.new_zeros, aten.new_ones,
-        aten.new_full, aten.zeros, aten.ones, aten.full, aten.empty, aten.empty_strided, aten.arange,
-        aten.scalar_tensor, aten.fill, aten.eye, aten.linspace}
+ZERO = {
+    aten.zeros_like,
+    aten.ones_like,
+    aten.full_like,
+    aten.empty_like,
+    aten.new_zeros,
+    aten.new_ones,
+    aten.new_full,
+    aten.zeros,
+    aten.ones,
+    aten.full,
+    aten.empty,
+    aten.empty_strided,
+    aten.arange,
+    aten.scalar_tensor,
+    aten.fill,
+    aten.eye,
+    aten.linspace,
+}
 VALUE_RULES = {
-    aten.neg: lambda v, r, kw, out: r[0], aten.abs: lambda v, r, kw, out: r[0],
-    aten.add: _add, aten.sub: _add, aten.rsub: _add, aten.mul: _mul, aten.div: _div,
-    aten.mm: _bilinear(torch.mm), aten.bmm: _bilinear(torch.bmm), aten.mv: _bilinear(torch.mv),
-    aten.dot: _bilinear(torch.dot), aten.matmul: _bilinear(torch.matmul),
-    aten.addmm: _addmm(torch.addmm), aten.baddbmm: _addmm(torch.baddbmm),
-    aten.sum: _reduce_sum, aten.mean: lambda v, r, kw, out: _reduce_sum(v, r, kw, out, mean=True),
+    aten.neg: lambda v, r, kw, out: r[0],
+    aten.abs: lambda v, r, kw, out: r[0],
+    aten.add: _add,
+    aten.sub: _add,
+    aten.rsub: _add,
+    aten.mul: _mul,
+    aten.div: _div,
+    aten.mm: _bilinear(torch.mm),
+    aten.bmm: _bilinear(torch.bmm),
+    aten.mv: _bilinear(torch.mv),
+    aten.dot: _bilinear(torch.dot),
+    aten.matmul: _bilinear(torch.matmul),
+    aten.addmm: _addmm(torch.addmm),
+    aten.baddbmm: _addmm(torch.baddbmm),
+    aten.sum: _reduce_sum,
+    aten.mean: lambda v, r, kw, out: _reduce_sum(v, r, kw, out, mean=True),
     aten.amax: _amax,
     aten.exp: _unary(lambda x, y: y, FUNCTION_REL),
     aten.log: _unary(lambda x, y: 1 / x, FUNCTION_REL),
@@ -322,23 +415,54 @@ VALUE_RULES = {
     aten.rsqrt: _unary(lambda x, y: 0.5 * y / x, FUNCTION_REL),
     aten.sqrt: _unary(lambda x, y: 0.5 / y, u),
     aten.reciprocal: _unary(lambda x, y: y * y, u),
-    aten.sigmoid: _sigmoid, aten.silu: _silu, aten.silu_backward: _silu_backward,
+    aten.sigmoid: _sigmoid,
+    aten.silu: _silu,
+    aten.silu_backward: _silu_backward,
     aten.sigmoid_backward: _sigmoid_backward,
-    aten._softmax: _softmax, aten._log_softmax: _log_softmax,
-    aten._softmax_backward_data: _softmax_backward, aten._log_softmax_backward_data: _log_softmax_backward,
+    aten._softmax: _softmax,
+    aten._log_softmax: _log_softmax,
+    aten._softmax_backward_data: _softmax_backward,
+    aten._log_softmax_backward_data: _log_softmax_backward,
 }
 ARG_RULES = {
     aten._to_copy: _to_copy,
-    aten.index_put: _scatter_sum(_index_put_count), aten._index_put_impl: _scatter_sum(_index_put_count),
+    aten.index_put: _scatter_sum(_index_put_count),
+    aten._index_put_impl: _scatter_sum(_index_put_count),
     aten.embedding_dense_backward: _scatter_sum(lambda a: int(value_of(a[1]).numel())),
     aten.index_add: _scatter_sum(lambda a: int(value_of(a[2]).numel()) + 1),
     aten.scatter_add: _scatter_sum(lambda a: int(value_of(a[2]).numel()) + 1),
 }
-INPLACE = {aten.add_: aten.add, aten.sub_: aten.sub, aten.mul_: aten.mul, aten.div_: aten.div,
-           aten.copy_: None, aten.zero_: None, aten.fill_: None}
-NON_FLOAT_OK = {aten._local_scalar_dense, aten.eq, aten.ne, aten.lt, aten.le, aten.gt, aten.ge, aten.isfinite,
-                aten.is_nonzero, aten.any, aten.all, aten.logical_not, aten.bitwise_not, aten.argmax, aten.argmin,
-                aten.clamp_min, aten.clamp, aten.tril, aten.triu, aten.sign}
+INPLACE = {
+    aten.add_: aten.add,
+    aten.sub_: aten.sub,
+    aten.mul_: aten.mul,
+    aten.div_: aten.div,
+    aten.copy_: None,
+    aten.zero_: None,
+    aten.fill_: None,
+}
+NON_FLOAT_OK = {
+    aten._local_scalar_dense,
+    aten.eq,
+    aten.ne,
+    aten.lt,
+    aten.le,
+    aten.gt,
+    aten.ge,
+    aten.isfinite,
+    aten.is_nonzero,
+    aten.any,
+    aten.all,
+    aten.logical_not,
+    aten.bitwise_not,
+    aten.argmax,
+    aten.argmin,
+    aten.clamp_min,
+    aten.clamp,
+    aten.tril,
+    aten.triu,
+    aten.sign,
+}
 
 
 def _pow(v, r, kw, out):
@@ -358,7 +482,7 @@ def _floating(t) -> bool:
 
 def _wrap(out, radius):
     if isinstance(out, (list, tuple)):
-        return type(out)(_wrap(o, r) for o, r in zip(out, radius))
+        return type(out)(_wrap(o, r) for o, r in zip(out, radius, strict=False))
     if _floating(out):
         if out.dtype != torch.float64:
             raise TypeError(f"an operation produced {out.dtype}; claims are checked in torch.float64 only")
@@ -385,8 +509,11 @@ def _dispatch(func, args, kwargs):
         func(*vals, **kvals)
         if isinstance(target, Ball):
             if packet is aten.copy_:
-                target.radius = radius_of(args[1]).expand_as(target.value).clone() if _floating(value_of(args[1])) \
+                target.radius = (
+                    radius_of(args[1]).expand_as(target.value).clone()
+                    if _floating(value_of(args[1]))
                     else torch.zeros_like(target.value)
+                )
             elif packet in (aten.zero_, aten.fill_):
                 target.radius = torch.zeros_like(target.value)
             else:
@@ -394,8 +521,11 @@ def _dispatch(func, args, kwargs):
                 target.radius = VALUE_RULES[INPLACE[packet]]([before, *vals[1:]], rads, kvals, target.value)
         return target
     out = func(*vals, **kvals)
-    if not (_floating(out) if isinstance(out, torch.Tensor) else
-            isinstance(out, (list, tuple)) and any(_floating(o) for o in out)):
+    if not (
+        _floating(out)
+        if isinstance(out, torch.Tensor)
+        else isinstance(out, (list, tuple)) and any(_floating(o) for o in out)
+    ):
         return out
     if packet in STRUCTURAL:
         radius = _structural(func, args, kwargs)
@@ -438,7 +568,7 @@ class _DtypeProbe(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         self.n_ops += 1
-        for o in (out if isinstance(out, (list, tuple)) else [out]):
+        for o in out if isinstance(out, (list, tuple)) else [out]:
             if _floating(o):
                 self.dtypes.add(o.dtype)
         return out

@@ -39,34 +39,46 @@ def runner_rng(draws: int, seed: int) -> random.Random:
     return random.Random(require_seed("seed", seed))
 
 
-def case_args(case: Case, device) -> tuple:
+def case_args(case: Case, device) -> tuple[dict, ModelConfig, Template, int, int]:
     """(params, cfg, template, A, B): the positional arguments of every per-draw claim checker."""
     return case.params(device), case.cfg, case.template, case.A, case.B
 
 
-def per_draw_cases(draws: int, seed: int, *, either_orthonormal: bool = False, step: bool = False,
-                   **sample_kwargs) -> Iterator:
+def per_draw_cases(
+    draws: int, seed: int, *, either_orthonormal: bool = False, step: bool = False, **sample_kwargs
+) -> Iterator:
     """``draws`` seeded draws: a :class:`~mdm_props.strategies.Case` each (orthonormal embeddings with
     probability ½ when ``either_orthonormal``), paired with a step size from ``ETAS`` when ``step``."""
     require_int("draws", draws, 1)
     rng = random.Random(require_seed("seed", seed))
     for _ in range(draws):
-        extra = {"orthonormal": rng.random() < 0.5} if either_orthonormal else {}
+        extra: dict = {"orthonormal": rng.random() < 0.5} if either_orthonormal else {}
         case = sample_case(rng, **extra, **sample_kwargs)
         yield (case, rng.choice(ETAS)) if step else case
 
 
-def run_per_draw(check: Callable[..., list[CheckResult]], draws: int, seed: int, device="cpu", *,
-                 args: Callable = case_args, step: bool = False, either_orthonormal: bool = False,
-                 **sample_kwargs) -> list[CheckResult]:
+def run_per_draw(
+    check: Callable[..., list[CheckResult]],
+    draws: int,
+    seed: int,
+    device="cpu",
+    *,
+    args: Callable = case_args,
+    step: bool = False,
+    either_orthonormal: bool = False,
+    **sample_kwargs,
+) -> list[CheckResult]:
     """``check(*args(case, device)[, eta])`` on each of :func:`per_draw_cases`; every result carries the
     draw (``details["draw"]``, :func:`describe`) so a failure can be replayed from its report."""
     resolve_device(device)
     out = []
     for item in per_draw_cases(draws, seed, either_orthonormal=either_orthonormal, step=step, **sample_kwargs):
         case, extra = (item[0], (item[1],)) if step else (item, ())
-        draw = describe(case, **({"eta": item[1]} if step else {}),
-                        **({} if args is case_args else {"args": f"{args.__module__}:{args.__qualname__}"}))
+        draw = describe(
+            case,
+            **({"eta": item[1]} if step else {}),
+            **({} if args is case_args else {"args": f"{args.__module__}:{args.__qualname__}"}),
+        )
         out += [dataclasses.replace(r, details={**r.details, "draw": draw}) for r in check(*args(case, device), *extra)]
     return out
 
@@ -107,24 +119,48 @@ def template_tuple(template: Template) -> tuple:
 def describe(case: Case, **more) -> dict:
     """A draw as a plain dict (``more`` overrides entries, e.g. the pair actually examined)."""
     c = case.cfg
-    return {"pos": c.pos, "vocab": c.vocab, "d_model": c.d_model, "d_head": c.d_head, "n_heads": c.n_heads,
-            "attention": c.attention, "absolute_kind": c.absolute_kind, "rope_base": c.rope_base,
-            "merged_ov": c.merged_ov, "seed": case.seed, "scale": case.scale, "orthonormal": case.orthonormal,
-            "template": template_tuple(case.template), "A": case.A, "B": case.B, **more}
+    return {
+        "pos": c.pos,
+        "vocab": c.vocab,
+        "d_model": c.d_model,
+        "d_head": c.d_head,
+        "n_heads": c.n_heads,
+        "attention": c.attention,
+        "absolute_kind": c.absolute_kind,
+        "rope_base": c.rope_base,
+        "merged_ov": c.merged_ov,
+        "seed": case.seed,
+        "scale": case.scale,
+        "orthonormal": case.orthonormal,
+        "template": template_tuple(case.template),
+        "A": case.A,
+        "B": case.B,
+        **more,
+    }
 
 
 def case_from_description(d: dict) -> Case:
     """The :class:`~mdm_props.strategies.Case` that :func:`describe` wrote (extra keys are ignored)."""
     try:
-        cfg = ModelConfig(vocab=d["vocab"], d_model=d["d_model"], d_head=d["d_head"], n_heads=d["n_heads"],
-                          pos=d["pos"], rope_base=d["rope_base"], absolute_kind=d["absolute_kind"],
-                          attention=d["attention"], merged_ov=d.get("merged_ov", True))
+        cfg = ModelConfig(
+            vocab=d["vocab"],
+            d_model=d["d_model"],
+            d_head=d["d_head"],
+            n_heads=d["n_heads"],
+            pos=d["pos"],
+            rope_base=d["rope_base"],
+            absolute_kind=d["absolute_kind"],
+            attention=d["attention"],
+            merged_ov=d.get("merged_ov", True),
+        )
         length, a, b, fillers = d["template"]
-        return Case(cfg, d["seed"], d["scale"], d["orthonormal"], Template(length, a, b, tuple(fillers)),
-                    d["A"], d["B"])
+        return Case(
+            cfg, d["seed"], d["scale"], d["orthonormal"], Template(length, a, b, tuple(fillers)), d["A"], d["B"]
+        )
     except KeyError as exc:
-        raise ValueError(f"description is missing the key {exc.args[0]!r}; expected the keys written by describe()") \
-            from None
+        raise ValueError(
+            f"description is missing the key {exc.args[0]!r}; expected the keys written by describe()"
+        ) from None
 
 
 def seeded_cases(seed: int, **kwargs) -> Iterator[tuple[random.Random, Case]]:
@@ -172,8 +208,15 @@ def alignment_cosine(params: dict, cfg: ModelConfig, fq: Query, rq: Query) -> to
     return (G_f * G_r).sum() / (G_f.norm() * G_r.norm())
 
 
-def descend_alignment(params: dict, cfg: ModelConfig, fq: Query, rq: Query, names: tuple[str, ...],
-                      steps: int = DESCENT_STEPS, lr: float = DESCENT_LR) -> dict:
+def descend_alignment(
+    params: dict,
+    cfg: ModelConfig,
+    fq: Query,
+    rq: Query,
+    names: tuple[str, ...],
+    steps: int = DESCENT_STEPS,
+    lr: float = DESCENT_LR,
+) -> dict:
     """A targeted search step: Adam on :func:`alignment_cosine` over the parameters ``names`` only
     (the others, e.g. orthonormal token embeddings, stay as drawn)."""
     return train(params, lambda p: alignment_cosine(p, cfg, fq, rq), steps=steps, lr=lr, trainable=names)
@@ -184,13 +227,17 @@ def negative_alignment(params: dict, cfg: ModelConfig, fq: Query, rq: Query):
     al = storage_alignment(params, cfg, fq, rq)
     bound = rounding.STORAGE_SAFETY * al.ip_err
     if al.ip < -bound:
-        return al.ip, {"inner_product": al.ip, "bound": bound,
-                       "first_factor": float(first_factor(al.f.p, fq.target, al.r.p, rq.target))}
+        return al.ip, {
+            "inner_product": al.ip,
+            "bound": bound,
+            "first_factor": float(first_factor(al.f.p, fq.target, al.r.p, rq.target)),
+        }
     return None
 
 
-def search_negative_alignment(claim: str, dropped: str, draws: int, cases, queries, names, device,
-                              confirm=negative_alignment) -> Counterexample:
+def search_negative_alignment(
+    claim: str, dropped: str, draws: int, cases, queries, names, device, confirm=negative_alignment
+) -> Counterexample:
     """Seeded search for a violation ``confirm(params, cfg, fq, rq)`` (default: ⟨G_f, G_r⟩ < 0 beyond
     rounding): each draw is examined as drawn, then after :func:`descend_alignment` over ``names``
     (which lowers the storage alignment); ``queries(case)`` gives (fq, rq)."""

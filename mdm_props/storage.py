@@ -118,9 +118,17 @@ def evaluate(params: dict, cfg: ModelConfig, query: Query, out: dict | None = No
     i = query.slot
     logits = out["logits"][i].detach()
     return QueryState(
-        query, tokens, out["inputs"].detach(), out["attn"][0, :, i].detach(), out["context"][0, :, i].detach(),
-        logits, torch.log_softmax(logits, dim=-1),
-        b["attn"][0, :, i], b["context"][0, :, i], b["logits"][i], b["logprobs"][i],
+        query,
+        tokens,
+        out["inputs"].detach(),
+        out["attn"][0, :, i].detach(),
+        out["context"][0, :, i].detach(),
+        logits,
+        torch.log_softmax(logits, dim=-1),
+        b["attn"][0, :, i],
+        b["context"][0, :, i],
+        b["logits"][i],
+        b["logprobs"][i],
     )
 
 
@@ -166,8 +174,9 @@ def aligned_positions(src_tokens, dst_tokens) -> list[int]:
     return out
 
 
-def value_path_logits(params: dict, cfg: ModelConfig, tokens: torch.Tensor, slot: int,
-                      attn: torch.Tensor) -> torch.Tensor:
+def value_path_logits(
+    params: dict, cfg: ModelConfig, tokens: torch.Tensor, slot: int, attn: torch.Tensor
+) -> torch.Tensor:
     """Logits U(x_slot + Σ_h W_OV^h Σ_j attn_hj x_j) (V,) of one layer with the attention row
     ``attn`` (H, T) imposed instead of computed (x = the layer input, positions included)."""
     x = embed(params, cfg, tokens)
@@ -227,8 +236,9 @@ def storage_alignment(params: dict, cfg: ModelConfig, fq: Query, rq: Query) -> A
     G_r, r = storage_gradient(params, cfg, rq)
     e_f = rounding.storage_gradient_error_bound(params, cfg, fq, safety=1.0)
     e_r = rounding.storage_gradient_error_bound(params, cfg, rq, safety=1.0)
-    return Alignment(G_f, G_r, f, r, e_f, e_r, float((G_f * G_r).sum()),
-                     rounding.storage_inner_product_error(G_f, G_r, e_f, e_r))
+    return Alignment(
+        G_f, G_r, f, r, e_f, e_r, float((G_f * G_r).sum()), rounding.storage_inner_product_error(G_f, G_r, e_f, e_r)
+    )
 
 
 @dataclass(frozen=True)

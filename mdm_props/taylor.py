@@ -37,8 +37,8 @@ computed Taylor coefficients ``(c₃, c₄, c₅)``; optionally an exact evaluat
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .checks import CheckResult, identity, undecided
 from .rounding import STORAGE_SAFETY, gamma
@@ -59,8 +59,9 @@ Remainder = Callable[[float], tuple[float, float]]  # η ↦ (R(η), a bound on 
 # bounds
 
 
-def taylor_floor(e_L0: float, e_L1: float, L0: float, L1: float, eta: float, ip: float,
-                 g_r: list, g: list, theta: list) -> float:
+def taylor_floor(
+    e_L0: float, e_L1: float, L0: float, L1: float, eta: float, ip: float, g_r: list, g: list, theta: list
+) -> float:
     """The float64 floor of the Taylor remainder R̂(η) = fl(L̂(θ̂') − L̂(θ) + η⟨ĝ_r, g⟩), θ̂' = fl(θ − fl(ηg)),
     × TAYLOR_SAFETY: the two loss evaluations (forward bounds e_L0, e_L1); θ̂' differs from θ − ηg by
     γ_2(|θ| + 2η|g|) entrywise, which moves L by ≤ Σ|g_r| γ_2(|θ| + 2η|g|) (first order); the dot
@@ -69,8 +70,10 @@ def taylor_floor(e_L0: float, e_L1: float, L0: float, L1: float, eta: float, ip:
     The linear term uses the computed gradient as given: an error in it is what a Taylor test detects
     (a remainder of order 1), so it is not part of the floor."""
     N = sum(t.numel() for t in g)
-    s_theta = sum(float((a.abs() * (th.abs() + 2 * eta * b.abs())).sum()) for a, b, th in zip(g_r, g, theta))
-    s_dot = sum(float((a.abs() * b.abs()).sum()) for a, b in zip(g_r, g))
+    s_theta = sum(
+        float((a.abs() * (th.abs() + 2 * eta * b.abs())).sum()) for a, b, th in zip(g_r, g, theta, strict=False)
+    )
+    s_dot = sum(float((a.abs() * b.abs()).sum()) for a, b in zip(g_r, g, strict=False))
     floor = e_L0 + e_L1 + gamma(2) * s_theta + gamma(3) * (abs(L0) + abs(L1) + eta * abs(ip)) + eta * gamma(N) * s_dot
     return TAYLOR_SAFETY * floor
 
@@ -85,7 +88,7 @@ def gradient_resolution(g_r: list, g: list) -> float:
     in the exact stage needs a first-order term ten times the band (:func:`first_order_signature`),
     i.e. ≥ 10× this."""
     N = sum(t.numel() for t in g)
-    return TAYLOR_SAFETY * gamma(N) * sum(float((a.abs() * b.abs()).sum()) for a, b in zip(g_r, g))
+    return TAYLOR_SAFETY * gamma(N) * sum(float((a.abs() * b.abs()).sum()) for a, b in zip(g_r, g, strict=False))
 
 
 def taylor_radius(A2: float, taylor: tuple[float, ...]) -> float:
@@ -207,20 +210,23 @@ def _order_ok(p: TaylorPoint, q: TaylorPoint) -> bool:
 
 
 def _consecutive(points) -> bool:
-    return all(q.k == p.k + 1 for p, q in zip(points, points[1:]))
+    return all(q.k == p.k + 1 for p, q in zip(points, points[1:], strict=False))
 
 
 def settled(points: list[TaylorPoint], A2: float) -> bool:
     """Every R(η)/η² within x(η)|c₂| of c₂ and every observed order within its band of 2, on
     consecutive step sizes."""
-    return (_consecutive(points) and all(_ratio_ok(p, A2) for p in points)
-            and all(_order_ok(p, q) for p, q in zip(points, points[1:])))
+    return (
+        _consecutive(points)
+        and all(_ratio_ok(p, A2) for p in points)
+        and all(_order_ok(p, q) for p, q in zip(points, points[1:], strict=False))
+    )
 
 
 def settled_suffix(points: list[TaylorPoint], A2: float) -> list[TaylorPoint]:
     """The longest settled run of ``points`` that ends at the last (smallest η) one."""
     j = len(points)
-    while j > 0 and settled(points[j - 1:], A2):
+    while j > 0 and settled(points[j - 1 :], A2):
         j -= 1
     return points[j:]
 
@@ -234,21 +240,25 @@ def first_order_signature(points: list[TaylorPoint], A2: float) -> bool:
     D = [p.ratio - A2 for p in points]
     if any(d == 0 or not math.isfinite(d) for d in D):
         return False
-    y = [p.band * abs(A2) / abs(d) for p, d in zip(points, D)]
+    y = [p.band * abs(A2) / abs(d) for p, d in zip(points, D, strict=False)]
     if any(not v <= TAYLOR_WINDOW for v in y):
         return False
-    return all(d2 / d1 > 0 and abs(math.log2(d2 / d1) - 1) <= taylor_order_band(y1, y2)
-               for d1, d2, y1, y2 in zip(D, D[1:], y, y[1:]))
+    return all(
+        d2 / d1 > 0 and abs(math.log2(d2 / d1) - 1) <= taylor_order_band(y1, y2)
+        for d1, d2, y1, y2 in zip(D, D[1:], y, y[1:], strict=False)
+    )
 
 
 def _verdict(status, A2, coefficients, rho, window, points, precision, exact_needed, reason):
-    orders = tuple(_order(p, q) for p, q in zip(window, window[1:]))
-    return TaylorResult(status, A2, tuple(coefficients), rho, tuple(window), orders, tuple(points), precision,
-                        exact_needed, reason)
+    orders = tuple(_order(p, q) for p, q in zip(window, window[1:], strict=False))
+    return TaylorResult(
+        status, A2, tuple(coefficients), rho, tuple(window), orders, tuple(points), precision, exact_needed, reason
+    )
 
 
-def taylor_test(remainder: Remainder, leading: float, coefficients: tuple[float, ...], *,
-                exact: Remainder | None = None) -> TaylorResult:
+def taylor_test(
+    remainder: Remainder, leading: float, coefficients: tuple[float, ...], *, exact: Remainder | None = None
+) -> TaylorResult:
     """The Taylor test of a remainder R(η) = O(η²) with R(η)/η² → ``leading`` (c₂).
 
     ``remainder(η) -> (R̂, floor)``: the float64 remainder and a bound on its rounding (e.g.
@@ -259,8 +269,17 @@ def taylor_test(remainder: Remainder, leading: float, coefficients: tuple[float,
     A2 = float(leading)
     rho = taylor_radius(A2, coefficients) if A2 != 0 else 0.0
     if A2 == 0 or not math.isfinite(A2):
-        return _verdict("undecided", A2, coefficients, rho, [], [], "float64", False,
-                        f"the leading coefficient c₂ = {A2}: no quadratic term to compare")
+        return _verdict(
+            "undecided",
+            A2,
+            coefficients,
+            rho,
+            [],
+            [],
+            "float64",
+            False,
+            f"the leading coefficient c₂ = {A2}: no quadratic term to compare",
+        )
     points: list[TaylorPoint] = []
     k_stop, last_part = None, None
     for k in TAYLOR_EXPONENTS:
@@ -276,23 +295,43 @@ def taylor_test(remainder: Remainder, leading: float, coefficients: tuple[float,
                 k_stop = k  # the float64 floor: below here floor/η² only grows
                 break
             continue  # a floor ∝ |R| that a large pre-asymptotic R inflates falls as η does: go on
-        points.append(TaylorPoint(k, eta, float(R), float(floor), taylor_relative_band(A2, coefficients, floor, eta),
-                                  "float64"))
+        points.append(
+            TaylorPoint(k, eta, float(R), float(floor), taylor_relative_band(A2, coefficients, floor, eta), "float64")
+        )
     window = [p for p in points if p.band <= TAYLOR_WINDOW]
     run = settled_suffix(window, A2)
     if len(run) >= TAYLOR_MIN_WINDOW:
-        return _verdict("holds", A2, coefficients, rho, run, points, "float64", False,
-                        "settled in float64")
+        return _verdict("holds", A2, coefficients, rho, run, points, "float64", False, "settled in float64")
     bottom = window[-TAYLOR_MIN_WINDOW:]
     if len(bottom) == TAYLOR_MIN_WINDOW and first_order_signature(bottom, A2):
-        return _verdict("violated", A2, coefficients, rho, bottom, points, "float64", False,
-                        "a first-order term at the smallest step sizes float64 resolves")
+        return _verdict(
+            "violated",
+            A2,
+            coefficients,
+            rho,
+            bottom,
+            points,
+            "float64",
+            False,
+            "a first-order term at the smallest step sizes float64 resolves",
+        )
     k_first = points[-1].k + 1 if points else (k_stop if k_stop is not None else TAYLOR_EXPONENTS.stop)
-    floor64 = (f"float64 settles on {len(run)} step size(s) at the bottom of its window "
-               f"k = {[p.k for p in window]} (needs {TAYLOR_MIN_WINDOW})")
+    floor64 = (
+        f"float64 settles on {len(run)} step size(s) at the bottom of its window "
+        f"k = {[p.k for p in window]} (needs {TAYLOR_MIN_WINDOW})"
+    )
     if exact is None:
-        return _verdict("undecided", A2, coefficients, rho, bottom, points, "float64", False,
-                        floor64 + "; no exact evaluation given")
+        return _verdict(
+            "undecided",
+            A2,
+            coefficients,
+            rho,
+            bottom,
+            points,
+            "float64",
+            False,
+            floor64 + "; no exact evaluation given",
+        )
     tried: list[TaylorPoint] = []
     last_part = None
     for k in TAYLOR_EXACT_EXPONENTS:
@@ -314,32 +353,75 @@ def taylor_test(remainder: Remainder, leading: float, coefficients: tuple[float,
             tried.append(p)
         last = tried[-TAYLOR_MIN_WINDOW:]
         if len(last) == TAYLOR_MIN_WINDOW and settled(last, A2):
-            return _verdict("holds", A2, coefficients, rho, last, points, "exact", True,
-                            floor64 + "; settled in the exact evaluation")
+            return _verdict(
+                "holds",
+                A2,
+                coefficients,
+                rho,
+                last,
+                points,
+                "exact",
+                True,
+                floor64 + "; settled in the exact evaluation",
+            )
         if len(last) == TAYLOR_MIN_WINDOW and first_order_signature(last, A2):
-            return _verdict("violated", A2, coefficients, rho, last, points, "exact", True,
-                            floor64 + "; the exact evaluation shows a first-order term")
-    return _verdict("undecided", A2, coefficients, rho, tried[-TAYLOR_MIN_WINDOW:] or bottom, points, "exact", True,
-                    floor64 + f"; the exact evaluation did not settle either on k = {[p.k for p in tried]} "
-                    "(down to its floor)")
+            return _verdict(
+                "violated",
+                A2,
+                coefficients,
+                rho,
+                last,
+                points,
+                "exact",
+                True,
+                floor64 + "; the exact evaluation shows a first-order term",
+            )
+    return _verdict(
+        "undecided",
+        A2,
+        coefficients,
+        rho,
+        tried[-TAYLOR_MIN_WINDOW:] or bottom,
+        points,
+        "exact",
+        True,
+        floor64 + f"; the exact evaluation did not settle either on k = {[p.k for p in tried]} (down to its floor)",
+    )
 
 
 def check_results(claim: str, result: TaylorResult, leading_name: str) -> list[CheckResult]:
     """A :class:`TaylorResult` as CheckResults: for a decided test, the worst observed order
     (``log2(R(η)/R(η/2)) = 2``) and the worst ratio (``R(η)/η² = <leading_name>``) on the window,
     each against its band; for an undecided one, one ``undecided`` result with the reason."""
-    info = {"status": result.status, "precision": result.precision, "exact_needed": result.exact_needed,
-            "window": [p.k for p in result.window], "A2": result.leading, "taylor": result.coefficients,
-            "radius": result.radius, "tried": [p.k for p in result.points],
-            "above_window": [p.k for p in result.points if p.k < (result.window[0].k if result.window else 0)]}
+    info = {
+        "status": result.status,
+        "precision": result.precision,
+        "exact_needed": result.exact_needed,
+        "window": [p.k for p in result.window],
+        "A2": result.leading,
+        "taylor": result.coefficients,
+        "radius": result.radius,
+        "tried": [p.k for p in result.points],
+        "above_window": [p.k for p in result.points if p.k < (result.window[0].k if result.window else 0)],
+    }
     if result.status == "undecided":
         return [undecided(claim, f"Taylor test: R(η)/η² → {leading_name} at order 2", result.reason, **info)]
     info["reason"] = result.reason
     out = []
     if result.orders:
         worst = max(result.orders, key=lambda o: abs(o[1] - 2) / o[2] if math.isfinite(o[1]) else math.inf)
-        out.append(identity(claim, "observed order log2(R(η)/R(η/2)) = 2", worst[1], 2.0, worst[2], k=worst[0],
-                            orders=[round(o[1], 6) for o in result.orders], **info))
+        out.append(
+            identity(
+                claim,
+                "observed order log2(R(η)/R(η/2)) = 2",
+                worst[1],
+                2.0,
+                worst[2],
+                k=worst[0],
+                orders=[round(o[1], 6) for o in result.orders],
+                **info,
+            )
+        )
     worst = max(result.ratios(), key=lambda r: abs(r[1] - result.leading) / r[2] if r[2] > 0 else math.inf)
     out.append(identity(claim, f"R(η)/η² = {leading_name}", worst[1], result.leading, worst[2], k=worst[0], **info))
     return out

@@ -26,5 +26,14 @@ def tightness_check(claim: str, quantity: str, ratios: Iterable[float], share: f
     if not 0 < share < 1:
         raise ValueError(f"share must be in (0, 1); got {share}")
     worst = max(ratios)
-    return inequality(claim, f"bound is tight: max error/bound over {len(ratios)} fixed draws ≥ {share:g} ({quantity})",
-                      worst, share, ">=", scale=share, draws=len(ratios), share=share, **details)
+    return inequality(
+        claim,
+        f"bound is tight: max error/bound over {len(ratios)} fixed draws ≥ {share:g} ({quantity})",
+        worst,
+        share,
+        ">=",
+        scale=share,
+        draws=len(ratios),
+        share=share,
+        **details,
+    )

@@ -3,7 +3,6 @@
 Only :func:`forward` is used, by tests/test_model_deep.py, to show that the default options of the
 current model reproduce it bit for bit. Do not edit."""
 
-
 from __future__ import annotations
 
 import math
@@ -99,7 +98,9 @@ def rope_rotate(v: torch.Tensor, positions: torch.Tensor, base: float) -> torch.
 
 def rope_matrix(delta: float, d_head: int, base: float, *, dtype=torch.float64, device="cpu") -> torch.Tensor:
     """The explicit block-diagonal rotation R_δ (d_head × d_head)."""
-    return rope_rotate(torch.eye(d_head, dtype=dtype, device=device), torch.full((d_head,), float(delta), device=device), base).T
+    return rope_rotate(
+        torch.eye(d_head, dtype=dtype, device=device), torch.full((d_head,), float(delta), device=device), base
+    ).T
 
 
 def alibi_slopes(n_heads: int, *, dtype=torch.float64, device="cpu") -> torch.Tensor:
@@ -123,7 +124,9 @@ def score_bias(params: dict, cfg: ModelConfig, layer: int, T: int, like: torch.T
     pos = torch.arange(T, device=like.device)
     offset = pos[None, :] - pos[:, None]  # j − i
     if cfg.pos == "alibi":
-        return -alibi_slopes(cfg.n_heads, dtype=like.dtype, device=like.device)[:, None, None] * offset.abs().to(like.dtype)
+        return -alibi_slopes(cfg.n_heads, dtype=like.dtype, device=like.device)[:, None, None] * offset.abs().to(
+            like.dtype
+        )
     if cfg.pos == "t5":
         return params["t5_bias"][layer][:, offset + cfg.max_len - 1]
     return None

@@ -104,8 +104,18 @@ def test_check_c4a_refuses_non_positive_steps(etas):
         c4.check_c4a(p, cfg, T, 0, 1, etas=etas)
 
 
-@pytest.mark.parametrize("runner", [c0.run_c01, c0.run_c03, c2.run_c2a, c2.run_c2b, c2.run_c2c,
-                                    c2.negative_correlation_search, c2.negative_route_gradient_search])
+@pytest.mark.parametrize(
+    "runner",
+    [
+        c0.run_c01,
+        c0.run_c03,
+        c2.run_c2a,
+        c2.run_c2b,
+        c2.run_c2c,
+        c2.negative_correlation_search,
+        c2.negative_route_gradient_search,
+    ],
+)
 def test_runners_refuse_negative_seeds(runner):
     """Before: random.Random(−s) silently aliased random.Random(s)."""
     with pytest.raises(ValueError, match="seed must be a non-negative integer"):

@@ -51,8 +51,10 @@ def test_init_params_batch_equals_init_params_bit_for_bit(seed):
     rng = random.Random(seed)
     for _ in range(8):
         case = strategies.sample_case(rng, pos=POSITIONAL_ENCODINGS, orthonormal=rng.random() < 0.5, n_heads=(1, 2, 3))
-        seeds, scales = [rng.randint(0, strategies.MAX_SEED) for _ in range(5)], [rng.choice(strategies.SCALES)
-                                                                                  for _ in range(5)]
+        seeds, scales = (
+            [rng.randint(0, strategies.MAX_SEED) for _ in range(5)],
+            [rng.choice(strategies.SCALES) for _ in range(5)],
+        )
         stacked = batched.init_params_batch(case.cfg, seeds, scales, orthonormal=case.orthonormal)
         for i, (s, c) in enumerate(zip(seeds, scales, strict=True)):
             single = init_params(case.cfg, s, scale=c, orthonormal=case.orthonormal)
@@ -66,8 +68,9 @@ def test_batched_and_per_draw_agree_on_the_same_draws(claim):
         for i in range(batch.size):
             expected, got = per_draw(claim, batch, i), report.results(i)
             assert [r.quantity for r in expected] == [r.quantity for r in got]
-            assert got[0].details["draw"] == search.describe(batch.case(i), **(
-                {} if batch.etas is None else {"eta": batch.etas[i]}))
+            assert got[0].details["draw"] == search.describe(
+                batch.case(i), **({} if batch.etas is None else {"eta": batch.etas[i]})
+            )
             for p, b in zip(expected, got, strict=True):
                 assert p.holds == b.holds, (str(p), str(b))
                 if p.relation == "==":
@@ -184,8 +187,9 @@ def test_c1a_batch_catches_one_corrupted_draw(monkeypatch):
     batch = first_batch("C1a")
     assert bool(c1.check_c1a_batch(batch).holds.all())
     real = batched.query_state
-    monkeypatch.setattr(batched, "query_state",
-                        lambda params, cfg, query, out=None: real(perturbed(params, J, "W_OV"), cfg, query))
+    monkeypatch.setattr(
+        batched, "query_state", lambda params, cfg, query, out=None: real(perturbed(params, J, "W_OV"), cfg, query)
+    )
     assert_caught_at(c1.check_c1a_batch(batch), J)
 
 
@@ -206,13 +210,18 @@ def test_short_runs_spread_their_draws_over_many_structures():
     their draws over the encodings first (12–13 each), so its default 50 draws see at least 25 structures."""
     assert batched.batch_size_for(50) == 2 and batched.batch_size_for(10000) == batched.BATCH_SIZE
     assert batched.batch_size_for(1) == 1 and batched.batch_size_for(10**6) == batched.BATCH_SIZE
-    structures = {tuple(sorted((k, str(v)) for k, v in r.details["draw"].items() if k not in ("seed", "scale")))
-                  for r in c3.run_c3(50, 0) if "draw" in r.details}
+    structures = {
+        tuple(sorted((k, str(v)) for k, v in r.details["draw"].items() if k not in ("seed", "scale")))
+        for r in c3.run_c3(50, 0)
+        if "draw" in r.details
+    }
     assert len(structures) >= 25
 
 
-@pytest.mark.parametrize("change, hypothesis", [
-    ({"orthonormal": False}, "H-orth"), ({"attention": "causal"}, "H-bi"), ({"pos": "absolute"}, "H-rel")])
+@pytest.mark.parametrize(
+    "change, hypothesis",
+    [({"orthonormal": False}, "H-orth"), ({"attention": "causal"}, "H-bi"), ({"pos": "absolute"}, "H-rel")],
+)
 def test_batched_checkers_refuse_draws_outside_their_hypotheses(change, hypothesis):
     """A batched checker used outside its hypotheses raises, naming the hypothesis: never a vacuous pass."""
     import dataclasses

@@ -22,10 +22,17 @@ from mdm_props.model import ATTENTIONS, POSITIONAL_ENCODINGS
 
 @st.composite
 def device_draws(draw):
-    case = draw(strategies.cases(pos=st.sampled_from(POSITIONAL_ENCODINGS), orthonormal=False,
-                                 attention=st.sampled_from(ATTENTIONS), n_heads=st.integers(1, 3)))
-    cfg = dataclasses.replace(case.cfg, tied=draw(st.booleans()), residual=draw(st.booleans()),
-                              merged_ov=draw(st.booleans()))
+    case = draw(
+        strategies.cases(
+            pos=st.sampled_from(POSITIONAL_ENCODINGS),
+            orthonormal=False,
+            attention=st.sampled_from(ATTENTIONS),
+            n_heads=st.integers(1, 3),
+        )
+    )
+    cfg = dataclasses.replace(
+        case.cfg, tied=draw(st.booleans()), residual=draw(st.booleans()), merged_ov=draw(st.booleans())
+    )
     query = draw(st.sampled_from([forward_query, reverse_query]))(case.template, case.A, case.B, cfg.vocab)
     return cfg, case.seed, case.scale, query
 
@@ -36,7 +43,9 @@ def device_draws(draw):
 def test_cuda_matches_cpu(device, draw):
     cfg, seed, scale, query = draw
     results = c0.device_checks(cfg, seed, query, scale)
-    assert [r.quantity for r in results] == [f"{k} cuda vs cpu" for k in ("scores", "attn", "logits", "logprobs", "loss")]
+    assert [r.quantity for r in results] == [
+        f"{k} cuda vs cpu" for k in ("scores", "attn", "logits", "logprobs", "loss")
+    ]
     assert_holds(results)
 
 
@@ -53,7 +62,12 @@ def test_device_comparison_rejects_a_one_ulp_change_of_one_side(monkeypatch):
     """The comparison is not vacuous: cpu against cpu holds with error 0, and changing one side's
     W_Q by a relative 1e-9 (far below any meaningful difference, far above rounding) is rejected."""
     case = strategies.sample_case(random.Random(3))
-    cfg, seed, scale, query = case.cfg, case.seed, case.scale, forward_query(case.template, case.A, case.B, case.cfg.vocab)
+    cfg, seed, scale, query = (
+        case.cfg,
+        case.seed,
+        case.scale,
+        forward_query(case.template, case.A, case.B, case.cfg.vocab),
+    )
     same = c0.device_checks(cfg, seed, query, scale, devices=("cpu", "cpu"))
     assert same and all(r.holds and r.error == 0 for r in same)
     real = c0.init_params

@@ -10,19 +10,24 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mdm_props import strategies
+from mdm_props import rounding, strategies
 from mdm_props.checks import assert_holds
 from mdm_props.claims import c0_oracles as c0
 from mdm_props.facts import canonical_template, forward_query, query_loss, reverse_query
 from mdm_props.model import ATTENTIONS, POSITIONAL_ENCODINGS, ModelConfig
 from mdm_props.params import init_params
-from mdm_props import rounding
 
 
 @st.composite
 def gradient_draws(draw):
-    case = draw(strategies.cases(pos=st.sampled_from(POSITIONAL_ENCODINGS), orthonormal=False,
-                                 attention=st.sampled_from(ATTENTIONS), n_heads=st.integers(1, 3)))
+    case = draw(
+        strategies.cases(
+            pos=st.sampled_from(POSITIONAL_ENCODINGS),
+            orthonormal=False,
+            attention=st.sampled_from(ATTENTIONS),
+            n_heads=st.integers(1, 3),
+        )
+    )
     cfg = dataclasses.replace(case.cfg, tied=draw(st.booleans()), residual=draw(st.booleans()))
     query = draw(st.sampled_from([forward_query, reverse_query]))(case.template, case.A, case.B, cfg.vocab)
     T = len(query.tokens)
@@ -49,14 +54,23 @@ def test_gradcheck_of_the_query_loss(pos, attention):
     query loss in every trainable parameter. gradcheck's own eps = 1e-6, atol = 1e-5, rtol = 1e-3 are
     appropriate here: they are the documented float64 finite-difference settings, whose truncation
     (≈ eps²|f'''|) and cancellation (≈ u|f|/eps) errors lie far below atol at these O(1) scales."""
-    cfg = ModelConfig(vocab=4, d_model=5, d_head=4, n_heads=2, pos=pos, attention=attention, tied=False,
-                      merged_ov=False, absolute_kind="learned")
+    cfg = ModelConfig(
+        vocab=4,
+        d_model=5,
+        d_head=4,
+        n_heads=2,
+        pos=pos,
+        attention=attention,
+        tied=False,
+        merged_ov=False,
+        absolute_kind="learned",
+    )
     params = init_params(cfg, 7)
     names = sorted(params)
     query = forward_query(canonical_template(2), 0, 1, cfg.vocab)
 
     def loss(*tensors):
-        return query_loss(dict(zip(names, tensors)), cfg, query)
+        return query_loss(dict(zip(names, tensors, strict=False)), cfg, query)
 
     inputs = tuple(params[n].clone().requires_grad_(True) for n in names)
     assert torch.autograd.gradcheck(loss, inputs)
@@ -65,7 +79,6 @@ def test_gradcheck_of_the_query_loss(pos, attention):
 def test_meta_gradient_bound_rejects_a_wrong_storage_gradient():
     """The storage-gradient bound is tight enough to reject Uᵀ(p − y)cᵀ scaled by 1 + 1e-10, or with
     the context of the wrong slot, on a fixed draw."""
-    from mdm_props import rounding
     from mdm_props.gradients import storage_gradient_closed_form
 
     cfg = ModelConfig(vocab=5, d_model=6, d_head=4, pos="rope")

@@ -20,14 +20,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import integrate
 
-from mdm_props import strategies
+from mdm_props import rounding, strategies
 from mdm_props.checks import assert_holds, identity
 from mdm_props.claims import c0_oracles as c0
 from mdm_props.facts import masked_token_nll, mdm_objective_exact, mdm_objective_samples
 from mdm_props.model import ATTENTIONS, POSITIONAL_ENCODINGS, ModelConfig
 from mdm_props.params import init_params
 from mdm_props.statistics import FALSE_ALARM
-from mdm_props import rounding
 
 
 @pytest.mark.claim("C0.4")
@@ -39,14 +38,20 @@ def test_beta_integral_weights(L):
         target_w = Fraction(1, k * math.comb(L, k))
         assert c0.beta_weight(L, k) == target_w
         assert abs(float(c0.beta_weight_quad(L, k)) - float(target_w)) <= c0.QUAD_WEIGHT_TOL + 1e-16 * float(target_w)
-        val, err = integrate.quad(lambda t: t ** (k - 1) * (1 - t) ** (L - k), 0, 1)
+        val, err = integrate.quad(lambda t, k=k: t ** (k - 1) * (1 - t) ** (L - k), 0, 1)
         assert err < 1e-13 and abs(val - float(target_w)) <= err + 4 * rounding.UNIT_ROUNDOFF
 
 
 @st.composite
 def objective_draws(draw):
-    case = draw(strategies.cases(pos=st.sampled_from(POSITIONAL_ENCODINGS), orthonormal=False,
-                                 attention=st.sampled_from(ATTENTIONS), n_heads=st.integers(1, 2)))
+    case = draw(
+        strategies.cases(
+            pos=st.sampled_from(POSITIONAL_ENCODINGS),
+            orthonormal=False,
+            attention=st.sampled_from(ATTENTIONS),
+            n_heads=st.integers(1, 2),
+        )
+    )
     tokens = draw(st.lists(st.integers(0, case.cfg.vocab - 1), min_size=1, max_size=6))
     return case, tokens
 

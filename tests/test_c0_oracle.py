@@ -15,7 +15,6 @@ from mdm_props.claims import c0_oracles as c0
 from mdm_props.facts import forward_query, reverse_query
 from mdm_props.model import ATTENTIONS, POSITIONAL_ENCODINGS
 from mdm_props.params import init_params
-from mdm_props import rounding
 
 small_cases = strategies.cases(
     pos=st.sampled_from(POSITIONAL_ENCODINGS),
@@ -33,8 +32,9 @@ def oracle_draws(draw):
     """A small case with the structural flags the strategies leave fixed (tied, residual, merged_ov)
     drawn too, and the forward or the reverse query of its fact."""
     case = draw(small_cases)
-    cfg = dataclasses.replace(case.cfg, tied=draw(st.booleans()), residual=draw(st.booleans()),
-                              merged_ov=draw(st.booleans()))
+    cfg = dataclasses.replace(
+        case.cfg, tied=draw(st.booleans()), residual=draw(st.booleans()), merged_ov=draw(st.booleans())
+    )
     make = draw(st.sampled_from([forward_query, reverse_query]))
     return cfg, case.seed, case.scale, make(case.template, case.A, case.B, cfg.vocab)
 

@@ -6,11 +6,10 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mdm_props import strategies
+from mdm_props import rounding, strategies
 from mdm_props.checks import assert_holds
 from mdm_props.claims import c0_oracles as c0
 from mdm_props.model import rope_matrix, rope_rotate
-from mdm_props import rounding
 
 d_heads = st.integers(1, 8).map(lambda h: 2 * h)
 bases = strategies.rope_bases | st.floats(1.5, 1e6)
@@ -40,8 +39,8 @@ def test_rope_matrix_is_the_block_rotation_by_delta_theta():
         th = delta * base ** (-2 * l / d)
         block = torch.tensor([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]], dtype=torch.float64)
         tol = 2 * (e_angle[0, l] + rounding.FUNCTION_REL + 2 * rounding.UNIT_ROUNDOFF)
-        assert (R[2 * l: 2 * l + 2, 2 * l: 2 * l + 2] - block).abs().max() <= tol
-    assert (R - torch.block_diag(*[R[2 * l: 2 * l + 2, 2 * l: 2 * l + 2] for l in range(d // 2)])).abs().max() == 0
+        assert (R[2 * l : 2 * l + 2, 2 * l : 2 * l + 2] - block).abs().max() <= tol
+    assert (R - torch.block_diag(*[R[2 * l : 2 * l + 2, 2 * l : 2 * l + 2] for l in range(d // 2)])).abs().max() == 0
 
 
 @given(d_head=d_heads, base=bases, m=positions, n=positions, seed=strategies.seeds)
@@ -52,7 +51,10 @@ def test_meta_wrong_rotation_direction_is_rejected(d_head, base, m, n, seed):
 
     assume(m != n)
     gen = torch.Generator().manual_seed(seed)
-    q, k = torch.randn(d_head, generator=gen, dtype=torch.float64), torch.randn(d_head, generator=gen, dtype=torch.float64)
+    q, k = (
+        torch.randn(d_head, generator=gen, dtype=torch.float64),
+        torch.randn(d_head, generator=gen, dtype=torch.float64),
+    )
     pos = torch.tensor([m, n])
     lhs = float(rope_rotate(q[None], pos[:1], base)[0] @ rope_rotate(k[None], pos[1:], base)[0])
     wrong = float(q @ rope_matrix(m - n, d_head, base) @ k)

@@ -6,13 +6,12 @@ import pytest
 from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 
-from mdm_props import registry, strategies
+from mdm_props import batched, registry, search, storage, strategies
 from mdm_props.checks import assert_holds
 from mdm_props.claims import c1_reusable_evidence as c1
 from mdm_props.facts import canonical_template, forward_query, reverse_query
 from mdm_props.model import ModelConfig
 from mdm_props.params import init_params
-from mdm_props import batched, rounding, search, storage
 
 heads = st.sampled_from(strategies.N_HEADS)
 etas = st.sampled_from(search.ETAS)
@@ -98,10 +97,16 @@ def test_c1a_fails_under_absolute_positions(device):
     if device == "cuda":
         assert c1.c1a_absolute(10, 0, device).found
         return
-    case = find(strategies.cases(pos=st.just("absolute"), orthonormal=False),
-                lambda c: not c1.c1a_comparisons(*search.case_args(c, device))[-1].holds,
-                settings=settings(max_examples=100, database=None, phases=[Phase.generate, Phase.shrink],
-                                  suppress_health_check=list(HealthCheck)))  # a search for a rare draw:
+    case = find(
+        strategies.cases(pos=st.just("absolute"), orthonormal=False),
+        lambda c: not c1.c1a_comparisons(*search.case_args(c, device))[-1].holds,
+        settings=settings(
+            max_examples=100,
+            database=None,
+            phases=[Phase.generate, Phase.shrink],
+            suppress_health_check=list(HealthCheck),
+        ),
+    )  # a search for a rare draw:
     # the too_slow / filter_too_much checks would abort the very search this control runs; the found case is asserted
     forced = c1.c1a_comparisons(*search.case_args(case, device))[-1]  # the comparison itself: check_c1a says n/a
     assert forced.error_ratio > 1e6, str(forced)  # O(1) logits differences, not rounding

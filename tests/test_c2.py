@@ -25,11 +25,20 @@ gaps = st.integers(1, 64).map(lambda dl: 2.0 * dl)
 
 # THEORY.md §2 C2a, as printed there: (d_k, base, g, printed value); d_k None = the d_k → ∞ limit.
 TABLE = [
-    (2, 1e4, 4, "-0.654"), (4, 1e4, 4, "0.173"), (6, 1e4, 4, "0.443"), (8, 1e4, 4, "0.567"),
-    (16, 1e4, 4, "0.695"), (64, 1e4, 4, "0.748"), (None, 1e4, 4, "0.7715"),
-    (64, 5e5, 4, "0.817"), (None, 5e5, 4, "0.8396"), (64, 1e4, 64, "0.435"),
+    (2, 1e4, 4, "-0.654"),
+    (4, 1e4, 4, "0.173"),
+    (6, 1e4, 4, "0.443"),
+    (8, 1e4, 4, "0.567"),
+    (16, 1e4, 4, "0.695"),
+    (64, 1e4, 4, "0.748"),
+    (None, 1e4, 4, "0.7715"),
+    (64, 5e5, 4, "0.817"),
+    (None, 5e5, 4, "0.8396"),
+    (64, 1e4, 64, "0.435"),
     # the presets' first layer at their (d_k, base) (THEORY §2b): LLaDA, Dream, SMDM
-    (128, 5e5, 4, "0.828"), (128, 1e6, 4, "0.836"), (128, 1e4, 4, "0.759"),
+    (128, 5e5, 4, "0.828"),
+    (128, 1e6, 4, "0.836"),
+    (128, 1e4, 4, "0.759"),
 ]
 
 
@@ -70,7 +79,7 @@ def test_limit_quadrature_closed_form_and_riemann_rate(base, g):
     quad, closed = c2.score_correlation_limit(g, base, method="quad"), c2.score_correlation_limit(g, base)
     assert abs(quad - closed) < 1e-40
     errors = {}
-    for d_k in [2 ** j for j in range(1, 13)]:
+    for d_k in [2**j for j in range(1, 13)]:
         for r in c2.check_correlation_limit(d_k, base, g):
             assert r.holds, str(r)
         errors[d_k] = c2.score_correlation(d_k, base, g) - float(closed)
@@ -92,7 +101,11 @@ def test_monte_carlo_correlation_matches_formula(device, d_k, base, delta):
     the first draws' S_f, S_r equal √d_k × model.forward's scores at the right slots."""
     sample = c2.sample_scores(16, d_k, base, delta, 10_000, seed=1000 + d_k + delta, device=device)
     r = c2.check_score_correlation(sample["s_f"], sample["s_r"], d_k, base, 2.0 * delta)
-    print(r, f"z = {r.details['statistic']:.3f}, κ = {r.details['kappa']:.3f} (estimated {r.details['kappa_estimated']:.3f})")
+    print(
+        r,
+        f"z = {r.details['statistic']:.3f}, κ = {r.details['kappa']:.3f} "
+        f"(estimated {r.details['kappa_estimated']:.3f})",
+    )
     assert r.holds, str(r)
     for i in range(3):
         for s in c2.check_model_scores(sample, i):
@@ -159,7 +172,7 @@ def test_route_gradient_expectation_has_the_sign_of_the_trace(device, d_k, base,
 C2C_SEEDS = 60  # the correlation rate (≈ 0.94) needs ≥ 49/60 for a CP lower bound > 1/2 at 1 − 1e-6
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _trials(device):
     return tuple(c2.forward_training_trial(s, device=device) for s in c2.trial_seeds(C2C_SEEDS, 2024))
 

@@ -7,14 +7,12 @@ import torch
 from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 
-from mdm_props import strategies
+from mdm_props import batched, search, storage, strategies
 from mdm_props.checks import assert_holds
-from mdm_props.claims import c1_reusable_evidence as c1
 from mdm_props.claims import c3_aligned_storage as c3
 from mdm_props.facts import canonical_template
 from mdm_props.model import ModelConfig
 from mdm_props.params import init_params
-from mdm_props import batched, rounding, search, storage
 
 heads = st.sampled_from(strategies.N_HEADS)
 
@@ -85,14 +83,22 @@ def test_non_orthonormal_embeddings_give_a_negative_inner_product(device):
 @pytest.mark.negative_control("C3")
 def test_hypothesis_finds_a_non_orthonormal_counterexample():
     """Plain generation: Hypothesis finds a draw (d ≤ 4, RoPE or T5) with ⟨G_f, G_r⟩ < 0 beyond rounding."""
+
     def negative(case):
         fq, rq = storage.pair_queries(case.template, case.A, case.B, case.cfg.vocab)
         return search.negative_alignment(case.params(), case.cfg, fq, rq) is not None
 
-    case = find(strategies.cases(pos=st.sampled_from(["rope", "t5"]), orthonormal=False, max_d_model=4,
-                                 max_vocab=20), negative,
-                settings=settings(max_examples=300, database=None, derandomize=True, phases=[Phase.generate],
-                                  suppress_health_check=list(HealthCheck)))  # a search for a rare draw:
+    case = find(
+        strategies.cases(pos=st.sampled_from(["rope", "t5"]), orthonormal=False, max_d_model=4, max_vocab=20),
+        negative,
+        settings=settings(
+            max_examples=300,
+            database=None,
+            derandomize=True,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        ),
+    )  # a search for a rare draw:
     # the too_slow / filter_too_much checks would abort the very search this control runs; the found case is asserted
     assert not case.orthonormal and case.cfg.d_model <= 4
 

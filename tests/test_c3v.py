@@ -8,8 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mdm_props import batched, strategies
-from mdm_props.checks import assert_holds, summarize
-from mdm_props.claims import c1_reusable_evidence as c1
+from mdm_props.checks import assert_holds
 from mdm_props.claims import c3v_separate_value_path as c3v
 
 

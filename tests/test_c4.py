@@ -8,20 +8,19 @@ import pytest
 from hypothesis import event, example, given
 from hypothesis import strategies as st
 
-from mdm_props import registry, strategies
+from mdm_props import batched, registry, search, storage, strategies
 from mdm_props.checks import assert_holds
-from mdm_props.claims import c1_reusable_evidence as c1
 from mdm_props.claims import c4_reverse_loss_decrease as c4
 from mdm_props.facts import Template
 from mdm_props.model import POSITIONAL_ENCODINGS, RELATIVE_ENCODINGS, ModelConfig
 from mdm_props.statistics import FALSE_ALARM, clopper_pearson
-from mdm_props import batched, search, storage
 
 heads = st.sampled_from(strategies.N_HEADS)
 # issue 15: strong curvature (scale 4, d_model 3); the asymptotic regime starts near η = 2⁻⁴, below the
 # window the old checker trusted a priori (it reported a violation of this true statement at η = 2⁻²)
-ISSUE_15 = strategies.Case(ModelConfig(vocab=4, d_model=3, d_head=2, n_heads=1, pos="rope"), 8388607, 4.0, False,
-                           Template(3, 0, 2, (1,)), 0, 3)
+ISSUE_15 = strategies.Case(
+    ModelConfig(vocab=4, d_model=3, d_head=2, n_heads=1, pos="rope"), 8388607, 4.0, False, Template(3, 0, 2, (1,)), 0, 3
+)
 
 
 @pytest.mark.claim("C4a")
@@ -33,8 +32,11 @@ def test_c4a_storage_step_remainder_and_decrease(batch_draws, device, case):
 
 
 @pytest.mark.claim("C4b")
-@given(case=st.booleans().flatmap(lambda o: strategies.cases(pos=st.sampled_from(POSITIONAL_ENCODINGS),
-                                                            orthonormal=o, n_heads=heads)))
+@given(
+    case=st.booleans().flatmap(
+        lambda o: strategies.cases(pos=st.sampled_from(POSITIONAL_ENCODINGS), orthonormal=o, n_heads=heads)
+    )
+)
 @example(case=ISSUE_15)
 def test_c4b_taylor_test_on_the_full_parameters(device, case):
     """log2(R(η)/R(η/2)) = 2 and R(η)/η² = ½ g_fᵀH_r g_f on the settled asymptotic window, within the
@@ -113,6 +115,7 @@ def test_arm_forward_step_raises_the_reverse_loss(device):
 def test_arm_alignment_rate_is_below_the_mdm_rate():
     """The ARM's rate of ⟨g_r, g_f⟩ > 0 (causal, targets B then A) is lower than the MDM's, relative
     encodings pooled: the two Clopper–Pearson intervals (1e-6 each) are disjoint."""
+
     def pooled(attention):
         counts = c4.alignment_counts(200, 1, attention=attention, encodings=RELATIVE_ENCODINGS)
         return clopper_pearson(sum(k for k, _ in counts.values()), sum(n for _, n in counts.values()), FALSE_ALARM)

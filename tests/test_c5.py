@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 import torch
-from hypothesis import given, target
+from hypothesis import given
 from hypothesis import strategies as st
 
 from mdm_props.checks import assert_holds, summarize
@@ -63,23 +63,43 @@ def test_the_tolerance_rejects_a_perturbed_storage_parameter():
     for delta, rejected in ((0.0, False), (1e-4, True)):
         f = c5.query_state({**phi, "W_V": phi["W_V"] * (1 + delta)}, cfg, fq.tokens, fq.slot, 0)
         error = float((r["logp"] - f["logp"]).abs().max())
-        tolerance = (r["e_logp"] + f["e_logp"])
+        tolerance = r["e_logp"] + f["e_logp"]
         assert bool((tolerance < 1e-5 * r["logp"].abs()).all())
         assert (error > float(tolerance.max())) == rejected, (delta, error, float(tolerance.max()))
 
 
 def test_reflection_is_an_orthogonal_involution_fixing_the_storage():
     for pos in ("rope", "t5", "alibi", "none", "absolute"):
-        cfg = ModelConfig(vocab=5, d_model=8, d_head=4, n_heads=2, n_layers=2, pos=pos, qk_bias=True,
-                          rope_pairing="half-split", norm="rms", mlp="swiglu", merged_ov=False, v_bias=True)
+        cfg = ModelConfig(
+            vocab=5,
+            d_model=8,
+            d_head=4,
+            n_heads=2,
+            n_layers=2,
+            pos=pos,
+            qk_bias=True,
+            rope_pairing="half-split",
+            norm="rms",
+            mlp="swiglu",
+            merged_ov=False,
+            v_bias=True,
+        )
         p = init_params(cfg, 1)
         phi = c5.reflect(p, cfg, 4)
         assert all(torch.equal(c5.reflect(phi, cfg, 4)[k], p[k]) for k in p)
         assert all(torch.equal(phi[k].norm(), p[k].norm()) for k in p)
         assert all(torch.equal(phi[k], p[k]) for k in storage_parameters(cfg))
         moved = {k for k in p if not torch.equal(phi[k], p[k])}
-        assert moved == {"rope": {"W_Q", "W_K", "b_Q", "b_K"}, "t5": {"t5_bias"}, "alibi": set(), "none": set(),
-                         "absolute": {"P"}}[pos]
+        assert (
+            moved
+            == {
+                "rope": {"W_Q", "W_K", "b_Q", "b_K"},
+                "t5": {"t5_bias"},
+                "alibi": set(),
+                "none": set(),
+                "absolute": {"P"},
+            }[pos]
+        )
 
 
 def test_mirror_templates():
@@ -147,8 +167,13 @@ def test_absolute_positions_keep_the_loss_identity_but_not_the_storage(device):
 
 
 def test_negative_controls_are_registered():
-    assert {n.id for n in c5.NEGATIVE_CONTROLS} == {"C5~causal", "C5~readout-offset", "C5~non-mirror",
-                                                    "C5~absolute-id", "C5b~absolute"}
+    assert {n.id for n in c5.NEGATIVE_CONTROLS} == {
+        "C5~causal",
+        "C5~readout-offset",
+        "C5~non-mirror",
+        "C5~absolute-id",
+        "C5b~absolute",
+    }
 
 
 def test_deep_case_draws_satisfy_the_hypotheses():

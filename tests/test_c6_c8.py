@@ -42,8 +42,19 @@ def test_c6_runner_holds_and_is_deterministic():
 def test_the_leading_term_is_the_inner_product_at_zero_branch_scale_and_a_wrong_one_is_rejected():
     """lead_ℓ (no autograd) equals ⟨G_f^ℓ, G_r^ℓ⟩ at ε = 0 (autograd, W_OV = 0) to rounding; a leading term
     computed with a perturbed final-norm gain (an input moved) leaves an O(1) remainder: order ≈ 0, rejected."""
-    cfg = ModelConfig(vocab=5, d_model=12, d_head=4, n_heads=2, n_layers=2, norm="rms", final_norm=True,
-                      mlp="swiglu", d_mlp=8, qk_bias=True, rope_pairing="half-split")
+    cfg = ModelConfig(
+        vocab=5,
+        d_model=12,
+        d_head=4,
+        n_heads=2,
+        n_layers=2,
+        norm="rms",
+        final_norm=True,
+        mlp="swiglu",
+        d_mlp=8,
+        qk_bias=True,
+        rope_pairing="half-split",
+    )
     params = init_params(cfg, 11, orthonormal=True)
     case = deep.StorageCase(cfg, 11, 1.0, True, deep.Template(3, 0, 2, (2,)), 0, 1)
     fq, rq = case.queries()

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-flint = pytest.importorskip("flint", reason="python-flint (the `certify` extra) is not installed: "
-                                            'pip install -e ".[certify]"')
+flint = pytest.importorskip(
+    "flint", reason='python-flint (the `certify` extra) is not installed: pip install -e ".[certify]"'
+)
 
 from mdm_props import certified as C  # noqa: E402
 from mdm_props import storage, strategies  # noqa: E402
@@ -27,8 +28,16 @@ THOROUGH = settings._current_profile == "thorough"
 SOUNDNESS_DRAWS = int(os.environ.get("MDM_PROPS_SOUNDNESS_DRAWS", 200 if THOROUGH else 6))
 claim_cases = cases(n_heads=st.sampled_from(strategies.N_HEADS))
 broad_cases = st.one_of(
-    *(cases(pos=st.sampled_from(POSITIONAL_ENCODINGS), orthonormal=o, n_heads=st.sampled_from(strategies.N_HEADS),
-            attention=st.sampled_from(ATTENTIONS)) for o in (True, False)))
+    *(
+        cases(
+            pos=st.sampled_from(POSITIONAL_ENCODINGS),
+            orthonormal=o,
+            n_heads=st.sampled_from(strategies.N_HEADS),
+            attention=st.sampled_from(ATTENTIONS),
+        )
+        for o in (True, False)
+    )
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -37,6 +46,7 @@ broad_cases = st.one_of(
 
 def test_precision_is_raised_until_the_decision_is_made():
     """1 + 2⁻¹⁰⁰ > 1 is undecided at 64 bits (the ball around the rounded sum contains 1), proved at 128."""
+
     def evaluate():
         x = arb(1) + arb(2) ** -100 - 1
         return C._all([C._sign(x, ">")]), None, {}
@@ -93,16 +103,16 @@ def test_the_certified_draws_are_the_float64_runners_draws():
     (``run_<id>_per_draw``; the default runners batch and split draws over encodings)."""
     seed, n = 7, 4
     c3_results = c3.run_c3_per_draw(n, seed)[0::3]
-    for res, (case, _) in zip(c3_results, C.claim_draws("C3", n, seed)):
+    for res, (case, _) in zip(c3_results, C.claim_draws("C3", n, seed), strict=False):
         cert = C.certify_case("C3", case)
         assert cert.details["closed_form"] == pytest.approx(res.reference, rel=1e-9)
     c4_results = c4.run_c4a_per_draw(n, seed)
     per_draw = len(c4_results) // n
-    for res, (case, _) in zip(c4_results[0::per_draw], C.claim_draws("C4a", n, seed)):
+    for res, (case, _) in zip(c4_results[0::per_draw], C.claim_draws("C4a", n, seed), strict=False):
         cert = C.certify_case("C4a", case)
         assert cert.details["eta_star"] == pytest.approx(res.details["eta_star"], rel=1e-9)
     c1_results = c1.run_c1b_per_draw(n, seed)[1::2]
-    for res, (case, eta) in zip(c1_results, C.claim_draws("C1b", n, seed)):
+    for res, (case, eta) in zip(c1_results, C.claim_draws("C1b", n, seed), strict=False):
         assert res.details["eta"] == eta
         cert = C.certify_case("C1b", case, eta)
         k = res.details["head"]
@@ -124,8 +134,9 @@ def test_bad_arguments_name_the_argument():
 # certified negative controls: every counterexample is refuted exactly
 
 
-@pytest.mark.parametrize("control_id", [pytest.param(i, marks=pytest.mark.negative_control(i.split("~")[0]))
-                                        for i in C.CERTIFIED_CONTROLS])
+@pytest.mark.parametrize(
+    "control_id", [pytest.param(i, marks=pytest.mark.negative_control(i.split("~")[0])) for i in C.CERTIFIED_CONTROLS]
+)
 def test_negative_control_counterexample_is_certified(control_id):
     control = C.negative_controls()[control_id]
     cx = control.run(control.default_draws, 0, "cpu")
@@ -138,7 +149,12 @@ def test_the_counterexample_record_rebuilds_the_draw():
     """A counterexample's example dict names everything needed to redraw its parameters."""
     cx = c1.c1a_absolute(5, 0)
     case = C.case_from_example(cx.example)
-    assert (case.cfg.pos, case.seed, case.A, case.B) == ("absolute", cx.example["seed"], cx.example["A"], cx.example["B"])
+    assert (case.cfg.pos, case.seed, case.A, case.B) == (
+        "absolute",
+        cx.example["seed"],
+        cx.example["A"],
+        cx.example["B"],
+    )
     with pytest.raises(ValueError, match="does not record the draw"):
         C.case_from_example({k: v for k, v in cx.example.items() if k != "rope_base"})
 
@@ -212,8 +228,15 @@ def test_certify_command_exit_status_follows_the_statuses(monkeypatch, capsys, s
     assert f"2 {status}" in capsys.readouterr().out or status == "proved"
 
 
-@pytest.mark.parametrize("argv", [["certify", "C2a"], ["certify", "C3", "--draws", "0"],
-                                  ["certify", "C3", "--seed", "-1"], ["certify", "C3", "--max-bits", "x"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["certify", "C2a"],
+        ["certify", "C3", "--draws", "0"],
+        ["certify", "C3", "--seed", "-1"],
+        ["certify", "C3", "--max-bits", "x"],
+    ],
+)
 def test_certify_command_bad_arguments_exit_2(argv):
     with pytest.raises(SystemExit) as exc:
         main(argv)

@@ -179,11 +179,14 @@ def test_an_unwritable_json_path_is_refused_before_any_work(tmp_path, capsys, wh
     assert "usage: mdm-props verify" in err  # the subcommand's usage, not the top-level one
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["verify", "--claims", ""], "--claims must name at least one"),
-    (["verify", "--claims", "C1b,,C3"], "empty item"),
-    (["explain", "C9"], "unknown claim id"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["verify", "--claims", ""], "--claims must name at least one"),
+        (["verify", "--claims", "C1b,,C3"], "empty item"),
+        (["explain", "C9"], "unknown claim id"),
+    ],
+)
 def test_bad_selections_exit_2_with_the_subcommand_usage(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(argv)
@@ -246,8 +249,26 @@ def test_verify_table_documents_every_column():
     assert columns and all(f"| `{c}` |" in readme for c in columns), columns
 
 
-REVERSAL = ["experiment", "reversal", "--pairs", "2", "--d-model", "8", "--d-head", "8", "--steps", "3",
-            "--seeds", "2", "--regimes", "mdm-forward", "--encodings", "rope", "--no-plot", "--quiet"]
+REVERSAL = [
+    "experiment",
+    "reversal",
+    "--pairs",
+    "2",
+    "--d-model",
+    "8",
+    "--d-head",
+    "8",
+    "--steps",
+    "3",
+    "--seeds",
+    "2",
+    "--regimes",
+    "mdm-forward",
+    "--encodings",
+    "rope",
+    "--no-plot",
+    "--quiet",
+]
 
 
 def test_experiment_out_at_an_existing_file_is_refused_before_training(tmp_path, capsys):

@@ -15,7 +15,6 @@ from mdm_props.facts import canonical_template, mdm_objective_exact
 from mdm_props.model import forward
 from mdm_props.params import init_params
 from mdm_props.training import cosine_factor, fact_pairs, train
-from mdm_props import rounding
 
 # The ordering test's configuration: 8 facts, d = d_k = 16, 80 Adam steps at lr 0.05.
 SMALL = dict(pairs=8, d_model=16, d_head=16, steps=80, lr=0.05, log_every=40, encodings=("rope",))
@@ -115,8 +114,26 @@ def test_same_seed_gives_the_same_table_and_histories():
 def test_cli_writes_the_table_csv_and_json(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     report.add_arguments(parser)
-    argv = ["--pairs", "3", "--d-model", "8", "--d-head", "8", "--steps", "6", "--seeds", "1", "--log-every", "3",
-            "--encodings", "rope", "absolute", "--no-plot", "--out", str(tmp_path)]
+    argv = [
+        "--pairs",
+        "3",
+        "--d-model",
+        "8",
+        "--d-head",
+        "8",
+        "--steps",
+        "6",
+        "--seeds",
+        "1",
+        "--log-every",
+        "3",
+        "--encodings",
+        "rope",
+        "absolute",
+        "--no-plot",
+        "--out",
+        str(tmp_path),
+    ]
     assert report.run_from_args(parser.parse_args(argv)) == 0
     out = capsys.readouterr()
     assert "| regime | encoding | forward acc | reverse acc |" in out.out

@@ -30,11 +30,20 @@ OLD_FIELDS = [f.name for f in dataclasses.fields(frozen.ModelConfig)]
 def old_configs(draw):
     pos = draw(st.sampled_from(model.POSITIONAL_ENCODINGS))
     return ModelConfig(
-        vocab=draw(st.integers(2, 8)), d_model=draw(st.integers(1, 12)),
-        d_head=2 * draw(st.integers(1, 4)), n_heads=draw(st.integers(1, 3)), n_layers=draw(st.integers(1, 3)),
-        pos=pos, rope_base=draw(st.sampled_from([1e4, 100.0, 5e5])),
-        absolute_kind=draw(st.sampled_from(model.ABSOLUTE_KINDS)), attention=draw(st.sampled_from(model.ATTENTIONS)),
-        residual=draw(st.booleans()), tied=draw(st.booleans()), merged_ov=draw(st.booleans()), max_len=8)
+        vocab=draw(st.integers(2, 8)),
+        d_model=draw(st.integers(1, 12)),
+        d_head=2 * draw(st.integers(1, 4)),
+        n_heads=draw(st.integers(1, 3)),
+        n_layers=draw(st.integers(1, 3)),
+        pos=pos,
+        rope_base=draw(st.sampled_from([1e4, 100.0, 5e5])),
+        absolute_kind=draw(st.sampled_from(model.ABSOLUTE_KINDS)),
+        attention=draw(st.sampled_from(model.ATTENTIONS)),
+        residual=draw(st.booleans()),
+        tied=draw(st.booleans()),
+        merged_ov=draw(st.booleans()),
+        max_len=8,
+    )
 
 
 @given(cfg=old_configs(), seed=st.integers(0, 2**32 - 1), T=st.integers(1, 8))
@@ -53,12 +62,19 @@ def test_default_options_reproduce_the_one_layer_model_bit_for_bit(cfg, seed, T)
 def test_deep_options_are_validated_with_named_errors():
     base = dict(vocab=5, d_model=8, d_head=4, n_heads=4)
     bad = [
-        (dict(n_kv_heads=3), "n_kv_heads must divide"), (dict(n_kv_heads=0), "n_kv_heads"),
-        (dict(norm="layer"), "norm must be one of"), (dict(mlp="gelu"), "mlp must be one of"),
-        (dict(rope_pairing="halves"), "rope_pairing must be one of"), (dict(readout_offset=2), "readout_offset"),
-        (dict(readout_offset=True), "readout_offset"), (dict(d_mlp=0), "d_mlp"),
-        (dict(branch_scale=0.0), "branch_scale"), (dict(branch_scale=math.inf), "branch_scale"),
-        (dict(norm_eps=-1.0), "norm_eps"), (dict(qk_bias=1), "qk_bias"), (dict(final_norm="yes"), "final_norm"),
+        (dict(n_kv_heads=3), "n_kv_heads must divide"),
+        (dict(n_kv_heads=0), "n_kv_heads"),
+        (dict(norm="layer"), "norm must be one of"),
+        (dict(mlp="gelu"), "mlp must be one of"),
+        (dict(rope_pairing="halves"), "rope_pairing must be one of"),
+        (dict(readout_offset=2), "readout_offset"),
+        (dict(readout_offset=True), "readout_offset"),
+        (dict(d_mlp=0), "d_mlp"),
+        (dict(branch_scale=0.0), "branch_scale"),
+        (dict(branch_scale=math.inf), "branch_scale"),
+        (dict(norm_eps=-1.0), "norm_eps"),
+        (dict(qk_bias=1), "qk_bias"),
+        (dict(final_norm="yes"), "final_norm"),
         (dict(v_bias=True), "v_bias=True needs merged_ov=False"),
     ]
     for kwargs, message in bad:
@@ -75,11 +91,22 @@ def test_deep_options_are_validated_with_named_errors():
 def test_presets_follow_the_real_models():
     llada, dream, smdm = preset("llada-like"), preset("dream-like"), preset("smdm-like")
     for cfg in (llada, dream, smdm):
-        assert (cfg.norm, cfg.final_norm, cfg.mlp, cfg.rope_pairing, cfg.tied) == ("rms", True, "swiglu", "half-split",
-                                                                                  False)
+        assert (cfg.norm, cfg.final_norm, cfg.mlp, cfg.rope_pairing, cfg.tied) == (
+            "rms",
+            True,
+            "swiglu",
+            "half-split",
+            False,
+        )
         assert cfg.n_layers >= 2 and cfg.pos == "rope" and cfg.attention == "bidirectional"
     assert (llada.rope_base, llada.kv_heads, llada.qk_bias, llada.readout_offset) == (5e5, 4, False, 0)
-    assert (dream.rope_base, dream.kv_heads, dream.qk_bias, dream.v_bias, dream.readout_offset) == (1e6, 2, True, True, 1)
+    assert (dream.rope_base, dream.kv_heads, dream.qk_bias, dream.v_bias, dream.readout_offset) == (
+        1e6,
+        2,
+        True,
+        True,
+        1,
+    )
     assert (smdm.rope_base, smdm.readout_offset) == (1e4, 0)
     assert preset("dream-like", n_layers=2).n_layers == 2
 

@@ -22,12 +22,15 @@ def test_missing_matplotlib_gives_an_install_hint(tmp_path, monkeypatch):
         plots.plot_correlation(tmp_path / "x.png")
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"bases": ()}, "bases must name at least one"),
-    ({"bases": (1.0,)}, "bases must be numbers > 1"),
-    ({"d_k": 7}, "d_k must be an even integer"),
-    ({"delta": 0}, "delta must be an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"bases": ()}, "bases must name at least one"),
+        ({"bases": (1.0,)}, "bases must be numbers > 1"),
+        ({"d_k": 7}, "d_k must be an even integer"),
+        ({"delta": 0}, "delta must be an integer >= 1"),
+    ],
+)
 def test_bad_arguments_are_refused(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         plots.plot_correlation(tmp_path / "x.png", **kwargs)

@@ -102,9 +102,18 @@ def _tiny(kind="llama", causal=False, seed=0, tied=False):
     from mdm_props.adapters import hf_model_from_config
 
     cls = transformers.LlamaConfig if kind == "llama" else transformers.Qwen2Config
-    cfg = cls(vocab_size=9, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
-              num_key_value_heads=2, is_causal=causal, tie_word_embeddings=tied, rope_theta=5e5,
-              max_position_embeddings=64)
+    cfg = cls(
+        vocab_size=9,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        is_causal=causal,
+        tie_word_embeddings=tied,
+        rope_theta=5e5,
+        max_position_embeddings=64,
+    )
     return hf_model_from_config(cfg, seed=seed)
 
 
@@ -173,15 +182,26 @@ def _llada_named(model):
         if k.startswith("model.layers."):
             _, _, l, *rest = k.split(".")
             sub = ".".join(rest[:-1])
-            name = {"self_attn.q_proj": "q_proj", "self_attn.k_proj": "k_proj", "self_attn.v_proj": "v_proj",
-                    "self_attn.o_proj": "attn_out", "mlp.gate_proj": "ff_proj", "mlp.up_proj": "up_proj",
-                    "mlp.down_proj": "ff_out", "input_layernorm": "attn_norm",
-                    "post_attention_layernorm": "ff_norm"}[sub]
+            name = {
+                "self_attn.q_proj": "q_proj",
+                "self_attn.k_proj": "k_proj",
+                "self_attn.v_proj": "v_proj",
+                "self_attn.o_proj": "attn_out",
+                "mlp.gate_proj": "ff_proj",
+                "mlp.up_proj": "up_proj",
+                "mlp.down_proj": "ff_out",
+                "input_layernorm": "attn_norm",
+                "post_attention_layernorm": "ff_norm",
+            }[sub]
             inverse[f"model.transformer.blocks.{l}.{name}.{rest[-1]}"] = v.clone()
         else:
-            inverse[{"model.embed_tokens.weight": "model.transformer.wte.weight",
-                     "model.norm.weight": "model.transformer.ln_f.weight",
-                     "lm_head.weight": "model.transformer.ff_out.weight"}[k]] = v.clone()
+            inverse[
+                {
+                    "model.embed_tokens.weight": "model.transformer.wte.weight",
+                    "model.norm.weight": "model.transformer.ln_f.weight",
+                    "lm_head.weight": "model.transformer.ff_out.weight",
+                }[k]
+            ] = v.clone()
     return inverse
 
 

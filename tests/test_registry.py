@@ -20,9 +20,14 @@ def test_every_claim_is_complete():
 
 
 def test_audit_reports_a_claim_without_tests_docs_or_runner(tmp_path):
-    ghost = dataclasses.replace(registry.get("C3"), id="C9", doc="claims/C9-missing.md",
-                                runner="mdm_props.claims.c3_aligned_storage:run_c9",
-                                checker="mdm_props.claims.c3:check_c3", bounds=())
+    ghost = dataclasses.replace(
+        registry.get("C3"),
+        id="C9",
+        doc="claims/C9-missing.md",
+        runner="mdm_props.claims.c3_aligned_storage:run_c9",
+        checker="mdm_props.claims.c3:check_c3",
+        bounds=(),
+    )
     problems = registry.audit(TESTS, claims=registry.CLAIMS + (ghost,))
     assert any("C9: runner 'mdm_props.claims.c3_aligned_storage:run_c9' does not resolve" in p for p in problems)
     assert any("C9: checker 'mdm_props.claims.c3:check_c3' does not resolve" in p for p in problems)

@@ -48,7 +48,6 @@ from ..facts import (
 from ..gradients import score_gradient_closed_form, storage_gradient_closed_form
 from ..model import ATTENTIONS, POSITIONAL_ENCODINGS, ModelConfig, forward, rope_frequencies, rope_matrix, rope_rotate
 from ..params import init_params, resolve_device
-from ..search import runner_rng
 from ..rounding import (
     FORWARD_SAFETY,
     FUNCTION_REL,
@@ -61,6 +60,7 @@ from ..rounding import (
     score_gradient_error_bound,
     storage_gradient_error_bound,
 )
+from ..search import runner_rng
 from ..statistics import FALSE_ALARM
 from ..strategies import ROPE_BASES
 from ..tightness import tightness_check
@@ -86,8 +86,9 @@ def rope_transpose_bound(R_pos: torch.Tensor, R_neg: torch.Tensor, safety: float
     return safety * FUNCTION_REL * (R_pos.abs().T + R_neg.abs())
 
 
-def rope_composition_bound(a: float, b: float, d_head: int, base: float, R_a, R_b, R_ab,
-                           safety: float = FORWARD_SAFETY) -> torch.Tensor:
+def rope_composition_bound(
+    a: float, b: float, d_head: int, base: float, R_a, R_b, R_ab, safety: float = FORWARD_SAFETY
+) -> torch.Tensor:
     """|fl(R̂_a R̂_b) − R̂_{a+b}| ≤ γ_d|R̂_a||R̂_b| + F_a|R̂_b| + |R̂_a|F_b + F_{a+b}
     + u(|a| + |b| + |a+b|) θ̂_l on block l (angle roundings), × safety."""
     theta = rope_frequencies(d_head, base, dtype=torch.float64, device=R_a.device)
@@ -97,8 +98,9 @@ def rope_composition_bound(a: float, b: float, d_head: int, base: float, R_a, R_
     return safety * bound
 
 
-def rope_relativity_bound(q: torch.Tensor, k: torch.Tensor, m: float, n: float, base: float,
-                          safety: float = FORWARD_SAFETY) -> float:
+def rope_relativity_bound(
+    q: torch.Tensor, k: torch.Tensor, m: float, n: float, base: float, safety: float = FORWARD_SAFETY
+) -> float:
     """Bound on |fl((R̂_m q)ᵀ(R̂_n k)) − fl(qᵀ fl(R̂_{n−m} k))| for vectors q, k (d_head,).
 
     Both are compared with qᵀR(Δ)k at the exact angles Δ_l = (n−m)θ̂_l of the computed
@@ -147,7 +149,9 @@ def mdm_objective_error_bound(params: dict, cfg, tokens: torch.Tensor, safety: f
     idx = tokens.expand(len(masks), L).unsqueeze(-1)
     e_t, lp_t = e.gather(-1, idx).squeeze(-1), lp.gather(-1, idx).squeeze(-1)  # (M, L)
     k = masks.sum(-1)
-    w = torch.tensor([1.0 / (int(n) * math.comb(L, int(n))) for n in k.cpu()], dtype=torch.float64, device=tokens.device)
+    w = torch.tensor(
+        [1.0 / (int(n) * math.comb(L, int(n))) for n in k.cpu()], dtype=torch.float64, device=tokens.device
+    )
     m = masks.to(torch.float64)
     total_err = float((w * (m * e_t).sum(-1)).sum())
     total_abs = float((w * (m * lp_t.abs()).sum(-1)).sum())
@@ -163,7 +167,7 @@ def rope_checks(d_head: int, base: float, m: int, n: int, a: int, b: int, seed: 
     """R_δ orthogonal and R_δᵀ = R_{−δ} (δ = n − m), R_a R_b = R_{a+b}, and
     (R_m q)ᵀ(R_n k) = qᵀ R_{n−m} k for Gaussian q, k (CPU generator ``seed``)."""
     dev = resolve_device(device)
-    kw = dict(dtype=torch.float64, device=dev)
+    kw: dict = dict(dtype=torch.float64, device=dev)
     delta = n - m
     R, R_neg = rope_matrix(delta, d_head, base, **kw), rope_matrix(-delta, d_head, base, **kw)
     eye = torch.eye(d_head, **kw)
@@ -172,8 +176,17 @@ def rope_checks(d_head: int, base: float, m: int, n: int, a: int, b: int, seed: 
         worst_entry("C0.1", "R_δᵀ = R_{−δ}", R.T, R_neg, rope_transpose_bound(R, R_neg), delta=delta),
     ]
     R_a, R_b, R_ab = (rope_matrix(v, d_head, base, **kw) for v in (a, b, a + b))
-    out.append(worst_entry("C0.1", "R_a R_b = R_{a+b}", R_a @ R_b, R_ab,
-                            rope_composition_bound(a, b, d_head, base, R_a, R_b, R_ab), a=a, b=b))
+    out.append(
+        worst_entry(
+            "C0.1",
+            "R_a R_b = R_{a+b}",
+            R_a @ R_b,
+            R_ab,
+            rope_composition_bound(a, b, d_head, base, R_a, R_b, R_ab),
+            a=a,
+            b=b,
+        )
+    )
     gen = torch.Generator(device="cpu").manual_seed(seed)
     q, k = (torch.randn(d_head, generator=gen, dtype=torch.float64).to(dev) for _ in range(2))
     pos = torch.tensor([m, n], device=dev)
@@ -197,8 +210,18 @@ def oracle_checks(params: dict, cfg: ModelConfig, query: Query, dps: int = oracl
     bounds = forward_error_bounds(params, cfg, tokens)
     results = []
     for key in ("scores", "attn", "logits", "logprobs"):
-        results.append(worst_entry("C0.2", key, out[key], oracles.to_tensor(exact[key]), bounds[key],
-                                    error=oracles.abs_error(exact[key], out[key]), pos=cfg.pos, attention=cfg.attention))
+        results.append(
+            worst_entry(
+                "C0.2",
+                key,
+                out[key],
+                oracles.to_tensor(exact[key]),
+                bounds[key],
+                error=oracles.abs_error(exact[key], out[key]),
+                pos=cfg.pos,
+                attention=cfg.attention,
+            )
+        )
     loss = query_loss(params, cfg, query)
     exact_loss = -exact["logprobs"][query.slot][query.target]
     with mpmath.workdps(30):
@@ -219,12 +242,19 @@ FORWARD_TIGHT_SHARES = {"scores": 0.03, "attn": 0.02, "logits": 0.003, "logprobs
 def forward_tightness_draws() -> list[tuple[ModelConfig, int, float, tuple[int, ...]]]:
     """The fixed (cfg, seed, scale, tokens) draws of :func:`forward_tightness` (20 draws, V = 5, d = 7, d_k = 4,
     two heads, tokens (M, 1, 2, 0))."""
-    out = []
+    out: list[tuple[ModelConfig, int, float, tuple[int, ...]]] = []
     for n in range(2 * len(POSITIONAL_ENCODINGS) * len(ATTENTIONS)):
         pos = POSITIONAL_ENCODINGS[n % len(POSITIONAL_ENCODINGS)]
         att = ATTENTIONS[(n // len(POSITIONAL_ENCODINGS)) % len(ATTENTIONS)]
-        cfg = ModelConfig(vocab=5, d_model=7, d_head=4, n_heads=2, pos=pos, attention=att,
-                          rope_base=(1e4, 5e5)[n // (len(POSITIONAL_ENCODINGS) * len(ATTENTIONS))])
+        cfg = ModelConfig(
+            vocab=5,
+            d_model=7,
+            d_head=4,
+            n_heads=2,
+            pos=pos,
+            attention=att,
+            rope_base=(1e4, 5e5)[n // (len(POSITIONAL_ENCODINGS) * len(ATTENTIONS))],
+        )
         out.append((cfg, n, (1.0, 4.0)[n % 2], (cfg.vocab, 1, 2, 0)))
     return out
 
@@ -249,8 +279,10 @@ def forward_tightness(device="cpu") -> list[CheckResult]:
     """C0.2's bound is not loose: per quantity, the largest observed error/bound over the fixed draws is
     ≥ its share in ``FORWARD_TIGHT_SHARES`` (:func:`mdm_props.tightness.tightness_check`)."""
     ratios = forward_bound_ratios(device)
-    return [tightness_check("C0.2", f"forward_error_bounds[{k!r}]", ratios[k], FORWARD_TIGHT_SHARES[k])
-            for k in FORWARD_TIGHT_SHARES]
+    return [
+        tightness_check("C0.2", f"forward_error_bounds[{k!r}]", ratios[k], FORWARD_TIGHT_SHARES[k])
+        for k in FORWARD_TIGHT_SHARES
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,8 +334,9 @@ def enumerate_objective(params: dict, cfg: ModelConfig, tokens: torch.Tensor) ->
         corrupted[row, list(S)] = cfg.mask_id
     logp = torch.log_softmax(forward(params, cfg, corrupted)["logits"], dim=-1).cpu()
     ids = tokens.cpu().tolist()
-    return math.fsum(float(beta_weight(L, len(S))) * -float(logp[row, i, ids[i]])
-                     for row, S in enumerate(subsets) for i in S)
+    return math.fsum(
+        float(beta_weight(L, len(S))) * -float(logp[row, i, ids[i]]) for row, S in enumerate(subsets) for i in S
+    )
 
 
 def enumerate_objective_oracle(params: dict, cfg: ModelConfig, tokens: torch.Tensor):
@@ -365,7 +398,7 @@ def ks_test_with_atom_at_zero(samples: np.ndarray, cdf) -> tuple[float, float]:
     return D, float(stats.kstwo.sf(D, n))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _beta_cdf_moment(L: int, k: int) -> float:
     """∫₀¹ I_t(k+1, L−k+1)/t² dt by mpmath.quad at 30 digits (I the regularized incomplete Beta)."""
     with mpmath.workdps(30):
@@ -383,21 +416,35 @@ def sample_mean_from_cdf(ells: np.ndarray, ks: np.ndarray, L: int) -> float:
 QUAD_WEIGHT_TOL = 1e-25  # mpmath.quad at 30 digits of a polynomial on [0, 1]: accurate to ~1e-30
 
 
-def objective_checks(params: dict, cfg: ModelConfig, tokens: torch.Tensor, n_samples: int, sample_seed: int,
-                     alpha: float = FALSE_ALARM) -> list[CheckResult]:
+def objective_checks(
+    params: dict, cfg: ModelConfig, tokens: torch.Tensor, n_samples: int, sample_seed: int, alpha: float = FALSE_ALARM
+) -> list[CheckResult]:
     """C0.4 on one draw: exact objective vs enumeration; the weights; the sampler's law and mean."""
     L = tokens.shape[0]
     exact = float(mdm_objective_exact(params, cfg, tokens))
     bound = mdm_objective_error_bound(params, cfg, tokens)
-    out = [identity("C0.4", "mdm_objective_exact = enumeration", exact, enumerate_objective(params, cfg, tokens),
-                    2 * bound, L=L)]
+    out = [
+        identity(
+            "C0.4", "mdm_objective_exact = enumeration", exact, enumerate_objective(params, cfg, tokens), 2 * bound, L=L
+        )
+    ]
     for k in range(1, L + 1):
         target = Fraction(1, k * math.comb(L, k))
-        out.append(identity("C0.4", f"B(k, L−k+1) − 1/(k C(L,k)), exact fractions, k={k}",
-                            float(beta_weight(L, k) - target), 0.0, 0.0, L=L))
+        out.append(
+            identity(
+                "C0.4",
+                f"B(k, L−k+1) − 1/(k C(L,k)), exact fractions, k={k}",
+                float(beta_weight(L, k) - target),
+                0.0,
+                0.0,
+                L=L,
+            )
+        )
         with mpmath.workdps(30):
             gap = float(beta_weight_quad(L, k) - mpmath.mpf(target.numerator) / target.denominator)
-        out.append(identity("C0.4", f"mpmath.quad ∫t^(k−1)(1−t)^(L−k) − 1/(k C(L,k)), k={k}", gap, 0.0, QUAD_WEIGHT_TOL, L=L))
+        out.append(
+            identity("C0.4", f"mpmath.quad ∫t^(k−1)(1−t)^(L−k) − 1/(k C(L,k)), k={k}", gap, 0.0, QUAD_WEIGHT_TOL, L=L)
+        )
     ells, ks = mask_losses(params, cfg, tokens)
     gen = torch.Generator(device="cpu").manual_seed(sample_seed)
     samples = mdm_objective_samples(params, cfg, tokens, n_samples, gen).detach().cpu().numpy()
@@ -406,8 +453,16 @@ def objective_checks(params: dict, cfg: ModelConfig, tokens: torch.Tensor, n_sam
     mean = sample_mean_from_cdf(ells, ks, L)
     # both sides are float64 evaluations of the same exact sum (ℓ(S) within its forward bound, weights
     # P(S)(1 + q_k) = 1/(k C(L,k)) rounded, 2u more than mdm_objective_exact's): 2 bounds + 4u|exact|
-    out.append(identity("C0.4", "∫(1 − F) = exact objective (unbiased)", mean, exact,
-                        2 * bound + 4 * UNIT_ROUNDOFF * abs(exact), L=L))
+    out.append(
+        identity(
+            "C0.4",
+            "∫(1 − F) = exact objective (unbiased)",
+            mean,
+            exact,
+            2 * bound + 4 * UNIT_ROUNDOFF * abs(exact),
+            L=L,
+        )
+    )
     return out
 
 
@@ -415,8 +470,9 @@ def objective_checks(params: dict, cfg: ModelConfig, tokens: torch.Tensor, n_sam
 # C0.5 devices
 
 
-def device_checks(cfg: ModelConfig, seed: int, query: Query, scale: float = 1.0,
-                  devices: tuple[str, str] = ("cpu", "cuda")) -> list[CheckResult]:
+def device_checks(
+    cfg: ModelConfig, seed: int, query: Query, scale: float = 1.0, devices: tuple[str, str] = ("cpu", "cuda")
+) -> list[CheckResult]:
     """Forward outputs and the query loss on ``devices[1]`` (CUDA) against ``devices[0]`` (the CPU), from
     the same seed (init_params draws on the CPU and moves); tolerance = the sum of the two devices'
     bounds, since both round. Returns [] when CUDA is unavailable (reported as skipped)."""
@@ -435,8 +491,11 @@ def device_checks(cfg: ModelConfig, seed: int, query: Query, scale: float = 1.0,
         outs.append({k: v.detach().cpu() for k, v in o.items()})
         bounds.append({k: v.detach().cpu() for k, v in b.items()})
     for key in ("scores", "attn", "logits", "logprobs", "loss"):
-        results.append(worst_entry("C0.5", f"{key} cuda vs cpu", outs[1][key], outs[0][key],
-                                    bounds[0][key] + bounds[1][key], pos=cfg.pos))
+        results.append(
+            worst_entry(
+                "C0.5", f"{key} cuda vs cpu", outs[1][key], outs[0][key], bounds[0][key] + bounds[1][key], pos=cfg.pos
+            )
+        )
     return results
 
 
@@ -449,13 +508,16 @@ def structure(index: int) -> dict:
     both attentions (index mod 2) within 10 consecutive draws, the RoPE draws cycling through the
     bases of the case space (1e4 at index 0, 5e5 at index 5, 100 at index 10), so that a few draws
     already cover the structure space the property tests draw from."""
-    return {"pos": POSITIONAL_ENCODINGS[index % len(POSITIONAL_ENCODINGS)],
-            "attention": ATTENTIONS[index % len(ATTENTIONS)],
-            "rope_base": ROPE_BASES[(index // len(POSITIONAL_ENCODINGS)) % len(ROPE_BASES)]}
+    return {
+        "pos": POSITIONAL_ENCODINGS[index % len(POSITIONAL_ENCODINGS)],
+        "attention": ATTENTIONS[index % len(ATTENTIONS)],
+        "rope_base": ROPE_BASES[(index // len(POSITIONAL_ENCODINGS)) % len(ROPE_BASES)],
+    }
 
 
-def random_case(rng: random.Random, index: int, *, max_vocab: int = 5, max_d: int = 8, max_len: int = 4,
-                max_heads: int = 2):
+def random_case(
+    rng: random.Random, index: int, *, max_vocab: int = 5, max_d: int = 8, max_len: int = 4, max_heads: int = 2
+):
     """A small random (cfg, seed, scale, query) for the oracle-based runners: the encoding, attention
     and RoPE base of :func:`structure` (``index``), 1–``max_heads`` heads, tied/untied, residual on/off,
     merged or factored W_OV drawn from ``rng``."""
@@ -464,9 +526,16 @@ def random_case(rng: random.Random, index: int, *, max_vocab: int = 5, max_d: in
     vocab = rng.randint(3, max_vocab)
     d_head = 2 * rng.randint(1, max_d // 2) if pos == "rope" else rng.randint(1, max_d)
     cfg = ModelConfig(
-        vocab=vocab, d_model=rng.randint(2, max_d), d_head=d_head, n_heads=rng.randint(1, max_heads), pos=pos,
-        rope_base=st["rope_base"], absolute_kind=rng.choice(["learned", "sinusoidal"]),
-        attention=st["attention"], residual=rng.random() < 0.75, tied=rng.random() < 0.75,
+        vocab=vocab,
+        d_model=rng.randint(2, max_d),
+        d_head=d_head,
+        n_heads=rng.randint(1, max_heads),
+        pos=pos,
+        rope_base=st["rope_base"],
+        absolute_kind=rng.choice(["learned", "sinusoidal"]),
+        attention=st["attention"],
+        residual=rng.random() < 0.75,
+        tied=rng.random() < 0.75,
         merged_ov=rng.random() < 0.75,
     )
     A, B = rng.sample(range(vocab), 2)
@@ -511,8 +580,9 @@ def run_c03(draws: int, seed: int, device: str) -> list[CheckResult]:
         T = len(query.tokens)
         i = rng.randint(0, T - 1)
         j = rng.randint(0, i) if cfg.attention == "causal" else rng.randint(0, T - 1)
-        out += gradient_checks(init_params(cfg, s, scale=scale, device=device), cfg, query, i, j,
-                               head=rng.randint(0, cfg.n_heads - 1))
+        out += gradient_checks(
+            init_params(cfg, s, scale=scale, device=device), cfg, query, i, j, head=rng.randint(0, cfg.n_heads - 1)
+        )
     return out
 
 
@@ -523,7 +593,9 @@ def run_c04(draws: int, seed: int, device: str) -> list[CheckResult]:
         cfg, s, scale, _ = random_case(rng, i)
         L = rng.randint(2, 5)
         tokens = torch.tensor([rng.randrange(cfg.vocab) for _ in range(L)], device=resolve_device(device))
-        out += objective_checks(init_params(cfg, s, scale=scale, device=device), cfg, tokens, 4000, rng.randint(0, 2**32 - 1))
+        out += objective_checks(
+            init_params(cfg, s, scale=scale, device=device), cfg, tokens, 4000, rng.randint(0, 2**32 - 1)
+        )
     return out
 
 

@@ -23,8 +23,9 @@ import torch
 
 from .. import batched, rounding
 from ..checks import CheckResult, Counterexample, NegativeControl, inequality, not_applicable, worst_entry
+from ..coverage import split_draws
 from ..facts import Template, forward_query
-from ..model import ModelConfig, embed, unembedding, value_matrix
+from ..model import RELATIVE_ENCODINGS, ModelConfig, embed, unembedding, value_matrix
 from ..params import require_step, resolve_device
 from ..rounding import STORAGE_SAFETY, UNIT_ROUNDOFF, gamma, gram_defect
 from ..search import (
@@ -51,8 +52,6 @@ from ..storage import (
     unmet_hypotheses,
     value_path_logits,
 )
-from ..coverage import split_draws
-from ..model import RELATIVE_ENCODINGS
 from ..strategies import ETAS, N_HEADS
 from ..tightness import TIGHT_SEED, tightness_check
 
@@ -85,8 +84,17 @@ def evidence_change(params: dict, cfg: ModelConfig, f: QueryState, G: torch.Tens
     return observed, eta * f.resid[A] * f.token_attention(cfg.vocab + 1)[:, B]
 
 
-def c1b_tolerance(params: dict, cfg: ModelConfig, f: QueryState, G: torch.Tensor, e_G: torch.Tensor, eta: float,
-                  A: int, B: int, omega: float) -> torch.Tensor:
+def c1b_tolerance(
+    params: dict,
+    cfg: ModelConfig,
+    f: QueryState,
+    G: torch.Tensor,
+    e_G: torch.Tensor,
+    eta: float,
+    A: int,
+    B: int,
+    omega: float,
+) -> torch.Tensor:
     """Bound (H,) on |Δε_obs − η(1 − p̂_f(A)) α̂^f_h(B)| per head (:func:`evidence_change`), for the forward
     query state ``f``, its autograd gradient Ĝ within ``e_G`` and the Gram defect ``omega`` (0: the
     rounding part alone), all × STORAGE_SAFETY.
@@ -148,8 +156,9 @@ def c1c_tolerances(st: ReverseStep, A: int, omega: float) -> tuple[torch.Tensor,
 # C1a
 
 
-def check_c1a(params: dict, cfg: ModelConfig, template: Template, A: int, B: int, *,
-              alignment: list[int] | None = None) -> list[CheckResult]:
+def check_c1a(
+    params: dict, cfg: ModelConfig, template: Template, A: int, B: int, *, alignment: list[int] | None = None
+) -> list[CheckResult]:
     """C1a on one draw (:func:`c1a_comparisons`); not-applicable outside H-rel (absolute positions)."""
     require_storage_inputs(params, cfg, tied=False)
     unmet = unmet_hypotheses(params, cfg, ("H-rel",))
@@ -158,10 +167,12 @@ def check_c1a(params: dict, cfg: ModelConfig, template: Template, A: int, B: int
     return c1a_comparisons(params, cfg, template, A, B, alignment=alignment)
 
 
-def c1a_comparisons(params: dict, cfg: ModelConfig, template: Template, A: int, B: int, *,
-                    alignment: list[int] | None = None) -> list[CheckResult]:
-    """C1a's comparisons whatever the hypotheses (its negative control reads them): the forward and reverse logits equal U(x_M + Σ_h W_OV^h Σ_t α^h(t) x_t), and the
-    reverse logits under the forward query's token-aligned attention equal the forward logits.
+def c1a_comparisons(
+    params: dict, cfg: ModelConfig, template: Template, A: int, B: int, *, alignment: list[int] | None = None
+) -> list[CheckResult]:
+    """C1a's comparisons whatever the hypotheses (its negative control reads them): the forward and
+    reverse logits equal U(x_M + Σ_h W_OV^h Σ_t α^h(t) x_t), and the reverse logits under the forward
+    query's token-aligned attention equal the forward logits.
 
     ``alignment`` maps each reverse position to the forward position whose attention it receives
     (default :func:`~mdm_props.storage.aligned_positions`, the token alignment)."""
@@ -176,8 +187,11 @@ def c1a_comparisons(params: dict, cfg: ModelConfig, template: Template, A: int, 
         alpha, e_alpha = s.token_attention(V + 1), s.token_attention(V + 1, error=True)
         formula = U @ (E[V] + torch.einsum("hed,hd->e", W, alpha @ E))
         bound = STORAGE_SAFETY * (s.e_logits + value_path_error(U, E[V], W, alpha, e_alpha, E, 2 * T))
-        results.append(worst_entry("C1a", f"{name} = U(x_M + Σ_h W_OV^h Σ_t α(t) x_t)", s.logits, formula, bound,
-                                   reference_rounding=False))
+        results.append(
+            worst_entry(
+                "C1a", f"{name} = U(x_M + Σ_h W_OV^h Σ_t α(t) x_t)", s.logits, formula, bound, reference_rounding=False
+            )
+        )
     align = aligned_positions(fq.tokens, rq.tokens) if alignment is None else list(alignment)
     if sorted(align) != list(range(T)):
         raise ValueError(f"alignment must be a permutation of range({T}); got {align}")
@@ -185,8 +199,17 @@ def c1a_comparisons(params: dict, cfg: ModelConfig, template: Template, A: int, 
     z = value_path_logits(params, cfg, r.tokens, rq.slot, forced)
     x = embed(params, cfg, r.tokens)
     bound = STORAGE_SAFETY * (f.e_logits + value_path_error(U, x[rq.slot], W, forced, e_forced, x, T))
-    results.append(worst_entry("C1a", "reverse logits with α^r forced to α^f (token-aligned) = z_f",
-                               z, f.logits, bound, reference_rounding=False, alignment=align))
+    results.append(
+        worst_entry(
+            "C1a",
+            "reverse logits with α^r forced to α^f (token-aligned) = z_f",
+            z,
+            f.logits,
+            bound,
+            reference_rounding=False,
+            alignment=align,
+        )
+    )
     return results
 
 
@@ -204,9 +227,11 @@ def check_c1b(params: dict, cfg: ModelConfig, template: Template, A: int, B: int
     return c1b_comparisons(params, cfg, template, A, B, eta)
 
 
-def c1b_comparisons(params: dict, cfg: ModelConfig, template: Template, A: int, B: int,
-                    eta: float) -> list[CheckResult]:
-    """C1b's comparisons whatever the hypotheses (its negative control reads them): Δε_h(A←B) after one step on L_f equals η(1 − p_f(A)) α^f_h(B) (worst head) and is > 0."""
+def c1b_comparisons(
+    params: dict, cfg: ModelConfig, template: Template, A: int, B: int, eta: float
+) -> list[CheckResult]:
+    """C1b's comparisons whatever the hypotheses (its negative control reads them): Δε_h(A←B) after one
+    step on L_f equals η(1 − p_f(A)) α^f_h(B) (worst head) and is > 0."""
     require_storage_inputs(params, cfg)
     eta = require_step(eta)
     fq = forward_query(template, A, B, cfg.vocab)
@@ -218,10 +243,20 @@ def c1b_comparisons(params: dict, cfg: ModelConfig, template: Template, A: int, 
     alpha_B = f.token_attention(cfg.vocab + 1)[:, B]
     k = int(torch.argmin(observed / (eta * alpha_B)))
     return [
-        worst_entry("C1b", "Δε(A←B) = η (1 − p_f(A)) α^f(B)", observed, formula, bound, reference_rounding=False,
-                    eta=eta),
-        inequality("C1b", "Δε(A←B) > 0", float(observed[k]), 0.0, ">", float(eta * alpha_B[k]),
-                   float(rounding_only[k]), head=k, eta=eta),
+        worst_entry(
+            "C1b", "Δε(A←B) = η (1 − p_f(A)) α^f(B)", observed, formula, bound, reference_rounding=False, eta=eta
+        ),
+        inequality(
+            "C1b",
+            "Δε(A←B) > 0",
+            float(observed[k]),
+            0.0,
+            ">",
+            float(eta * alpha_B[k]),
+            float(rounding_only[k]),
+            head=k,
+            eta=eta,
+        ),
     ]
 
 
@@ -238,10 +273,12 @@ def check_c1c(params: dict, cfg: ModelConfig, template: Template, A: int, B: int
     return c1c_comparisons(params, cfg, template, A, B, eta)
 
 
-def c1c_comparisons(params: dict, cfg: ModelConfig, template: Template, A: int, B: int,
-                    eta: float) -> list[CheckResult]:
-    """C1c's comparisons whatever the hypotheses (its negative control reads them): Δz_r = η(y − p_f)(c_fᵀc_r) (worst token), the margin changes equal
-    η(1 − p_f(A) + p_f(v)) c_fᵀc_r (worst v ≠ A), and the smallest margin change is > 0."""
+def c1c_comparisons(
+    params: dict, cfg: ModelConfig, template: Template, A: int, B: int, eta: float
+) -> list[CheckResult]:
+    """C1c's comparisons whatever the hypotheses (its negative control reads them): Δz_r =
+    η(y − p_f)(c_fᵀc_r) (worst token), the margin changes equal η(1 − p_f(A) + p_f(v)) c_fᵀc_r
+    (worst v ≠ A), and the smallest margin change is > 0."""
     require_storage_inputs(params, cfg)
     eta = require_step(eta)
     st = reverse_step(params, cfg, template, A, B, eta)
@@ -253,10 +290,18 @@ def c1c_comparisons(params: dict, cfg: ModelConfig, template: Template, A: int, 
     k = int(others[torch.argmin(dm[others])])
     return [
         worst_entry("C1c", "Δz_r = η (y − p_f)(c_fᵀc_r)", dz, formula, bound, reference_rounding=False, eta=eta),
-        worst_entry("C1c", "Δ(z_r(A) − z_r(v)) = η (1 − p_f(A) + p_f(v)) c_fᵀc_r", dm[others], fm[others],
-                    bound_m[others], reference_rounding=False, eta=eta),
-        inequality("C1c", "min_{v≠A} Δ(z_r(A) − z_r(v)) > 0", float(dm[k]), 0.0, ">", scale, float(rounding_m[k]),
-                   v=k, eta=eta),
+        worst_entry(
+            "C1c",
+            "Δ(z_r(A) − z_r(v)) = η (1 − p_f(A) + p_f(v)) c_fᵀc_r",
+            dm[others],
+            fm[others],
+            bound_m[others],
+            reference_rounding=False,
+            eta=eta,
+        ),
+        inequality(
+            "C1c", "min_{v≠A} Δ(z_r(A) − z_r(v)) > 0", float(dm[k]), 0.0, ">", scale, float(rounding_m[k]), v=k, eta=eta
+        ),
     ]
 
 
@@ -294,23 +339,33 @@ def c1c_tightness(device: str = "cpu") -> list[CheckResult]:
 def run_c1a(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
     """C1a on ``draws`` seeded draws split over the relative encodings (orthonormal embeddings or not: C1a
     needs H-rel only), 1–3 heads, in batches of draws that share a structure (:func:`check_c1a_batch`)."""
-    return [r for pos, n, s in split_draws(draws, seed, RELATIVE_ENCODINGS)
-            for r in batched.run_batched(check_c1a_batch, n, s, device, either_orthonormal=True, n_heads=N_HEADS,
-                                          pos=(pos,))]
+    return [
+        r
+        for pos, n, s in split_draws(draws, seed, RELATIVE_ENCODINGS)
+        for r in batched.run_batched(
+            check_c1a_batch, n, s, device, either_orthonormal=True, n_heads=N_HEADS, pos=(pos,)
+        )
+    ]
 
 
 def run_c1b(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
     """C1b on ``draws`` seeded H-orth draws split over the relative encodings, 1–3 heads, η from ETAS, in
     batches (:func:`check_c1b_batch`); plus the tightness check of its bound."""
-    return [r for pos, n, s in split_draws(draws, seed, RELATIVE_ENCODINGS)
-            for r in batched.run_batched(check_c1b_batch, n, s, device, step=True, n_heads=N_HEADS, pos=(pos,))] + c1b_tightness(device)
+    return [
+        r
+        for pos, n, s in split_draws(draws, seed, RELATIVE_ENCODINGS)
+        for r in batched.run_batched(check_c1b_batch, n, s, device, step=True, n_heads=N_HEADS, pos=(pos,))
+    ] + c1b_tightness(device)
 
 
 def run_c1c(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
     """C1c on ``draws`` seeded H-orth draws split over the relative encodings, 1–3 heads, η from ETAS, in
     batches (:func:`check_c1c_batch`); plus the tightness check of its bound."""
-    return [r for pos, n, s in split_draws(draws, seed, RELATIVE_ENCODINGS)
-            for r in batched.run_batched(check_c1c_batch, n, s, device, step=True, n_heads=N_HEADS, pos=(pos,))] + c1c_tightness(device)
+    return [
+        r
+        for pos, n, s in split_draws(draws, seed, RELATIVE_ENCODINGS)
+        for r in batched.run_batched(check_c1c_batch, n, s, device, step=True, n_heads=N_HEADS, pos=(pos,))
+    ] + c1c_tightness(device)
 
 
 def run_c1a_per_draw(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
@@ -349,21 +404,38 @@ def check_c1a_batch(batch: batched.Batch, device: str = "cpu") -> batched.BatchR
     for name, s in (("z_f", f), ("z_r", r)):
         alpha, e_alpha = s.token_attention(V + 1), s.token_attention(V + 1, error=True)
         bound = STORAGE_SAFETY * (s.e_logits + error_fn(U, E[:, V], W, alpha, e_alpha, E, 2 * T))
-        checks.append(batched.worst_entry_check("C1a", f"{name} = U(x_M + Σ_h W_OV^h Σ_t α(t) x_t)", s.logits,
-                                                formula_fn(U, E, W, alpha), bound))
+        checks.append(
+            batched.worst_entry_check(
+                "C1a", f"{name} = U(x_M + Σ_h W_OV^h Σ_t α(t) x_t)", s.logits, formula_fn(U, E, W, alpha), bound
+            )
+        )
     align = aligned_positions(fq.tokens, rq.tokens)
     forced, e_forced = f.attn[..., align], f.e_attn[..., align]
     z = torch.func.vmap(lambda p, a: value_path_logits(p, cfg, r.tokens, rq.slot, a))(params, forced)
     x = torch.func.vmap(lambda p: embed(p, cfg, r.tokens))(params)
     bound = STORAGE_SAFETY * (f.e_logits + error_fn(U, x[:, rq.slot], W, forced, e_forced, x, T))
-    checks.append(batched.worst_entry_check("C1a", "reverse logits with α^r forced to α^f (token-aligned) = z_f",
-                                            z, f.logits, bound, alignment=align))
+    checks.append(
+        batched.worst_entry_check(
+            "C1a", "reverse logits with α^r forced to α^f (token-aligned) = z_f", z, f.logits, bound, alignment=align
+        )
+    )
     return batched.BatchReport(batch, checks)
 
 
-def c1b_tolerance_batch(params: dict, cfg: ModelConfig, f: QueryState, G: torch.Tensor, e_G: torch.Tensor,
-                        eta: torch.Tensor, A: int, B: int, omega: torch.Tensor, W_new: torch.Tensor,
-                        observed: torch.Tensor, formula: torch.Tensor) -> torch.Tensor:
+def c1b_tolerance_batch(
+    params: dict,
+    cfg: ModelConfig,
+    f: QueryState,
+    G: torch.Tensor,
+    e_G: torch.Tensor,
+    eta: torch.Tensor,
+    A: int,
+    B: int,
+    omega: torch.Tensor,
+    W_new: torch.Tensor,
+    observed: torch.Tensor,
+    formula: torch.Tensor,
+) -> torch.Tensor:
     """:func:`c1b_tolerance` for every draw (K, H), term by term (same derivation); ``W_new`` the stepped W_OV,
     ``observed``/``formula`` the batched :func:`evidence_change`."""
     W = params["W_OV"][:, 0]
@@ -375,7 +447,8 @@ def c1b_tolerance_batch(params: dict, cfg: ModelConfig, f: QueryState, G: torch.
     et = eta[:, None]
     bil = lambda M: torch.einsum("ke,khed,kd->kh", ua, M, xb)  # noqa: E731
     rounding_part = gamma(2 * d) * (bil(W.abs()) + bil(W_new.abs())) + gamma(2) * bil(
-        W.abs() + 2 * eta[:, None, None, None] * G.abs())
+        W.abs() + 2 * eta[:, None, None, None] * G.abs()
+    )
     rounding_part = rounding_part + et * bil(e_G) + UNIT_ROUNDOFF * observed.abs()
     om = omega[:, None]
     defect = et * om * one_minus_pA * (1 + 2 * alpha_B + 2 * om)
@@ -403,15 +476,28 @@ def check_c1b_batch(batch: batched.Batch, device: str = "cpu") -> batched.BatchR
     rounding_only = c1b_tolerance_batch(*args, torch.zeros_like(eta), W_new, observed, formula)
     k = torch.argmin(observed / (eta[:, None] * alpha_B), dim=-1)
     pick = lambda t: t.gather(1, k[:, None])[:, 0]  # noqa: E731
-    return batched.BatchReport(batch, [
-        batched.worst_entry_check("C1b", "Δε(A←B) = η (1 − p_f(A)) α^f(B)", observed, formula, bound, eta=eta),
-        batched.inequality_check("C1b", "Δε(A←B) > 0", pick(observed), 0.0, ">", eta * pick(alpha_B),
-                                 pick(rounding_only), head=k, eta=eta),
-    ])
+    return batched.BatchReport(
+        batch,
+        [
+            batched.worst_entry_check("C1b", "Δε(A←B) = η (1 − p_f(A)) α^f(B)", observed, formula, bound, eta=eta),
+            batched.inequality_check(
+                "C1b",
+                "Δε(A←B) > 0",
+                pick(observed),
+                0.0,
+                ">",
+                eta * pick(alpha_B),
+                pick(rounding_only),
+                head=k,
+                eta=eta,
+            ),
+        ],
+    )
 
 
-def c1c_tolerances_batch(eta, S, e_S, f: QueryState, r0: QueryState, r1: QueryState, step_err, A: int,
-                         omega) -> tuple[torch.Tensor, torch.Tensor]:
+def c1c_tolerances_batch(
+    eta, S, e_S, f: QueryState, r0: QueryState, r1: QueryState, step_err, A: int, omega
+) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`c1c_tolerances` for every draw (K, V) each, term by term (same derivation)."""
     resid, e_p = f.resid, f.e_p
     et, Sa, eS, om = eta[:, None], S.abs()[:, None], e_S[:, None], omega[:, None]
@@ -451,13 +537,23 @@ def check_c1c_batch(batch: batched.Batch, device: str = "cpu") -> batched.BatchR
     scale = eta * (f.context.norm(dim=-1) * r0.context.norm(dim=-1)).sum(-1)
     k = others[torch.argmin(dm[:, others], dim=-1)]
     pick = lambda t: t.gather(1, k[:, None])[:, 0]  # noqa: E731
-    return batched.BatchReport(batch, [
-        batched.worst_entry_check("C1c", "Δz_r = η (y − p_f)(c_fᵀc_r)", dz, formula, bound, eta=eta),
-        batched.worst_entry_check("C1c", "Δ(z_r(A) − z_r(v)) = η (1 − p_f(A) + p_f(v)) c_fᵀc_r", dm[:, others],
-                                  fm[:, others], bound_m[:, others], eta=eta),
-        batched.inequality_check("C1c", "min_{v≠A} Δ(z_r(A) − z_r(v)) > 0", pick(dm), 0.0, ">", scale,
-                                 pick(rounding_m), v=k, eta=eta),
-    ])
+    return batched.BatchReport(
+        batch,
+        [
+            batched.worst_entry_check("C1c", "Δz_r = η (y − p_f)(c_fᵀc_r)", dz, formula, bound, eta=eta),
+            batched.worst_entry_check(
+                "C1c",
+                "Δ(z_r(A) − z_r(v)) = η (1 − p_f(A) + p_f(v)) c_fᵀc_r",
+                dm[:, others],
+                fm[:, others],
+                bound_m[:, others],
+                eta=eta,
+            ),
+            batched.inequality_check(
+                "C1c", "min_{v≠A} Δ(z_r(A) − z_r(v)) > 0", pick(dm), 0.0, ">", scale, pick(rounding_m), v=k, eta=eta
+            ),
+        ],
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -486,8 +582,9 @@ def c1b_non_orth(draws: int, seed: int, device: str = "cpu") -> Counterexample:
         for A, B, template in all_pairs(case):
             pos = c1b_comparisons(params, case.cfg, template, A, B, eta)[1]
             if pos.observed < -pos.tolerance:  # negative by more than its rounding bound
-                return pos.observed, describe(case, A=A, B=B, template=template_tuple(template), eta=eta,
-                                              delta_eps=pos.observed)
+                return pos.observed, describe(
+                    case, A=A, B=B, template=template_tuple(template), eta=eta, delta_eps=pos.observed
+                )
         return None
 
     return search("C1b", "H-orth (non-orthonormal embeddings)", draws, small_d_cases(seed), violation)
@@ -503,21 +600,43 @@ def c1c_non_orth(draws: int, seed: int, device: str = "cpu") -> Counterexample:
         for A, B, template in all_pairs(case):
             pos = c1c_comparisons(params, case.cfg, template, A, B, eta)[2]
             if pos.observed < -pos.tolerance:
-                return pos.observed, describe(case, A=A, B=B, template=template_tuple(template), eta=eta,
-                                              v=pos.details["v"], margin_change=pos.observed)
+                return pos.observed, describe(
+                    case,
+                    A=A,
+                    B=B,
+                    template=template_tuple(template),
+                    eta=eta,
+                    v=pos.details["v"],
+                    margin_change=pos.observed,
+                )
         return None
 
     return search("C1c", "H-orth (non-orthonormal embeddings)", draws, small_d_cases(seed), violation)
 
 
 NEGATIVE_CONTROLS = [
-    NegativeControl("C1a~absolute", "C1a", "H-rel (absolute positions)",
-                    "absolute positions enter the values: forcing token-aligned attention equal leaves z_r ≠ z_f",
-                    c1a_absolute, 20),
-    NegativeControl("C1b~non-orth", "C1b", "H-orth (non-orthonormal embeddings)",
-                    "without orthonormal embeddings a forward step can lower the stored evidence ε(A←B)",
-                    c1b_non_orth, 20),
-    NegativeControl("C1c~non-orth", "C1c", "H-orth (non-orthonormal embeddings)",
-                    "without orthonormal embeddings a forward step can shrink a reverse margin",
-                    c1c_non_orth, 20),
+    NegativeControl(
+        "C1a~absolute",
+        "C1a",
+        "H-rel (absolute positions)",
+        "absolute positions enter the values: forcing token-aligned attention equal leaves z_r ≠ z_f",
+        c1a_absolute,
+        20,
+    ),
+    NegativeControl(
+        "C1b~non-orth",
+        "C1b",
+        "H-orth (non-orthonormal embeddings)",
+        "without orthonormal embeddings a forward step can lower the stored evidence ε(A←B)",
+        c1b_non_orth,
+        20,
+    ),
+    NegativeControl(
+        "C1c~non-orth",
+        "C1c",
+        "H-orth (non-orthonormal embeddings)",
+        "without orthonormal embeddings a forward step can shrink a reverse margin",
+        c1c_non_orth,
+        20,
+    ),
 ]

@@ -118,8 +118,9 @@ def score_correlation_variance_factor(d_k: int, base: float, g: float) -> float:
     return ((one * one) + (2.0 / d_k) * (1 + 2 * m2 - 4 * rho * rho + rho * rho * m2)) / (one * one)
 
 
-def score_correlation_halfwidth(d_k: int, base: float, g: float, n: int, alpha: float | None = None,
-                                one_sided: bool = False) -> float:
+def score_correlation_halfwidth(
+    d_k: int, base: float, g: float, n: int, alpha: float | None = None, one_sided: bool = False
+) -> float:
     """Allowed |atanh r − atanh ρ| for n Monte Carlo pairs at false-alarm ``alpha`` (default
     statistics.FALSE_ALARM): z · √(κ/(n − 3)), κ from :func:`score_correlation_variance_factor`,
     z = z_{1−α/2} (two-sided) or z_{1−α} (one-sided). Fisher's n − 3 (instead of n) is kept: it only
@@ -133,8 +134,15 @@ def score_correlation_halfwidth(d_k: int, base: float, g: float, n: int, alpha: 
     return z * math.sqrt(score_correlation_variance_factor(d_k, base, g) / (n - 3))
 
 
-def rope_bilinear_error(q: torch.Tensor, k: torch.Tensor, e_q: torch.Tensor, e_k: torch.Tensor, delta: float,
-                        base: float, safety: float = FORWARD_SAFETY) -> torch.Tensor:
+def rope_bilinear_error(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    e_q: torch.Tensor,
+    e_k: torch.Tensor,
+    delta: float,
+    base: float,
+    safety: float = FORWARD_SAFETY,
+) -> torch.Tensor:
     """Bound on |fl(q̂ᵀ fl(R̂_δ k̂)) − qᵀR_δk| over the last axis (batched), × safety; q̂, k̂ within e_q, e_k.
 
     R̂_δ = rope_matrix(δ): its entries are within E_R = e_angle(δ) (on each 2 × 2 block, from
@@ -151,9 +159,17 @@ def rope_bilinear_error(q: torch.Tensor, k: torch.Tensor, e_q: torch.Tensor, e_k
     return safety * (gamma(d_k) * (q.abs() * Rk).sum(-1) + (e_q * Rk).sum(-1) + (q.abs() * e_Rk).sum(-1))
 
 
-def route_formula_error(q: torch.Tensor, k: torch.Tensor, e_q: torch.Tensor, e_k: torch.Tensor,
-                        x_M: torch.Tensor, x_B: torch.Tensor, g: float, base: float,
-                        safety: float = FORWARD_SAFETY) -> float:
+def route_formula_error(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    e_q: torch.Tensor,
+    e_k: torch.Tensor,
+    x_M: torch.Tensor,
+    x_B: torch.Tensor,
+    g: float,
+    base: float,
+    safety: float = FORWARD_SAFETY,
+) -> float:
     """Bound on the float64 error of F = Σ_l cos(gθ̂_l)(‖x_M‖²‖k_l‖² + ‖x_B‖²‖q_l‖²) (C2b, unscaled), × safety.
 
     q̂, k̂ within e_q, e_k ⇒ ‖q̂_l‖² within Σ_{i∈l} 2|q̂_i|e_q,i + γ_2‖q̂_l‖²; ‖x‖² within γ_d‖x‖²;
@@ -235,8 +251,15 @@ def check_correlation_formula(d_k: int, base: float, g: float) -> CheckResult:
     trace = float(torch.trace(rope_matrix(g, d_k, base))) / d_k
     bound = correlation_formula_error(d_k, base, g)
     worst = value if abs(value - exact) >= abs(trace - exact) else trace
-    return identity("C2a", f"tr(R_g)/d_k float64 vs mpmath (d_k={d_k}, base={base:g}, g={g:g})", worst, exact,
-                    bound, formula=value, trace=trace)
+    return identity(
+        "C2a",
+        f"tr(R_g)/d_k float64 vs mpmath (d_k={d_k}, base={base:g}, g={g:g})",
+        worst,
+        exact,
+        bound,
+        formula=value,
+        trace=trace,
+    )
 
 
 def check_correlation_limit(d_k: int, base: float, g: float) -> list[CheckResult]:
@@ -248,15 +271,44 @@ def check_correlation_limit(d_k: int, base: float, g: float) -> list[CheckResult
     lead = (math.cos(g) - math.cos(g / base)) / d_k
     where = f"(d_k={d_k}, base={base:g}, g={g:g})"
     return [
-        inequality("C2a", f"|ρ − limit| vs first-order Riemann bound {where}", abs(rho - limit), first, "<=",
-                   first, slack, rho=rho, limit=limit),
-        inequality("C2a", f"|ρ − limit − (cos g − cos(g/base))/d_k| vs second-order bound {where}",
-                   abs(rho - limit - lead), second, "<=", second, slack, rho=rho, limit=limit, lead=lead),
+        inequality(
+            "C2a",
+            f"|ρ − limit| vs first-order Riemann bound {where}",
+            abs(rho - limit),
+            first,
+            "<=",
+            first,
+            slack,
+            rho=rho,
+            limit=limit,
+        ),
+        inequality(
+            "C2a",
+            f"|ρ − limit − (cos g − cos(g/base))/d_k| vs second-order bound {where}",
+            abs(rho - limit - lead),
+            second,
+            "<=",
+            second,
+            slack,
+            rho=rho,
+            limit=limit,
+            lead=lead,
+        ),
     ]
 
 
-def sample_scores(d_model: int, d_k: int, base: float, delta: float, n: int, seed: int, *, sigma: float | None = None,
-                  row_scales: torch.Tensor | None = None, device="cpu") -> dict:
+def sample_scores(
+    d_model: int,
+    d_k: int,
+    base: float,
+    delta: float,
+    n: int,
+    seed: int,
+    *,
+    sigma: float | None = None,
+    row_scales: torch.Tensor | None = None,
+    device="cpu",
+) -> dict:
     """n iid draws of (S_f, S_r) = (q_Mᵀ R_{+Δ} k_B, q_Mᵀ R_{−Δ} k_B), unscaled, q_M = W_Q x_M, k_B = W_K x_B.
 
     From one CPU ``torch.Generator(seed)``: x_M, x_B ~ N(0, I_d/d) (fixed for all draws), then W_Q, W_K
@@ -281,9 +333,20 @@ def sample_scores(d_model: int, d_k: int, base: float, delta: float, n: int, see
     q, k = W_Q @ x_M, W_K @ x_B
     R_f = rope_matrix(delta, d_k, base, device=dev)
     R_r = rope_matrix(-delta, d_k, base, device=dev)
-    return {"x_M": x_M, "x_B": x_B, "W_Q": W_Q, "W_K": W_K, "q": q, "k": k, "sigma": sigma,
-            "s_f": (q * (k @ R_f.T)).sum(-1), "s_r": (q * (k @ R_r.T)).sum(-1),
-            "d_k": d_k, "base": base, "delta": delta}
+    return {
+        "x_M": x_M,
+        "x_B": x_B,
+        "W_Q": W_Q,
+        "W_K": W_K,
+        "q": q,
+        "k": k,
+        "sigma": sigma,
+        "s_f": (q * (k @ R_f.T)).sum(-1),
+        "s_r": (q * (k @ R_r.T)).sum(-1),
+        "d_k": d_k,
+        "base": base,
+        "delta": delta,
+    }
 
 
 def sample_correlation(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -302,8 +365,9 @@ def delta_method_variance(x: torch.Tensor, y: torch.Tensor) -> float:
     return r * r * (m(4, 0) + 2 * m(2, 2) + m(0, 4)) / 4 - r * (m(3, 1) + m(1, 3)) + m(2, 2)
 
 
-def check_score_correlation(s_f: torch.Tensor, s_r: torch.Tensor, d_k: int, base: float, g: float,
-                            alpha: float = FALSE_ALARM) -> CheckResult:
+def check_score_correlation(
+    s_f: torch.Tensor, s_r: torch.Tensor, d_k: int, base: float, g: float, alpha: float = FALSE_ALARM
+) -> CheckResult:
     """Monte Carlo test of Corr(S_f, S_r) = tr(R_g)/d_k at false-alarm ``alpha``: |atanh r − atanh ρ|
     ≤ z_{1−α/2} √(κ/(n−3)), κ the exact delta-method factor for these bilinear (non-normal) scores."""
     n = int(s_f.shape[0])
@@ -311,22 +375,37 @@ def check_score_correlation(s_f: torch.Tensor, s_r: torch.Tensor, d_k: int, base
     half = score_correlation_halfwidth(d_k, base, g, n, alpha)
     kappa = score_correlation_variance_factor(d_k, base, g)
     z = math.atanh(max(min(r, 1 - 1e-16), -1 + 1e-16))
-    return identity("C2a", f"atanh Corr(S_f, S_r), Monte Carlo n={n} (d_k={d_k}, base={base:g}, g={g:g})",
-                    z, math.atanh(rho), half, r=r, rho=rho, n=n, kappa=kappa, alpha=alpha,
-                    statistic=abs(z - math.atanh(rho)) / math.sqrt(kappa / (n - 3)),
-                    kappa_estimated=delta_method_variance(s_f, s_r) / (1 - r * r) ** 2 if abs(r) < 1 else math.nan)
+    return identity(
+        "C2a",
+        f"atanh Corr(S_f, S_r), Monte Carlo n={n} (d_k={d_k}, base={base:g}, g={g:g})",
+        z,
+        math.atanh(rho),
+        half,
+        r=r,
+        rho=rho,
+        n=n,
+        kappa=kappa,
+        alpha=alpha,
+        statistic=abs(z - math.atanh(rho)) / math.sqrt(kappa / (n - 3)),
+        kappa_estimated=delta_method_variance(s_f, s_r) / (1 - r * r) ** 2 if abs(r) < 1 else math.nan,
+    )
 
 
-def score_model(x_M: torch.Tensor, x_B: torch.Tensor, W_Q: torch.Tensor, W_K: torch.Tensor, base: float,
-                delta: int) -> tuple[dict, ModelConfig, Template, int, int]:
+def score_model(
+    x_M: torch.Tensor, x_B: torch.Tensor, W_Q: torch.Tensor, W_K: torch.Tensor, base: float, delta: int
+) -> tuple[dict, ModelConfig, Template, int, int]:
     """A one-layer RoPE model whose mask row is x_M and whose token B = 1 has row x_B (A = 0 and the
     fillers 2 have zero rows), with W_Q, W_K (d_k, d): its score from slot a to slot b of the
     forward query is S_f/√d_k and from b to a of the reverse query S_r/√d_k (template "A r…r B", Δ = b − a)."""
     d_k, d = W_Q.shape
     cfg = ModelConfig(vocab=3, d_model=d, d_head=d_k, rope_base=base, max_len=max(16, delta + 1))
     zero = torch.zeros_like(x_M)
-    params = {"E": torch.stack([zero, x_B, zero, x_M]), "W_Q": W_Q[None, None], "W_K": W_K[None, None],
-              "W_OV": torch.zeros(1, 1, d, d, dtype=x_M.dtype, device=x_M.device)}
+    params = {
+        "E": torch.stack([zero, x_B, zero, x_M]),
+        "W_Q": W_Q[None, None],
+        "W_K": W_K[None, None],
+        "W_OV": torch.zeros(1, 1, d, d, dtype=x_M.dtype, device=x_M.device),
+    }
     return params, cfg, Template(delta + 1, 0, delta, (2,) * (delta - 1)), 0, 1
 
 
@@ -340,16 +419,26 @@ def check_model_scores(sample: dict, index: int = 0) -> list[CheckResult]:
     e_q = gamma(d) * (W_Q.abs() @ x_M.abs())
     e_k = gamma(d) * (W_K.abs() @ x_B.abs())
     out = []
-    for name, query, i, j, sgn in (("S_f", forward_query(template, A, B, 3), template.a, template.b, 1),
-                                   ("S_r", reverse_query(template, A, B, 3), template.b, template.a, -1)):
+    for name, query, i, j, sgn in (
+        ("S_f", forward_query(template, A, B, 3), template.a, template.b, 1),
+        ("S_r", reverse_query(template, A, B, 3), template.b, template.a, -1),
+    ):
         tokens = query.tensor(x_M.device)
         s_model = float(forward(params, cfg, tokens)["scores"][0, 0, i, j]) * math.sqrt(d_k)
         s_ref = float(sample["s_f" if sgn > 0 else "s_r"][index])
         e_model = float(forward_error_bounds(params, cfg, tokens)["scores"][0, 0, i, j]) * math.sqrt(d_k)
         e_ref = float(rope_bilinear_error(q, k, e_q, e_k, sgn * delta, base))
         bound = e_model * (1 + 2 * UNIT_ROUNDOFF) + e_ref + 3 * UNIT_ROUNDOFF * abs(s_ref)
-        out.append(identity("C2a", f"{name} from rope_matrix vs √d_k·model.forward score (Δ={delta})",
-                            s_model, s_ref, bound, index=index))
+        out.append(
+            identity(
+                "C2a",
+                f"{name} from rope_matrix vs √d_k·model.forward score (Δ={delta})",
+                s_model,
+                s_ref,
+                bound,
+                index=index,
+            )
+        )
     return out
 
 
@@ -369,8 +458,10 @@ def route_gradients(params: dict, cfg: ModelConfig, template: Template, A: int, 
         raise ValueError(f"C2b concerns RoPE scores: cfg.pos must be 'rope'; got {cfg.pos!r}")
     a, b = _slots(template)
     grads = []
-    for query, i, j in ((forward_query(template, A, B, cfg.vocab), a, b),
-                        (reverse_query(template, A, B, cfg.vocab), b, a)):
+    for query, i, j in (
+        (forward_query(template, A, B, cfg.vocab), a, b),
+        (reverse_query(template, A, B, cfg.vocab), b, a),
+    ):
         tokens = query.tensor(params["E"].device)
 
         def score(WQ, WK, tokens=tokens, i=i, j=j):
@@ -381,8 +472,9 @@ def route_gradients(params: dict, cfg: ModelConfig, template: Template, A: int, 
     return grads[0], grads[1]
 
 
-def route_gradient_formula(q: torch.Tensor, k: torch.Tensor, x_M: torch.Tensor, x_B: torch.Tensor, g: float,
-                           base: float) -> torch.Tensor:
+def route_gradient_formula(
+    q: torch.Tensor, k: torch.Tensor, x_M: torch.Tensor, x_B: torch.Tensor, g: float, base: float
+) -> torch.Tensor:
     """Σ_l cos(g θ_l)(‖x_M‖² ‖k_l‖² + ‖x_B‖² ‖q_l‖²) (unscaled scores), batched over leading axes of q, k."""
     d_k = q.shape[-1]
     c = torch.cos(g * rope_frequencies(d_k, base, dtype=q.dtype, device=q.device))
@@ -391,8 +483,9 @@ def route_gradient_formula(q: torch.Tensor, k: torch.Tensor, x_M: torch.Tensor, 
     return ((x_M @ x_M) * nk + (x_B @ x_B) * nq) @ c
 
 
-def route_gradient_moments(x_M: torch.Tensor, x_B: torch.Tensor, sigma_q: float, sigma_k: float, d_k: int,
-                           base: float, g: float) -> tuple[float, float]:
+def route_gradient_moments(
+    x_M: torch.Tensor, x_B: torch.Tensor, sigma_q: float, sigma_k: float, d_k: int, base: float, g: float
+) -> tuple[float, float]:
     """Mean and variance of :func:`route_gradient_formula` under H-iso (W_Q ~ σ_q², W_K ~ σ_k² entries):
     ‖k_l‖² = σ_k²‖x_B‖² χ²₂ (mean 2σ_k²‖x_B‖², variance 4σ_k⁴‖x_B‖⁴), likewise q_l, all independent, so
     mean = (σ_q² + σ_k²)‖x_M‖²‖x_B‖² tr(R_g) and variance = 4‖x_M‖⁴‖x_B‖⁴(σ_q⁴ + σ_k⁴) Σ_l cos²(gθ_l)."""
@@ -400,11 +493,14 @@ def route_gradient_moments(x_M: torch.Tensor, x_B: torch.Tensor, sigma_q: float,
     c = torch.cos(g * rope_frequencies(d_k, base, dtype=torch.float64))
     xm, xb = float(x_M @ x_M), float(x_B @ x_B)
     trace = 2.0 * float(c.sum())
-    return (sigma_q**2 + sigma_k**2) * xm * xb * trace, 4 * xm**2 * xb**2 * (sigma_q**4 + sigma_k**4) * float((c * c).sum())
+    return (sigma_q**2 + sigma_k**2) * xm * xb * trace, 4 * xm**2 * xb**2 * (sigma_q**4 + sigma_k**4) * float(
+        (c * c).sum()
+    )
 
 
-def check_route_gradient(params: dict, cfg: ModelConfig, template: Template, A: int, B: int, grad_f: dict,
-                         grad_r: dict) -> CheckResult:
+def check_route_gradient(
+    params: dict, cfg: ModelConfig, template: Template, A: int, B: int, grad_f: dict, grad_r: dict
+) -> CheckResult:
     """⟨grad_f, grad_r⟩ (the model's scaled-score gradients) = route_gradient_formula / d_k, within
     tolerances (score_gradient_error_bound + storage_inner_product_error for the inner product,
     route_formula_error for the formula)."""
@@ -430,20 +526,36 @@ def check_route_gradient(params: dict, cfg: ModelConfig, template: Template, A: 
     e_k = gamma(d) * (W_K.abs() @ x_B.abs())
     e_formula = route_formula_error(q, k, e_q, e_k, x_M, x_B, g, cfg.rope_base) / d_k
     bound = e_ip + e_formula + UNIT_ROUNDOFF * abs(formula)
-    return identity("C2b", f"⟨∇S_f, ∇S_r⟩ vs Σ_l cos(gθ_l)(…)/d_k (d_k={d_k}, Δ={template.offset})", observed,
-                    formula, bound, d_k=d_k, delta=template.offset, base=cfg.rope_base)
+    return identity(
+        "C2b",
+        f"⟨∇S_f, ∇S_r⟩ vs Σ_l cos(gθ_l)(…)/d_k (d_k={d_k}, Δ={template.offset})",
+        observed,
+        formula,
+        bound,
+        d_k=d_k,
+        delta=template.offset,
+        base=cfg.rope_base,
+    )
 
 
-def check_route_gradient_mean(values: torch.Tensor, mean: float, variance: float,
-                              alpha: float = FALSE_ALARM) -> CheckResult:
+def check_route_gradient_mean(
+    values: torch.Tensor, mean: float, variance: float, alpha: float = FALSE_ALARM
+) -> CheckResult:
     """The sample mean of n iid route_gradient_formula values against its H-iso expectation, two-sided
     z-test with the exact variance at false-alarm ``alpha`` (CLT; each value is a weighted sum of d_k
     independent exponentials, so the mean of n ≥ 1000 is close to normal at 5σ)."""
     n = int(values.shape[0])
     z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(1 - alpha / 2, dtype=torch.float64)))
     half = z * math.sqrt(variance / n)
-    return identity("C2b", f"E⟨∇S_f, ∇S_r⟩ Monte Carlo n={n} vs (σ_Q²+σ_K²)‖x_M‖²‖x_B‖² tr(R_g)",
-                    float(values.mean()), mean, half, n=n, alpha=alpha)
+    return identity(
+        "C2b",
+        f"E⟨∇S_f, ∇S_r⟩ Monte Carlo n={n} vs (σ_Q²+σ_K²)‖x_M‖²‖x_B‖² tr(R_g)",
+        float(values.mean()),
+        mean,
+        half,
+        n=n,
+        alpha=alpha,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,8 +581,15 @@ def check_reflection_scores(params: dict, cfg: ModelConfig, template: Template, 
         bias = params["t5_bias"][0, 0]
         ref = float(bias[template.offset + cfg.max_len - 1] - bias[-template.offset + cfg.max_len - 1])
     observed = s_f - s_r
-    return identity("C2a", f"s_f − s_r under {cfg.pos} (Δ={template.offset})", observed, ref,
-                    score_difference_tolerance(e_f, e_r, observed, ref), s_f=s_f, s_r=s_r)
+    return identity(
+        "C2a",
+        f"s_f − s_r under {cfg.pos} (Δ={template.offset})",
+        observed,
+        ref,
+        score_difference_tolerance(e_f, e_r, observed, ref),
+        s_f=s_f,
+        s_r=s_r,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -495,12 +614,16 @@ def route_statistics(params: dict, cfg: ModelConfig, template: Template, pairs) 
         of, orv = forward(params, cfg, tf), forward(params, cfg, tr)
     s_f, s_r = of["scores"][:, 0, 0, a, b], orv["scores"][:, 0, 0, b, a]
     corr = sample_correlation(s_f, s_r) if float(s_f.std()) > 0 and float(s_r.std()) > 0 else math.nan
-    return {"attn_f": float(of["attn"][:, 0, 0, a, b].mean()), "attn_r": float(orv["attn"][:, 0, 0, b, a].mean()),
-            "corr": corr}
+    return {
+        "attn_f": float(of["attn"][:, 0, 0, a, b].mean()),
+        "attn_r": float(orv["attn"][:, 0, 0, b, a].mean()),
+        "corr": corr,
+    }
 
 
-def forward_training_trial(seed: int, *, pos: str = "rope", d_head: int | None = None, absolute_kind="learned",
-                           device="cpu", **overrides) -> dict:
+def forward_training_trial(
+    seed: int, *, pos: str = "rope", d_head: int | None = None, absolute_kind="learned", device="cpu", **overrides
+) -> dict:
     """Train a one-layer bidirectional model (``TRAINING`` sizes) on the forward queries (M, r, B) → A of
     ``n_pairs`` facts only (Adam, all parameters, full batch) from ``init_params(seed)``; return the
     :func:`route_statistics` before and after."""
@@ -510,8 +633,14 @@ def forward_training_trial(seed: int, *, pos: str = "rope", d_head: int | None =
         raise ValueError(f"unknown training settings {sorted(unknown)}; allowed {sorted(TRAINING)}")
     V, relation, pairs = fact_pairs(setup["n_pairs"])
     template = canonical_template(relation)
-    cfg = ModelConfig(vocab=V, d_model=setup["d_model"], d_head=d_head or setup["d_head"], pos=pos,
-                      rope_base=setup["rope_base"], absolute_kind=absolute_kind)
+    cfg = ModelConfig(
+        vocab=V,
+        d_model=setup["d_model"],
+        d_head=d_head or setup["d_head"],
+        pos=pos,
+        rope_base=setup["rope_base"],
+        absolute_kind=absolute_kind,
+    )
     params = init_params(cfg, seed, device=device)
     queries = [forward_query(template, A, B, V) for A, B in pairs]
     before = route_statistics(params, cfg, template, pairs)
@@ -530,13 +659,26 @@ def correlation_rose(trial: dict) -> bool:
     return trial["after"]["corr"] > trial["before"]["corr"]
 
 
-def check_rate(claim: str, quantity: str, successes: int, trials: int, alpha: float = FALSE_ALARM,
-               **details) -> CheckResult:
+def check_rate(
+    claim: str, quantity: str, successes: int, trials: int, alpha: float = FALSE_ALARM, **details
+) -> CheckResult:
     """A typical claim as a rate: holds when the Clopper–Pearson (1 − alpha) lower bound exceeds 1/2
     (a rate ≤ 1/2 passes with probability ≤ alpha/2); margin = (lower − 1/2)/(1/2)."""
     low, high = clopper_pearson(successes, trials, alpha)
-    return inequality(claim, quantity, low, 0.5, ">", 0.5, rate=successes / trials, successes=successes,
-                      trials=trials, interval=(low, high), alpha=alpha, **details)
+    return inequality(
+        claim,
+        quantity,
+        low,
+        0.5,
+        ">",
+        0.5,
+        rate=successes / trials,
+        successes=successes,
+        trials=trials,
+        interval=(low, high),
+        alpha=alpha,
+        **details,
+    )
 
 
 def trial_seeds(draws: int, seed: int) -> list[int]:
@@ -591,15 +733,22 @@ def run_c2c(draws: int, seed: int, device: str) -> list[CheckResult]:
     The rate at which the across-pair correlation rises (187/200 measured) is reported in the details;
     confirming it at this level takes ≈ 60 seeds (tests/test_c2.py does)."""
     if clopper_pearson(draws, draws)[0] <= 0.5:
-        raise ClaimSkipped(f"C2c needs >= 21 seeds for a Clopper–Pearson lower bound > 1/2 at 1 − {FALSE_ALARM:g} "
-                           f"even when every seed succeeds; got draws={draws}")
+        raise ClaimSkipped(
+            f"C2c needs >= 21 seeds for a Clopper–Pearson lower bound > 1/2 at 1 − {FALSE_ALARM:g} "
+            f"even when every seed succeeds; got draws={draws}"
+        )
     trials = [forward_training_trial(s, device=device) for s in trial_seeds(draws, seed)]
     corr = sum(map(correlation_rose, trials))
-    return [check_rate("C2c", "CP lower bound of P(forward and reverse attention to B rise)",
-                       sum(map(attention_rose, trials)), len(trials), correlation_rises=corr,
-                       correlation_interval=clopper_pearson(corr, len(trials)))]
-
-
+    return [
+        check_rate(
+            "C2c",
+            "CP lower bound of P(forward and reverse attention to B rise)",
+            sum(map(attention_rose, trials)),
+            len(trials),
+            correlation_rises=corr,
+            correlation_interval=clopper_pearson(corr, len(trials)),
+        )
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -622,9 +771,14 @@ def negative_correlation_search(draws: int, seed: int, device: str) -> Counterex
         r = sample_correlation(sample["s_f"], sample["s_r"])
         upper = math.tanh(math.atanh(r) + score_correlation_halfwidth(d_k, base, 2.0 * delta, n, one_sided=True))
         if upper < 0:
-            return Counterexample("C2a", "tr(R_g) > 0 (d_k ≥ 4 at Δ = 2)", True, searched,
-                                  {"d_k": d_k, "base": base, "delta": delta, "formula": rho, "r": r, "n": n,
-                                   "upper_bound": upper}, r)
+            return Counterexample(
+                "C2a",
+                "tr(R_g) > 0 (d_k ≥ 4 at Δ = 2)",
+                True,
+                searched,
+                {"d_k": d_k, "base": base, "delta": delta, "formula": rho, "r": r, "n": n, "upper_bound": upper},
+                r,
+            )
     return Counterexample("C2a", "tr(R_g) > 0 (d_k ≥ 4 at Δ = 2)", False, len(grid))
 
 
@@ -643,11 +797,18 @@ def anisotropic_search(draws: int, seed: int, device: str) -> Counterexample:
         n = max(draws, 2000)
         sample = sample_scores(16, d_k, base, delta, n, rng.randrange(MAX_SEED), row_scales=scales, device=device)
         r = sample_correlation(sample["s_f"], sample["s_r"])
-        stat = abs(math.atanh(r) - math.atanh(rho)) / math.sqrt(delta_method_variance(sample["s_f"], sample["s_r"])
-                                                                / (1 - r * r) ** 2 / (n - 3))
+        stat = abs(math.atanh(r) - math.atanh(rho)) / math.sqrt(
+            delta_method_variance(sample["s_f"], sample["s_r"]) / (1 - r * r) ** 2 / (n - 3)
+        )
         if stat > z_crit:
-            return Counterexample("C2a", "H-iso (isotropic W_Q)", True, searched,
-                                  {"lambda": lam, "formula": rho, "r": r, "n": n, "statistic": stat}, r)
+            return Counterexample(
+                "C2a",
+                "H-iso (isotropic W_Q)",
+                True,
+                searched,
+                {"lambda": lam, "formula": rho, "r": r, "n": n, "statistic": stat},
+                r,
+            )
     return Counterexample("C2a", "H-iso (isotropic W_Q)", False, 20)
 
 
@@ -663,9 +824,20 @@ def negative_route_gradient_search(draws: int, seed: int, device: str) -> Counte
         gf, gr = route_gradients(params, cfg, case.template, case.A, case.B)
         res = check_route_gradient(params, cfg, case.template, case.A, case.B, gf, gr)
         if res.observed < -res.tolerance:
-            return Counterexample("C2b", "tr(R_g) > 0 (d_k = 2)", True, searched,
-                                  {"d_model": cfg.d_model, "base": cfg.rope_base, "seed": case.seed,
-                                   "inner": res.observed, "formula": res.reference}, res.observed)
+            return Counterexample(
+                "C2b",
+                "tr(R_g) > 0 (d_k = 2)",
+                True,
+                searched,
+                {
+                    "d_model": cfg.d_model,
+                    "base": cfg.rope_base,
+                    "seed": case.seed,
+                    "inner": res.observed,
+                    "formula": res.reference,
+                },
+                res.observed,
+            )
     return Counterexample("C2b", "tr(R_g) > 0 (d_k = 2)", False, draws)
 
 
@@ -673,17 +845,23 @@ def _training_search(claim_dropped: str, draws: int, seed: int, device: str, **k
     for searched, s in enumerate(trial_seeds(draws, seed), 1):
         trial = forward_training_trial(s, device=device, **kwargs)
         if not trial["after"]["attn_r"] > trial["before"]["attn_r"]:
-            return Counterexample("C2c", claim_dropped, True, searched,
-                                  {"seed": s, **kwargs, "before": trial["before"], "after": trial["after"]},
-                                  trial["after"]["attn_r"] - trial["before"]["attn_r"])
+            return Counterexample(
+                "C2c",
+                claim_dropped,
+                True,
+                searched,
+                {"seed": s, **kwargs, "before": trial["before"], "after": trial["after"]},
+                trial["after"]["attn_r"] - trial["before"]["attn_r"],
+            )
     return Counterexample("C2c", claim_dropped, False, draws)
 
 
 def absolute_training_search(draws: int, seed: int, device: str) -> Counterexample:
     """Learned absolute positions (drops H-rel): a seed whose forward-only training does not raise the
     reverse attention to B (measured: it rises in 69/100 seeds, versus 200/200 under RoPE)."""
-    return _training_search("H-rel (learned absolute positions)", draws, seed, device, pos="absolute",
-                            absolute_kind="learned")
+    return _training_search(
+        "H-rel (learned absolute positions)", draws, seed, device, pos="absolute", absolute_kind="learned"
+    )
 
 
 def small_head_training_search(draws: int, seed: int, device: str) -> Counterexample:
@@ -693,18 +871,44 @@ def small_head_training_search(draws: int, seed: int, device: str) -> Counterexa
 
 
 NEGATIVE_CONTROLS = [
-    NegativeControl("C2a~d_k=2", "C2a", "tr(R_g) > 0 (d_k ≥ 4 at Δ = 2)",
-                    "a structure with a negative forward/reverse score correlation, confirmed by Monte Carlo",
-                    negative_correlation_search, 2000),
-    NegativeControl("C2a~anisotropic", "C2a", "H-iso (isotropic W_Q)",
-                    "row-scaled W_Q whose Monte Carlo correlation rejects tr(R_g)/d_k at 1e-6",
-                    anisotropic_search, 2000),
-    NegativeControl("C2b~d_k=2", "C2b", "tr(R_g) > 0 (d_k = 2)",
-                    "a draw with a negative route-gradient inner product", negative_route_gradient_search, 50),
-    NegativeControl("C2c~absolute", "C2c", "H-rel (learned absolute positions)",
-                    "a seed where forward-only training does not raise the reverse attention to B",
-                    absolute_training_search, 20),
-    NegativeControl("C2c~d_k=2", "C2c", "tr(R_g) > 0 (d_head = 2)",
-                    "a RoPE d_head = 2 seed where forward-only training does not raise the reverse attention to B",
-                    small_head_training_search, 20),
+    NegativeControl(
+        "C2a~d_k=2",
+        "C2a",
+        "tr(R_g) > 0 (d_k ≥ 4 at Δ = 2)",
+        "a structure with a negative forward/reverse score correlation, confirmed by Monte Carlo",
+        negative_correlation_search,
+        2000,
+    ),
+    NegativeControl(
+        "C2a~anisotropic",
+        "C2a",
+        "H-iso (isotropic W_Q)",
+        "row-scaled W_Q whose Monte Carlo correlation rejects tr(R_g)/d_k at 1e-6",
+        anisotropic_search,
+        2000,
+    ),
+    NegativeControl(
+        "C2b~d_k=2",
+        "C2b",
+        "tr(R_g) > 0 (d_k = 2)",
+        "a draw with a negative route-gradient inner product",
+        negative_route_gradient_search,
+        50,
+    ),
+    NegativeControl(
+        "C2c~absolute",
+        "C2c",
+        "H-rel (learned absolute positions)",
+        "a seed where forward-only training does not raise the reverse attention to B",
+        absolute_training_search,
+        20,
+    ),
+    NegativeControl(
+        "C2c~d_k=2",
+        "C2c",
+        "tr(R_g) > 0 (d_head = 2)",
+        "a RoPE d_head = 2 seed where forward-only training does not raise the reverse attention to B",
+        small_head_training_search,
+        20,
+    ),
 ]

@@ -19,20 +19,21 @@ import torch
 
 from .. import batched
 from ..checks import CheckResult, Counterexample, NegativeControl, identity, inequality, not_applicable
-from ..model import ModelConfig
+from ..coverage import split_draws
+from ..facts import Template
+from ..model import RELATIVE_ENCODINGS, ModelConfig
 from ..params import resolve_device
 from ..rounding import STORAGE_SAFETY, UNIT_ROUNDOFF, gamma, gram_defect
 from ..search import (
     arm_case_queries,
     case_args,
-    per_draw_cases,
     learned_positions,
     mdm_case_queries,
+    per_draw_cases,
     run_per_draw,
     search_negative_alignment,
     seeded_cases,
 )
-from ..facts import Template
 from ..storage import (
     Alignment,
     QueryState,
@@ -42,8 +43,6 @@ from ..storage import (
     storage_alignment,
     unmet_hypotheses,
 )
-from ..coverage import split_draws
-from ..model import RELATIVE_ENCODINGS
 from ..strategies import N_HEADS
 from ..tightness import TIGHT_SEED, tightness_check
 from .c1_reusable_evidence import TIGHT_DRAWS
@@ -70,8 +69,7 @@ def storage_product(f: QueryState, r: QueryState, A: int, vocab: int) -> Storage
     return StorageProduct(P, S, P * S, float(f.resid[A] * r.resid[A]) * S)
 
 
-def c3_tolerances(f: QueryState, r: QueryState, A: int, vocab: int, omega: float,
-                  ip_err: float) -> tuple[float, float]:
+def c3_tolerances(f: QueryState, r: QueryState, A: int, vocab: int, omega: float, ip_err: float) -> tuple[float, float]:
     """Bounds for C3 on the query states ``f``, ``r`` (target A), × STORAGE_SAFETY: on |⟨Ĝ_f, Ĝ_r⟩ − P̂Ŝ| and
     on the lower bound's weak side; ``ip_err`` the inner product's own rounding (safety 1;
     :func:`~mdm_props.rounding.storage_inner_product_error`, or 0 for the formula side alone), ``omega``
@@ -133,12 +131,27 @@ def check_c3(params: dict, cfg: ModelConfig, template: Template, A: int, B: int)
     t_F, t_LB = c3_tolerances(al.f, al.r, A, V, gram_defect(params["E"]), al.ip_err)
     details = {"first_factor": prod.P, "token_overlap": prod.S, "n_heads": cfg.n_heads}
     return [
-        identity("C3", "⟨G_f, G_r⟩ = [(1−p_f(A))(1−p_r(A)) + Σ_{v≠A} p_f(v)p_r(v)] Σ_t α^f(t)α^r(t)", al.ip, prod.F,
-                 t_F, **details),
-        inequality("C3", "⟨G_f, G_r⟩ ≥ (1 − p_f(A))(1 − p_r(A)) Σ_t α^f(t)α^r(t)", al.ip, prod.LB, ">=",
-                   abs(prod.F), t_LB, **details),
-        inequality("C3", "⟨G_f, G_r⟩ > 0 (margin: cosine)", al.ip, 0.0, ">", al.norms, STORAGE_SAFETY * al.ip_err,
-                   **details),
+        identity(
+            "C3",
+            "⟨G_f, G_r⟩ = [(1−p_f(A))(1−p_r(A)) + Σ_{v≠A} p_f(v)p_r(v)] Σ_t α^f(t)α^r(t)",
+            al.ip,
+            prod.F,
+            t_F,
+            **details,
+        ),
+        inequality(
+            "C3",
+            "⟨G_f, G_r⟩ ≥ (1 − p_f(A))(1 − p_r(A)) Σ_t α^f(t)α^r(t)",
+            al.ip,
+            prod.LB,
+            ">=",
+            abs(prod.F),
+            t_LB,
+            **details,
+        ),
+        inequality(
+            "C3", "⟨G_f, G_r⟩ > 0 (margin: cosine)", al.ip, 0.0, ">", al.norms, STORAGE_SAFETY * al.ip_err, **details
+        ),
     ]
 
 
@@ -150,8 +163,9 @@ C3_TIGHT_SHARE = 0.003
 
 def c3_tightness(device: str = "cpu") -> list[CheckResult]:
     """:func:`c3_tolerances` is not loose: max error/tolerance of the identity ≥ ``C3_TIGHT_SHARE``."""
-    ratios = [check_c3(*case_args(c, device))[0].error_ratio for c in per_draw_cases(TIGHT_DRAWS, TIGHT_SEED,
-                                                                                         n_heads=N_HEADS)]
+    ratios = [
+        check_c3(*case_args(c, device))[0].error_ratio for c in per_draw_cases(TIGHT_DRAWS, TIGHT_SEED, n_heads=N_HEADS)
+    ]
     return [tightness_check("C3", "c3_tolerances (identity)", ratios, C3_TIGHT_SHARE)]
 
 
@@ -159,8 +173,11 @@ def run_c3(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
     """C3 on ``draws`` seeded draws under H-rel + H-orth + H-bi, split over the relative encodings, 1–3 heads,
     checked in batches of draws that share a structure (:func:`check_c3_batch`): the worst draw of each check
     and every failing draw; plus the tightness check of its bound."""
-    return [r for pos, n, s in split_draws(draws, seed, RELATIVE_ENCODINGS)
-            for r in batched.run_batched(check_c3_batch, n, s, device, n_heads=N_HEADS, pos=(pos,))] + c3_tightness(device)
+    return [
+        r
+        for pos, n, s in split_draws(draws, seed, RELATIVE_ENCODINGS)
+        for r in batched.run_batched(check_c3_batch, n, s, device, n_heads=N_HEADS, pos=(pos,))
+    ] + c3_tightness(device)
 
 
 def run_c3_per_draw(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
@@ -189,8 +206,9 @@ def storage_product_batch(f: QueryState, r: QueryState, A: int, vocab: int) -> S
     return StorageProductBatch(P, S, P * S, (f.resid[..., A] * r.resid[..., A]) * S)
 
 
-def c3_tolerances_batch(f: QueryState, r: QueryState, A: int, vocab: int, omega: torch.Tensor,
-                        ip_err: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def c3_tolerances_batch(
+    f: QueryState, r: QueryState, A: int, vocab: int, omega: torch.Tensor, ip_err: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`c3_tolerances` for batched query states, term by term (same derivation), (K,) each."""
     prod = storage_product_batch(f, r, A, vocab)
     P, S = prod.P, prod.S
@@ -224,16 +242,32 @@ def check_c3_batch(batch: batched.Batch, device: str = "cpu") -> batched.BatchRe
     t_F, t_LB = c3_tolerances_batch(f, r, A, V, batched.gram_defect(params["E"]), ip_err)
     norms = G_f.flatten(1).norm(dim=-1) * G_r.flatten(1).norm(dim=-1)
     details = {"first_factor": prod.P, "token_overlap": prod.S, "n_heads": cfg.n_heads}
-    return batched.BatchReport(batch, [
-        batched.identity_check("C3", "⟨G_f, G_r⟩ = [(1−p_f(A))(1−p_r(A)) + Σ_{v≠A} p_f(v)p_r(v)] Σ_t α^f(t)α^r(t)",
-                               ip, prod.F, t_F, **details),
-        batched.inequality_check("C3", "⟨G_f, G_r⟩ ≥ (1 − p_f(A))(1 − p_r(A)) Σ_t α^f(t)α^r(t)", ip, prod.LB, ">=",
-                                 prod.F.abs(), t_LB, **details),
-        batched.inequality_check("C3", "⟨G_f, G_r⟩ > 0 (margin: cosine)", ip, 0.0, ">", norms,
-                                 STORAGE_SAFETY * ip_err, **details),
-    ])
-
-
+    return batched.BatchReport(
+        batch,
+        [
+            batched.identity_check(
+                "C3",
+                "⟨G_f, G_r⟩ = [(1−p_f(A))(1−p_r(A)) + Σ_{v≠A} p_f(v)p_r(v)] Σ_t α^f(t)α^r(t)",
+                ip,
+                prod.F,
+                t_F,
+                **details,
+            ),
+            batched.inequality_check(
+                "C3",
+                "⟨G_f, G_r⟩ ≥ (1 − p_f(A))(1 − p_r(A)) Σ_t α^f(t)α^r(t)",
+                ip,
+                prod.LB,
+                ">=",
+                prod.F.abs(),
+                t_LB,
+                **details,
+            ),
+            batched.inequality_check(
+                "C3", "⟨G_f, G_r⟩ > 0 (margin: cosine)", ip, 0.0, ">", norms, STORAGE_SAFETY * ip_err, **details
+            ),
+        ],
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,34 +285,69 @@ def uniform_first_factor(vocab: int, device: str = "cpu") -> tuple[float, float]
 
 def c3_arm(draws: int, seed: int, device: str = "cpu") -> Counterexample:
     """ARM (causal, next-token targets B then A, orthonormal embeddings): ⟨G_f, G_r⟩ < 0 on some draw."""
-    return search_negative_alignment("C3", "H-bi (ARM: causal attention, next-token targets)", draws,
-                                     seeded_cases(seed, attention="causal"), arm_case_queries,
-                                     ("W_Q", "W_K", "W_OV"), device)
+    return search_negative_alignment(
+        "C3",
+        "H-bi (ARM: causal attention, next-token targets)",
+        draws,
+        seeded_cases(seed, attention="causal"),
+        arm_case_queries,
+        ("W_Q", "W_K", "W_OV"),
+        device,
+    )
 
 
 def c3_non_orth(draws: int, seed: int, device: str = "cpu") -> Counterexample:
     """Non-orthonormal embeddings at V = 20, d = 4 (rope or t5: under alibi and none a mirror-
     symmetric template makes the two queries identical, G_f = G_r, and no embedding can flip the sign)."""
-    return search_negative_alignment("C3", "H-orth (non-orthonormal embeddings, V = 20, d = 4)", draws,
-                                     seeded_cases(seed, orthonormal=False, vocab=20, d_model=4,
-                                                  pos=("rope", "t5")),
-                                     mdm_case_queries, ("E", "W_Q", "W_K", "W_OV"), device)
+    return search_negative_alignment(
+        "C3",
+        "H-orth (non-orthonormal embeddings, V = 20, d = 4)",
+        draws,
+        seeded_cases(seed, orthonormal=False, vocab=20, d_model=4, pos=("rope", "t5")),
+        mdm_case_queries,
+        ("E", "W_Q", "W_K", "W_OV"),
+        device,
+    )
 
 
 def c3_absolute(draws: int, seed: int, device: str = "cpu") -> Counterexample:
     """Learned absolute positions with orthonormal token embeddings: positions enter c_f and c_r; the
     search moves only the position vectors P."""
-    return search_negative_alignment("C3", "H-rel (learned absolute positions)", draws,
-                                     learned_positions(seeded_cases(seed, pos=("absolute",))), mdm_case_queries,
-                                     ("P",), device)
+    return search_negative_alignment(
+        "C3",
+        "H-rel (learned absolute positions)",
+        draws,
+        learned_positions(seeded_cases(seed, pos=("absolute",))),
+        mdm_case_queries,
+        ("P",),
+        device,
+    )
 
 
 NEGATIVE_CONTROLS = [
-    NegativeControl("C3~arm", "C3", "H-bi (ARM: causal attention, next-token targets)",
-                    "the ARM's targets differ (B forward, A reverse): first factor −1/V at uniform outputs, "
-                    "and ⟨G_f, G_r⟩ < 0 on some draw", c3_arm, 20),
-    NegativeControl("C3~non-orth", "C3", "H-orth (non-orthonormal embeddings)",
-                    "with overlapping embeddings (V = 20, d = 4) some pair has ⟨G_f, G_r⟩ < 0", c3_non_orth, 20),
-    NegativeControl("C3~absolute", "C3", "H-rel (absolute positions)",
-                    "position vectors enter c_f and c_r: some pair has ⟨G_f, G_r⟩ < 0", c3_absolute, 20),
+    NegativeControl(
+        "C3~arm",
+        "C3",
+        "H-bi (ARM: causal attention, next-token targets)",
+        "the ARM's targets differ (B forward, A reverse): first factor −1/V at uniform outputs, "
+        "and ⟨G_f, G_r⟩ < 0 on some draw",
+        c3_arm,
+        20,
+    ),
+    NegativeControl(
+        "C3~non-orth",
+        "C3",
+        "H-orth (non-orthonormal embeddings)",
+        "with overlapping embeddings (V = 20, d = 4) some pair has ⟨G_f, G_r⟩ < 0",
+        c3_non_orth,
+        20,
+    ),
+    NegativeControl(
+        "C3~absolute",
+        "C3",
+        "H-rel (absolute positions)",
+        "position vectors enter c_f and c_r: some pair has ⟨G_f, G_r⟩ < 0",
+        c3_absolute,
+        20,
+    ),
 ]

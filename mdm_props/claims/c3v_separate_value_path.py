@@ -43,8 +43,10 @@ def separate_value_config(cfg: ModelConfig) -> ModelConfig:
 def orthogonal_output(params: dict, cfg: ModelConfig, seed: int) -> dict:
     """Replace every head's W_O by a random square orthogonal matrix (seeded, CPU float64, then moved)."""
     if cfg.merged_ov or cfg.d_head != cfg.d_model:
-        raise ValueError(f"cfg must have merged_ov=False and d_head == d_model; got merged_ov={cfg.merged_ov}, "
-                         f"d_head={cfg.d_head}, d_model={cfg.d_model}")
+        raise ValueError(
+            f"cfg must have merged_ov=False and d_head == d_model; got merged_ov={cfg.merged_ov}, "
+            f"d_head={cfg.d_head}, d_model={cfg.d_model}"
+        )
     gen = torch.Generator(device="cpu").manual_seed(seed)
     L, H, d = cfg.n_layers, cfg.n_heads, cfg.d_model
     W_O = torch.stack([orthonormal_rows(d, d, gen) for _ in range(L * H)]).reshape(L, H, d, d)
@@ -121,8 +123,14 @@ def check_c3v(params: dict, cfg: ModelConfig, template: Template, A: int, B: int
     norms = float(GV_f.norm() * GV_r.norm())
     details = {"first_factor": P, "token_overlap": S, "n_heads": cfg.n_heads, "omega_O": omega_O}
     return [
-        identity("C3v", "⟨G^V_f, G^V_r⟩ = [(1−p_f(A))(1−p_r(A)) + Σ_{v≠A} p_f(v)p_r(v)] Σ_t α^f(t)α^r(t)",
-                 ip, P * S, t, **details),
+        identity(
+            "C3v",
+            "⟨G^V_f, G^V_r⟩ = [(1−p_f(A))(1−p_r(A)) + Σ_{v≠A} p_f(v)p_r(v)] Σ_t α^f(t)α^r(t)",
+            ip,
+            P * S,
+            t,
+            **details,
+        ),
         inequality("C3v", "⟨G^V_f, G^V_r⟩ > 0 (margin: cosine)", ip, 0.0, ">", norms, **details),
     ]
 
@@ -137,9 +145,13 @@ def factored_case(case: Case, device="cpu") -> tuple:
 def run_c3v(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
     """C3v on ``draws`` seeded draws under H-rel + H-orth + H-bi and orthogonal W_O, split over the relative
     encodings, 1–3 heads, in batches of draws that share a structure (:func:`check_c3v_batch`)."""
-    return [r for pos, n, s in split_draws(draws, seed, RELATIVE_ENCODINGS)
-            for r in batched.run_batched(check_c3v_batch, n, s, device, n_heads=N_HEADS, pos=(pos,),
-                                          args=f"{__name__}:factored_case")]
+    return [
+        r
+        for pos, n, s in split_draws(draws, seed, RELATIVE_ENCODINGS)
+        for r in batched.run_batched(
+            check_c3v_batch, n, s, device, n_heads=N_HEADS, pos=(pos,), args=f"{__name__}:factored_case"
+        )
+    ]
 
 
 def run_c3v_per_draw(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
@@ -153,8 +165,9 @@ def factored_batch_params(batch: batched.Batch, device="cpu") -> tuple[dict, Mod
     cfg = separate_value_config(batch.cfg)
     params = batch.params("cpu", cfg)
     W_O = torch.stack([orthogonal_output({"W_V": params["W_V"][i]}, cfg, s)["W_O"] for i, s in enumerate(batch.seeds)])
-    return batched.stack_params([{**batched.unstack_params(params, i), "W_O": W_O[i]} for i in range(batch.size)],
-                                device), cfg
+    return batched.stack_params(
+        [{**batched.unstack_params(params, i), "W_O": W_O[i]} for i in range(batch.size)], device
+    ), cfg
 
 
 def value_gradients(params: dict, cfg: ModelConfig, query) -> tuple[torch.Tensor, QueryState]:
@@ -202,11 +215,20 @@ def check_c3v_batch(batch: batched.Batch, device: str = "cpu") -> batched.BatchR
     t = t_formula + STORAGE_SAFETY * (batched.inner_product_error(GV_f, GV_r, e_f, e_r) + defect)
     norms = GV_f.flatten(1).norm(dim=-1) * GV_r.flatten(1).norm(dim=-1)
     details = {"first_factor": prod.P, "token_overlap": prod.S, "n_heads": cfg.n_heads, "omega_O": omega_O}
-    return batched.BatchReport(batch, [
-        batched.identity_check("C3v", "⟨G^V_f, G^V_r⟩ = [(1−p_f(A))(1−p_r(A)) + Σ_{v≠A} p_f(v)p_r(v)] "
-                               "Σ_t α^f(t)α^r(t)", ip, prod.P * prod.S, t, **details),
-        batched.inequality_check("C3v", "⟨G^V_f, G^V_r⟩ > 0 (margin: cosine)", ip, 0.0, ">", norms, **details),
-    ])
+    return batched.BatchReport(
+        batch,
+        [
+            batched.identity_check(
+                "C3v",
+                "⟨G^V_f, G^V_r⟩ = [(1−p_f(A))(1−p_r(A)) + Σ_{v≠A} p_f(v)p_r(v)] Σ_t α^f(t)α^r(t)",
+                ip,
+                prod.P * prod.S,
+                t,
+                **details,
+            ),
+            batched.inequality_check("C3v", "⟨G^V_f, G^V_r⟩ > 0 (margin: cosine)", ip, 0.0, ">", norms, **details),
+        ],
+    )
 
 
 def c3v_gaussian_output(draws: int, seed: int, device: str = "cpu"):
@@ -226,12 +248,18 @@ def c3v_gaussian_output(draws: int, seed: int, device: str = "cpu"):
             return ip, describe(case, d_head=2, merged_ov=False, inner_product=ip)
         return None
 
-    return search("C3v", "orthogonal W_O (Gaussian W_O, d_head = 2)", draws,
-                  seeded_cases(seed, pos=("rope", "t5")), violation)
+    return search(
+        "C3v", "orthogonal W_O (Gaussian W_O, d_head = 2)", draws, seeded_cases(seed, pos=("rope", "t5")), violation
+    )
 
 
 NEGATIVE_CONTROLS = [
-    NegativeControl("C3v~gaussian-W_O", "C3v", "orthogonal W_O (Gaussian W_O, d_head = 2)",
-                    "a Gaussian low-rank W_O projects Uᵀ(p − y) onto a random subspace: ⟨G^V_f, G^V_r⟩ < 0 exists",
-                    c3v_gaussian_output, default_draws=200),
+    NegativeControl(
+        "C3v~gaussian-W_O",
+        "C3v",
+        "orthogonal W_O (Gaussian W_O, d_head = 2)",
+        "a Gaussian low-rank W_O projects Uᵀ(p − y) onto a random subspace: ⟨G^V_f, G^V_r⟩ < 0 exists",
+        c3v_gaussian_output,
+        default_draws=200,
+    ),
 ]

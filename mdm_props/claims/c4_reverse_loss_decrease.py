@@ -20,17 +20,18 @@ import torch
 
 from .. import batched, oracles, taylor
 from ..checks import CheckResult, Counterexample, NegativeControl, inequality, not_applicable
+from ..coverage import split_draws
 from ..facts import Query, Template, query_loss
 from ..model import POSITIONAL_ENCODINGS, RELATIVE_ENCODINGS, ModelConfig, unembedding
 from ..params import check_params, require_step, resolve_device
 from ..rounding import (
     STORAGE_SAFETY,
     UNIT_ROUNDOFF,
+    context_overlap_error,
     gamma,
     gram_defect,
     query_loss_error_bound,
     storage_step_logit_error,
-    context_overlap_error,
 )
 from ..search import (
     arm_case_queries,
@@ -42,9 +43,6 @@ from ..search import (
     search_negative_alignment,
     seeded_cases,
 )
-from ..coverage import split_draws
-from ..tightness import TIGHT_SEED, tightness_check
-from .c1_reusable_evidence import TIGHT_DRAWS
 from ..statistics import FALSE_ALARM, clopper_pearson
 from ..storage import (
     Alignment,
@@ -58,7 +56,9 @@ from ..storage import (
     unmet_hypotheses,
 )
 from ..strategies import ETAS, N_HEADS, sample_case
+from ..tightness import TIGHT_SEED, tightness_check
 from ..validation import require_int, require_seed
+from .c1_reusable_evidence import TIGHT_DRAWS
 
 C4A_ETAS = ETAS  # the C4a remainder is checked at every storage step size of the case space
 
@@ -72,8 +72,9 @@ C4A_ETAS = ETAS  # the C4a remainder is checked at every storage step size of th
 # The computed remainder differs from it by the bounds below (safety 1 inputs, × STORAGE_SAFETY).
 
 
-def logit_direction_error(f: QueryState, step_err, eta: float, S: float, e_S: float, omega: float,
-                          a_hat) -> torch.Tensor:
+def logit_direction_error(
+    f: QueryState, step_err, eta: float, S: float, e_S: float, omega: float, a_hat
+) -> torch.Tensor:
     """Bound (V,) on |a_D − â| for â = fl((y − p̂_f) Ŝ) (``f`` the forward query state), first order,
     safety 1: the step's rounding (:func:`~mdm_props.rounding.storage_step_logit_error` / η), H-orth's
     defect ω‖y − p‖₁|S| (UUᵀ = I + Δ), p̂_f within e_p, Ŝ within e_S, and the product's rounding u|â|."""
@@ -82,8 +83,9 @@ def logit_direction_error(f: QueryState, step_err, eta: float, S: float, e_S: fl
     return step_err / eta + omega * l1 * abs(S) + f.e_p * abs(S) + resid.abs() * e_S + UNIT_ROUNDOFF * a_hat.abs()
 
 
-def c4a_tolerances(al: Alignment, W: torch.Tensor, eta: float, r1: QueryState, spread: float,
-                   delta_a: float) -> tuple[float, float]:
+def c4a_tolerances(
+    al: Alignment, W: torch.Tensor, eta: float, r1: QueryState, spread: float, delta_a: float
+) -> tuple[float, float]:
     """(lower, upper) rounding allowances, × STORAGE_SAFETY, for R̂ = fl(fl(φ̂(η) − φ̂(0)) + fl(η ⟨Ĝ_r, Ĝ_f⟩))
     against 0 ≤ R ≤ η² spread(â)²/8, for the alignment ``al`` (φ(0) read off ``al.r``), the reverse query
     state ``r1`` after the step Ŵ' = fl(W − fl(ηĜ_f)), and δ = ``delta_a`` (:func:`logit_direction_error`).
@@ -111,8 +113,7 @@ def c4a_tolerances(al: Alignment, W: torch.Tensor, eta: float, r1: QueryState, s
 # C4a
 
 
-def check_c4a(params: dict, cfg: ModelConfig, template: Template, A: int, B: int,
-              etas=C4A_ETAS) -> list[CheckResult]:
+def check_c4a(params: dict, cfg: ModelConfig, template: Template, A: int, B: int, etas=C4A_ETAS) -> list[CheckResult]:
     """C4a on one draw: the remainder bounds at each η of ``etas`` and the decrease at η*/2, η*(1 − 10⁻³);
     not-applicable outside H-rel, H-orth, H-bi."""
     require_storage_inputs(params, cfg)
@@ -150,9 +151,19 @@ def check_c4a(params: dict, cfg: ModelConfig, template: Template, A: int, B: int
             results.append(inequality("C4a", "R(η) ≤ η² spread(a)²/8", R, quad, "<=", quad, t_hi, **info))
         else:
             bound = -eta * ip + quad  # = −η⟨G_r, G_f⟩(1 − η/η*) < 0
-            results.append(inequality("C4a", f"φ(η) − φ(0) ≤ −η⟨G_r, G_f⟩(1 − η/η*) < 0 at η = {label}",
-                                      phi1 - phi0, bound, "<=", eta * ip, t_hi,
-                                      decrease_resolved=bool(phi1 - phi0 < -t_hi), **info))
+            results.append(
+                inequality(
+                    "C4a",
+                    f"φ(η) − φ(0) ≤ −η⟨G_r, G_f⟩(1 − η/η*) < 0 at η = {label}",
+                    phi1 - phi0,
+                    bound,
+                    "<=",
+                    eta * ip,
+                    t_hi,
+                    decrease_resolved=bool(phi1 - phi0 < -t_hi),
+                    **info,
+                )
+            )
     return results
 
 
@@ -168,16 +179,21 @@ C4A_TIGHT_SHARE = 0.004
 def c4a_tightness(device: str = "cpu") -> list[CheckResult]:
     """:func:`c4a_tolerances` is not loose: max over the fixed draws and ``C4A_TIGHT_ETAS`` of the remainder
     checks' error/allowance ≥ ``C4A_TIGHT_SHARE``."""
-    ratios = [max(r.error_ratio for r in check_c4a(*case_args(c, device), etas=C4A_TIGHT_ETAS) if "R(η)" in r.quantity)
-              for c in per_draw_cases(TIGHT_DRAWS, TIGHT_SEED, n_heads=N_HEADS)]
+    ratios = [
+        max(r.error_ratio for r in check_c4a(*case_args(c, device), etas=C4A_TIGHT_ETAS) if "R(η)" in r.quantity)
+        for c in per_draw_cases(TIGHT_DRAWS, TIGHT_SEED, n_heads=N_HEADS)
+    ]
     return [tightness_check("C4a", "c4a_tolerances (R(η) at η ≤ 1e-8)", ratios, C4A_TIGHT_SHARE)]
 
 
 def run_c4a(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
     """C4a on ``draws`` seeded draws under H-rel + H-orth + H-bi, split over the relative encodings, 1–3 heads,
     in batches of draws that share a structure (:func:`check_c4a_batch`); plus the tightness check of its bound."""
-    return [r for pos, n, s in split_draws(draws, seed, RELATIVE_ENCODINGS)
-            for r in batched.run_batched(check_c4a_batch, n, s, device, n_heads=N_HEADS, pos=(pos,))] + c4a_tightness(device)
+    return [
+        r
+        for pos, n, s in split_draws(draws, seed, RELATIVE_ENCODINGS)
+        for r in batched.run_batched(check_c4a_batch, n, s, device, n_heads=N_HEADS, pos=(pos,))
+    ] + c4a_tightness(device)
 
 
 def run_c4a_per_draw(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
@@ -216,8 +232,13 @@ def check_c4a_batch(batch: batched.Batch, device: str = "cpu", etas=C4A_ETAS) ->
         phi1 = -r1.logp[:, A]
         R = (phi1 - phi0) + eta * ip
         step_err = batched.storage_step_logit_error(U, W, G_f, e_G_f, eta, r.context, r.e_context)
-        delta_a = (step_err / eta[:, None] + (omega * l1 * S.abs())[:, None] + f.e_p * S.abs()[:, None]
-                   + f.resid.abs() * e_S[:, None] + UNIT_ROUNDOFF * a.abs()).amax(-1)
+        delta_a = (
+            step_err / eta[:, None]
+            + (omega * l1 * S.abs())[:, None]
+            + f.e_p * S.abs()[:, None]
+            + f.resid.abs() * e_S[:, None]
+            + UNIT_ROUNDOFF * a.abs()
+        ).amax(-1)
         et4 = eta[:, None, None, None]
         lin = eta * ip_err + (G_r.abs() * (et4 * e_G_f + gamma(2) * (W.abs() + 2 * et4 * G_f.abs()))).sum((-1, -2, -3))
         arith = gamma(3) * (phi1.abs() + phi0.abs() + eta * ip.abs())
@@ -226,14 +247,29 @@ def check_c4a_batch(batch: batched.Batch, device: str = "cpu", etas=C4A_ETAS) ->
         t_lo, t_hi = STORAGE_SAFETY * lower, STORAGE_SAFETY * upper
         quad = eta**2 * spread**2 / 8
         if label is None:
-            checks.append(batched.inequality_check("C4a", "R(η) = φ(η) − φ(0) + η⟨G_r, G_f⟩ ≥ 0", R, 0.0, ">=", quad,
-                                                   t_lo, eta=eta, **info))
-            checks.append(batched.inequality_check("C4a", "R(η) ≤ η² spread(a)²/8", R, quad, "<=", quad, t_hi,
-                                                   eta=eta, **info))
+            checks.append(
+                batched.inequality_check(
+                    "C4a", "R(η) = φ(η) − φ(0) + η⟨G_r, G_f⟩ ≥ 0", R, 0.0, ">=", quad, t_lo, eta=eta, **info
+                )
+            )
+            checks.append(
+                batched.inequality_check("C4a", "R(η) ≤ η² spread(a)²/8", R, quad, "<=", quad, t_hi, eta=eta, **info)
+            )
         else:
-            checks.append(batched.inequality_check(
-                "C4a", f"φ(η) − φ(0) ≤ −η⟨G_r, G_f⟩(1 − η/η*) < 0 at η = {label}", phi1 - phi0, -eta * ip + quad,
-                "<=", eta * ip, t_hi, decrease_resolved=(phi1 - phi0 < -t_hi), eta=eta, **info))
+            checks.append(
+                batched.inequality_check(
+                    "C4a",
+                    f"φ(η) − φ(0) ≤ −η⟨G_r, G_f⟩(1 − η/η*) < 0 at η = {label}",
+                    phi1 - phi0,
+                    -eta * ip + quad,
+                    "<=",
+                    eta * ip,
+                    t_hi,
+                    decrease_resolved=(phi1 - phi0 < -t_hi),
+                    eta=eta,
+                    **info,
+                )
+            )
     return batched.BatchReport(batch, checks)
 
 
@@ -246,7 +282,7 @@ def full_gradient(params: dict, cfg: ModelConfig, query: Query) -> dict:
     p = {k: v.detach().requires_grad_(True) for k, v in params.items()}
     with torch.enable_grad():
         g = torch.autograd.grad(query_loss(p, cfg, query), list(p.values()))
-    return dict(zip(p, g))
+    return dict(zip(p, g, strict=False))
 
 
 def inner(a: dict, b: dict) -> float:
@@ -259,8 +295,8 @@ def hessian_vector_product(params: dict, cfg: ModelConfig, query: Query, v: dict
     p = {k: t.detach().requires_grad_(True) for k, t in params.items()}
     with torch.enable_grad():
         g = torch.autograd.grad(query_loss(p, cfg, query), list(p.values()), create_graph=True)
-        Hv = torch.autograd.grad(sum((gi * v[k]).sum() for gi, k in zip(g, p)), list(p.values()))
-    return dict(zip(p, Hv))
+        Hv = torch.autograd.grad(sum((gi * v[k]).sum() for gi, k in zip(g, p, strict=False)), list(p.values()))
+    return dict(zip(p, Hv, strict=False))
 
 
 def line_derivatives(params: dict, cfg: ModelConfig, query: Query, direction: dict, order: int = 5) -> list[float]:
@@ -292,8 +328,15 @@ def line_remainder(params: dict, cfg: ModelConfig, query: Query, direction: dict
     return remainder
 
 
-def exact_line_remainder(params: dict, cfg: ModelConfig, query: Query, direction: dict, slope: float,
-                         g_loss: dict, dps: int = oracles.DEFAULT_DPS):
+def exact_line_remainder(
+    params: dict,
+    cfg: ModelConfig,
+    query: Query,
+    direction: dict,
+    slope: float,
+    g_loss: dict,
+    dps: int = oracles.DEFAULT_DPS,
+):
     """η ↦ (R(η), floor(η)) with both losses from the mpmath oracle (:func:`mdm_props.oracles.oracle_query_loss`,
     ``dps`` digits, confirmed at 2·dps) at the exact points θ and θ − η d (:func:`mdm_props.oracles.exact_step`)
     and the float64 ``slope`` taken as given (exactly). Floor, × TAYLOR_SAFETY: the oracle's agreement
@@ -304,7 +347,7 @@ def exact_line_remainder(params: dict, cfg: ModelConfig, query: Query, direction
     names = list(params)
     G = taylor.gradient_resolution([g_loss[n] for n in names], [direction[n] for n in names])
     agreement = mpmath.mpf(10) ** (-dps + 10)
-    start = []  # L(θ), evaluated on the first call: most draws never need the oracle
+    start: list = []  # L(θ), evaluated on the first call: most draws never need the oracle
 
     def remainder(eta: float) -> tuple[float, float]:
         if not start:
@@ -320,8 +363,16 @@ def exact_line_remainder(params: dict, cfg: ModelConfig, query: Query, direction
     return remainder
 
 
-def check_c4b(params: dict, cfg: ModelConfig, template: Template, A: int, B: int, *,
-              gradient: dict | None = None, dps: int = oracles.DEFAULT_DPS) -> list[CheckResult]:
+def check_c4b(
+    params: dict,
+    cfg: ModelConfig,
+    template: Template,
+    A: int,
+    B: int,
+    *,
+    gradient: dict | None = None,
+    dps: int = oracles.DEFAULT_DPS,
+) -> list[CheckResult]:
     """C4b on one draw: the Taylor test (:func:`mdm_props.taylor.taylor_test`) of the reverse loss along
     the full forward gradient g_f, float64 first and the mpmath oracle at ``dps`` digits where float64
     cannot resolve the asymptotic regime.
@@ -339,15 +390,22 @@ def check_c4b(params: dict, cfg: ModelConfig, template: Template, A: int, B: int
     d = line_derivatives(params, cfg, rq, g_f, 5)
     coefficients = (d[3] / 6, d[4] / 24, d[5] / 120)
     slope = inner(linear, g_f)
-    result = taylor.taylor_test(line_remainder(params, cfg, rq, g_f, slope, g_r), A2, coefficients,
-                                exact=exact_line_remainder(params, cfg, rq, g_f, slope, g_r, dps))
+    result = taylor.taylor_test(
+        line_remainder(params, cfg, rq, g_f, slope, g_r),
+        A2,
+        coefficients,
+        exact=exact_line_remainder(params, cfg, rq, g_f, slope, g_r, dps),
+    )
     return taylor.check_results("C4b", result, "½ g_fᵀ H_r g_f")
 
 
 def run_c4b(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
     """C4b on ``draws`` seeded draws split over every encoding, orthonormal embeddings or not, 1–3 heads."""
-    return [r for pos, n, s in split_draws(draws, seed, POSITIONAL_ENCODINGS)
-            for r in run_per_draw(check_c4b, n, s, device, either_orthonormal=True, n_heads=N_HEADS, pos=(pos,))]
+    return [
+        r
+        for pos, n, s in split_draws(draws, seed, POSITIONAL_ENCODINGS)
+        for r in run_per_draw(check_c4b, n, s, device, either_orthonormal=True, n_heads=N_HEADS, pos=(pos,))
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -359,8 +417,9 @@ def full_alignment(params: dict, cfg: ModelConfig, fq: Query, rq: Query) -> floa
     return inner(full_gradient(params, cfg, rq), full_gradient(params, cfg, fq))
 
 
-def alignment_counts(draws: int, seed: int, device: str = "cpu", *, attention: str = "bidirectional",
-                     encodings=POSITIONAL_ENCODINGS) -> dict[str, tuple[int, int]]:
+def alignment_counts(
+    draws: int, seed: int, device: str = "cpu", *, attention: str = "bidirectional", encodings=POSITIONAL_ENCODINGS
+) -> dict[str, tuple[int, int]]:
     """{encoding: (draws with ⟨g_r, g_f⟩ > 0, draws)}: draw i uses encodings[i mod len], orthonormal
     embeddings with probability 1/2, the MDM queries (bidirectional) or the ARM's (causal)."""
     resolve_device(device)
@@ -369,8 +428,11 @@ def alignment_counts(draws: int, seed: int, device: str = "cpu", *, attention: s
     for i in range(require_int("draws", draws, 1)):
         enc = encodings[i % len(encodings)]
         case = sample_case(rng, pos=(enc,), orthonormal=rng.random() < 0.5, attention=attention)
-        queries = arm_case_queries(case) if attention == "causal" else pair_queries(case.template, case.A, case.B,
-                                                                                      case.cfg.vocab)
+        queries = (
+            arm_case_queries(case)
+            if attention == "causal"
+            else pair_queries(case.template, case.A, case.B, case.cfg.vocab)
+        )
         counts[enc][0] += full_alignment(case.params(device), case.cfg, *queries) > 0
         counts[enc][1] += 1
     return {e: (k, n) for e, (k, n) in counts.items() if n}
@@ -378,8 +440,10 @@ def alignment_counts(draws: int, seed: int, device: str = "cpu", *, attention: s
 
 def rate_report(counts: dict[str, tuple[int, int]], alpha: float = FALSE_ALARM) -> dict:
     """Per-encoding rates with Clopper–Pearson (1 − alpha) intervals."""
-    return {e: {"positive": k, "draws": n, "rate": k / n, "interval": clopper_pearson(k, n, alpha)}
-            for e, (k, n) in counts.items()}
+    return {
+        e: {"positive": k, "draws": n, "rate": k / n, "interval": clopper_pearson(k, n, alpha)}
+        for e, (k, n) in counts.items()
+    }
 
 
 def check_c4c(counts: dict[str, tuple[int, int]], alpha: float = FALSE_ALARM) -> list[CheckResult]:
@@ -389,11 +453,25 @@ def check_c4c(counts: dict[str, tuple[int, int]], alpha: float = FALSE_ALARM) ->
     k = sum(counts[e][0] for e in RELATIVE_ENCODINGS if e in counts)
     n = sum(counts[e][1] for e in RELATIVE_ENCODINGS if e in counts)
     if n == 0:
-        raise ValueError(f"counts must hold at least one relative encoding ({', '.join(RELATIVE_ENCODINGS)}); got {counts}")
+        raise ValueError(
+            f"counts must hold at least one relative encoding ({', '.join(RELATIVE_ENCODINGS)}); got {counts}"
+        )
     lo, hi = clopper_pearson(k, n, alpha)
-    return [inequality("C4c", "Clopper–Pearson lower bound of P(⟨g_r, g_f⟩ > 0), relative encodings, > 1/2",
-                       lo, 0.5, ">", 0.5, positive=k, draws=n, interval=(lo, hi), alpha=alpha,
-                       per_encoding=rate_report(counts, alpha))]
+    return [
+        inequality(
+            "C4c",
+            "Clopper–Pearson lower bound of P(⟨g_r, g_f⟩ > 0), relative encodings, > 1/2",
+            lo,
+            0.5,
+            ">",
+            0.5,
+            positive=k,
+            draws=n,
+            interval=(lo, hi),
+            alpha=alpha,
+            per_encoding=rate_report(counts, alpha),
+        )
+    ]
 
 
 def run_c4c(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
@@ -434,17 +512,29 @@ def full_step_raises(params: dict, cfg: ModelConfig, fq: Query, rq: Query):
             deltas.append((L1 - L0, taylor.taylor_floor(e_L0, e_L1, L0, L1, eta, 0.0, g_l, g_d, theta)))
         (up, f_up), (down, f_down) = deltas
         if up > f_up and down < -f_down:
-            return up, {"eta": eta, "loss_increase": up, "loss_change_backwards": down, "floor": f_up,
-                        "full_inner_product": inner(g_r, g_f)}
+            return up, {
+                "eta": eta,
+                "loss_increase": up,
+                "loss_change_backwards": down,
+                "floor": f_up,
+                "full_inner_product": inner(g_r, g_f),
+            }
     return None
 
 
 def c4a_arm(draws: int, seed: int, device: str = "cpu") -> Counterexample:
     """ARM: a small storage step on the ARM forward loss raises the ARM reverse loss."""
     resolve_device(device)
-    return search_negative_alignment("C4a", "H-bi (ARM: causal attention, next-token targets)", draws,
-                                     seeded_cases(seed, attention="causal"), arm_case_queries, ("W_Q", "W_K", "W_OV"),
-                                     device, confirm=storage_step_raises)
+    return search_negative_alignment(
+        "C4a",
+        "H-bi (ARM: causal attention, next-token targets)",
+        draws,
+        seeded_cases(seed, attention="causal"),
+        arm_case_queries,
+        ("W_Q", "W_K", "W_OV"),
+        device,
+        confirm=storage_step_raises,
+    )
 
 
 def c4b_wrong_gradient(draws: int, seed: int, device: str = "cpu") -> Counterexample:
@@ -459,30 +549,63 @@ def c4b_wrong_gradient(draws: int, seed: int, device: str = "cpu") -> Counterexa
         res = check_c4b(params, cfg, case.template, case.A, case.B, gradient=full_gradient(params, cfg, fq))
         failed = [r for r in res if r.status == "violated"]
         if failed:
-            return failed[0].error_ratio, describe(case, failed=failed[0].quantity, observed=failed[0].observed,
-                                    reference=failed[0].reference, tolerance=failed[0].tolerance)
+            return failed[0].error_ratio, describe(
+                case,
+                failed=failed[0].quantity,
+                observed=failed[0].observed,
+                reference=failed[0].reference,
+                tolerance=failed[0].tolerance,
+            )
         return None
 
     # under alibi and none the mirror-symmetric template makes L_f and L_r one function: g_f = g_r there
-    return search("C4b", "the correct gradient (g_f used in place of g_r)", draws,
-                  seeded_cases(seed, pos=("rope", "t5", "absolute")), violation)
+    return search(
+        "C4b",
+        "the correct gradient (g_f used in place of g_r)",
+        draws,
+        seeded_cases(seed, pos=("rope", "t5", "absolute")),
+        violation,
+    )
 
 
 def c4c_arm(draws: int, seed: int, device: str = "cpu") -> Counterexample:
     """ARM: a forward step (full gradient) raises the ARM reverse loss: ⟨g_r, g_f⟩ < 0."""
     resolve_device(device)
-    return search_negative_alignment("C4c", "H-bi (ARM: causal attention, next-token targets)", draws,
-                                     seeded_cases(seed, attention="causal"), arm_case_queries, ("W_Q", "W_K", "W_OV"),
-                                     device, confirm=full_step_raises)
+    return search_negative_alignment(
+        "C4c",
+        "H-bi (ARM: causal attention, next-token targets)",
+        draws,
+        seeded_cases(seed, attention="causal"),
+        arm_case_queries,
+        ("W_Q", "W_K", "W_OV"),
+        device,
+        confirm=full_step_raises,
+    )
 
 
 NEGATIVE_CONTROLS = [
-    NegativeControl("C4a~arm", "C4a", "H-bi (ARM: causal attention, next-token targets)",
-                    "a storage step on the ARM's forward loss raises its reverse loss", c4a_arm, 20),
-    NegativeControl("C4b~wrong-gradient", "C4b", "the correct gradient in the linear term",
-                    "with g_f in place of g_r the remainder is first order: observed order ≈ 1",
-                    c4b_wrong_gradient, 5),
-    NegativeControl("C4c~arm", "C4c", "H-bi (ARM: causal attention, next-token targets)",
-                    "a full forward step raises the ARM's reverse loss (negative full-gradient alignment)",
-                    c4c_arm, 20),
+    NegativeControl(
+        "C4a~arm",
+        "C4a",
+        "H-bi (ARM: causal attention, next-token targets)",
+        "a storage step on the ARM's forward loss raises its reverse loss",
+        c4a_arm,
+        20,
+    ),
+    NegativeControl(
+        "C4b~wrong-gradient",
+        "C4b",
+        "the correct gradient in the linear term",
+        "with g_f in place of g_r the remainder is first order: observed order ≈ 1",
+        c4b_wrong_gradient,
+        5,
+    ),
+    NegativeControl(
+        "C4c~arm",
+        "C4c",
+        "H-bi (ARM: causal attention, next-token targets)",
+        "a full forward step raises the ARM's reverse loss (negative full-gradient alignment)",
+        c4c_arm,
+        20,
+    ),
 ]

@@ -64,8 +64,8 @@ def mirror_template(length: int, a: int, half_fillers) -> Template:
     left = [i for i in range(T) if i not in (a, b) and i <= T - 1 - i]
     if len(half_fillers) != len(left):
         raise ValueError(f"half_fillers must hold {len(left)} ids for length={length}, a={a}; got {len(half_fillers)}")
-    slot = dict(zip(left, half_fillers))
-    slot.update({T - 1 - i: f for i, f in zip(left, half_fillers)})
+    slot = dict(zip(left, half_fillers, strict=False))
+    slot.update({T - 1 - i: f for i, f in zip(left, half_fillers, strict=False)})
     return Template(T, a, b, tuple(slot[i] for i in range(T) if i not in (a, b)))
 
 
@@ -87,8 +87,9 @@ def reflect(params: dict, cfg: ModelConfig, length: int | None = None, *, absolu
         out["t5_bias"] = params["t5_bias"].flip(-1)
     elif cfg.pos == "absolute" and absolute:
         if cfg.absolute_kind != "learned":
-            raise ValueError("cfg.absolute_kind must be 'learned' for Φ_abs (sinusoidal positions have no parameter "
-                             "to reflect)")
+            raise ValueError(
+                "cfg.absolute_kind must be 'learned' for Φ_abs (sinusoidal positions have no parameter to reflect)"
+            )
         if length is None:
             raise ValueError("length (the template length T) is required for Φ_abs under absolute positions")
         P = params["P"]
@@ -118,7 +119,7 @@ def query_state(params: dict, cfg: ModelConfig, tokens, slot: int, target: int) 
         with torch.enable_grad():
             logp = torch.log_softmax(forward(leaves, cfg, tok)["logits"][slot], dim=-1)
             grads = torch.autograd.grad(-logp[target], list(leaves.values()), allow_unused=True)
-        return logp, dict(zip(leaves, grads))
+        return logp, dict(zip(leaves, grads, strict=False))
 
     (logp, grad), (e_logp, e_grad) = with_error_bounds(run)
     zero = {k: torch.zeros_like(v) for k, v in params.items()}
@@ -135,8 +136,16 @@ def _flat(d: dict, names) -> torch.Tensor:
 # C5 and C5b on one draw
 
 
-def check_c5(params: dict, cfg: ModelConfig, template: Template, A: int, B: int, *,
-             phi: str = "reflect", forward_slot: int | None = None) -> list[CheckResult]:
+def check_c5(
+    params: dict,
+    cfg: ModelConfig,
+    template: Template,
+    A: int,
+    B: int,
+    *,
+    phi: str = "reflect",
+    forward_slot: int | None = None,
+) -> list[CheckResult]:
     """C5 on one draw: ``log p_r(·|θ) = log p_f(·|Φθ)`` (worst token), ``∇L_r(θ) = Φ∇L_f(Φθ)`` (worst
     parameter entry) and C5b ``∇_S L_r(θ) = ∇_S L_f(Φθ)`` on the storage S (:func:`value_read_parameters`).
 
@@ -159,15 +168,31 @@ def check_c5(params: dict, cfg: ModelConfig, template: Template, A: int, B: int,
     S = list(value_read_parameters(cfg))
     s_r, es_r = _flat(r["grad"], S), _flat(r["e_grad"], S)
     s_f, es_f = _flat(f["grad"], S), _flat(f["e_grad"], S)
-    info = {"pos": cfg.pos, "n_layers": cfg.n_layers, "phi": phi, "forward_slot": slot}
+    info: dict = {"pos": cfg.pos, "n_layers": cfg.n_layers, "phi": phi, "forward_slot": slot}
     tiny = torch.finfo(torch.float64).tiny  # a zero bound meets a zero difference: both sides exact
     return [
-        worst_entry("C5", "log p_r(·|θ) = log p_f(·|Φθ)", r["logp"], f["logp"],
-                    (r["e_logp"] + f["e_logp"]).clamp_min(tiny), reference_rounding=False, **info),
-        worst_entry("C5", "∇L_r(θ) = Φ ∇L_f(Φθ)", g_r, g_f, (e_r + e_f).clamp_min(tiny), reference_rounding=False,
-                    **info),
-        worst_entry("C5b", "∇_S L_r(θ) = ∇_S L_f(Φθ) (storage S fixed by Φ)", s_r, s_f,
-                    (es_r + es_f).clamp_min(tiny), reference_rounding=False, storage=S, **info),
+        worst_entry(
+            "C5",
+            "log p_r(·|θ) = log p_f(·|Φθ)",
+            r["logp"],
+            f["logp"],
+            (r["e_logp"] + f["e_logp"]).clamp_min(tiny),
+            reference_rounding=False,
+            **info,
+        ),
+        worst_entry(
+            "C5", "∇L_r(θ) = Φ ∇L_f(Φθ)", g_r, g_f, (e_r + e_f).clamp_min(tiny), reference_rounding=False, **info
+        ),
+        worst_entry(
+            "C5b",
+            "∇_S L_r(θ) = ∇_S L_f(Φθ) (storage S fixed by Φ)",
+            s_r,
+            s_f,
+            (es_r + es_f).clamp_min(tiny),
+            reference_rounding=False,
+            storage=S,
+            **info,
+        ),
     ]
 
 
@@ -193,8 +218,16 @@ class DeepCase:
         return self.params(device), self.cfg, self.template, self.A, self.B
 
 
-def deep_case(choose, seed: int, *, pos=RELATIVE_ENCODINGS, attention: str = "bidirectional", readout_offset: int = 0,
-              mirror: bool = True, max_layers: int = 4) -> DeepCase:
+def deep_case(
+    choose,
+    seed: int,
+    *,
+    pos=RELATIVE_ENCODINGS,
+    attention: str = "bidirectional",
+    readout_offset: int = 0,
+    mirror: bool = True,
+    max_layers: int = 4,
+) -> DeepCase:
     """A draw for C5: ``choose(options)`` picks one of a sequence (``random.Random.choice``, or
     ``lambda o: draw(st.sampled_from(o))`` under Hypothesis, which shrinks to the first option); ``seed``
     seeds the parameters.
@@ -209,12 +242,25 @@ def deep_case(choose, seed: int, *, pos=RELATIVE_ENCODINGS, attention: str = "bi
     merged = choose((True, False))
     V = choose((4, 5, 6, 8))
     cfg = ModelConfig(
-        vocab=V, d_model=choose((4, 6, 8, 12)), d_head=choose((2, 4, 6)), n_heads=n_heads,
-        n_layers=choose(tuple(range(1, max_layers + 1))), pos=p, rope_base=choose((1e4, 100.0, 5e5)),
-        attention=attention, tied=choose((True, False)), merged_ov=merged, n_kv_heads=kv,
-        norm=choose(("none", "rms")), final_norm=choose((False, True)), mlp=choose(("none", "swiglu")),
-        d_mlp=choose((8, 12)), qk_bias=choose((False, True)), v_bias=False if merged else choose((False, True)),
-        rope_pairing=choose(("interleaved", "half-split")), readout_offset=readout_offset,
+        vocab=V,
+        d_model=choose((4, 6, 8, 12)),
+        d_head=choose((2, 4, 6)),
+        n_heads=n_heads,
+        n_layers=choose(tuple(range(1, max_layers + 1))),
+        pos=p,
+        rope_base=choose((1e4, 100.0, 5e5)),
+        attention=attention,
+        tied=choose((True, False)),
+        merged_ov=merged,
+        n_kv_heads=kv,
+        norm=choose(("none", "rms")),
+        final_norm=choose((False, True)),
+        mlp=choose(("none", "swiglu")),
+        d_mlp=choose((8, 12)),
+        qk_bias=choose((False, True)),
+        v_bias=False if merged else choose((False, True)),
+        rope_pairing=choose(("interleaved", "half-split")),
+        readout_offset=readout_offset,
     )
     A = choose(tuple(range(V)))
     B = choose(tuple(t for t in range(V) if t != A))
@@ -240,16 +286,24 @@ def run_c5(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
     """C5 (log-probabilities and full gradient) on ``draws`` seeded deep draws, every relative encoding."""
     resolve_device(device)
     rng = random.Random(require_seed("seed", seed))
-    return [r for _ in range(require_int("draws", draws, 1)) for r in check_c5(*sample_deep_case(rng).args(device)) if r.claim == "C5"]
+    return [
+        r
+        for _ in range(require_int("draws", draws, 1))
+        for r in check_c5(*sample_deep_case(rng).args(device))
+        if r.claim == "C5"
+    ]
 
 
 def run_c5b(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
     """C5b (storage gradients, no Φ) on ``draws`` seeded deep draws, every relative encoding."""
     resolve_device(device)
     rng = random.Random(require_seed("seed", seed) + 1)
-    return [r for _ in range(require_int("draws", draws, 1)) for r in check_c5(*sample_deep_case(rng).args(device)) if r.claim == "C5b"]
-
-
+    return [
+        r
+        for _ in range(require_int("draws", draws, 1))
+        for r in check_c5(*sample_deep_case(rng).args(device))
+        if r.claim == "C5b"
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,11 +312,22 @@ def run_c5b(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
 
 def describe(case: DeepCase, **more) -> dict:
     c = case.cfg
-    return {"pos": c.pos, "n_layers": c.n_layers, "n_heads": c.n_heads, "n_kv_heads": c.kv_heads, "norm": c.norm,
-            "mlp": c.mlp, "rope_pairing": c.rope_pairing, "attention": c.attention,
-            "readout_offset": c.readout_offset, "seed": case.seed,
-            "template": (case.template.length, case.template.a, case.template.b, case.template.fillers),
-            "A": case.A, "B": case.B, **more}
+    return {
+        "pos": c.pos,
+        "n_layers": c.n_layers,
+        "n_heads": c.n_heads,
+        "n_kv_heads": c.kv_heads,
+        "norm": c.norm,
+        "mlp": c.mlp,
+        "rope_pairing": c.rope_pairing,
+        "attention": c.attention,
+        "readout_offset": c.readout_offset,
+        "seed": case.seed,
+        "template": (case.template.length, case.template.a, case.template.b, case.template.fillers),
+        "A": case.A,
+        "B": case.B,
+        **more,
+    }
 
 
 def _cases(seed: int, **kwargs):
@@ -284,30 +349,42 @@ def _search(claim, dropped, draws, seed, device, pick, **case_kwargs) -> Counter
         bad = pick["test"](res)
         if bad is None:
             return None
-        return bad.error_ratio, describe(case, quantity=bad.quantity, error=bad.error, tolerance=bad.tolerance,
-                                         **pick.get("extra", lambda res: {})(res))
+        return bad.error_ratio, describe(
+            case,
+            quantity=bad.quantity,
+            error=bad.error,
+            tolerance=bad.tolerance,
+            **pick.get("extra", lambda res: {})(res),
+        )
 
     return search(claim, dropped, draws, _cases(seed, **case_kwargs), violation)
 
 
 def c5_causal(draws: int, seed: int, device: str = "cpu") -> Counterexample:
     """Causal attention (the ARM's block): log p_r(·|θ) ≠ log p_f(·|Φθ)."""
-    return _search("C5", "H-bi (causal attention)", draws, seed, device, {"test": _violated},
-                   attention="causal")
+    return _search("C5", "H-bi (causal attention)", draws, seed, device, {"test": _violated}, attention="causal")
 
 
 def c5_readout_offset(draws: int, seed: int, device: str = "cpu") -> Counterexample:
     """Read-out offset 1 (Dream): the reverse query no longer maps to the forward query at slot a. On the
     draw found it maps instead to the forward conditional at slot a + 2 (it reads h_{b−1}, the mirror of
     h_{a+1}, which slot a + 2 reads): ``maps_to_forward_slot`` and that check's error/tolerance."""
-    cx = _search("C5", "read-out offset 0 (Dream-style offset 1)", draws, seed, device, {"test": _violated},
-                 readout_offset=1)
+    cx = _search(
+        "C5", "read-out offset 0 (Dream-style offset 1)", draws, seed, device, {"test": _violated}, readout_offset=1
+    )
     if cx.found:
         case = _replay(seed, cx.searched, readout_offset=1)
         slot = case.template.a + 2
         maps = check_c5(*case.args(device), forward_slot=slot)[0]
-        cx = dataclasses.replace(cx, example={**cx.example, "maps_to_forward_slot": slot, "maps_holds": maps.holds,
-                                              "maps_error_ratio": maps.error_ratio})
+        cx = dataclasses.replace(
+            cx,
+            example={
+                **cx.example,
+                "maps_to_forward_slot": slot,
+                "maps_holds": maps.holds,
+                "maps_error_ratio": maps.error_ratio,
+            },
+        )
     return cx
 
 
@@ -321,19 +398,34 @@ def _replay(seed: int, n: int, **kwargs) -> DeepCase:
 
 def c5_non_mirror(draws: int, seed: int, device: str = "cpu") -> Counterexample:
     """A template that is not mirror-symmetric ("A r1 r2 B", r1 ≠ r2; reverse "B r1 r2 M")."""
-    return _search("C5", "the mirror-symmetric template (A r1 r2 B, r1 ≠ r2)", draws, seed, device,
-                   {"test": _violated}, mirror=False)
+    return _search(
+        "C5",
+        "the mirror-symmetric template (A r1 r2 B, r1 ≠ r2)",
+        draws,
+        seed,
+        device,
+        {"test": _violated},
+        mirror=False,
+    )
 
 
 def c5_absolute_identity(draws: int, seed: int, device: str = "cpu") -> Counterexample:
     """Learned absolute positions with Φ = id: the loss identity fails."""
-    return _search("C5", "H-rel (learned absolute positions, Φ = id)", draws, seed, device,
-                   {"test": _violated, "kwargs": {"phi": "identity"}}, pos=("absolute",))
+    return _search(
+        "C5",
+        "H-rel (learned absolute positions, Φ = id)",
+        draws,
+        seed,
+        device,
+        {"test": _violated, "kwargs": {"phi": "identity"}},
+        pos=("absolute",),
+    )
 
 
 def c5b_absolute(draws: int, seed: int, device: str = "cpu") -> Counterexample:
     """Learned absolute positions with Φ_abs: the log-probability identity holds, but Φ_abs moves P, which
     the value path reads, so C5b fails (∇_P L_r(θ) is ∇_P L_f(Φθ) with its rows reversed)."""
+
     def test(res):
         loss = _violated(res)
         return None if loss is not None else _violated(res, "C5b")
@@ -341,22 +433,57 @@ def c5b_absolute(draws: int, seed: int, device: str = "cpu") -> Counterexample:
     def extra(res):
         return {"loss_identity_holds": res[0].holds, "loss_error_ratio": res[0].error_ratio}
 
-    return _search("C5b", "H-rel (learned absolute positions, Φ_abs)", draws, seed, device,
-                   {"test": test, "extra": extra}, pos=("absolute",))
+    return _search(
+        "C5b",
+        "H-rel (learned absolute positions, Φ_abs)",
+        draws,
+        seed,
+        device,
+        {"test": test, "extra": extra},
+        pos=("absolute",),
+    )
 
 
 NEGATIVE_CONTROLS = [
-    NegativeControl("C5~causal", "C5", "H-bi (causal attention)",
-                    "under a causal mask the mirrored sequence sees other keys: log p_r(·|θ) ≠ log p_f(·|Φθ)",
-                    c5_causal, 5),
-    NegativeControl("C5~readout-offset", "C5", "read-out offset 0 (offset 1, as in Dream)",
-                    "the reverse query reads h_{b−1}, the mirror of h_{a+1}: it maps to the forward conditional "
-                    "at slot a + 2, not to the forward query", c5_readout_offset, 5),
-    NegativeControl("C5~non-mirror", "C5", "mirror-symmetric template (A r1 r2 B, r1 ≠ r2)",
-                    "the reverse sequence is not the forward one read backwards", c5_non_mirror, 5),
-    NegativeControl("C5~absolute-id", "C5", "H-rel (learned absolute positions, Φ = id)",
-                    "positions enter the inputs: without reflecting P the identity fails", c5_absolute_identity, 5),
-    NegativeControl("C5b~absolute", "C5b", "H-rel (learned absolute positions, Φ_abs)",
-                    "Φ_abs reverses P: the loss identity holds but P is read by the value path, so the storage "
-                    "gradients differ", c5b_absolute, 5),
+    NegativeControl(
+        "C5~causal",
+        "C5",
+        "H-bi (causal attention)",
+        "under a causal mask the mirrored sequence sees other keys: log p_r(·|θ) ≠ log p_f(·|Φθ)",
+        c5_causal,
+        5,
+    ),
+    NegativeControl(
+        "C5~readout-offset",
+        "C5",
+        "read-out offset 0 (offset 1, as in Dream)",
+        "the reverse query reads h_{b−1}, the mirror of h_{a+1}: it maps to the forward conditional "
+        "at slot a + 2, not to the forward query",
+        c5_readout_offset,
+        5,
+    ),
+    NegativeControl(
+        "C5~non-mirror",
+        "C5",
+        "mirror-symmetric template (A r1 r2 B, r1 ≠ r2)",
+        "the reverse sequence is not the forward one read backwards",
+        c5_non_mirror,
+        5,
+    ),
+    NegativeControl(
+        "C5~absolute-id",
+        "C5",
+        "H-rel (learned absolute positions, Φ = id)",
+        "positions enter the inputs: without reflecting P the identity fails",
+        c5_absolute_identity,
+        5,
+    ),
+    NegativeControl(
+        "C5b~absolute",
+        "C5b",
+        "H-rel (learned absolute positions, Φ_abs)",
+        "Φ_abs reverses P: the loss identity holds but P is read by the value path, so the storage gradients differ",
+        c5b_absolute,
+        5,
+    ),
 ]

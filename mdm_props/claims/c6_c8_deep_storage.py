@@ -116,18 +116,43 @@ class StorageCase:
 
     def describe(self, **more) -> dict:
         c = self.cfg
-        return {"kind": self.kind, "pos": c.pos, "n_layers": c.n_layers, "n_heads": c.n_heads,
-                "n_kv_heads": c.kv_heads, "norm": c.norm, "final_norm": c.final_norm, "mlp": c.mlp,
-                "qk_bias": c.qk_bias, "rope_pairing": c.rope_pairing, "vocab": c.vocab, "d_model": c.d_model,
-                "d_head": c.d_head, "tied": c.tied, "seed": self.seed, "scale": self.scale,
-                "orthonormal": self.orthonormal,
-                "template": (self.template.length, self.template.a, self.template.b, self.template.fillers),
-                "A": self.A, "B": self.B, **more}
+        return {
+            "kind": self.kind,
+            "pos": c.pos,
+            "n_layers": c.n_layers,
+            "n_heads": c.n_heads,
+            "n_kv_heads": c.kv_heads,
+            "norm": c.norm,
+            "final_norm": c.final_norm,
+            "mlp": c.mlp,
+            "qk_bias": c.qk_bias,
+            "rope_pairing": c.rope_pairing,
+            "vocab": c.vocab,
+            "d_model": c.d_model,
+            "d_head": c.d_head,
+            "tied": c.tied,
+            "seed": self.seed,
+            "scale": self.scale,
+            "orthonormal": self.orthonormal,
+            "template": (self.template.length, self.template.a, self.template.b, self.template.fillers),
+            "A": self.A,
+            "B": self.B,
+            **more,
+        }
 
 
-def storage_case(choose, seed: int, *, kind: str = "mdm", pos=RELATIVE_ENCODINGS, max_layers: int = 4,
-                 orthonormal: bool = True, final_norm=(False, True), mlp=("none", "swiglu"),
-                 scale=(0.5, 1.0, 2.0)) -> StorageCase:
+def storage_case(
+    choose,
+    seed: int,
+    *,
+    kind: str = "mdm",
+    pos=RELATIVE_ENCODINGS,
+    max_layers: int = 4,
+    orthonormal: bool = True,
+    final_norm=(False, True),
+    mlp=("none", "swiglu"),
+    scale=(0.5, 1.0, 2.0),
+) -> StorageCase:
     """A deep draw: ``choose(options)`` picks one of a sequence (``random.Random.choice``, or a
     Hypothesis ``sampled_from``); ``seed`` seeds the parameters. Depth 1 … ``max_layers``, 1 or 2 query
     heads with every GQA ratio, RMSNorm pre-norm or none, the final norm and MLP options given, q/k biases,
@@ -137,12 +162,21 @@ def storage_case(choose, seed: int, *, kind: str = "mdm", pos=RELATIVE_ENCODINGS
     n_heads = choose((1, 2))
     V = choose((4, 5, 6))
     cfg = ModelConfig(
-        vocab=V, d_model=12 if orthonormal else choose((8, 12)), d_head=choose((2, 4)), n_heads=n_heads,
+        vocab=V,
+        d_model=12 if orthonormal else choose((8, 12)),
+        d_head=choose((2, 4)),
+        n_heads=n_heads,
         n_kv_heads=choose(tuple(k for k in (1, 2) if n_heads % k == 0)),
-        n_layers=choose(tuple(range(1, max_layers + 1))), pos=choose(tuple(pos)), rope_base=choose((1e4, 100.0)),
+        n_layers=choose(tuple(range(1, max_layers + 1))),
+        pos=choose(tuple(pos)),
+        rope_base=choose((1e4, 100.0)),
         attention="causal" if kind == "arm" else "bidirectional",
-        tied=choose((True, False)), norm=choose(("none", "rms")), final_norm=choose(tuple(final_norm)),
-        mlp=choose(tuple(mlp)), d_mlp=8, qk_bias=choose((False, True)),
+        tied=choose((True, False)),
+        norm=choose(("none", "rms")),
+        final_norm=choose(tuple(final_norm)),
+        mlp=choose(tuple(mlp)),
+        d_mlp=8,
+        qk_bias=choose((False, True)),
         rope_pairing=choose(("interleaved", "half-split")),
     )
     A = choose(tuple(range(V)))
@@ -192,8 +226,9 @@ def c7_group_cases(draws: int, seed: int, *, kind: str, pos: str, scale: float =
         yield c7_case(rng, kind=kind, pos=pos, block=rng.choice(blocks), n_layers=L, scale=scale)
 
 
-def alignment_signs(draws: int, seed: int, device: str = "cpu", *, kind: str, pos, scale: float = 1.0,
-                    n_layers=None) -> dict:
+def alignment_signs(
+    draws: int, seed: int, device: str = "cpu", *, kind: str, pos, scale: float = 1.0, n_layers=None
+) -> dict:
     """One group's outcomes: ``per_layer`` {ℓ: [positive, draws]} over every layer of every draw, and the
     asserted statistic ``chosen`` [positive, draws]: per draw the sign of cos(G_f^ℓ, G_r^ℓ) at one layer ℓ
     drawn uniformly (one independent Bernoulli outcome per draw, as Clopper–Pearson needs). ``pos``: one
@@ -247,28 +282,49 @@ def check_c7(groups: dict, alpha: float = FALSE_ALARM) -> list[CheckResult]:
         k, n = groups[e]["chosen"]
         lo, hi = clopper_pearson(k, n, a)
         rates = lambda g: {layer: (c[0] / c[1], c[1]) for layer, c in g["per_layer"].items()}  # noqa: E731
-        out.append(inequality("C7", f"lower CP bound of P(cos(G_f^ℓ, G_r^ℓ) > 0), MDM ({e}), > the ARM's upper bound",
-                              lo, arm_hi, ">", 1.0, mdm_rate=k / n, mdm_interval=(lo, hi), arm_rate=k_arm / n_arm,
-                              arm_interval=(arm_lo, arm_hi), alpha_per_comparison=a, comparisons=len(mdm),
-                              mdm_per_layer=rates(groups[e]), arm_per_layer=rates(groups["arm"]),
-                              mdm_per_encoding=groups[e].get("per_encoding"),
-                              arm_per_encoding=groups["arm"].get("per_encoding")))
+        out.append(
+            inequality(
+                "C7",
+                f"lower CP bound of P(cos(G_f^ℓ, G_r^ℓ) > 0), MDM ({e}), > the ARM's upper bound",
+                lo,
+                arm_hi,
+                ">",
+                1.0,
+                mdm_rate=k / n,
+                mdm_interval=(lo, hi),
+                arm_rate=k_arm / n_arm,
+                arm_interval=(arm_lo, arm_hi),
+                alpha_per_comparison=a,
+                comparisons=len(mdm),
+                mdm_per_layer=rates(groups[e]),
+                arm_per_layer=rates(groups["arm"]),
+                mdm_per_encoding=groups[e].get("per_encoding"),
+                arm_per_encoding=groups["arm"].get("per_encoding"),
+            )
+        )
     return out
 
 
-def c7_groups(draws: int, seed: int, device: str = "cpu", *, per_encoding: bool = False, scale: float = 1.0,
-              n_layers=None) -> dict:
+def c7_groups(
+    draws: int, seed: int, device: str = "cpu", *, per_encoding: bool = False, scale: float = 1.0, n_layers=None
+) -> dict:
     """The outcomes of the groups, ``draws`` draws each: the ARM (encodings in turn) and the MDM, either
     pooled over the relative encodings (one group "relative", encodings in turn; one comparison) or one
     group per encoding (``per_encoding``; four comparisons, Bonferroni in :func:`c7_alpha`)."""
     if per_encoding:
-        groups = {e: alignment_signs(draws, seed + 101 * i, device, kind="mdm", pos=e, scale=scale, n_layers=n_layers)
-                  for i, e in enumerate(RELATIVE_ENCODINGS)}
+        groups = {
+            e: alignment_signs(draws, seed + 101 * i, device, kind="mdm", pos=e, scale=scale, n_layers=n_layers)
+            for i, e in enumerate(RELATIVE_ENCODINGS)
+        }
     else:
-        groups = {"relative": alignment_signs(draws, seed, device, kind="mdm", pos=RELATIVE_ENCODINGS, scale=scale,
-                                              n_layers=n_layers)}
-    groups["arm"] = alignment_signs(draws, seed + 997, device, kind="arm", pos=RELATIVE_ENCODINGS, scale=scale,
-                                    n_layers=n_layers)
+        groups = {
+            "relative": alignment_signs(
+                draws, seed, device, kind="mdm", pos=RELATIVE_ENCODINGS, scale=scale, n_layers=n_layers
+            )
+        }
+    groups["arm"] = alignment_signs(
+        draws, seed + 997, device, kind="arm", pos=RELATIVE_ENCODINGS, scale=scale, n_layers=n_layers
+    )
     return groups
 
 
@@ -278,8 +334,9 @@ def run_c7(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
     return check_c7(c7_groups(draws, seed, device))
 
 
-def depth_rates(draws: int, seed: int, device: str = "cpu", scales=C7_SCALES, depths=(1, 2, 3, 4),
-                pos: str = "rope") -> dict:
+def depth_rates(
+    draws: int, seed: int, device: str = "cpu", scales=C7_SCALES, depths=(1, 2, 3, 4), pos: str = "rope"
+) -> dict:
     """{(kind, depth, scale): rate of cos > 0 over every layer} for the depth figure (plain and preset
     blocks, MDM with ``pos`` and the ARM)."""
     out = {}
@@ -373,8 +430,16 @@ def c6_floor(params: dict, cfg: ModelConfig, fq: Query, rq: Query, eps: float) -
     return e_ip + e_lead
 
 
-def check_c6(params: dict, cfg: ModelConfig, template: Template, A: int, B: int, *, kind: str = "mdm",
-             lead: torch.Tensor | None = None) -> list[CheckResult]:
+def check_c6(
+    params: dict,
+    cfg: ModelConfig,
+    template: Template,
+    A: int,
+    B: int,
+    *,
+    kind: str = "mdm",
+    lead: torch.Tensor | None = None,
+) -> list[CheckResult]:
     """C6 on one draw, every layer: (i) the remainder R(ε) = ⟨G_f^ℓ, G_r^ℓ⟩ − lead_ℓ has observed order
     log2(R(ε)/R(ε/2)) = 1 at the predicted ε (C6_CHECK) within log2((1 + x)/(1 − x)) (x =
     :func:`c6_relative_band`, the series fitted at C6_FIT), where x ≤ C6_WINDOW; (ii) where lead_ℓ > 0,
@@ -403,13 +468,24 @@ def check_c6(params: dict, cfg: ModelConfig, template: Template, A: int, B: int,
                 continue
             ratio = R[k] / R[k + 1]
             order = math.log2(ratio) if ratio > 0 else math.nan
-            results.append(identity("C6", "observed order log2(R(ε)/R(ε/2)) = 1, R = ⟨G_f^ℓ, G_r^ℓ⟩ − lead_ℓ", order,
-                                    1.0, math.log2((1 + x) / (1 - x)), k=k, x=x, **info))
+            results.append(
+                identity(
+                    "C6",
+                    "observed order log2(R(ε)/R(ε/2)) = 1, R = ⟨G_f^ℓ, G_r^ℓ⟩ − lead_ℓ",
+                    order,
+                    1.0,
+                    math.log2((1 + x) / (1 - x)),
+                    k=k,
+                    x=x,
+                    **info,
+                )
+            )
         if ld[layer] > 0 and c[0] != 0:
             eps0 = min(2.0 ** -C6_FIT[-1], float(ld[layer]) / (STORAGE_SAFETY * (1 + C6_WINDOW) * abs(c[0])))
             ip = float(layer_inner_products(at_branch_scale(params, eps0 / 2), cfg, fq, rq)[layer])
-            results.append(inequality("C6", "⟨G_f^ℓ, G_r^ℓ⟩ > 0 at ε = ε₀/2", ip, fl, ">", float(ld[layer]),
-                                      eps0=eps0, **info))
+            results.append(
+                inequality("C6", "⟨G_f^ℓ, G_r^ℓ⟩ > 0 at ε = ε₀/2", ip, fl, ">", float(ld[layer]), eps0=eps0, **info)
+            )
     return results
 
 
@@ -423,6 +499,7 @@ def run_c6(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
         res = check_c6(case.params(device), case.cfg, case.template, case.A, case.B)
         out += [dataclasses.replace(r, details={**r.details, "draw": case.describe()}) for r in res]
     return out
+
 
 # ---------------------------------------------------------------------------------------------
 # C8 — a forward storage step at any layer lowers the reverse loss to first order (per draw)
@@ -448,6 +525,7 @@ def loss_with_bound(params: dict, cfg: ModelConfig, query: Query) -> tuple[float
 def reverse_state(params: dict, cfg: ModelConfig, rq: Query) -> dict:
     """The reverse query's loss, storage gradients and last-layer context at the slot, with running-error
     radii (one autograd pass under :mod:`mdm_props.rounding_mode`)."""
+
     def run():
         W = params["W_OV"].detach().requires_grad_(True)
         with torch.enable_grad():
@@ -461,8 +539,9 @@ def reverse_state(params: dict, cfg: ModelConfig, rq: Query) -> dict:
     return {"L": float(L), "e_L": float(e_L), "G": G, "e_G": e_G, "c": c, "e_c": e_c}
 
 
-def check_c8(params: dict, cfg: ModelConfig, template: Template, A: int, B: int, *,
-             gradient: torch.Tensor | None = None) -> list[CheckResult]:
+def check_c8(
+    params: dict, cfg: ModelConfig, template: Template, A: int, B: int, *, gradient: torch.Tensor | None = None
+) -> list[CheckResult]:
     """C8 on one draw (MDM queries, branch scale 1), every layer ℓ:
 
     * Taylor test: R(η) = φ_ℓ(η) − φ_ℓ(0) + η⟨G_r^ℓ, G_f^ℓ⟩, φ_ℓ(η) = L_r(θ − η e_ℓ G_f^ℓ); R(η)/η² fitted at
@@ -507,15 +586,34 @@ def check_c8(params: dict, cfg: ModelConfig, template: Template, A: int, B: int,
                 continue
             ratio = R[k] / R[k + 1]
             order = math.log2(ratio) if ratio > 0 else math.nan
-            results.append(identity("C8", "observed order log2(R(η)/R(η/2)) = 2, only W_OV^ℓ moves", order, 2.0,
-                                    math.log2((1 + x) / (1 - x)), k=k, x=x, **info))
+            results.append(
+                identity(
+                    "C8",
+                    "observed order log2(R(η)/R(η/2)) = 2, only W_OV^ℓ moves",
+                    order,
+                    2.0,
+                    math.log2((1 + x) / (1 - x)),
+                    k=k,
+                    x=x,
+                    **info,
+                )
+            )
     if not cfg.final_norm and cfg.mlp == "none" and gradient is None:
         results += c8_last_layer(params, cfg, rq, G_f, rs)
     return results
 
 
-def c8_c4a_tolerances(W: torch.Tensor, D: torch.Tensor, rs: dict, ip: float, eta: float, phi1: float, e_L1: float,
-                      U: torch.Tensor, spread: float) -> tuple[float, float]:
+def c8_c4a_tolerances(
+    W: torch.Tensor,
+    D: torch.Tensor,
+    rs: dict,
+    ip: float,
+    eta: float,
+    phi1: float,
+    e_L1: float,
+    U: torch.Tensor,
+    spread: float,
+) -> tuple[float, float]:
     """(lower, upper) rounding allowances, × STORAGE_SAFETY, for R̂ = fl(φ̂(η) − φ̂(0)) + η⟨Ĝ_r^L, Ĝ_f^L⟩
     against 0 ≤ R ≤ η² spread(â)²/8 (C4a's derivation, :func:`mdm_props.claims.c4_reverse_loss_decrease.c4a_tolerances`,
     with deep-block radii). The exact statement is for the step taken, D' = (W − Ŵ')/η, any direction:
@@ -528,13 +626,19 @@ def c8_c4a_tolerances(W: torch.Tensor, D: torch.Tensor, rs: dict, ip: float, eta
       spread(a_{D'})² ≤ spread(â)² + 4δ spread(â) + 4δ²."""
     G_r, e_G, c, e_c = rs["G"][-1], rs["e_G"][-1], rs["c"], rs["e_c"]
     N = D.numel()
-    lin = eta * float((e_G * D.abs()).sum()) + float((G_r.abs() * gamma(2) * (W.abs() + 2 * eta * D.abs())).sum()) \
+    lin = (
+        eta * float((e_G * D.abs()).sum())
+        + float((G_r.abs() * gamma(2) * (W.abs() + 2 * eta * D.abs())).sum())
         + eta * gamma(N) * float((G_r.abs() * D.abs()).sum())
+    )
     arith = gamma(3) * (abs(phi1) + abs(rs["L"]) + eta * abs(ip))
     lower = rs["e_L"] + e_L1 + lin + arith
     dD = gamma(2) * (W.abs() / eta + 2 * D.abs())
-    v = torch.einsum("hed,hd->e", dD, c.abs()) + torch.einsum("hed,hd->e", D.abs(), e_c) \
+    v = (
+        torch.einsum("hed,hd->e", dD, c.abs())
+        + torch.einsum("hed,hd->e", D.abs(), e_c)
         + gamma(D.shape[0] * D.shape[1]) * torch.einsum("hed,hd->e", D.abs(), c.abs())
+    )
     delta = float((U.abs() @ v).max())
     upper = lower + eta**2 * (4 * delta * spread + 4 * delta**2) / 8
     return STORAGE_SAFETY * lower, STORAGE_SAFETY * upper
@@ -608,14 +712,26 @@ def c7_arm_as_mdm(draws: int, seed: int, device: str = "cpu") -> Counterexample:
     """C7's separation with the ARM on both sides (H-bi dropped from the 'MDM' group): no separation."""
     resolve_device(device)
     n = max(draws, 1)
-    groups = {"causal": alignment_signs(n, seed, device, kind="arm", pos=RELATIVE_ENCODINGS),
-              "arm": alignment_signs(n, seed + 997, device, kind="arm", pos=RELATIVE_ENCODINGS)}
+    groups = {
+        "causal": alignment_signs(n, seed, device, kind="arm", pos=RELATIVE_ENCODINGS),
+        "arm": alignment_signs(n, seed + 997, device, kind="arm", pos=RELATIVE_ENCODINGS),
+    }
     r = check_c7(groups)[0]
     if r.holds:
         return Counterexample("C7", "H-bi (the MDM group replaced by causal ARM draws)", False, 2 * n)
-    return Counterexample("C7", "H-bi (the MDM group replaced by causal ARM draws)", True, 2 * n,
-                          {"lower": r.observed, "arm_upper": r.reference, "rate": r.details["mdm_rate"],
-                           "arm_rate": r.details["arm_rate"]}, float(r.observed - r.reference))
+    return Counterexample(
+        "C7",
+        "H-bi (the MDM group replaced by causal ARM draws)",
+        True,
+        2 * n,
+        {
+            "lower": r.observed,
+            "arm_upper": r.reference,
+            "rate": r.details["mdm_rate"],
+            "arm_rate": r.details["arm_rate"],
+        },
+        float(r.observed - r.reference),
+    )
 
 
 def c8_wrong_gradient(draws: int, seed: int, device: str = "cpu") -> Counterexample:
@@ -632,24 +748,41 @@ def c8_wrong_gradient(draws: int, seed: int, device: str = "cpu") -> Counterexam
     def violation(case):
         params = case.params(device)
         fq, _ = case.queries()
-        res = check_c8(params, case.cfg, case.template, case.A, case.B,
-                       gradient=layer_gradients(params, case.cfg, fq))
+        res = check_c8(params, case.cfg, case.template, case.A, case.B, gradient=layer_gradients(params, case.cfg, fq))
         failed = [r for r in res if not r.holds]
         if not failed:
             return None
         r = failed[0]
-        return r.error_ratio, case.describe(quantity=r.quantity, observed=r.observed, tolerance=r.tolerance,
-                                            layer=r.details["layer"])
+        return r.error_ratio, case.describe(
+            quantity=r.quantity, observed=r.observed, tolerance=r.tolerance, layer=r.details["layer"]
+        )
 
     return search("C8", "the correct gradient (G_f^ℓ used in place of G_r^ℓ)", draws, cases(), violation)
 
 
 NEGATIVE_CONTROLS = [
-    NegativeControl("C6~arm", "C6", "H-bi (ARM: causal attention, next-token targets)",
-                    "the ARM's first factor is not a square: lead_ℓ < 0 and ⟨G_f^ℓ, G_r^ℓ⟩ < 0 at small ε", c6_arm, 20),
-    NegativeControl("C7~arm", "C7", "H-bi (both groups causal)",
-                    "with ARM draws in place of the MDM's the rates are not separated", c7_arm_as_mdm, 40),
-    NegativeControl("C8~wrong-gradient", "C8", "the correct gradient in the linear term",
-                    "with G_f^ℓ in place of G_r^ℓ the remainder is first order: observed order ≈ 1",
-                    c8_wrong_gradient, 10),
+    NegativeControl(
+        "C6~arm",
+        "C6",
+        "H-bi (ARM: causal attention, next-token targets)",
+        "the ARM's first factor is not a square: lead_ℓ < 0 and ⟨G_f^ℓ, G_r^ℓ⟩ < 0 at small ε",
+        c6_arm,
+        20,
+    ),
+    NegativeControl(
+        "C7~arm",
+        "C7",
+        "H-bi (both groups causal)",
+        "with ARM draws in place of the MDM's the rates are not separated",
+        c7_arm_as_mdm,
+        40,
+    ),
+    NegativeControl(
+        "C8~wrong-gradient",
+        "C8",
+        "the correct gradient in the linear term",
+        "with G_f^ℓ in place of G_r^ℓ the remainder is first order: observed order ≈ 1",
+        c8_wrong_gradient,
+        10,
+    ),
 ]

@@ -20,8 +20,12 @@ from mdm_props.params import init_params
 from mdm_props.storage import unmet_hypotheses
 
 T = canonical_template(2)
-STORAGE = {"C1b": lambda *a: c1.check_c1b(*a, 0.1), "C1c": lambda *a: c1.check_c1c(*a, 0.1),
-           "C3": c3.check_c3, "C4a": c4.check_c4a}
+STORAGE = {
+    "C1b": lambda *a: c1.check_c1b(*a, 0.1),
+    "C1c": lambda *a: c1.check_c1c(*a, 0.1),
+    "C3": c3.check_c3,
+    "C4a": c4.check_c4a,
+}
 
 
 def _draw(orthonormal=True, **cfg):
@@ -37,11 +41,14 @@ def _assert_not_applicable(results, hypothesis):
 
 
 @pytest.mark.parametrize("claim", sorted(STORAGE))
-@pytest.mark.parametrize("dropped, draw", [
-    ("H-orth", dict(orthonormal=False)),
-    ("H-rel", dict(pos="absolute")),
-    ("H-bi", dict(attention="causal")),
-])
+@pytest.mark.parametrize(
+    "dropped, draw",
+    [
+        ("H-orth", dict(orthonormal=False)),
+        ("H-rel", dict(pos="absolute")),
+        ("H-bi", dict(attention="causal")),
+    ],
+)
 def test_storage_checkers_refuse_draws_outside_their_hypotheses(claim, dropped, draw):
     """Before: check_c3 on Gaussian embeddings reported its identity as holding (the Gram defect folded
     into the tolerance, 9–114× the value)."""

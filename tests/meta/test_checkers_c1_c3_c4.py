@@ -9,19 +9,22 @@ import mpmath
 import pytest
 import torch
 
-from mdm_props import oracles
+from mdm_props import oracles, rounding, storage
 from mdm_props.claims import c1_reusable_evidence as c1
 from mdm_props.claims import c3_aligned_storage as c3
 from mdm_props.claims import c4_reverse_loss_decrease as c4
 from mdm_props.facts import Template, canonical_template
 from mdm_props.model import RELATIVE_ENCODINGS, ModelConfig
 from mdm_props.params import init_params
-from mdm_props import rounding, storage, taylor
 
 # fixed draws: every relative encoding, one to three heads, a longer template with a repeated filler
 DRAWS = [
-    (ModelConfig(vocab=5, d_model=8, d_head=4, n_heads=1 + n % 3, pos=pos), 7 + n, (1.0, 2.0)[n % 2],
-     canonical_template(2) if n % 2 else Template(5, 1, 3, (2, 4, 2)))
+    (
+        ModelConfig(vocab=5, d_model=8, d_head=4, n_heads=1 + n % 3, pos=pos),
+        7 + n,
+        (1.0, 2.0)[n % 2],
+        canonical_template(2) if n % 2 else Template(5, 1, 3, (2, 4, 2)),
+    )
     for n, pos in enumerate(RELATIVE_ENCODINGS)
 ]
 A, B, ETA = 0, 1, 0.1
@@ -47,9 +50,13 @@ def relative_scaling(monkeypatch, factor_for_query):
 @pytest.mark.parametrize("n", range(len(DRAWS)))
 def test_all_checkers_accept_the_real_computation(n):
     params, cfg, template = draw(n)
-    for results in (c1.check_c1a(params, cfg, template, A, B), c1.check_c1b(params, cfg, template, A, B, ETA),
-                    c1.check_c1c(params, cfg, template, A, B, ETA), c3.check_c3(params, cfg, template, A, B),
-                    c4.check_c4a(params, cfg, template, A, B)):
+    for results in (
+        c1.check_c1a(params, cfg, template, A, B),
+        c1.check_c1b(params, cfg, template, A, B, ETA),
+        c1.check_c1c(params, cfg, template, A, B, ETA),
+        c3.check_c3(params, cfg, template, A, B),
+        c4.check_c4a(params, cfg, template, A, B),
+    ):
         assert all(r.holds for r in results), [str(r) for r in results if not r.holds]
 
 
@@ -213,8 +220,9 @@ def test_storage_inner_product_bound_against_the_oracle(n):
             g = [mpmath.fsum(U[v][e] * p[v] for v in range(cfg.vocab)) for e in range(cfg.d_model)]
             parts.append((g, [o["context"][0][h][q.slot] for h in range(cfg.n_heads)]))
         (gf, cf), (gr, cr) = parts
-        exact = mpmath.fsum(a * b for a, b in zip(gf, gr)) * mpmath.fsum(
-            mpmath.fsum(a * b for a, b in zip(cf[h], cr[h])) for h in range(cfg.n_heads))
+        exact = mpmath.fsum(a * b for a, b in zip(gf, gr, strict=False)) * mpmath.fsum(
+            mpmath.fsum(a * b for a, b in zip(cf[h], cr[h], strict=False)) for h in range(cfg.n_heads)
+        )
         err = abs(mpmath.mpf(al.ip) - exact)
     bound = rounding.STORAGE_SAFETY * al.ip_err
     assert float(err) <= bound, (float(err), bound)

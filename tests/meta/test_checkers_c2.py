@@ -53,7 +53,7 @@ def test_fisher_z_needs_the_kappa_correction(d_k):
     s = c2.sample_scores(4, d_k, BASE, DELTA, reps * n, seed=11 + d_k)
     rho, kappa = c2.score_correlation(d_k, BASE, g), c2.score_correlation_variance_factor(d_k, BASE, g)
     sf, sr = s["s_f"].view(reps, n), s["s_r"].view(reps, n)
-    z = torch.tensor([math.atanh(c2.sample_correlation(a, b)) - math.atanh(rho) for a, b in zip(sf, sr)])
+    z = torch.tensor([math.atanh(c2.sample_correlation(a, b)) - math.atanh(rho) for a, b in zip(sf, sr, strict=False)])
     z2 = float((z * z).sum()) * (n - 3)
     low, high = stats.chi2.ppf(FALSE_ALARM / 2, reps), stats.chi2.isf(FALSE_ALARM / 2, reps)
     assert low < z2 / kappa < high, (z2 / kappa, low, high)
@@ -69,8 +69,12 @@ def test_kappa_matches_the_sample_delta_method_estimate(d_k):
     s = c2.sample_scores(4, d_k, BASE, DELTA, batches * n, seed=3 + d_k)
     rho = c2.score_correlation(d_k, BASE, 4.0)
     exact = c2.score_correlation_variance_factor(d_k, BASE, 4.0) * (1 - rho * rho) ** 2
-    est = torch.tensor([c2.delta_method_variance(a, b) for a, b in zip(s["s_f"].view(batches, n),
-                                                                         s["s_r"].view(batches, n))])
+    est = torch.tensor(
+        [
+            c2.delta_method_variance(a, b)
+            for a, b in zip(s["s_f"].view(batches, n), s["s_r"].view(batches, n), strict=False)
+        ]
+    )
     crit = stats.t.isf(FALSE_ALARM / 2, batches - 1)
     se = float(est.std()) / math.sqrt(batches)
     assert abs(float(est.mean()) - exact) / se < crit
@@ -125,8 +129,10 @@ def test_route_gradient_check_rejects_a_gradient_ten_bounds_off():
         assert not res.holds and res.error_ratio > 5, str(res)
         q = params["W_Q"][0, 0] @ params["E"][case.cfg.mask_id]
         k = params["W_K"][0, 0] @ params["E"][case.B]
-        scale = (float(params["E"][case.cfg.mask_id].norm()) ** 2 * float(k.norm()) ** 2
-                 + float(params["E"][case.B].norm()) ** 2 * float(q.norm()) ** 2) / case.cfg.d_head
+        scale = (
+            float(params["E"][case.cfg.mask_id].norm()) ** 2 * float(k.norm()) ** 2
+            + float(params["E"][case.B].norm()) ** 2 * float(q.norm()) ** 2
+        ) / case.cfg.d_head
         assert ok.tolerance < 1e-11 * scale
 
 

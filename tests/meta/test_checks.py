@@ -36,8 +36,9 @@ def test_non_finite_observations_never_hold():
     assert not inequality("C3", "x", math.inf, 0.0, "<=", scale=1.0).holds
 
 
-@pytest.mark.parametrize("kwargs, message", [({"relation": "=="}, "relation must be one of"),
-                                             ({"scale": 0.0}, "scale must be > 0")])
+@pytest.mark.parametrize(
+    "kwargs, message", [({"relation": "=="}, "relation must be one of"), ({"scale": 0.0}, "scale must be > 0")]
+)
 def test_bad_arguments_are_refused(kwargs, message):
     args = {"relation": ">", "scale": 1.0} | kwargs
     with pytest.raises(ValueError, match=message):
@@ -47,7 +48,14 @@ def test_bad_arguments_are_refused(kwargs, message):
 def test_summary_reports_the_worst_margin_and_ratio():
     rs = [identity("C1b", "a", 1.0, 1.0, 1e-15), inequality("C1b", "b", 0.2, 0.0, ">", scale=1.0)]
     s = summarize(rs)
-    assert s == {"draws": 2, "worst_margin": 0.2, "worst_error_ratio": 0.0, "holds": True, "not_applicable": 0, "undecided": 0}
+    assert s == {
+        "draws": 2,
+        "worst_margin": 0.2,
+        "worst_error_ratio": 0.0,
+        "holds": True,
+        "not_applicable": 0,
+        "undecided": 0,
+    }
     with pytest.raises(ValueError, match="at least one"):
         summarize([])
 

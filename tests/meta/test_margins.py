@@ -78,8 +78,11 @@ def test_every_claim_property_test_asserts_through_assert_holds():
 
 def _root_conftest(config):
     root = (TESTS.parent / "conftest.py").resolve()
-    return next(p for p in config.pluginmanager.get_plugins() if getattr(p, "__file__", None)
-                and Path(p.__file__).resolve() == root)
+    return next(
+        p
+        for p in config.pluginmanager.get_plugins()
+        if getattr(p, "__file__", None) and Path(p.__file__).resolve() == root
+    )
 
 
 def test_margin_summary_merges_the_workers_rows_and_prints_one_line_per_claim(request):
@@ -91,8 +94,12 @@ def test_margin_summary_merges_the_workers_rows_and_prints_one_line_per_claim(re
     cf = _root_conftest(request.config)
     draw = lambda seed: {"seed": seed, "pos": "rope"}  # noqa: E731
     worker = SimpleNamespace(workeroutput={}, _mdm_margins=cf.MarginLog())
-    worker._mdm_margins([checks.identity("C3", "a", 1.0, 1.0, 1.0, draw=draw(1)),
-                         checks.identity("C3", "b", 1.5, 1.0, 1.0, draw=draw(2))])
+    worker._mdm_margins(
+        [
+            checks.identity("C3", "a", 1.0, 1.0, 1.0, draw=draw(1)),
+            checks.identity("C3", "b", 1.5, 1.0, 1.0, draw=draw(2)),
+        ]
+    )
     worker._mdm_margins([checks.identity("C1b", "a", 3.0, 1.0, 1.0)])  # violated: error 2 > tolerance 1
     cf.pytest_sessionfinish(SimpleNamespace(config=worker))
     controller = SimpleNamespace(_mdm_margins=cf.MarginLog())

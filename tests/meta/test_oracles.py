@@ -7,11 +7,10 @@ import pytest
 import torch
 from scipy import stats
 
-from mdm_props import checks, oracles
+from mdm_props import checks, oracles, rounding
 from mdm_props.claims import c0_oracles as c0
 from mdm_props.model import ModelConfig, forward
 from mdm_props.params import init_params
-from mdm_props import rounding
 
 
 def test_oracle_with_zero_queries_is_uniform_attention_in_closed_form():
@@ -49,8 +48,12 @@ def test_oracle_rope_score_in_closed_form_for_d_head_two():
         for i, j in [(0, 3), (2, 1), (1, 1)]:
             q = [mpmath.fsum(WQ[a][c] * E[tokens[i]][c] for c in range(3)) for a in range(2)]
             k = [mpmath.fsum(WK[a][c] * E[tokens[j]][c] for c in range(3)) for a in range(2)]
-            expected = mpmath.hypot(*q) * mpmath.hypot(*k) * mpmath.cos(
-                mpmath.atan2(k[1], k[0]) - mpmath.atan2(q[1], q[0]) + (j - i)) / mpmath.sqrt(2)
+            expected = (
+                mpmath.hypot(*q)
+                * mpmath.hypot(*k)
+                * mpmath.cos(mpmath.atan2(k[1], k[0]) - mpmath.atan2(q[1], q[0]) + (j - i))
+                / mpmath.sqrt(2)
+            )
             assert abs(o["scores"][0][0][i][j] - expected) < mpmath.mpf(10) ** -40
 
 
@@ -60,8 +63,10 @@ def test_oracle_is_stable_across_precisions_and_refuses_low_precision():
     a = oracles.oracle_forward(params, cfg, [4, 1, 2], dps=50)
     b = oracles.oracle_forward(params, cfg, [4, 1, 2], dps=120)
     with mpmath.workdps(120):
-        assert all(abs(x - y) <= mpmath.mpf(10) ** -40 * max(1, abs(y))
-                   for x, y in zip(oracles._flatten(a), oracles._flatten(b)))
+        assert all(
+            abs(x - y) <= mpmath.mpf(10) ** -40 * max(1, abs(y))
+            for x, y in zip(oracles._flatten(a), oracles._flatten(b), strict=False)
+        )
     assert mpmath.mp.dps == 15  # no global precision leaked
     with pytest.raises(ValueError, match="dps must be an integer >= 20"):
         oracles.oracle_forward(params, cfg, [4, 1, 2], dps=10)
@@ -69,12 +74,23 @@ def test_oracle_is_stable_across_precisions_and_refuses_low_precision():
         oracles.oracle_forward(params, cfg, [4, 1, 7])
 
 
-@pytest.mark.parametrize("mutation", ["causal instead of bidirectional", "t5 bias read as b(i - j)",
-                                      "alibi without |.|", "sinusoidal instead of learned positions"])
+@pytest.mark.parametrize(
+    "mutation",
+    [
+        "causal instead of bidirectional",
+        "t5 bias read as b(i - j)",
+        "alibi without |.|",
+        "sinusoidal instead of learned positions",
+    ],
+)
 def test_oracle_catches_mutated_models(mutation):
     """A float64 model that differs from the oracle's equations is rejected by the C0.2 check."""
-    pos = {"causal instead of bidirectional": "rope", "t5 bias read as b(i - j)": "t5",
-           "alibi without |.|": "alibi", "sinusoidal instead of learned positions": "absolute"}[mutation]
+    pos = {
+        "causal instead of bidirectional": "rope",
+        "t5 bias read as b(i - j)": "t5",
+        "alibi without |.|": "alibi",
+        "sinusoidal instead of learned positions": "absolute",
+    }[mutation]
     cfg = ModelConfig(vocab=4, d_model=5, d_head=2, pos=pos, absolute_kind="learned")
     params = init_params(cfg, 3)
     tokens = torch.tensor([4, 1, 2, 0])
@@ -87,14 +103,20 @@ def test_oracle_catches_mutated_models(mutation):
     elif mutation.startswith("alibi"):
         mcfg = ModelConfig(vocab=4, d_model=5, d_head=2, pos="t5")
         off = torch.arange(-(cfg.max_len - 1), cfg.max_len, dtype=torch.float64)
-        mparams["t5_bias"] = (-2.0**-8 * off)[None, None]  # −m (j − i): the sign of the offset kept
+        mparams["t5_bias"] = (-(2.0**-8) * off)[None, None]  # −m (j − i): the sign of the offset kept
     else:
         mcfg = ModelConfig(vocab=4, d_model=5, d_head=2, pos=pos, absolute_kind="sinusoidal")
         del mparams["P"]
     out = forward(mparams, mcfg, tokens)
     bounds = rounding.forward_error_bounds(mparams, mcfg, tokens)
-    r = checks.worst_entry("meta", "logits", out["logits"], oracles.to_tensor(exact["logits"]), bounds["logits"],
-                        error=oracles.abs_error(exact["logits"], out["logits"]))
+    r = checks.worst_entry(
+        "meta",
+        "logits",
+        out["logits"],
+        oracles.to_tensor(exact["logits"]),
+        bounds["logits"],
+        error=oracles.abs_error(exact["logits"], out["logits"]),
+    )
     assert not r.holds, r
 
 

@@ -8,12 +8,11 @@ from fractions import Fraction
 import pytest
 import torch
 
-from mdm_props import checks, oracles
+from mdm_props import checks, oracles, rounding
 from mdm_props.claims import c0_oracles as c0
 from mdm_props.facts import canonical_template, mdm_objective_exact, reverse_query
 from mdm_props.model import ATTENTIONS, POSITIONAL_ENCODINGS, ModelConfig, forward, rope_matrix
 from mdm_props.params import init_params
-from mdm_props import rounding
 
 u = rounding.UNIT_ROUNDOFF
 
@@ -29,7 +28,7 @@ def test_dot_error_bound_against_exact_rational_arithmetic():
     worst = 0.0
     for n in (2, 7, 64, 1000):
         x, y = torch.randn(n, generator=gen, dtype=torch.float64), torch.randn(n, generator=gen, dtype=torch.float64)
-        exact = sum(Fraction(a) * Fraction(b) for a, b in zip(x.tolist(), y.tolist()))
+        exact = sum(Fraction(a) * Fraction(b) for a, b in zip(x.tolist(), y.tolist(), strict=False))
         err = abs(Fraction(float(x @ y)) - exact)
         bound = float(rounding.dot_error_bound(x, y))
         assert err <= bound
@@ -43,12 +42,32 @@ def test_dot_error_bound_against_exact_rational_arithmetic():
 # ---- the forward-pass bound (C0.2) --------------------------------------------------------------
 
 DRAWS = [
-    ModelConfig(vocab=5, d_model=7, d_head=4, n_heads=2, pos=pos, attention=att, tied=tied, merged_ov=merged,
-                residual=res, absolute_kind=kind, rope_base=base)
+    ModelConfig(
+        vocab=5,
+        d_model=7,
+        d_head=4,
+        n_heads=2,
+        pos=pos,
+        attention=att,
+        tied=tied,
+        merged_ov=merged,
+        residual=res,
+        absolute_kind=kind,
+        rope_base=base,
+    )
     for (pos, kind), att, (tied, merged, res), base in itertools.product(
-        [("rope", "learned"), ("alibi", "learned"), ("t5", "learned"), ("none", "learned"),
-         ("absolute", "learned"), ("absolute", "sinusoidal")],
-        ATTENTIONS, [(True, True, True), (False, False, False)], [1e4, 5e5])
+        [
+            ("rope", "learned"),
+            ("alibi", "learned"),
+            ("t5", "learned"),
+            ("none", "learned"),
+            ("absolute", "learned"),
+            ("absolute", "sinusoidal"),
+        ],
+        ATTENTIONS,
+        [(True, True, True), (False, False, False)],
+        [1e4, 5e5],
+    )
     if pos == "rope" or base == 1e4
 ]
 KEYS = ("scores", "attn", "logits", "logprobs")
@@ -102,8 +121,9 @@ def test_forward_bound_detects_a_query_weight_changed_by_one_part_in_1e9(pos, at
     out["logprobs"] = torch.log_softmax(out["logits"], dim=-1)
     bounds = rounding.forward_error_bounds(mutant, cfg, tokens)
     for k in KEYS:
-        r = checks.worst_entry("meta", k, out[k], oracles.to_tensor(exact[k]), bounds[k],
-                               error=oracles.abs_error(exact[k], out[k]))
+        r = checks.worst_entry(
+            "meta", k, out[k], oracles.to_tensor(exact[k]), bounds[k], error=oracles.abs_error(exact[k], out[k])
+        )
         assert not r.holds, (k, r)
 
 
@@ -126,8 +146,9 @@ def test_forward_bound_detects_a_tiny_change_of_the_model(mutation):
     out = forward(mutant, mcfg, tokens)
     bounds = rounding.forward_error_bounds(mutant, mcfg, tokens)
     key = "logits"
-    r = checks.worst_entry("meta", key, out[key], oracles.to_tensor(exact[key]), bounds[key],
-                        error=oracles.abs_error(exact[key], out[key]))
+    r = checks.worst_entry(
+        "meta", key, out[key], oracles.to_tensor(exact[key]), bounds[key], error=oracles.abs_error(exact[key], out[key])
+    )
     assert not r.holds, r
 
 

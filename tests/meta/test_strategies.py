@@ -9,8 +9,7 @@ from mdm_props import strategies
 from mdm_props.model import ATTENTIONS, POSITIONAL_ENCODINGS
 
 
-@given(case=strategies.cases(pos=st.sampled_from(POSITIONAL_ENCODINGS),
-                             attention=st.sampled_from(ATTENTIONS)))
+@given(case=strategies.cases(pos=st.sampled_from(POSITIONAL_ENCODINGS), attention=st.sampled_from(ATTENTIONS)))
 def test_cases_are_valid_under_h_orth(case):
     cfg = case.cfg
     assert case.orthonormal and cfg.d_model >= cfg.vocab + 1
@@ -61,7 +60,8 @@ def test_canonical_cases_use_the_a_r_b_template(case):
 def test_same_seed_same_params_and_another_seed_other_params(case):
     p, q = case.params(), case.params()
     assert p.keys() == q.keys() and all(torch.equal(p[k], q[k]) for k in p)
-    other = strategies.Case(case.cfg, (case.seed + 1) % strategies.MAX_SEED, case.scale, case.orthonormal,
-                            case.template, case.A, case.B).params()
+    other = strategies.Case(
+        case.cfg, (case.seed + 1) % strategies.MAX_SEED, case.scale, case.orthonormal, case.template, case.A, case.B
+    ).params()
     assert not torch.equal(p["W_Q"], other["W_Q"])
     assert all(v.dtype == torch.float64 for v in p.values())

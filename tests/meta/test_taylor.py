@@ -24,30 +24,38 @@ radii = st.integers(1, 20).map(lambda j: 2.0**-j)
 
 def polynomial(c2, c3, delta=0.0):
     """R(η) = δη + c₂η² + c₃η³ in float64, floor 4u(|δη| + |c₂η²| + |c₃η³|)."""
+
     def remainder(eta):
         terms = (delta * eta, c2 * eta**2, c3 * eta**3)
         return sum(terms), 4 * U * sum(abs(t) for t in terms)
+
     return remainder
 
 
 def log_cosh(c2, rho, delta=0.0, noise=0.0):
     """R(η) = 2c₂ρ² log cosh(η/ρ) + δη (+ bounded noise ≤ ``noise``, declared in the floor): c₃ = c₅ = 0,
     c₄ = −c₂/(6ρ²), so ρ̂ = √6 ρ while the true radius of convergence is πρ/2."""
+
     def remainder(eta):
         x = eta / rho
         lc = x + math.log1p(math.exp(-2 * x)) - math.log(2.0)
         wobble = noise * math.sin(1e3 * math.log2(eta))  # a deterministic, bounded "rounding error"
-        return 2 * c2 * rho**2 * lc + delta * eta + wobble, 16 * U * abs(c2) * rho**2 * (x + 1) + 4 * U * abs(delta * eta) + noise
+        return 2 * c2 * rho**2 * lc + delta * eta + wobble, 16 * U * abs(c2) * rho**2 * (x + 1) + 4 * U * abs(
+            delta * eta
+        ) + noise
+
     return remainder
 
 
 def exact_log_cosh(c2, rho, delta=0.0, floor=0.0):
     """The same remainder at 50 digits; floor ``floor`` (plus float64's rounding of the result)."""
+
     def remainder(eta):
         with mpmath.workdps(50):
             x = mpmath.mpf(eta) / mpmath.mpf(rho)
             R = 2 * c2 * mpmath.mpf(rho) ** 2 * mpmath.log(mpmath.cosh(x)) + mpmath.mpf(delta) * eta
         return float(R), floor + 2 * U * abs(float(R))
+
     return remainder
 
 
@@ -93,6 +101,7 @@ def test_an_injected_rounding_floor_ends_the_window_above_it(c2, c3, noise):
     """A bounded error of size ``noise`` declared in the floor: never violated; it holds unless the floor
     leaves fewer than TAYLOR_MIN_WINDOW step sizes below the Taylor terms (then undecided: no exact
     evaluation given), and no step size below the one where floor/η² reaches TAYLOR_WINDOW|c₂| is used."""
+
     def remainder(eta):
         R, floor = polynomial(c2, c3)(eta)
         return R + noise * math.sin(1e3 * math.log2(eta)), floor + noise
@@ -110,6 +119,7 @@ def test_a_hidden_higher_term_moves_the_window_down(c2, c3, rho):
     """R = c₂η² + c₃η³ + c₂η⁸/ρ⁶ with only (c₃, 0, 0) computed (as on the draw of issue 15, where c₃…c₅
     hid the larger c₆…): the a-priori window starts too high, the points where the hidden term
     exceeds the band are left above the window, and the test holds in float64 below them."""
+
     def remainder(eta):
         R, floor = polynomial(c2, c3)(eta)
         hidden = c2 * eta**8 / rho**6
@@ -130,7 +140,9 @@ def test_a_saturating_remainder_settles_lower_down(c2, rho):
     result = taylor.taylor_test(log_cosh(c2, rho), c2, log_cosh_coefficients(c2, rho))
     assert_consistent(result)
     assert result.status == "holds" and result.precision == "float64"
-    assert result.window[0].eta <= taylor.TAYLOR_RADIUS_FRACTION * taylor.taylor_radius(c2, log_cosh_coefficients(c2, rho))
+    assert result.window[0].eta <= taylor.TAYLOR_RADIUS_FRACTION * taylor.taylor_radius(
+        c2, log_cosh_coefficients(c2, rho)
+    )
 
 
 @given(c2=leading, rho=radii, wide=st.booleans())
@@ -144,8 +156,7 @@ def test_a_regime_below_the_float64_floor_is_decided_exactly_or_undecided(c2, rh
     alone = taylor.taylor_test(remainder, c2, coefficients)
     assert_consistent(alone)
     assert alone.status == "undecided" and alone.reason
-    exact = taylor.taylor_test(remainder, c2, coefficients,
-                               exact=exact_log_cosh(c2, rho, floor=noise if wide else 0.0))
+    exact = taylor.taylor_test(remainder, c2, coefficients, exact=exact_log_cosh(c2, rho, floor=noise if wide else 0.0))
     assert_consistent(exact)
     if wide:
         assert exact.status == "undecided" and exact.exact_needed
@@ -160,8 +171,9 @@ def test_a_first_order_term_below_the_float64_floor_is_violated_exactly(c2, rho,
     term (every ratio ten bands off, observed orders below 2 beyond their band)."""
     noise = 1e-2 * abs(c2) * rho**2
     delta = rel * c2 * rho
-    result = taylor.taylor_test(log_cosh(c2, rho, delta, noise), c2, log_cosh_coefficients(c2, rho),
-                                exact=exact_log_cosh(c2, rho, delta))
+    result = taylor.taylor_test(
+        log_cosh(c2, rho, delta, noise), c2, log_cosh_coefficients(c2, rho), exact=exact_log_cosh(c2, rho, delta)
+    )
     assert_consistent(result)
     assert result.status == "violated" and result.precision == "exact"
     assert all(abs(ratio - c2) >= band / taylor.TAYLOR_WINDOW for _, ratio, band in result.ratios())

@@ -30,10 +30,32 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-IGNORE = shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info", "build", ".hypothesis", "*.png",
-                                ".pytest_cache", ".mypy_cache", ".ruff_cache")
-PYTEST_ARGS = ["-m", "pytest", "-n", "auto", "-x", "-q", "-p", "no:randomly", "--hypothesis-seed=0",
-               "-m", "claim or negative_control or meta", "tests"]
+IGNORE = shutil.ignore_patterns(
+    ".venv",
+    ".git",
+    "__pycache__",
+    "*.egg-info",
+    "build",
+    ".hypothesis",
+    "*.png",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+)
+PYTEST_ARGS = [
+    "-m",
+    "pytest",
+    "-n",
+    "auto",
+    "-x",
+    "-q",
+    "-p",
+    "no:randomly",
+    "--hypothesis-seed=0",
+    "-m",
+    "claim or negative_control or meta",
+    "tests",
+]
 VERIFY_ARGS = ["-m", "mdm_props", "verify"]
 
 
@@ -47,75 +69,154 @@ class Mutant:
 
 
 MUTANTS = [
-    Mutant("rope-sign", "mdm_props/model.py",
-           "torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)",
-           "torch.stack((even * cos + odd * sin, -even * sin + odd * cos), dim=-1)",
-           "RoPE rotates clockwise (by −angle) everywhere: q, k and rope_matrix"),
-    Mutant("rope-one-side", "mdm_props/model.py",
-           "q, k = rope_rotate(q, positions, cfg.rope_base), rope_rotate(k, positions, cfg.rope_base)",
-           "q, k = rope_rotate(q, positions, cfg.rope_base), rope_rotate(k, -positions, cfg.rope_base)",
-           "the keys are rotated in the reverse direction (only k): scores no longer relative"),
-    Mutant("rope-base-ignored", "mdm_props/model.py",
-           "return base ** (-2.0 * l / d_head)", "return 1e4 ** (-2.0 * l / d_head)",
-           "RoPE frequencies always use base 1e4, whatever rope_base says"),
-    Mutant("drop-scale", "mdm_props/model.py",
-           "s = q @ k.transpose(-1, -2) / math.sqrt(cfg.d_head)", "s = q @ k.transpose(-1, -2)",
-           "the 1/√d_k score scale is dropped"),
-    Mutant("alibi-slope-sign", "mdm_props/model.py",
-           "return -alibi_slopes(cfg.n_heads,", "return +alibi_slopes(cfg.n_heads,",
-           "ALiBi bias +m|j − i| (attends to far tokens) instead of −m|j − i|"),
-    Mutant("alibi-no-abs", "mdm_props/model.py",
-           "[:, None, None] * offset.abs().to(like.dtype)", "[:, None, None] * offset.to(like.dtype)",
-           "ALiBi bias −m(j − i): not symmetric"),
-    Mutant("t5-reversed", "mdm_props/model.py",
-           'return params["t5_bias"][layer][:, offset + cfg.max_len - 1]',
-           'return params["t5_bias"][layer][:, -offset + cfg.max_len - 1]',
-           "T5 bias read as b(i − j) instead of b(j − i)"),
-    Mutant("causal-in-bidirectional", "mdm_props/model.py",
-           'if cfg.attention == "causal":\n            s = s.masked_fill',
-           'if cfg.attention in ("causal", "bidirectional"):\n            s = s.masked_fill',
-           "the causal mask is applied in bidirectional mode too"),
-    Mutant("mask-leak-unembed", "mdm_props/model.py",
-           'return params["E"][: cfg.vocab] if cfg.tied else params["U"]',
-           'return params["E"][: cfg.vocab] + 0.5 * params["E"][cfg.vocab] if cfg.tied else params["U"]',
-           "the mask embedding leaks into every tied output row (U x_M ≠ 0)"),
-    Mutant("mask-leak-nll", "mdm_props/facts.py",
-           "corrupted = torch.where(mask, torch.full_like(tokens, cfg.mask_id), tokens)",
-           "corrupted = torch.where(mask, tokens, tokens)",
-           "the masked-diffusion loss scores masked tokens without masking them (the answer leaks)"),
-    Mutant("loss-weight-1/t^2", "mdm_props/facts.py",
-           "return nll / t.squeeze(-1).to(nll.device, nll.dtype)",
-           "return nll / t.squeeze(-1).to(nll.device, nll.dtype) ** 2",
-           "masked-diffusion estimator weighted 1/t² instead of 1/t"),
-    Mutant("storage-grad-transpose", "mdm_props/gradients.py",
-           "return g[None, :, None] * c[:, None, :]", "return c[:, :, None] * g[None, None, :]",
-           "closed-form ∂L/∂W_OV = c (Uᵀ(p − y))ᵀ: the transpose is missing"),
-    Mutant("first-factor-sign", "mdm_props/storage.py",
-           "    return rf @ rr\n", "    return -(rf @ rr)\n",
-           "C3's first factor (p_f − y)ᵀ(p_r − y) with its sign flipped"),
-    Mutant("alignment-same-order", "mdm_props/storage.py",
-           "        out.append(where[t][taken.get(t, 0)])\n        taken[t] = taken.get(t, 0) + 1\n    return out",
-           "        out.append(where[t][taken.get(t, 0)])\n        taken[t] = taken.get(t, 0) + 1\n"
-           "    return list(range(len(dst)))",
-           "token alignment of the reverse to the forward positions in the same order, not token to token"),
-    Mutant("forward-safety-x10", "mdm_props/rounding.py", "FORWARD_SAFETY = 2.0", "FORWARD_SAFETY = 20.0",
-           "the forward-pass rounding bound (C0) made ten times looser"),
-    Mutant("storage-safety-x10", "mdm_props/rounding.py", "STORAGE_SAFETY = 2.0", "STORAGE_SAFETY = 20.0",
-           "the storage claims' rounding bounds (C1, C3, C4a) made ten times looser"),
-    Mutant("forward-safety-x0.1", "mdm_props/rounding.py", "FORWARD_SAFETY = 2.0", "FORWARD_SAFETY = 0.2",
-           "the forward-pass rounding bound made ten times tighter (unsound)"),
-    Mutant("gamma-nu/2", "mdm_props/rounding.py",
-           "return n * UNIT_ROUNDOFF / (1 - n * UNIT_ROUNDOFF)", "return n * UNIT_ROUNDOFF / 2",
-           "γ_n = nu/2 instead of nu/(1 − nu)"),
-    Mutant("false-alarm-1e-2", "mdm_props/statistics.py", "FALSE_ALARM = 1e-6", "FALSE_ALARM = 1e-2",
-           "the default false-alarm level changed from 1e-6 to 1e-2"),
-    Mutant("nc-found-without-example", "mdm_props/search.py",
-           "        hit = violation(cand)\n", "        hit = (0.0, {})\n",
-           "every negative-control search reports 'found' at its first draw, with no example"),
-    Mutant("storage-step-sign", "mdm_props/storage.py",
-           'return {**params, "W_OV": params["W_OV"] - eta * G[None]}',
-           'return {**params, "W_OV": params["W_OV"] + eta * G[None]}',
-           "the storage step moves W_OV up the forward gradient (W + ηG)"),
+    Mutant(
+        "rope-sign",
+        "mdm_props/model.py",
+        "torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)",
+        "torch.stack((even * cos + odd * sin, -even * sin + odd * cos), dim=-1)",
+        "RoPE rotates clockwise (by −angle) everywhere: q, k and rope_matrix",
+    ),
+    Mutant(
+        "rope-one-side",
+        "mdm_props/model.py",
+        "q, k = rope_rotate(q, positions, cfg.rope_base), rope_rotate(k, positions, cfg.rope_base)",
+        "q, k = rope_rotate(q, positions, cfg.rope_base), rope_rotate(k, -positions, cfg.rope_base)",
+        "the keys are rotated in the reverse direction (only k): scores no longer relative",
+    ),
+    Mutant(
+        "rope-base-ignored",
+        "mdm_props/model.py",
+        "return base ** (-2.0 * l / d_head)",
+        "return 1e4 ** (-2.0 * l / d_head)",
+        "RoPE frequencies always use base 1e4, whatever rope_base says",
+    ),
+    Mutant(
+        "drop-scale",
+        "mdm_props/model.py",
+        "s = q @ k.transpose(-1, -2) / math.sqrt(cfg.d_head)",
+        "s = q @ k.transpose(-1, -2)",
+        "the 1/√d_k score scale is dropped",
+    ),
+    Mutant(
+        "alibi-slope-sign",
+        "mdm_props/model.py",
+        "return -alibi_slopes(cfg.n_heads,",
+        "return +alibi_slopes(cfg.n_heads,",
+        "ALiBi bias +m|j − i| (attends to far tokens) instead of −m|j − i|",
+    ),
+    Mutant(
+        "alibi-no-abs",
+        "mdm_props/model.py",
+        "[:, None, None] * offset.abs().to(like.dtype)",
+        "[:, None, None] * offset.to(like.dtype)",
+        "ALiBi bias −m(j − i): not symmetric",
+    ),
+    Mutant(
+        "t5-reversed",
+        "mdm_props/model.py",
+        'return params["t5_bias"][layer][:, offset + cfg.max_len - 1]',
+        'return params["t5_bias"][layer][:, -offset + cfg.max_len - 1]',
+        "T5 bias read as b(i − j) instead of b(j − i)",
+    ),
+    Mutant(
+        "causal-in-bidirectional",
+        "mdm_props/model.py",
+        'if cfg.attention == "causal":\n            s = s.masked_fill',
+        'if cfg.attention in ("causal", "bidirectional"):\n            s = s.masked_fill',
+        "the causal mask is applied in bidirectional mode too",
+    ),
+    Mutant(
+        "mask-leak-unembed",
+        "mdm_props/model.py",
+        'return params["E"][: cfg.vocab] if cfg.tied else params["U"]',
+        'return params["E"][: cfg.vocab] + 0.5 * params["E"][cfg.vocab] if cfg.tied else params["U"]',
+        "the mask embedding leaks into every tied output row (U x_M ≠ 0)",
+    ),
+    Mutant(
+        "mask-leak-nll",
+        "mdm_props/facts.py",
+        "corrupted = torch.where(mask, torch.full_like(tokens, cfg.mask_id), tokens)",
+        "corrupted = torch.where(mask, tokens, tokens)",
+        "the masked-diffusion loss scores masked tokens without masking them (the answer leaks)",
+    ),
+    Mutant(
+        "loss-weight-1/t^2",
+        "mdm_props/facts.py",
+        "return nll / t.squeeze(-1).to(nll.device, nll.dtype)",
+        "return nll / t.squeeze(-1).to(nll.device, nll.dtype) ** 2",
+        "masked-diffusion estimator weighted 1/t² instead of 1/t",
+    ),
+    Mutant(
+        "storage-grad-transpose",
+        "mdm_props/gradients.py",
+        "return g[None, :, None] * c[:, None, :]",
+        "return c[:, :, None] * g[None, None, :]",
+        "closed-form ∂L/∂W_OV = c (Uᵀ(p − y))ᵀ: the transpose is missing",
+    ),
+    Mutant(
+        "first-factor-sign",
+        "mdm_props/storage.py",
+        "    return rf @ rr\n",
+        "    return -(rf @ rr)\n",
+        "C3's first factor (p_f − y)ᵀ(p_r − y) with its sign flipped",
+    ),
+    Mutant(
+        "alignment-same-order",
+        "mdm_props/storage.py",
+        "        out.append(where[t][taken.get(t, 0)])\n        taken[t] = taken.get(t, 0) + 1\n    return out",
+        "        out.append(where[t][taken.get(t, 0)])\n        taken[t] = taken.get(t, 0) + 1\n"
+        "    return list(range(len(dst)))",
+        "token alignment of the reverse to the forward positions in the same order, not token to token",
+    ),
+    Mutant(
+        "forward-safety-x10",
+        "mdm_props/rounding.py",
+        "FORWARD_SAFETY = 2.0",
+        "FORWARD_SAFETY = 20.0",
+        "the forward-pass rounding bound (C0) made ten times looser",
+    ),
+    Mutant(
+        "storage-safety-x10",
+        "mdm_props/rounding.py",
+        "STORAGE_SAFETY = 2.0",
+        "STORAGE_SAFETY = 20.0",
+        "the storage claims' rounding bounds (C1, C3, C4a) made ten times looser",
+    ),
+    Mutant(
+        "forward-safety-x0.1",
+        "mdm_props/rounding.py",
+        "FORWARD_SAFETY = 2.0",
+        "FORWARD_SAFETY = 0.2",
+        "the forward-pass rounding bound made ten times tighter (unsound)",
+    ),
+    Mutant(
+        "gamma-nu/2",
+        "mdm_props/rounding.py",
+        "return n * UNIT_ROUNDOFF / (1 - n * UNIT_ROUNDOFF)",
+        "return n * UNIT_ROUNDOFF / 2",
+        "γ_n = nu/2 instead of nu/(1 − nu)",
+    ),
+    Mutant(
+        "false-alarm-1e-2",
+        "mdm_props/statistics.py",
+        "FALSE_ALARM = 1e-6",
+        "FALSE_ALARM = 1e-2",
+        "the default false-alarm level changed from 1e-6 to 1e-2",
+    ),
+    Mutant(
+        "nc-found-without-example",
+        "mdm_props/search.py",
+        "        hit = violation(cand)\n",
+        "        hit = (0.0, {})\n",
+        "every negative-control search reports 'found' at its first draw, with no example",
+    ),
+    Mutant(
+        "storage-step-sign",
+        "mdm_props/storage.py",
+        'return {**params, "W_OV": params["W_OV"] - eta * G[None]}',
+        'return {**params, "W_OV": params["W_OV"] + eta * G[None]}',
+        "the storage step moves W_OV up the forward gradient (W + ηG)",
+    ),
 ]
 
 
@@ -135,8 +236,9 @@ def run(cmd_args, cwd: Path, timeout: float) -> tuple[int, float, float, str]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     try:
-        p = subprocess.run([sys.executable, *cmd_args], cwd=cwd, env=env, capture_output=True, text=True,
-                           timeout=timeout)
+        p = subprocess.run(
+            [sys.executable, *cmd_args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        )
         code, out = p.returncode, p.stdout + p.stderr
     except subprocess.TimeoutExpired as exc:
         code, out = 124, f"timeout after {timeout} s\n{exc.stdout or ''}"
@@ -152,8 +254,9 @@ def run_verify(cwd: Path, timeout: float) -> tuple[int, float, float, str]:
     env.pop("CI", None)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    p = subprocess.Popen([sys.executable, *VERIFY_ARGS], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)
+    p = subprocess.Popen(
+        [sys.executable, *VERIFY_ARGS], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     lines, code = [], None
     for line in p.stdout:
         lines.append(line)
@@ -193,14 +296,28 @@ def evaluate(mutant: Mutant | None, *, pytest_on: bool, verify_on: bool, keep: b
         row = {"mutant": mutant.name if mutant else "(none)", "description": mutant.description if mutant else ""}
         if pytest_on:
             code, wall, cpu, out = run(PYTEST_ARGS, root, 1200)
-            row.update(pytest_exit=code, pytest_killed=code != 0, pytest_s=round(wall, 1), pytest_cpu_s=round(cpu, 1),
-                       pytest_tail=out[-1500:])
+            row.update(
+                pytest_exit=code,
+                pytest_killed=code != 0,
+                pytest_s=round(wall, 1),
+                pytest_cpu_s=round(cpu, 1),
+                pytest_tail=out[-1500:],
+            )
         if verify_on:
             code, wall, cpu, out = run_verify(root, 600)
-            failed = [ln for ln in out.splitlines() if "FAILED" in ln or (ln.startswith("[") and " ... " in ln
-                                                                      and not any(o in ln for o in OK_STATUSES))]
-            row.update(verify_exit=code, verify_killed=code != 0, verify_s=round(wall, 1), verify_cpu_s=round(cpu, 1),
-                       verify_failed=failed[-1] if failed else "", verify_tail=out[-1500:])
+            failed = [
+                ln
+                for ln in out.splitlines()
+                if "FAILED" in ln or (ln.startswith("[") and " ... " in ln and not any(o in ln for o in OK_STATUSES))
+            ]
+            row.update(
+                verify_exit=code,
+                verify_killed=code != 0,
+                verify_s=round(wall, 1),
+                verify_cpu_s=round(cpu, 1),
+                verify_failed=failed[-1] if failed else "",
+                verify_tail=out[-1500:],
+            )
         return row
     finally:
         if not keep:
@@ -238,8 +355,11 @@ def main(argv=None) -> int:
     rows = []
     if not args.no_baseline:
         base = evaluate(None, **opts)
-        print(f"baseline: pytest exit {base.get('pytest_exit')} ({base.get('pytest_s')} s), verify exit "
-              f"{base.get('verify_exit')} ({base.get('verify_s')} s wall, {base.get('verify_cpu_s')} s CPU)", flush=True)
+        print(
+            f"baseline: pytest exit {base.get('pytest_exit')} ({base.get('pytest_s')} s), verify exit "
+            f"{base.get('verify_exit')} ({base.get('verify_s')} s wall, {base.get('verify_cpu_s')} s CPU)",
+            flush=True,
+        )
         if base.get("pytest_killed") or base.get("verify_killed"):
             print(base.get("pytest_tail", ""), base.get("verify_tail", ""), sep="\n")
             raise SystemExit("the unmutated repository must pass both")
@@ -247,9 +367,11 @@ def main(argv=None) -> int:
     for m in chosen:
         row = evaluate(m, **opts)
         rows.append(row)
-        print(f"{m.name:<26} pytest {mark(row, 'pytest_killed'):<9} verify {mark(row, 'verify_killed'):<9} "
-              f"({row.get('pytest_s', '-')} s, {row.get('verify_s', '-')} s)  {row.get('verify_failed', '')[:90]}",
-              flush=True)
+        print(
+            f"{m.name:<26} pytest {mark(row, 'pytest_killed'):<9} verify {mark(row, 'verify_killed'):<9} "
+            f"({row.get('pytest_s', '-')} s, {row.get('verify_s', '-')} s)  {row.get('verify_failed', '')[:90]}",
+            flush=True,
+        )
     table(rows)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
@@ -260,15 +382,20 @@ def table(rows) -> None:
     muts = [r for r in rows if r["mutant"] != "(none)"]
     print(f"\n{'mutant':<26} {'pytest':<9} {'verify':<9} {'pytest s':>8} {'verify s':>8} {'verify cpu':>10}")
     for r in muts:
-        print(f"{r['mutant']:<26} {mark(r, 'pytest_killed'):<9} {mark(r, 'verify_killed'):<9} "
-              f"{r.get('pytest_s', '-'):>8} {r.get('verify_s', '-'):>8} {r.get('verify_cpu_s', '-'):>10}")
+        print(
+            f"{r['mutant']:<26} {mark(r, 'pytest_killed'):<9} {mark(r, 'verify_killed'):<9} "
+            f"{r.get('pytest_s', '-'):>8} {r.get('verify_s', '-'):>8} {r.get('verify_cpu_s', '-'):>10}"
+        )
     for key, label in (("pytest_killed", "pytest"), ("verify_killed", "verify")):
         done = [r for r in muts if key in r]
         if done:
             k = sum(r[key] for r in done)
             print(f"{label} kill rate: {k}/{len(done)} = {k / len(done):.0%}")
-    only = [r["mutant"] for r in muts if "pytest_killed" in r and "verify_killed" in r
-            and r["pytest_killed"] != r["verify_killed"]]
+    only = [
+        r["mutant"]
+        for r in muts
+        if "pytest_killed" in r and "verify_killed" in r and r["pytest_killed"] != r["verify_killed"]
+    ]
     if only:
         print("killed by only one of them: " + ", ".join(only))
 
