@@ -901,34 +901,11 @@ ARM_CONTROLS = ("C3~arm", "C4a~arm", "C4c~arm")
 
 
 def case_from_example(example: dict):
-    """The :class:`~mdm_props.strategies.Case` a negative control's counterexample records."""
-    from .facts import Template
-    from .model import ModelConfig
-    from .strategies import Case
+    """The :class:`~mdm_props.strategies.Case` a negative control's counterexample records
+    (:func:`mdm_props.search.case_from_description`)."""
+    from .search import case_from_description
 
-    missing = [k for k in ("rope_base", "absolute_kind", "attention", "seed", "template") if k not in example]
-    if missing:
-        raise ValueError(f"example lacks {missing}: it does not record the draw")
-    cfg = ModelConfig(
-        vocab=example["vocab"],
-        d_model=example["d_model"],
-        d_head=example["d_head"],
-        n_heads=example["n_heads"],
-        pos=example["pos"],
-        rope_base=example["rope_base"],
-        absolute_kind=example["absolute_kind"],
-        attention=example["attention"],
-    )
-    length, a, b, fillers = example["template"]
-    return Case(
-        cfg,
-        example["seed"],
-        example["scale"],
-        example["orthonormal"],
-        Template(length, a, b, tuple(fillers)),
-        example["A"],
-        example["B"],
-    )
+    return case_from_description(example)
 
 
 def certify_counterexample(control_id: str, example: dict, max_bits: int = PRECISIONS[-1]) -> Certificate:

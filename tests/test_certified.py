@@ -155,7 +155,7 @@ def test_the_counterexample_record_rebuilds_the_draw():
         cx.example["A"],
         cx.example["B"],
     )
-    with pytest.raises(ValueError, match="does not record the draw"):
+    with pytest.raises(ValueError, match="missing the key .rope_base."):
         C.case_from_example({k: v for k, v in cx.example.items() if k != "rope_base"})
 
 
