@@ -79,8 +79,8 @@ MUTANTS = [
     Mutant(
         "rope-one-side",
         "mdm_props/model.py",
-        "q, k = rope_rotate(q, positions, cfg.rope_base), rope_rotate(k, positions, cfg.rope_base)",
-        "q, k = rope_rotate(q, positions, cfg.rope_base), rope_rotate(k, -positions, cfg.rope_base)",
+        "k = rope_rotate(k, positions, cfg.rope_base, cfg.rope_pairing)",
+        "k = rope_rotate(k, -positions, cfg.rope_base, cfg.rope_pairing)",
         "the keys are rotated in the reverse direction (only k): scores no longer relative",
     ),
     Mutant(
@@ -107,8 +107,8 @@ MUTANTS = [
     Mutant(
         "alibi-no-abs",
         "mdm_props/model.py",
-        "[:, None, None] * offset.abs().to(like.dtype)",
-        "[:, None, None] * offset.to(like.dtype)",
+        "[:, None, None] * offset.abs().to(",
+        "[:, None, None] * offset.to(",
         "ALiBi bias −m(j − i): not symmetric",
     ),
     Mutant(
