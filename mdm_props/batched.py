@@ -39,6 +39,7 @@ from .params import require_finite, require_float64, resolve_device
 from .rounding import FUNCTION_REL, UNIT_ROUNDOFF, gamma
 from .search import describe
 from .storage import QueryState, require_storage_model
+from .storage import first_factor as storage_first_factor
 from .strategies import ETAS, MAX_SEED, SCALES, Case, sample_case
 from .validation import require_int, require_seed
 
@@ -390,10 +391,7 @@ def storage_step_logit_error(U, W, G, e_G, eta, c, e_c) -> torch.Tensor:
 
 def first_factor(p_f: torch.Tensor, p_r: torch.Tensor, target: int) -> torch.Tensor:
     """(p_f − e_A)ᵀ(p_r − e_A) per draw (K,): :func:`mdm_props.storage.first_factor` with y_f = y_r = A."""
-    rf, rr = p_f.clone(), p_r.clone()
-    rf[..., target] -= 1
-    rr[..., target] -= 1
-    return (rf * rr).sum(-1)
+    return storage_first_factor(p_f, target, p_r, target)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -197,18 +197,24 @@ def arm_queries(template: Template, A: int, B: int, vocab: int) -> tuple[Query, 
 def first_factor(p_f: torch.Tensor, y_f: int, p_r: torch.Tensor, y_r: int) -> torch.Tensor:
     """(p_f − e_{y_f})ᵀ(p_r − e_{y_r}): the factor of ⟨G_f, G_r⟩ that H-orth leaves from U Uᵀ.
     The MDM has y_f = y_r = A (≥ (1 − p_f(A))(1 − p_r(A)) > 0); the ARM y_f = B, y_r = A, which at
-    uniform outputs gives exactly 1/V − 2/V = −1/V."""
+    uniform outputs gives exactly 1/V − 2/V = −1/V.
+
+    Probability vectors (V,), or batches (K, V) of them (one value per draw: the batched checkers use
+    this same formula)."""
     for name, p in (("p_f", p_f), ("p_r", p_r)):
-        if p.dim() != 1:
-            raise ValueError(f"{name} must be a probability vector (V,); got shape {tuple(p.shape)}")
-    V = p_f.shape[0]
+        if p.dim() not in (1, 2) or p.shape != p_f.shape:
+            raise ValueError(
+                f"{name} must be a probability vector (V,) or a batch (K, V) shaped like p_f; "
+                f"got shape {tuple(p.shape)}"
+            )
+    V = p_f.shape[-1]
     for name, y in (("y_f", y_f), ("y_r", y_r)):
         if isinstance(y, bool) or not isinstance(y, int) or not 0 <= y < V:
             raise ValueError(f"{name} must be a token id in [0, {V - 1}]; got {y!r}")
     rf, rr = p_f.clone(), p_r.clone()
-    rf[y_f] -= 1
-    rr[y_r] -= 1
-    return rf @ rr
+    rf[..., y_f] -= 1
+    rr[..., y_r] -= 1
+    return (rf * rr).sum(-1)
 
 
 @dataclass(frozen=True)

@@ -156,8 +156,8 @@ MUTANTS = [
     Mutant(
         "first-factor-sign",
         "mdm_props/storage.py",
-        "    return rf @ rr\n",
-        "    return -(rf @ rr)\n",
+        "    return (rf * rr).sum(-1)\n",
+        "    return -(rf * rr).sum(-1)\n",
         "C3's first factor (p_f − y)ᵀ(p_r − y) with its sign flipped",
     ),
     Mutant(
