@@ -38,7 +38,7 @@ from .model import ModelConfig, forward, parameter_shapes, unembedding
 from .params import require_finite, require_float64, resolve_device
 from .rounding import FUNCTION_REL, UNIT_ROUNDOFF, gamma
 from .search import describe
-from .storage import QueryState, require_storage_model
+from .storage import QueryState, require_storage_model, storage_step
 from .storage import first_factor as storage_first_factor
 from .strategies import ETAS, MAX_SEED, SCALES, Case, sample_case
 from .validation import require_int, require_seed
@@ -333,8 +333,9 @@ def unembeddings(params: dict, cfg: ModelConfig) -> torch.Tensor:
 
 
 def storage_steps(params: dict, G: torch.Tensor, eta: torch.Tensor) -> dict:
-    """Every draw's W_OV ← W_OV − η_k G_k on layer 0 (G: (K, H, d, d), η: (K,))."""
-    return {**params, "W_OV": params["W_OV"] - eta[:, None, None, None, None] * G[:, None]}
+    """Every draw's W_OV ← W_OV − η_k G_k on layer 0 (G: (K, H, d, d), η: (K,)); see
+    :func:`mdm_props.storage.storage_step`."""
+    return storage_step(params, G, eta)
 
 
 # ---------------------------------------------------------------------------------------------

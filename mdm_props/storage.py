@@ -144,9 +144,13 @@ def storage_gradient(params: dict, cfg: ModelConfig, query: Query) -> tuple[torc
     return G[0], evaluate(params, cfg, query, out)
 
 
-def storage_step(params: dict, G: torch.Tensor, eta: float) -> dict:
-    """Parameters after one step W_OV ← W_OV − η G on layer 0 (G: (H, d, d))."""
-    return {**params, "W_OV": params["W_OV"] - eta * G[None]}
+def storage_step(params: dict, G: torch.Tensor, eta) -> dict:
+    """Parameters after one step W_OV ← W_OV − η G on layer 0: G (H, d, d) and a float η, or a batch of
+    draws, G (K, H, d, d) and η (K,) (the batched checkers use this same step)."""
+    step = G.unsqueeze(-4)  # the layer axis of W_OV
+    if isinstance(eta, torch.Tensor) and eta.dim() == 1:
+        eta = eta.reshape(-1, 1, 1, 1, 1)
+    return {**params, "W_OV": params["W_OV"] - eta * step}
 
 
 def token_attention(attn: torch.Tensor, tokens: torch.Tensor, n_tokens: int) -> torch.Tensor:

@@ -213,8 +213,8 @@ MUTANTS = [
     Mutant(
         "storage-step-sign",
         "mdm_props/storage.py",
-        'return {**params, "W_OV": params["W_OV"] - eta * G[None]}',
-        'return {**params, "W_OV": params["W_OV"] + eta * G[None]}',
+        'return {**params, "W_OV": params["W_OV"] - eta * step}',
+        'return {**params, "W_OV": params["W_OV"] + eta * step}',
         "the storage step moves W_OV up the forward gradient (W + ηG)",
     ),
 ]
