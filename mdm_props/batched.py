@@ -33,8 +33,9 @@ from torch.func import grad, vmap
 
 from . import rounding
 from .checks import CheckResult, identity, identity_with_error, inequality
+from .coverage import split_draws
 from .facts import Query, Template
-from .model import ModelConfig, forward, parameter_shapes, unembedding
+from .model import RELATIVE_ENCODINGS, ModelConfig, forward, parameter_shapes, unembedding
 from .params import require_finite, require_float64, resolve_device
 from .rounding import FUNCTION_REL, UNIT_ROUNDOFF, gamma
 from .search import describe
@@ -583,3 +584,21 @@ def run_batched(
     if args is not None:  # the per-draw checker's argument builder, for search.replay
         out = [dataclasses.replace(r, details={**r.details, "draw": {**r.details["draw"], "args": args}}) for r in out]
     return out
+
+
+def run_over_encodings(
+    check_batch: Callable[..., BatchReport],
+    draws: int,
+    seed: int,
+    device="cpu",
+    *,
+    encodings: Sequence[str] = RELATIVE_ENCODINGS,
+    **kwargs,
+) -> list[CheckResult]:
+    """:func:`run_batched` with the ``draws`` split evenly over ``encodings`` (:func:`mdm_props.coverage.split_draws`,
+    one sub-seed each), so that even a short run examines every encoding its property tests draw."""
+    return [
+        r
+        for pos, n, s in split_draws(draws, seed, encodings)
+        for r in run_batched(check_batch, n, s, device, pos=(pos,), **kwargs)
+    ]

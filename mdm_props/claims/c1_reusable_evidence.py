@@ -23,9 +23,8 @@ import torch
 
 from .. import batched, rounding
 from ..checks import CheckResult, Counterexample, NegativeControl, inequality, not_applicable, worst_entry
-from ..coverage import split_draws
 from ..facts import Template, forward_query
-from ..model import RELATIVE_ENCODINGS, ModelConfig, embed, unembedding, value_matrix
+from ..model import ModelConfig, embed, unembedding, value_matrix
 from ..params import require_step, resolve_device
 from ..rounding import STORAGE_SAFETY, UNIT_ROUNDOFF, gamma, gram_defect
 from ..search import (
@@ -339,33 +338,23 @@ def c1c_tightness(device: str = "cpu") -> list[CheckResult]:
 def run_c1a(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
     """C1a on ``draws`` seeded draws split over the relative encodings (orthonormal embeddings or not: C1a
     needs H-rel only), 1–3 heads, in batches of draws that share a structure (:func:`check_c1a_batch`)."""
-    return [
-        r
-        for pos, n, s in split_draws(draws, seed, RELATIVE_ENCODINGS)
-        for r in batched.run_batched(
-            check_c1a_batch, n, s, device, either_orthonormal=True, n_heads=N_HEADS, pos=(pos,)
-        )
-    ]
+    return batched.run_over_encodings(check_c1a_batch, draws, seed, device, either_orthonormal=True, n_heads=N_HEADS)
 
 
 def run_c1b(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
     """C1b on ``draws`` seeded H-orth draws split over the relative encodings, 1–3 heads, η from ETAS, in
     batches (:func:`check_c1b_batch`); plus the tightness check of its bound."""
-    return [
-        r
-        for pos, n, s in split_draws(draws, seed, RELATIVE_ENCODINGS)
-        for r in batched.run_batched(check_c1b_batch, n, s, device, step=True, n_heads=N_HEADS, pos=(pos,))
-    ] + c1b_tightness(device)
+    return batched.run_over_encodings(check_c1b_batch, draws, seed, device, step=True, n_heads=N_HEADS) + c1b_tightness(
+        device
+    )
 
 
 def run_c1c(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
     """C1c on ``draws`` seeded H-orth draws split over the relative encodings, 1–3 heads, η from ETAS, in
     batches (:func:`check_c1c_batch`); plus the tightness check of its bound."""
-    return [
-        r
-        for pos, n, s in split_draws(draws, seed, RELATIVE_ENCODINGS)
-        for r in batched.run_batched(check_c1c_batch, n, s, device, step=True, n_heads=N_HEADS, pos=(pos,))
-    ] + c1c_tightness(device)
+    return batched.run_over_encodings(check_c1c_batch, draws, seed, device, step=True, n_heads=N_HEADS) + c1c_tightness(
+        device
+    )
 
 
 def run_c1a_per_draw(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:

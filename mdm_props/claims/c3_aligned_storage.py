@@ -19,9 +19,8 @@ import torch
 
 from .. import batched
 from ..checks import CheckResult, Counterexample, NegativeControl, identity, inequality, not_applicable
-from ..coverage import split_draws
 from ..facts import Template
-from ..model import RELATIVE_ENCODINGS, ModelConfig
+from ..model import ModelConfig
 from ..params import resolve_device
 from ..rounding import STORAGE_SAFETY, UNIT_ROUNDOFF, gamma, gram_defect
 from ..search import (
@@ -173,11 +172,7 @@ def run_c3(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
     """C3 on ``draws`` seeded draws under H-rel + H-orth + H-bi, split over the relative encodings, 1–3 heads,
     checked in batches of draws that share a structure (:func:`check_c3_batch`): the worst draw of each check
     and every failing draw; plus the tightness check of its bound."""
-    return [
-        r
-        for pos, n, s in split_draws(draws, seed, RELATIVE_ENCODINGS)
-        for r in batched.run_batched(check_c3_batch, n, s, device, n_heads=N_HEADS, pos=(pos,))
-    ] + c3_tightness(device)
+    return batched.run_over_encodings(check_c3_batch, draws, seed, device, n_heads=N_HEADS) + c3_tightness(device)
 
 
 def run_c3_per_draw(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:

@@ -16,9 +16,8 @@ import torch
 
 from .. import batched
 from ..checks import CheckResult, NegativeControl, identity, inequality, not_applicable
-from ..coverage import split_draws
 from ..facts import Template, query_loss
-from ..model import RELATIVE_ENCODINGS, ModelConfig, forward
+from ..model import ModelConfig, forward
 from ..params import check_params, orthonormal_rows, require_finite, require_float64, resolve_device
 from ..rounding import (
     STORAGE_SAFETY,
@@ -145,13 +144,9 @@ def factored_case(case: Case, device="cpu") -> tuple:
 def run_c3v(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
     """C3v on ``draws`` seeded draws under H-rel + H-orth + H-bi and orthogonal W_O, split over the relative
     encodings, 1–3 heads, in batches of draws that share a structure (:func:`check_c3v_batch`)."""
-    return [
-        r
-        for pos, n, s in split_draws(draws, seed, RELATIVE_ENCODINGS)
-        for r in batched.run_batched(
-            check_c3v_batch, n, s, device, n_heads=N_HEADS, pos=(pos,), args=f"{__name__}:factored_case"
-        )
-    ]
+    return batched.run_over_encodings(
+        check_c3v_batch, draws, seed, device, n_heads=N_HEADS, args=f"{__name__}:factored_case"
+    )
 
 
 def run_c3v_per_draw(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:

@@ -189,11 +189,7 @@ def c4a_tightness(device: str = "cpu") -> list[CheckResult]:
 def run_c4a(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
     """C4a on ``draws`` seeded draws under H-rel + H-orth + H-bi, split over the relative encodings, 1–3 heads,
     in batches of draws that share a structure (:func:`check_c4a_batch`); plus the tightness check of its bound."""
-    return [
-        r
-        for pos, n, s in split_draws(draws, seed, RELATIVE_ENCODINGS)
-        for r in batched.run_batched(check_c4a_batch, n, s, device, n_heads=N_HEADS, pos=(pos,))
-    ] + c4a_tightness(device)
+    return batched.run_over_encodings(check_c4a_batch, draws, seed, device, n_heads=N_HEADS) + c4a_tightness(device)
 
 
 def run_c4a_per_draw(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
