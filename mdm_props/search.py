@@ -257,3 +257,21 @@ def search_negative_alignment(
         return None
 
     return search(claim, dropped, draws, cases, violation)
+
+
+ARM_DROPPED = "H-bi (ARM: causal attention, next-token targets)"
+
+
+def search_arm(claim: str, draws: int, seed: int, device, confirm=negative_alignment) -> Counterexample:
+    """The ARM negative control of a storage claim: :func:`search_negative_alignment` over causal draws
+    with the ARM's queries (forward → B, reverse → A), descending on W_Q, W_K and W_OV."""
+    return search_negative_alignment(
+        claim,
+        ARM_DROPPED,
+        draws,
+        seeded_cases(seed, attention="causal"),
+        arm_case_queries,
+        ("W_Q", "W_K", "W_OV"),
+        device,
+        confirm=confirm,
+    )

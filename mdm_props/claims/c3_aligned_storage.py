@@ -24,12 +24,13 @@ from ..model import ModelConfig
 from ..params import resolve_device
 from ..rounding import STORAGE_SAFETY, UNIT_ROUNDOFF, gamma, gram_defect
 from ..search import (
-    arm_case_queries,
+    ARM_DROPPED,
     case_args,
     learned_positions,
     mdm_case_queries,
     per_draw_cases,
     run_per_draw,
+    search_arm,
     search_negative_alignment,
     seeded_cases,
 )
@@ -280,15 +281,7 @@ def uniform_first_factor(vocab: int, device: str = "cpu") -> tuple[float, float]
 
 def c3_arm(draws: int, seed: int, device: str = "cpu") -> Counterexample:
     """ARM (causal, next-token targets B then A, orthonormal embeddings): ⟨G_f, G_r⟩ < 0 on some draw."""
-    return search_negative_alignment(
-        "C3",
-        "H-bi (ARM: causal attention, next-token targets)",
-        draws,
-        seeded_cases(seed, attention="causal"),
-        arm_case_queries,
-        ("W_Q", "W_K", "W_OV"),
-        device,
-    )
+    return search_arm("C3", draws, seed, device)
 
 
 def c3_non_orth(draws: int, seed: int, device: str = "cpu") -> Counterexample:
@@ -323,7 +316,7 @@ NEGATIVE_CONTROLS = [
     NegativeControl(
         "C3~arm",
         "C3",
-        "H-bi (ARM: causal attention, next-token targets)",
+        ARM_DROPPED,
         "the ARM's targets differ (B forward, A reverse): first factor −1/V at uniform outputs, "
         "and ⟨G_f, G_r⟩ < 0 on some draw",
         c3_arm,

@@ -34,13 +34,14 @@ from ..rounding import (
     storage_step_logit_error,
 )
 from ..search import (
+    ARM_DROPPED,
     arm_case_queries,
     case_args,
     describe,
     per_draw_cases,
     run_per_draw,
     search,
-    search_negative_alignment,
+    search_arm,
     seeded_cases,
 )
 from ..statistics import FALSE_ALARM, clopper_pearson
@@ -520,17 +521,7 @@ def full_step_raises(params: dict, cfg: ModelConfig, fq: Query, rq: Query):
 
 def c4a_arm(draws: int, seed: int, device: str = "cpu") -> Counterexample:
     """ARM: a small storage step on the ARM forward loss raises the ARM reverse loss."""
-    resolve_device(device)
-    return search_negative_alignment(
-        "C4a",
-        "H-bi (ARM: causal attention, next-token targets)",
-        draws,
-        seeded_cases(seed, attention="causal"),
-        arm_case_queries,
-        ("W_Q", "W_K", "W_OV"),
-        device,
-        confirm=storage_step_raises,
-    )
+    return search_arm("C4a", draws, seed, device, confirm=storage_step_raises)
 
 
 def c4b_wrong_gradient(draws: int, seed: int, device: str = "cpu") -> Counterexample:
@@ -566,24 +557,14 @@ def c4b_wrong_gradient(draws: int, seed: int, device: str = "cpu") -> Counterexa
 
 def c4c_arm(draws: int, seed: int, device: str = "cpu") -> Counterexample:
     """ARM: a forward step (full gradient) raises the ARM reverse loss: ⟨g_r, g_f⟩ < 0."""
-    resolve_device(device)
-    return search_negative_alignment(
-        "C4c",
-        "H-bi (ARM: causal attention, next-token targets)",
-        draws,
-        seeded_cases(seed, attention="causal"),
-        arm_case_queries,
-        ("W_Q", "W_K", "W_OV"),
-        device,
-        confirm=full_step_raises,
-    )
+    return search_arm("C4c", draws, seed, device, confirm=full_step_raises)
 
 
 NEGATIVE_CONTROLS = [
     NegativeControl(
         "C4a~arm",
         "C4a",
-        "H-bi (ARM: causal attention, next-token targets)",
+        ARM_DROPPED,
         "a storage step on the ARM's forward loss raises its reverse loss",
         c4a_arm,
         20,
@@ -599,7 +580,7 @@ NEGATIVE_CONTROLS = [
     NegativeControl(
         "C4c~arm",
         "C4c",
-        "H-bi (ARM: causal attention, next-token targets)",
+        ARM_DROPPED,
         "a full forward step raises the ARM's reverse loss (negative full-gradient alignment)",
         c4c_arm,
         20,
