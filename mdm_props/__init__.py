@@ -15,12 +15,13 @@ from .facts import (
     reverse_loss,
     reverse_query,
 )
-from .model import ModelConfig, forward
+from .model import ForwardOutput, ModelConfig, forward
 from .params import init_params
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ForwardOutput",
     "ModelConfig",
     "Query",
     "Template",

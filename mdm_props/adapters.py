@@ -122,14 +122,14 @@ class ProjectAdapter:
         return {k: v.detach() for k, v in self._params.items()}
 
     def logits(self, params: dict, tokens: torch.Tensor) -> torch.Tensor:
-        return forward(params, self.cfg, tokens)["logits"]
+        return forward(params, self.cfg, tokens).logits
 
     def query_keys(self, params: dict, tokens: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Post-RoPE q, k per layer, recomputed from every layer's input as :func:`forward` does
         (pre-norm, W_Q/W_K, biases, RoPE, kv heads repeated); ``q kᵀ · score_scale`` equals
-        ``forward(...)["scores"]`` (checked in tests/test_probe.py)."""
+        ``forward(...).scores`` (checked in tests/test_probe.py)."""
         cfg = self.cfg
-        xs = forward(params, cfg, tokens)["layer_inputs"]  # (..., L, T, d)
+        xs = forward(params, cfg, tokens).layer_inputs  # (..., L, T, d)
         pos = torch.arange(tokens.shape[-1], device=tokens.device)
         group = cfg.n_heads // cfg.kv_heads
         out = []

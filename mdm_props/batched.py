@@ -35,7 +35,7 @@ from . import rounding
 from .checks import CheckResult, identity, identity_with_error, inequality
 from .coverage import split_draws
 from .facts import Query, Template
-from .model import RELATIVE_ENCODINGS, ModelConfig, forward, parameter_shapes, unembedding
+from .model import RELATIVE_ENCODINGS, ForwardOutput, ModelConfig, forward, parameter_shapes, unembedding
 from .params import require_finite, require_float64, resolve_device
 from .rounding import FUNCTION_REL, UNIT_ROUNDOFF, gamma
 from .search import describe
@@ -280,8 +280,8 @@ def require_batch_hypotheses(params: dict, cfg: ModelConfig, hypotheses) -> None
 # the model, its gradients and its forward bounds, batched over the leading parameter axis
 
 
-def batched_forward(params: dict, cfg: ModelConfig, tokens: torch.Tensor) -> dict:
-    """:func:`~mdm_props.model.forward` of every draw: outputs get a leading axis K."""
+def batched_forward(params: dict, cfg: ModelConfig, tokens: torch.Tensor) -> ForwardOutput:
+    """:func:`~mdm_props.model.forward` of every draw: every field gets a leading axis K."""
     return vmap(lambda p: forward(p, cfg, tokens))(params)
 
 
@@ -290,7 +290,7 @@ def batched_forward_bounds(params: dict, cfg: ModelConfig, tokens: torch.Tensor,
     return vmap(lambda p: rounding.forward_error_bounds(p, cfg, tokens, safety=safety))(params)
 
 
-def query_state(params: dict, cfg: ModelConfig, query: Query, out: dict | None = None) -> QueryState:
+def query_state(params: dict, cfg: ModelConfig, query: Query, out: ForwardOutput | None = None) -> QueryState:
     """:func:`mdm_props.storage.evaluate` for every draw: a :class:`~mdm_props.storage.QueryState` whose
     tensors carry a leading axis K (``tokens`` stays (T,), shared by the batch)."""
     tokens = query.tensor(params["E"].device)
@@ -298,13 +298,13 @@ def query_state(params: dict, cfg: ModelConfig, query: Query, out: dict | None =
         out = batched_forward(params, cfg, tokens)
     b = batched_forward_bounds(params, cfg, tokens)
     i = query.slot
-    logits = out["logits"][:, i].detach()
+    logits = out.logits[:, i].detach()
     return QueryState(
         query,
         tokens,
-        out["inputs"].detach(),
-        out["attn"][:, 0, :, i].detach(),
-        out["context"][:, 0, :, i].detach(),
+        out.inputs.detach(),
+        out.attn[:, 0, :, i].detach(),
+        out.context[:, 0, :, i].detach(),
         logits,
         torch.log_softmax(logits, dim=-1),
         b["attn"][:, 0, :, i],
@@ -322,7 +322,7 @@ def storage_gradients(params: dict, cfg: ModelConfig, query: Query) -> tuple[tor
 
     def loss(W, p):
         out = forward({**p, "W_OV": W}, cfg, tokens)
-        return -torch.log_softmax(out["logits"][query.slot], dim=-1)[query.target], out
+        return -torch.log_softmax(out.logits[query.slot], dim=-1)[query.target], out
 
     G, out = vmap(grad(loss, has_aux=True))(params["W_OV"], params)
     return G[:, 0], query_state(params, cfg, query, out)

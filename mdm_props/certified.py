@@ -621,13 +621,13 @@ def kit_ratios(params: dict, cfg, query, ap: dict | None = None) -> dict:
     out = forward(params, cfg, tokens)
     b = tol.forward_error_bounds(params, cfg, tokens)
     G, _ = storage_gradient(params, cfg, query)
-    logp = torch.log_softmax(out["logits"][i], dim=-1)
+    logp = torch.log_softmax(out.logits[i], dim=-1)
     with precision(SOUNDNESS_BITS):
         ex = evaluate_query(ap, cfg, query)
         return {
-            "attn": enclosure_ratio(out["attn"][0, :, i], ex.attn, b["attn"][0, :, i]),
-            "context": enclosure_ratio(out["context"][0, :, i], ex.context, b["context"][0, :, i]),
-            "logits": enclosure_ratio(out["logits"][i], ex.logits, b["logits"][i]),
+            "attn": enclosure_ratio(out.attn[0, :, i], ex.attn, b["attn"][0, :, i]),
+            "context": enclosure_ratio(out.context[0, :, i], ex.context, b["context"][0, :, i]),
+            "logits": enclosure_ratio(out.logits[i], ex.logits, b["logits"][i]),
             "logprobs": enclosure_ratio(logp, ex.logp, b["logprobs"][i]),
             "loss": enclosure_ratio(
                 -logp[query.target], -ex.logp[query.target], tol.query_loss_error_bound(params, cfg, query)

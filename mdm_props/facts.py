@@ -140,7 +140,7 @@ def query_logprobs(params: dict, cfg: ModelConfig, query: Query) -> torch.Tensor
     check_params(params, cfg)
     check_query(query, cfg)
     out = forward(params, cfg, query.tensor(params["E"].device))
-    return torch.log_softmax(out["logits"][query.slot], dim=-1)
+    return torch.log_softmax(out.logits[query.slot], dim=-1)
 
 
 def query_loss(params: dict, cfg: ModelConfig, query: Query) -> torch.Tensor:
@@ -178,7 +178,7 @@ def masked_token_nll(params: dict, cfg: ModelConfig, tokens: torch.Tensor, mask:
             f"got {mask.dtype} {tuple(mask.shape)}"
         )
     corrupted = torch.where(mask, torch.full_like(tokens, cfg.mask_id), tokens)
-    logp = torch.log_softmax(forward(params, cfg, corrupted)["logits"], dim=-1)
+    logp = torch.log_softmax(forward(params, cfg, corrupted).logits, dim=-1)
     nll = -logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
     return (nll * mask.to(nll.dtype)).sum(-1)
 
@@ -238,7 +238,7 @@ def arm_loss(params: dict, cfg: ModelConfig, tokens: torch.Tensor) -> torch.Tens
         raise ValueError(
             f"tokens must hold sequences of length >= 2 (a prefix and a next token); got {tuple(tokens.shape)}"
         )
-    logp = torch.log_softmax(forward(params, cfg, tokens[..., :-1])["logits"], dim=-1)
+    logp = torch.log_softmax(forward(params, cfg, tokens[..., :-1]).logits, dim=-1)
     return -logp.gather(-1, tokens[..., 1:].unsqueeze(-1)).squeeze(-1).sum(-1)
 
 
@@ -255,7 +255,7 @@ def stack_queries(queries: list[Query], device="cpu") -> tuple[torch.Tensor, tor
 
 def batched_query_logprobs(params: dict, cfg: ModelConfig, tokens, slots) -> torch.Tensor:
     """log p (N, V) at each query's slot, for stacked queries."""
-    logits = forward(params, cfg, tokens)["logits"]
+    logits = forward(params, cfg, tokens).logits
     return torch.log_softmax(logits[torch.arange(len(slots), device=logits.device), slots], dim=-1)
 
 

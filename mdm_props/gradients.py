@@ -41,10 +41,10 @@ def storage_gradient_closed_form(params: dict, cfg: ModelConfig, query: Query) -
     if not 0 <= query.target < cfg.vocab:
         raise ValueError(f"query.target must be a real token id in [0, {cfg.vocab - 1}]; got {query.target}")
     out = forward(params, cfg, query.tensor(params["E"].device))
-    p = torch.softmax(out["logits"][query.slot], dim=-1)
+    p = torch.softmax(out.logits[query.slot], dim=-1)
     residual = p - torch.nn.functional.one_hot(torch.tensor(query.target, device=p.device), cfg.vocab).to(p.dtype)
     g = unembedding(params, cfg).T @ residual  # Uᵀ(p − y), (d,)
-    c = out["context"][0, :, query.slot, :]  # (H, d)
+    c = out.context[0, :, query.slot, :]  # (H, d)
     return g[None, :, None] * c[:, None, :]
 
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -303,7 +304,7 @@ def value_matrix(params: dict, cfg: ModelConfig, layer: int) -> torch.Tensor:
     W_V = params["W_V"][layer]
     if cfg.kv_heads != cfg.n_heads:
         W_V = W_V.repeat_interleave(cfg.n_heads // cfg.kv_heads, dim=0)
-    return params["W_O"][layer] @ W_V
+    return params["W_O"][layer] @ W_V  # (H, d, d) = (H, d, dh) @ (H, dh, d)
 
 
 def rms_norm(x: torch.Tensor, gain: torch.Tensor, eps: float) -> torch.Tensor:
@@ -312,19 +313,33 @@ def rms_norm(x: torch.Tensor, gain: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def _heads(W: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    # (..., H, T, dh) = (H, dh, d) @ (..., T, d), H the heads of W (K kv heads for W_K), dh = d_head
     return torch.einsum("hkd,...td->...htk", W, x)
 
 
-def forward(params: dict, cfg: ModelConfig, tokens: torch.Tensor) -> dict:
-    """Run the model on ``tokens`` (..., T). Returns a dict of tensors:
+class ForwardOutput(NamedTuple):
+    """What :func:`forward` returns, every tensor with the leading axes ``...`` of ``tokens`` (..., T);
+    L = n_layers, H = n_heads (query heads), d = d_model. A named tuple, so ``torch.func`` (``vmap``,
+    ``grad(has_aux=True)``) maps over it as over any tuple; ``_asdict()`` gives a dict keyed by field."""
 
-    ``logits`` (..., T, V) (slot i read from position max(i − readout_offset, 0)); ``scores`` and
-    ``attn`` (..., n_layers, n_heads, T, T) indexed by query i then key j (masked scores are −inf under
-    causal attention); ``context`` (..., n_layers, n_heads, T, d) = Σ_j α_ij x̃_j (the attention-weighted
-    normalised layer input, before the value path); ``inputs`` (..., T, d), the first layer's x;
-    ``layer_inputs`` (..., n_layers, T, d), every layer's input x (before its norm); ``hidden`` (..., T, d),
-    the last layer's output (after the final norm, if any).
-    """
+    logits: torch.Tensor
+    """(..., T, V): z_i = U h_{max(i − readout_offset, 0)}, the logits of slot i over the V real tokens."""
+    scores: torch.Tensor
+    """(..., L, H, T, T): s_ij = q_iᵀ k_j / √dh (+ bias), query i then key j; −inf where causal attention masks."""
+    attn: torch.Tensor
+    """(..., L, H, T, T): α_ij = softmax_j(s_ij), the attention of query i to key j."""
+    context: torch.Tensor
+    """(..., L, H, T, d): c_i = Σ_j α_ij x̃_j, the attention-weighted normalised layer input (before W_OV)."""
+    inputs: torch.Tensor
+    """(..., T, d): x_i, the first layer's input (embeddings, plus p_i under absolute positions)."""
+    layer_inputs: torch.Tensor
+    """(..., L, T, d): every layer's input x (before its norm); ``layer_inputs[..., 0, :, :]`` = ``inputs``."""
+    hidden: torch.Tensor
+    """(..., T, d): h_i, the last layer's output (after the final norm, if any), read by the unembedding."""
+
+
+def forward(params: dict, cfg: ModelConfig, tokens: torch.Tensor) -> ForwardOutput:
+    """Run the model on ``tokens`` (..., T); the fields and shapes of the result are in :class:`ForwardOutput`."""
     require_token_ids(tokens, cfg)
     T = tokens.shape[-1]
     if T > cfg.max_len:
@@ -349,45 +364,47 @@ def forward(params: dict, cfg: ModelConfig, tokens: torch.Tensor) -> dict:
             k = rope_rotate(k, positions, cfg.rope_base, cfg.rope_pairing)
         if group > 1:
             k = k.repeat_interleave(group, dim=-3)
-        s = q @ k.transpose(-1, -2) / math.sqrt(cfg.d_head)
+        s = q @ k.transpose(-1, -2) / math.sqrt(cfg.d_head)  # (..., H, T, T) = (..., H, T, dh) @ (..., H, dh, T)
         bias = score_bias(params, cfg, layer, T, x)
         if bias is not None:
             s = s + bias
         if cfg.attention == "causal":
             s = s.masked_fill(~causal, float("-inf"))
         a = torch.softmax(s, dim=-1)
-        ctx = a @ xn.unsqueeze(-3)  # (..., H, T, d)
+        ctx = a @ xn.unsqueeze(-3)  # (..., H, T, d) = (..., H, T, T) @ (..., 1, T, d)
+        # (..., T, d) = Σ_h (H, d, d) @ (..., H, T, d): the value path W_OV^h applied to c^h, summed over heads
         out = torch.einsum("hed,...htd->...te", value_matrix(params, cfg, layer), ctx)
         if cfg.v_bias:
             b_V = params["b_V"][layer].repeat_interleave(group, dim=0) if group > 1 else params["b_V"][layer]
-            out = out + torch.einsum("hek,hk->e", params["W_O"][layer], b_V)
+            out = out + torch.einsum("hek,hk->e", params["W_O"][layer], b_V)  # (d,) = Σ_h (H, d, dh) @ (H, dh)
         if eps != 1.0:
             out = eps * out
         x = x + out if cfg.residual else out
         if cfg.mlp == "swiglu":
             xm = rms_norm(x, params["norm_mlp"][layer], cfg.norm_eps) if cfg.norm == "rms" else x
+            # (..., T, m) = (..., T, d) @ (d, m), twice (gate and up), m = d_mlp
             hidden = torch.nn.functional.silu(xm @ params["W_gate"][layer].T) * (xm @ params["W_up"][layer].T)
-            mlp = hidden @ params["W_down"][layer].T
+            mlp = hidden @ params["W_down"][layer].T  # (..., T, d) = (..., T, m) @ (m, d)
             x = x + (eps * mlp if eps != 1.0 else mlp)
         scores.append(s)
         attns.append(a)
         contexts.append(ctx)
     if cfg.final_norm:
         x = rms_norm(x, params["norm_final"], cfg.norm_eps)
-    logits = x @ unembedding(params, cfg).T
+    logits = x @ unembedding(params, cfg).T  # (..., T, V) = (..., T, d) @ (d, V)
     if cfg.readout_offset:
         read = (positions - cfg.readout_offset).clamp_min(0)
         logits = logits[..., read, :]
     stack = lambda xs: torch.stack(xs, dim=-4)  # noqa: E731
-    return {
-        "logits": logits,
-        "scores": stack(scores),
-        "attn": stack(attns),
-        "context": stack(contexts),
-        "inputs": inputs,
-        "layer_inputs": torch.stack(layer_inputs, dim=-3),
-        "hidden": x,
-    }
+    return ForwardOutput(
+        logits=logits,
+        scores=stack(scores),
+        attn=stack(attns),
+        context=stack(contexts),
+        inputs=inputs,
+        layer_inputs=torch.stack(layer_inputs, dim=-3),
+        hidden=x,
+    )
 
 
 def parameter_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:

@@ -197,9 +197,9 @@ def per_pair_storage_grads(params: dict, cfg: ModelConfig, query) -> torch.Tenso
     with torch.enable_grad():  # also when called from a no_grad callback
         p = {k: v.detach().requires_grad_(k == "W_OV") for k, v in params.items()}
         out = forward(p, cfg, tokens)
-        logp = torch.log_softmax(out["logits"][rows, slots], dim=-1)
-        (delta,) = torch.autograd.grad(-logp[rows, targets].sum(), out["hidden"])
-    return torch.einsum("nte,nhtd->nhed", delta, out["context"][:, 0].detach())
+        logp = torch.log_softmax(out.logits[rows, slots], dim=-1)
+        (delta,) = torch.autograd.grad(-logp[rows, targets].sum(), out.hidden)
+    return torch.einsum("nte,nhtd->nhed", delta, out.context[:, 0].detach())
 
 
 def _pearson(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -221,8 +221,8 @@ def _attention_and_scores(params, cfg, query, slot_entity):
     tokens, slots, _ = query
     out = forward(params, cfg, tokens)
     rows = torch.arange(len(slots), device=slots.device)
-    attn = out["attn"][rows, 0, 0, slots, slot_entity]  # one layer, one head
-    scores = out["scores"][rows, 0, 0, slots, slot_entity]
+    attn = out.attn[rows, 0, 0, slots, slot_entity]  # one layer, one head
+    scores = out.scores[rows, 0, 0, slots, slot_entity]
     return attn, scores
 
 

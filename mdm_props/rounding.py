@@ -262,13 +262,13 @@ def storage_gradient_error_bound(params: dict, cfg, query, safety: float = FORWA
     out = forward(params, cfg, tokens)
     i, y = query.slot, query.target
     u = UNIT_ROUNDOFF
-    p = torch.softmax(out["logits"][i], dim=-1)
+    p = torch.softmax(out.logits[i], dim=-1)
     r = p - torch.nn.functional.one_hot(torch.tensor(y, device=p.device), cfg.vocab).to(p.dtype)
     e_r = p * (b["logprobs"][i] + FUNCTION_REL + 2 * u) + u * r.abs()
     U = unembedding(params, cfg).abs()
     g = unembedding(params, cfg).T @ r
     e_g = gamma(cfg.vocab) * (U.T @ r.abs()) + U.T @ e_r
-    c, e_c = out["context"][0, :, i, :], b["context"][0, :, i, :]  # (H, d)
+    c, e_c = out.context[0, :, i, :], b["context"][0, :, i, :]  # (H, d)
     T = tokens.shape[0]
     bound = gamma(T) * g.abs()[None, :, None] * c.abs()[:, None, :]
     bound = bound + e_g[None, :, None] * c.abs()[:, None, :] + g.abs()[None, :, None] * e_c[:, None, :]

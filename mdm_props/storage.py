@@ -22,7 +22,7 @@ import torch
 
 from . import rounding
 from .facts import Query, Template, arm_forward_query, arm_reverse_query, forward_query, reverse_query
-from .model import ModelConfig, embed, forward, unembedding, value_matrix
+from .model import ForwardOutput, ModelConfig, embed, forward, unembedding, value_matrix
 from .params import check_params
 
 
@@ -109,20 +109,20 @@ class QueryState:
         return token_attention(self.e_attn if error else self.attn, self.tokens, n_tokens)
 
 
-def evaluate(params: dict, cfg: ModelConfig, query: Query, out: dict | None = None) -> QueryState:
+def evaluate(params: dict, cfg: ModelConfig, query: Query, out: ForwardOutput | None = None) -> QueryState:
     """Run the model on ``query`` (or read ``out``, a :func:`forward` result for it) and its bounds."""
     tokens = query.tensor(params["E"].device)
     if out is None:
         out = forward(params, cfg, tokens)
     b = rounding.forward_error_bounds(params, cfg, tokens, safety=1.0)
     i = query.slot
-    logits = out["logits"][i].detach()
+    logits = out.logits[i].detach()
     return QueryState(
         query,
         tokens,
-        out["inputs"].detach(),
-        out["attn"][0, :, i].detach(),
-        out["context"][0, :, i].detach(),
+        out.inputs.detach(),
+        out.attn[0, :, i].detach(),
+        out.context[0, :, i].detach(),
         logits,
         torch.log_softmax(logits, dim=-1),
         b["attn"][0, :, i],
@@ -139,7 +139,7 @@ def storage_gradient(params: dict, cfg: ModelConfig, query: Query) -> tuple[torc
     W = params["W_OV"].detach().requires_grad_(True)
     with torch.enable_grad():
         out = forward({**params, "W_OV": W}, cfg, tokens)
-        loss = -torch.log_softmax(out["logits"][query.slot], dim=-1)[query.target]
+        loss = -torch.log_softmax(out.logits[query.slot], dim=-1)[query.target]
         (G,) = torch.autograd.grad(loss, W)
     return G[0], evaluate(params, cfg, query, out)
 

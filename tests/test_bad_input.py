@@ -37,8 +37,8 @@ def test_forward_refuses_float_tokens_and_still_runs_under_vmap():
     with pytest.raises(ValueError, match="integer tensor"):
         forward(PARAMS, CFG, torch.tensor([4.0, 0.0, 1.0]))
     batch = torch.tensor([[4, 0, 1], [2, 4, 3]])
-    out = torch.func.vmap(lambda t: forward(PARAMS, CFG, t)["logits"])(batch)
-    assert torch.equal(out, forward(PARAMS, CFG, batch)["logits"])
+    out = torch.func.vmap(lambda t: forward(PARAMS, CFG, t).logits)(batch)
+    assert torch.equal(out, forward(PARAMS, CFG, batch).logits)
 
 
 def test_mean_query_loss_checks_every_query():

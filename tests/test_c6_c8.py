@@ -72,8 +72,8 @@ def test_branch_scale_form_matches_the_model_option():
     cfg = ModelConfig(vocab=5, d_model=8, d_head=4, n_heads=2, n_layers=3, norm="rms", mlp="swiglu", d_mlp=8)
     params = init_params(cfg, 2)
     tokens = torch.tensor([5, 1, 2, 3])
-    a = forward(deep.at_branch_scale(params, 2.0**-5), cfg, tokens)["logits"]
-    b = forward(params, dataclasses.replace(cfg, branch_scale=2.0**-5), tokens)["logits"]
+    a = forward(deep.at_branch_scale(params, 2.0**-5), cfg, tokens).logits
+    b = forward(params, dataclasses.replace(cfg, branch_scale=2.0**-5), tokens).logits
     assert torch.equal(a, b)
 
 

@@ -196,8 +196,8 @@ def test_soundness_check_rejects_a_perturbed_evaluation():
     b = forward_error_bounds(params, cfg, q.tensor())["logits"][q.slot]
     with C.precision(C.SOUNDNESS_BITS):
         exact = C.evaluate_query(C.arb_params(params, cfg), cfg, q).logits
-        assert C.enclosure_ratio(forward(params, cfg, q.tensor())["logits"][q.slot], exact, b) <= 1
-        assert C.enclosure_ratio(forward(moved, cfg, q.tensor())["logits"][q.slot], exact, b) > 1
+        assert C.enclosure_ratio(forward(params, cfg, q.tensor()).logits[q.slot], exact, b) <= 1
+        assert C.enclosure_ratio(forward(moved, cfg, q.tensor()).logits[q.slot], exact, b) > 1
 
 
 def test_soundness_table_reports_every_bound():

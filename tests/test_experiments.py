@@ -87,7 +87,7 @@ def test_per_pair_storage_gradients_equal_one_backward_pass_per_pair(regime, enc
         for n in range(len(pairs)):
             p = {k: v.clone().requires_grad_(k == "W_OV") for k, v in params.items()}
             tokens, slot, target = (x[n] for x in query)
-            nll = -torch.log_softmax(forward(p, cfg, tokens)["logits"][slot], -1)[target]
+            nll = -torch.log_softmax(forward(p, cfg, tokens).logits[slot], -1)[target]
             (g,) = torch.autograd.grad(nll, p["W_OV"])
             torch.testing.assert_close(G[n], g[0], rtol=0, atol=1e-13 * float(g.abs().max()))
 

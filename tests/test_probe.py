@@ -53,7 +53,7 @@ def test_query_keys_reproduce_model_scores(facts_llada):
     for name in ("llada-like", "dream-like"):
         a = ProjectAdapter.from_preset(name)
         tok = P.query_tokens(a, facts_llada[1])[0]
-        scores = forward(a.parameters(), a.cfg, tok)["scores"]
+        scores = forward(a.parameters(), a.cfg, tok).scores
         for layer, (q, k) in enumerate(a.query_keys(a.parameters(), tok)):
             torch.testing.assert_close(q @ k.transpose(-1, -2) * a.score_scale, scores[:, layer], rtol=0, atol=1e-14)
 
@@ -126,7 +126,7 @@ def _agreement(hf, cfg, params, tokens):
     V = cfg.vocab
     z = hf.logits(hf.parameters(), tokens)[..., :V]
     z32 = hf.logits({k: v.float() for k, v in hf.parameters().items()}, tokens)[..., :V].double()
-    err = float((z - forward(params, cfg, tokens)["logits"]).abs().max())
+    err = float((z - forward(params, cfg, tokens).logits).abs().max())
     return err, 8 * float((z32 - z).abs().max())
 
 

@@ -145,7 +145,7 @@ def mdm_objective_error_bound(params: dict, cfg, tokens: torch.Tensor, safety: f
     masks = all_masks(L, tokens.device)  # (M, L)
     corrupted = torch.where(masks, torch.full_like(masks, cfg.mask_id, dtype=tokens.dtype), tokens)
     e = forward_error_bounds(params, cfg, corrupted, safety=1.0)["logprobs"]  # (M, L, V)
-    lp = torch.log_softmax(forward(params, cfg, corrupted)["logits"], dim=-1)
+    lp = torch.log_softmax(forward(params, cfg, corrupted).logits, dim=-1)
     idx = tokens.expand(len(masks), L).unsqueeze(-1)
     e_t, lp_t = e.gather(-1, idx).squeeze(-1), lp.gather(-1, idx).squeeze(-1)  # (M, L)
     k = masks.sum(-1)
@@ -204,8 +204,8 @@ def rope_checks(d_head: int, base: float, m: int, n: int, a: int, b: int, seed: 
 def oracle_checks(params: dict, cfg: ModelConfig, query: Query, dps: int = oracles.DEFAULT_DPS) -> list[CheckResult]:
     """The float64 forward pass (on the params' device) against :func:`oracles.stable_oracle`."""
     tokens = query.tensor(params["E"].device)
-    out = forward(params, cfg, tokens)
-    out["logprobs"] = torch.log_softmax(out["logits"], dim=-1)
+    fwd = forward(params, cfg, tokens)
+    out = {**fwd._asdict(), "logprobs": torch.log_softmax(fwd.logits, dim=-1)}
     exact = oracles.stable_oracle(params, cfg, tokens, dps)
     bounds = forward_error_bounds(params, cfg, tokens)
     results = []
@@ -265,8 +265,8 @@ def forward_bound_ratios(device="cpu") -> dict[str, list[float]]:
     for cfg, seed, scale, toks in forward_tightness_draws():
         params = init_params(cfg, seed, scale=scale, device=device)
         tokens = torch.tensor(toks, device=params["E"].device)
-        out = forward(params, cfg, tokens)
-        out["logprobs"] = torch.log_softmax(out["logits"], dim=-1)
+        fwd = forward(params, cfg, tokens)
+        out = {**fwd._asdict(), "logprobs": torch.log_softmax(fwd.logits, dim=-1)}
         exact = oracles.stable_oracle(params, cfg, tokens)
         bounds = forward_error_bounds(params, cfg, tokens)
         for k in ratios:
@@ -300,7 +300,7 @@ def gradient_checks(params: dict, cfg: ModelConfig, query: Query, i: int, j: int
     bound = 2 * storage_gradient_error_bound(params, cfg, query)
     out = [worst_entry("C0.3", "∂L/∂W_OV = Uᵀ(p − y)cᵀ", auto, closed, bound, pos=cfg.pos, n_heads=cfg.n_heads)]
     tokens = query.tensor(params["E"].device)
-    g = torch.func.grad(lambda p: forward(p, cfg, tokens)["scores"][0, head, i, j])(params)
+    g = torch.func.grad(lambda p: forward(p, cfg, tokens).scores[0, head, i, j])(params)
     dQ, dK = score_gradient_closed_form(params, cfg, tokens, i, j, head)
     bQ, bK = score_gradient_error_bound(params, cfg, tokens, i, j, head)
     out.append(worst_entry("C0.3", "∂s/∂W_Q = R k xᵀ/√d_k", g["W_Q"][0, head], dQ, 2 * bQ, i=i, j=j, pos=cfg.pos))
@@ -332,7 +332,7 @@ def enumerate_objective(params: dict, cfg: ModelConfig, tokens: torch.Tensor) ->
     corrupted = tokens.repeat(len(subsets), 1)
     for row, S in enumerate(subsets):
         corrupted[row, list(S)] = cfg.mask_id
-    logp = torch.log_softmax(forward(params, cfg, corrupted)["logits"], dim=-1).cpu()
+    logp = torch.log_softmax(forward(params, cfg, corrupted).logits, dim=-1).cpu()
     ids = tokens.cpu().tolist()
     return math.fsum(
         float(beta_weight(L, len(S))) * -float(logp[row, i, ids[i]]) for row, S in enumerate(subsets) for i in S
@@ -483,9 +483,8 @@ def device_checks(
     outs, bounds = [], []
     for p in (p_cpu, p_gpu):
         tokens = query.tensor(p["E"].device)
-        o = forward(p, cfg, tokens)
-        o["logprobs"] = torch.log_softmax(o["logits"], dim=-1)
-        o["loss"] = query_loss(p, cfg, query)
+        fwd = forward(p, cfg, tokens)
+        o = {**fwd._asdict(), "logprobs": torch.log_softmax(fwd.logits, dim=-1), "loss": query_loss(p, cfg, query)}
         b = forward_error_bounds(p, cfg, tokens)
         b["loss"] = b["logprobs"][query.slot, query.target]
         outs.append({k: v.detach().cpu() for k, v in o.items()})

@@ -424,7 +424,7 @@ def check_model_scores(sample: dict, index: int = 0) -> list[CheckResult]:
         ("S_r", reverse_query(template, A, B, 3), template.b, template.a, -1),
     ):
         tokens = query.tensor(x_M.device)
-        s_model = float(forward(params, cfg, tokens)["scores"][0, 0, i, j]) * math.sqrt(d_k)
+        s_model = float(forward(params, cfg, tokens).scores[0, 0, i, j]) * math.sqrt(d_k)
         s_ref = float(sample["s_f" if sgn > 0 else "s_r"][index])
         e_model = float(forward_error_bounds(params, cfg, tokens)["scores"][0, 0, i, j]) * math.sqrt(d_k)
         e_ref = float(rope_bilinear_error(q, k, e_q, e_k, sgn * delta, base))
@@ -465,7 +465,7 @@ def route_gradients(params: dict, cfg: ModelConfig, template: Template, A: int, 
         tokens = query.tensor(params["E"].device)
 
         def score(WQ, WK, tokens=tokens, i=i, j=j):
-            return forward({**params, "W_Q": WQ, "W_K": WK}, cfg, tokens)["scores"][0, 0, i, j]
+            return forward({**params, "W_Q": WQ, "W_K": WK}, cfg, tokens).scores[0, 0, i, j]
 
         gq, gk = torch.func.grad(score, argnums=(0, 1))(params["W_Q"], params["W_K"])
         grads.append({"W_Q": gq[0, 0], "W_K": gk[0, 0]})
@@ -572,8 +572,8 @@ def check_reflection_scores(params: dict, cfg: ModelConfig, template: Template, 
     dev = params["E"].device
     tok_f = forward_query(template, A, B, cfg.vocab).tensor(dev)
     tok_r = reverse_query(template, A, B, cfg.vocab).tensor(dev)
-    s_f = float(forward(params, cfg, tok_f)["scores"][0, 0, a, b])
-    s_r = float(forward(params, cfg, tok_r)["scores"][0, 0, b, a])
+    s_f = float(forward(params, cfg, tok_f).scores[0, 0, a, b])
+    s_r = float(forward(params, cfg, tok_r).scores[0, 0, b, a])
     e_f = float(forward_error_bounds(params, cfg, tok_f)["scores"][0, 0, a, b])
     e_r = float(forward_error_bounds(params, cfg, tok_r)["scores"][0, 0, b, a])
     ref = 0.0
@@ -612,11 +612,11 @@ def route_statistics(params: dict, cfg: ModelConfig, template: Template, pairs) 
     tr = torch.tensor([reverse_query(template, A, B, cfg.vocab).tokens for A, B in pairs], device=dev)
     with torch.no_grad():
         of, orv = forward(params, cfg, tf), forward(params, cfg, tr)
-    s_f, s_r = of["scores"][:, 0, 0, a, b], orv["scores"][:, 0, 0, b, a]
+    s_f, s_r = of.scores[:, 0, 0, a, b], orv.scores[:, 0, 0, b, a]
     corr = sample_correlation(s_f, s_r) if float(s_f.std()) > 0 and float(s_r.std()) > 0 else math.nan
     return {
-        "attn_f": float(of["attn"][:, 0, 0, a, b].mean()),
-        "attn_r": float(orv["attn"][:, 0, 0, b, a].mean()),
+        "attn_f": float(of.attn[:, 0, 0, a, b].mean()),
+        "attn_r": float(orv.attn[:, 0, 0, b, a].mean()),
         "corr": corr,
     }
 

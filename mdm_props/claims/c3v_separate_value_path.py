@@ -171,7 +171,7 @@ def value_gradients(params: dict, cfg: ModelConfig, query) -> tuple[torch.Tensor
 
     def loss(W_V, p):
         out = forward({**p, "W_V": W_V}, cfg, tokens)
-        return -torch.log_softmax(out["logits"][query.slot], dim=-1)[query.target], out
+        return -torch.log_softmax(out.logits[query.slot], dim=-1)[query.target], out
 
     G, out = torch.func.vmap(torch.func.grad(loss, has_aux=True))(params["W_V"], params)
     return G[:, 0], batched.query_state(params, cfg, query, out)

@@ -117,7 +117,7 @@ def query_state(params: dict, cfg: ModelConfig, tokens, slot: int, target: int) 
 
     def run():
         with torch.enable_grad():
-            logp = torch.log_softmax(forward(leaves, cfg, tok)["logits"][slot], dim=-1)
+            logp = torch.log_softmax(forward(leaves, cfg, tok).logits[slot], dim=-1)
             grads = torch.autograd.grad(-logp[target], list(leaves.values()), allow_unused=True)
         return logp, dict(zip(leaves, grads, strict=False))
 

@@ -376,13 +376,13 @@ def leading_factors(params: dict, cfg: ModelConfig, query: Query) -> tuple[torch
     zero = {**params, **{n: torch.zeros_like(params[n]) for n in ("W_OV", "W_down") if n in params}}
     out = forward(zero, cfg, query.tensor(params["E"].device))
     i = max(query.slot - cfg.readout_offset, 0)
-    x = out["inputs"][i]
+    x = out.inputs[i]
     U = unembedding(params, cfg)
-    h = out["hidden"][i]
+    h = out.hidden[i]
     p0 = torch.softmax(U @ h, dim=-1)
     y = torch.zeros_like(p0)
     y[query.target] = 1.0
-    return final_norm_vjp(params, cfg, x, U.T @ (p0 - y)), out["context"][:, :, i]
+    return final_norm_vjp(params, cfg, x, U.T @ (p0 - y)), out.context[:, :, i]
 
 
 def leading_term(params: dict, cfg: ModelConfig, fq: Query, rq: Query) -> torch.Tensor:
@@ -581,9 +581,9 @@ def reverse_state(params: dict, cfg: ModelConfig, rq: Query) -> dict:
         with torch.enable_grad():
             p = {**params, "W_OV": W}
             out = forward(p, cfg, rq.tensor(params["E"].device))
-            loss = -torch.log_softmax(out["logits"][rq.slot], dim=-1)[rq.target]
+            loss = -torch.log_softmax(out.logits[rq.slot], dim=-1)[rq.target]
             (G,) = torch.autograd.grad(loss, W)
-        return loss.detach(), G, out["context"][-1, :, rq.slot].detach()
+        return loss.detach(), G, out.context[-1, :, rq.slot].detach()
 
     (L, G, c), (e_L, e_G, e_c) = with_error_bounds(run)
     return {"L": float(L), "e_L": float(e_L), "G": G, "e_G": e_G, "c": c, "e_c": e_c}

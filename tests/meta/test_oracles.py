@@ -112,10 +112,10 @@ def test_oracle_catches_mutated_models(mutation):
     r = checks.worst_entry(
         "meta",
         "logits",
-        out["logits"],
+        out.logits,
         oracles.to_tensor(exact["logits"]),
         bounds["logits"],
-        error=oracles.abs_error(exact["logits"], out["logits"]),
+        error=oracles.abs_error(exact["logits"], out.logits),
     )
     assert not r.holds, r
 

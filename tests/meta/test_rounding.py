@@ -81,8 +81,8 @@ def forward_ratios():
     for n, cfg in enumerate(DRAWS):
         params = init_params(cfg, n, scale=(1.0, 4.0)[n % 2])
         tokens = torch.tensor([cfg.vocab, 1, 2, 0])
-        out = forward(params, cfg, tokens)
-        out["logprobs"] = torch.log_softmax(out["logits"], dim=-1)
+        fwd = forward(params, cfg, tokens)
+        out = {**fwd._asdict(), "logprobs": torch.log_softmax(fwd.logits, dim=-1)}
         exact = oracles.stable_oracle(params, cfg, tokens)
         bounds = rounding.forward_error_bounds(params, cfg, tokens)
         for k in KEYS:
@@ -117,8 +117,8 @@ def test_forward_bound_detects_a_query_weight_changed_by_one_part_in_1e9(pos, at
     tokens = torch.tensor([4, 0, 3])
     exact = oracles.stable_oracle(params, cfg, tokens)
     mutant = {**params, "W_Q": params["W_Q"] * (1 + 1e-9)}
-    out = forward(mutant, cfg, tokens)
-    out["logprobs"] = torch.log_softmax(out["logits"], dim=-1)
+    fwd = forward(mutant, cfg, tokens)
+    out = {**fwd._asdict(), "logprobs": torch.log_softmax(fwd.logits, dim=-1)}
     bounds = rounding.forward_error_bounds(mutant, cfg, tokens)
     for k in KEYS:
         r = checks.worst_entry(
@@ -147,7 +147,12 @@ def test_forward_bound_detects_a_tiny_change_of_the_model(mutation):
     bounds = rounding.forward_error_bounds(mutant, mcfg, tokens)
     key = "logits"
     r = checks.worst_entry(
-        "meta", key, out[key], oracles.to_tensor(exact[key]), bounds[key], error=oracles.abs_error(exact[key], out[key])
+        "meta",
+        key,
+        out.logits,
+        oracles.to_tensor(exact[key]),
+        bounds[key],
+        error=oracles.abs_error(exact[key], out.logits),
     )
     assert not r.holds, r
 
@@ -213,7 +218,7 @@ def test_gradient_bounds_hold_are_small_and_reject_perturbed_closed_forms(pos):
     assert ((auto - storage_gradient_closed_form(nudged, cfg, query)).abs() > b).any()
     assert float(b.max()) < 1e-11 * float(closed.abs().max())  # measured up to ~2e-12 at scale 2
     tokens = query.tensor()
-    g = torch.func.grad(lambda p: forward(p, cfg, tokens)["scores"][0, 1, 2, 0])(params)
+    g = torch.func.grad(lambda p: forward(p, cfg, tokens).scores[0, 1, 2, 0])(params)
     dQ, dK = score_gradient_closed_form(params, cfg, tokens, 2, 0, head=1)
     bQ, bK = rounding.score_gradient_error_bound(params, cfg, tokens, 2, 0, head=1)
     # the closed forms at W_K resp. W_Q off by 1e-9 (∂s/∂W_Q reads k, ∂s/∂W_K reads q)
@@ -246,7 +251,7 @@ def test_forward_error_bounds_are_batched_like_forward():
     batch = torch.tensor([[4, 0, 1], [2, 4, 3]])
     b = rounding.forward_error_bounds(params, cfg, batch)
     out = forward(params, cfg, batch)
-    assert b["scores"].shape == out["scores"].shape and b["logits"].shape == out["logits"].shape
+    assert b["scores"].shape == out.scores.shape and b["logits"].shape == out.logits.shape
     for row in range(2):
         single = rounding.forward_error_bounds(params, cfg, batch[row])
         assert all(torch.allclose(b[k][row], single[k], rtol=1e-12, atol=0) for k in single)
