@@ -138,3 +138,40 @@ def test_meta_the_sampler_is_the_one_described():
     ours = _wrong_samples(params, cfg, tokens, 500, 17)
     theirs = mdm_objective_samples(params, cfg, tokens, 500, torch.Generator().manual_seed(17)).numpy()
     np.testing.assert_array_equal(ours, theirs)
+
+
+def _saturated_draw():
+    """Draw 102 of `run_c04(200, seed=1)`: tied t5 model at scale 4, tokens (0, 0). p(x_i) = 1 in float64
+    for every mask, so ℓ(S) = 0 and every sample is exactly 0."""
+    cfg = ModelConfig(vocab=3, d_model=3, d_head=5, n_heads=2, pos="t5", rope_base=100.0, tied=True, merged_ov=False)
+    return cfg, init_params(cfg, 3299242428, scale=4.0), torch.tensor([0, 0])
+
+
+@pytest.mark.claim("C0.4")
+def test_sampler_law_on_a_saturated_draw():
+    """On a draw whose float64 losses ℓ(S) are all 0, the reference law puts its whole mass at 0
+    (F(0) = P(∅) + Σ_{ℓ(S)=0} P(S)) and every C0.4 check holds; it was a KS p-value of 0 in verify at
+    200 draws while the reference law put only P(∅) = 1/(L+1) at 0."""
+    cfg, params, tokens = _saturated_draw()
+    ells, ks = c0.mask_losses(params, cfg, tokens)
+    assert (ells == 0).all()
+    assert c0.sample_cdf(0.0, ells, ks, 2)[0] == pytest.approx(1.0, abs=1e-15)
+    assert_holds(c0.objective_checks(params, cfg, tokens, 4000, 3681455700))
+
+
+def test_meta_the_atom_at_zero_counts_the_zero_loss_masks():
+    """F(0) on made-up losses with some zeros is P(∅) + the zero-loss masks' P(S), exactly, and F is
+    still a CDF (non-decreasing to 1); the KS test rejects the law that forgets those masks."""
+    L = 3
+    ks = np.array([1, 1, 1, 2, 2, 2, 3])
+    ells = np.array([0.0, 0.5, 0.0, 1.0, 0.0, 2.0, 3.0])
+    P = c0.mask_probability(L, ks)
+    assert c0.sample_cdf(0.0, ells, ks, L)[0] == pytest.approx(1 / (L + 1) + P[[0, 2, 4]].sum(), rel=1e-15)
+    xs = np.linspace(0, 1e3, 2001)
+    F = c0.sample_cdf(xs, ells, ks, L)
+    assert (np.diff(F) >= 0).all() and F[-1] == pytest.approx(1.0, abs=1e-3)
+    cfg, params, tokens = _saturated_draw()
+    zeros = np.zeros(4000)
+    forgetful = lambda x: np.where(np.asarray(x) >= 0, 1 / 3, 0.0)  # noqa: E731  the old atom, P(∅) only
+    _, p_old = c0.ks_test_with_atom_at_zero(zeros, forgetful)
+    assert p_old < FALSE_ALARM

@@ -370,11 +370,14 @@ def mask_probability(L: int, k) -> np.ndarray:
 
 def sample_cdf(x, ells: np.ndarray, ks: np.ndarray, L: int) -> np.ndarray:
     """CDF of X = ℓ(S)/t (0 when S = ∅): t | S ~ Beta(k+1, L−k+1), so for x > 0
-    F(x) = P(∅) + Σ_{S≠∅} P(S)(1 − I_{min(ℓ(S)/x, 1)}(k+1, L−k+1)); F(x) = 0 for x < 0, F(0) = P(∅)."""
+    F(x) = P(∅) + Σ_{S≠∅} P(S)(1 − I_{min(ℓ(S)/x, 1)}(k+1, L−k+1)); F(x) = 0 for x < 0, and the atom
+    F(0) = P(∅) + Σ_{ℓ(S)=0} P(S): a saturated draw (p(x_i) = 1 in float64) has ℓ(S) = 0 exactly, and
+    its samples ℓ(S)/t are then 0 too (the first version put only P(∅) at 0, and a draw with every
+    ℓ(S) = 0 gave KS p = 0: a false alarm of the reference law, not of the sampler)."""
     x = np.atleast_1d(np.asarray(x, dtype=np.float64))
     P = mask_probability(L, ks)
     pos = x > 0
-    F = np.where(x >= 0, 1.0 / (L + 1), 0.0)
+    F = np.where(x >= 0, 1.0 / (L + 1) + P[ells == 0].sum(), 0.0)
     if pos.any():
         z = np.minimum(ells[None, :] / x[pos, None], 1.0)
         F[pos] = 1.0 - (P[None, :] * special.betainc(ks + 1, L - ks + 1, z)).sum(-1)
