@@ -19,8 +19,9 @@ are orthonormal only to ~d u, so H-orth's closed forms hold for them up to that 
 certified statements are the ones that do not need H-orth exactly (⟨G_f, G_r⟩ > 0, Δε > 0, η*, the
 remainder bounds); the closed forms are enclosed too and their distance to the exact values reported.
 
-The model (THEORY §1, one layer, merged ``W_OV``, any number of heads; ``rope``, ``alibi``, ``t5``,
-``none`` and ``absolute``; bidirectional or causal)::
+The model (THEORY §1, one layer, merged ``W_OV`` or factored ``W_O W_V``, any number of heads; ``rope``,
+``alibi``, ``t5``, ``none`` and ``absolute``; bidirectional or causal); the gradient over every parameter
+is exact too (:func:`parameter_gradient`, reverse mode in ball arithmetic)::
 
     s_ij = q_iᵀ R_{j−i} k_j / √d_k + bias(j − i),   α_i = softmax_j s_ij,   c^h = Σ_j α^h_ij x_j
     z    = U(x_i + Σ_h W_OV^h c^h),                log p = z − log Σ_v exp z_v
@@ -92,13 +93,14 @@ def _precisions(max_bits: int) -> tuple[int, ...]:
 
 
 def to_arb(t):
-    """A float64 tensor as nested lists of exact ``arb`` (a double converts exactly)."""
+    """A float64 tensor as nested lists of exact ``arb`` (a double converts exactly; balls pass through, so
+    parameters already in ball arithmetic, e.g. θ + η d exactly, are accepted too)."""
     require_flint()
     if isinstance(t, torch.Tensor):
         t = t.detach().cpu().to(torch.float64).tolist()
     if isinstance(t, list):
         return [to_arb(v) for v in t]
-    return arb(float(t))
+    return t if isinstance(t, arb) else arb(float(t))
 
 
 def _dot(a, b):
@@ -107,6 +109,38 @@ def _dot(a, b):
 
 def _matvec(M, v):
     return [_dot(row, v) for row in M]
+
+
+def _matvec_t(M, v):
+    """Mᵀ v for M given by rows."""
+    out = [arb(0)] * len(M[0])
+    for row, vi in zip(M, v, strict=False):
+        out = _axpy(out, vi, row)
+    return out
+
+
+def _matmul(A, B):
+    cols = list(zip(*B, strict=False))
+    return [[_dot(row, col) for col in cols] for row in A]
+
+
+def _outer(a, b):
+    return [[x * y for y in b] for x in a]
+
+
+def _add_to(M, N):
+    """M + N, entrywise, for nested lists of the same shape."""
+    if isinstance(M, list):
+        return [_add_to(m, n) for m, n in zip(M, N, strict=False)]
+    return M + N
+
+
+def _zeros(shape):
+    return [_zeros(shape[1:]) for _ in range(shape[0])] if shape else arb(0)
+
+
+def _is_deep(cfg, name: str) -> bool:
+    return getattr(cfg, name) not in (False, "none", 0)
 
 
 def _axpy(y, a, x):
@@ -176,18 +210,25 @@ def _flatten(x):
 
 
 def arb_params(params: dict, cfg) -> dict:
-    """The parameters of a one-layer, merged-W_OV model as exact balls (nested lists of ``arb``)."""
+    """The parameters of a one-layer model (THEORY §1) as exact balls (nested lists of ``arb``). A factored
+    value path (``merged_ov=False``, no value bias) keeps ``W_V``, ``W_O`` and gets ``W_OV^h = W_O^h W_V^h``
+    as the exact product."""
     require_flint()
     if cfg.n_layers != 1:
         raise ValueError(f"cfg.n_layers must be 1 (the certified evaluator is the one-layer model); got {cfg.n_layers}")
-    if not cfg.merged_ov:
-        raise ValueError("cfg.merged_ov must be True: the certified evaluator reads the merged W_OV")
-    ap = {
-        "E": to_arb(params["E"]),
-        "W_Q": to_arb(params["W_Q"][0]),
-        "W_K": to_arb(params["W_K"][0]),
-        "W_OV": to_arb(params["W_OV"][0]),
-    }
+    deep = [f for f in ("norm", "final_norm", "mlp", "qk_bias", "v_bias", "readout_offset") if _is_deep(cfg, f)]
+    if deep or cfg.kv_heads != cfg.n_heads or cfg.branch_scale != 1 or cfg.rope_pairing != "interleaved":
+        raise ValueError(
+            "cfg must be the one-layer model of THEORY §1 (no norm, MLP, q/k/v biases, grouped kv heads, "
+            f"read-out offset or branch scale; interleaved RoPE pairs); got deep options {deep}, "
+            f"n_kv_heads={cfg.kv_heads}, branch_scale={cfg.branch_scale}, rope_pairing={cfg.rope_pairing!r}"
+        )
+    ap = {"E": to_arb(params["E"]), "W_Q": to_arb(params["W_Q"][0]), "W_K": to_arb(params["W_K"][0])}
+    if cfg.merged_ov:
+        ap["W_OV"] = to_arb(params["W_OV"][0])
+    else:
+        ap["W_V"], ap["W_O"] = to_arb(params["W_V"][0]), to_arb(params["W_O"][0])
+        ap["W_OV"] = [_matmul(O, V) for O, V in zip(ap["W_O"], ap["W_V"], strict=False)]
     ap["U"] = ap["E"][: cfg.vocab] if cfg.tied else to_arb(params["U"])
     if cfg.pos == "t5":
         ap["t5_bias"] = to_arb(params["t5_bias"][0])
@@ -249,6 +290,7 @@ class ArbQuery:
     p: list  # (V,) exp(log p)
     resid: list  # (V,) p − y
     g: list  # (d,) Uᵀ(p − y): ∂L/∂W_OV^h = g (c^h)ᵀ
+    hidden: list = field(default_factory=list)  # (d,) h = x_i + Σ_h W_OV^h c^h, so that z = U h
 
     def token_attention(self, n_tokens: int) -> list:
         """α^h(t) = Σ_{j: t_j = t} α^h_j, (H, n_tokens)."""
@@ -297,7 +339,7 @@ def evaluate_query(ap: dict, cfg, query, W_OV: list | None = None) -> ArbQuery:
     p = [v.exp() for v in logp]
     resid = [pv - (1 if v == query.target else 0) for v, pv in enumerate(p)]
     g = [_dot([U[v][e] for v in range(cfg.vocab)], resid) for e in range(d)]
-    return ArbQuery(query, x, attn, context, z, logp, p, resid, g)
+    return ArbQuery(query, x, attn, context, z, logp, p, resid, g, h_vec)
 
 
 def storage_step(ap: dict, G: list, eta) -> list:
@@ -317,6 +359,85 @@ def context_overlap(f: ArbQuery, r: ArbQuery):
 def storage_inner_product(f: ArbQuery, r: ArbQuery):
     """⟨G_f, G_r⟩_F = (g_fᵀ g_r) Σ_h c_f^hᵀ c_r^h (exact for any parameters)."""
     return _dot(f.g, r.g) * context_overlap(f, r)
+
+
+def parameter_gradient(ap: dict, cfg, ex: ArbQuery) -> dict:
+    """∇_θ(−log p(target)) for every parameter of the one-layer model, exactly: reverse mode written out in
+    ball arithmetic (current precision) from the evaluated query ``ex``. Entries are nested lists shaped like
+    the float64 tensors without the layer axis (``W_Q``: (H, d_k, d); ``t5_bias``: (H, 2 max_len − 1); ``P``:
+    (max_len, d); ``E``, ``U`` as stored). With δh = g = Uᵀ(p − y) (z = U h, h = x_i + Σ_h W_OV^h c^h):
+
+        ∂U = (p − y) hᵀ (tied: added to E's first V rows),   ∂W_OV^h = g c^hᵀ,   δc^h = W_OV^hᵀ g,
+        c^h = Σ_j α_j x_j:        δα_j = δc^hᵀ x_j,   δx_j += α_j δc^h,
+        softmax:                  δs_j = α_j (δα_j − Σ_k α_k δα_k),
+        s_j = qᵀ R_{j−i} k_j /√d_k + b(j − i):   δq = Σ_j δs_j R_{j−i} k_j /√d_k,   δk_j = R_{i−j} q δs_j /√d_k,
+        q = W_Q^h x_i, k_j = W_K^h x_j:   ∂W_Q^h = δq x_iᵀ,   ∂W_K^h = Σ_j δk_j x_jᵀ,   δx += W^hᵀ δ(·),
+        x_j = E[t_j] (+ P[j]):    ∂E[t_j] += δx_j,   ∂P[j] += δx_j;   ∂b_h(j − i) += δs_j (t5);
+        factored value path W_OV^h = W_O^h W_V^h:   ∂W_V^h = W_O^hᵀ ∂W_OV^h,   ∂W_O^h = ∂W_OV^h W_V^hᵀ."""
+    tokens, i = [int(t) for t in ex.query.tokens], int(ex.query.slot)
+    T, H, d, V = len(tokens), cfg.n_heads, cfg.d_model, cfg.vocab
+    keys = range(i + 1) if cfg.attention == "causal" else range(T)
+    inv = arb(cfg.d_head).rsqrt()
+    x, g = ex.inputs, ex.g
+    dx = [[arb(0)] * d for _ in range(T)]
+    if cfg.residual:
+        dx[i] = list(g)
+    grads: dict = {"E": _zeros((V + 1, d)), "W_Q": [], "W_K": [], "W_OV": []}
+    dU = _outer(ex.resid, ex.hidden)
+    if cfg.pos == "t5":
+        grads["t5_bias"] = _zeros((H, 2 * cfg.max_len - 1))
+    for h in range(H):
+        c, a = ex.context[h], ex.attn[h]
+        grads["W_OV"].append(_outer(g, c))
+        dc = _matvec_t(ap["W_OV"][h], g)
+        q = _matvec(ap["W_Q"][h], x[i])
+        k = {j: _matvec(ap["W_K"][h], x[j]) for j in keys}
+        kr = {j: (_rotate(k[j], j - i, cfg.rope_base) if cfg.pos == "rope" else k[j]) for j in keys}
+        da = {j: _dot(dc, x[j]) for j in keys}
+        mean = sum((a[j] * da[j] for j in keys), arb(0))
+        ds = {j: a[j] * (da[j] - mean) for j in keys}
+        dq = [arb(0)] * cfg.d_head
+        dWK = _zeros((cfg.d_head, d))
+        for j in keys:
+            dx[j] = _axpy(dx[j], a[j], dc)
+            dq = _axpy(dq, ds[j] * inv, kr[j])
+            dkr = [ds[j] * inv * qe for qe in q]
+            dk = _rotate(dkr, i - j, cfg.rope_base) if cfg.pos == "rope" else dkr
+            dWK = _add_to(dWK, _outer(dk, x[j]))
+            dx[j] = [u + v for u, v in zip(dx[j], _matvec_t(ap["W_K"][h], dk), strict=False)]
+            if cfg.pos == "t5":
+                grads["t5_bias"][h][j - i + cfg.max_len - 1] += ds[j]
+        grads["W_Q"].append(_outer(dq, x[i]))
+        grads["W_K"].append(dWK)
+        dx[i] = [u + v for u, v in zip(dx[i], _matvec_t(ap["W_Q"][h], dq), strict=False)]
+    for j, t in enumerate(tokens):
+        grads["E"][t] = [u + v for u, v in zip(grads["E"][t], dx[j], strict=False)]
+    if cfg.pos == "absolute" and cfg.absolute_kind == "learned":
+        grads["P"] = _zeros((cfg.max_len, d))
+        for j in range(T):
+            grads["P"][j] = list(dx[j])
+    if cfg.tied:
+        for v in range(V):
+            grads["E"][v] = [u + w for u, w in zip(grads["E"][v], dU[v], strict=False)]
+    else:
+        grads["U"] = dU
+    if not cfg.merged_ov:
+        G = grads.pop("W_OV")
+        grads["W_V"] = [
+            _matmul([list(col) for col in zip(*O, strict=False)], Gh) for O, Gh in zip(ap["W_O"], G, strict=False)
+        ]
+        grads["W_O"] = [
+            _matmul(Gh, [list(col) for col in zip(*Vh, strict=False)]) for Gh, Vh in zip(G, ap["W_V"], strict=False)
+        ]
+    return grads
+
+
+def gradient_inner(a: dict, b: dict, names=None):
+    """Σ over parameters (``names``, default all of ``a``) of the entrywise products: ⟨a, b⟩ on θ."""
+    return sum(
+        (x * y for n in (a if names is None else names) for x, y in zip(_flatten(a[n]), _flatten(b[n]), strict=False)),
+        arb(0),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -887,14 +1008,181 @@ def certify_full_step(
     return decide(claim, "L_r(θ − η ĝ_f) ≤ L_r(θ)", evaluate, max_bits)
 
 
+def certify_value_alignment(
+    params: dict, cfg, fq, rq, claim: str = "C3v", max_bits: int = PRECISIONS[-1]
+) -> Certificate:
+    """⟨G^V_f, G^V_r⟩ > 0 for the factored value path (G^V = ∂L/∂W_V = W_Oᵀ g cᵀ per head, exactly:
+    :func:`parameter_gradient`); the value is a certified upper bound when refuted, else a lower bound."""
+    if cfg.merged_ov:
+        raise ValueError("cfg.merged_ov must be False: G^V is the gradient of the factored W_V")
+    ap = arb_params(params, cfg)
+
+    def evaluate():
+        f, r = evaluate_query(ap, cfg, fq), evaluate_query(ap, cfg, rq)
+        ip = gradient_inner(parameter_gradient(ap, cfg, f), parameter_gradient(ap, cfg, r), ("W_V",))
+        status = _all([_sign(ip, ">")])
+        return (
+            status,
+            (upper(ip) if status == "refuted" else lower(ip)),
+            {"ip": float(ip.mid()), "ip_merged": float(storage_inner_product(f, r).mid()), "d_head": cfg.d_head},
+        )
+
+    return decide(claim, "⟨G^V_f, G^V_r⟩ > 0 (factored value path)", evaluate, max_bits)
+
+
+def certify_full_alignment(
+    params: dict, cfg, fq, rq, claim: str = "C4c", max_bits: int = PRECISIONS[-1]
+) -> Certificate:
+    """⟨g_r, g_f⟩ > 0 for the full gradients over every parameter (exact gradients of both losses,
+    :func:`parameter_gradient`); the value is a certified upper bound when refuted, else a lower bound."""
+    ap = arb_params(params, cfg)
+
+    def evaluate():
+        g_f = parameter_gradient(ap, cfg, evaluate_query(ap, cfg, fq))
+        g_r = parameter_gradient(ap, cfg, evaluate_query(ap, cfg, rq))
+        ip = gradient_inner(g_r, g_f)
+        status = _all([_sign(ip, ">")])
+        per = {n: float(gradient_inner(g_r, g_f, (n,)).mid()) for n in g_f}
+        return status, (upper(ip) if status == "refuted" else lower(ip)), {"ip": float(ip.mid()), "per_parameter": per}
+
+    return decide(claim, "⟨g_r, g_f⟩ > 0 (full gradient)", evaluate, max_bits)
+
+
+def certify_linear_term(params: dict, cfg, fq, rq, claim: str = "C4b", max_bits: int = PRECISIONS[-1]) -> Certificate:
+    """C4b with g_f in place of g_r in the linear term: R̃(η) = L_r(θ − η g_f) − L_r(θ) + η⟨g_f, g_f⟩ has
+    R̃'(0) = ⟨g_f, g_f⟩ − ⟨g_r, g_f⟩ exactly (φ'(0) = −⟨g_r, g_f⟩), so R̃ = O(η²) only if that coefficient is 0.
+    ``refuted`` when the ball of ⟨g_f, g_f − g_r⟩ excludes 0 (the value: a certified lower bound of its
+    modulus): the remainder is then exactly first order."""
+    ap = arb_params(params, cfg)
+
+    def evaluate():
+        g_f = parameter_gradient(ap, cfg, evaluate_query(ap, cfg, fq))
+        g_r = parameter_gradient(ap, cfg, evaluate_query(ap, cfg, rq))
+        c1 = gradient_inner(g_f, g_f) - gradient_inner(g_r, g_f)
+        nonzero = c1 > 0 or c1 < 0
+        return (
+            ("refuted" if nonzero else "undecided"),
+            (lower(abs(c1)) if nonzero else None),
+            {"first_order_coefficient": float(c1.mid()), "ip": float(gradient_inner(g_r, g_f).mid())},
+        )
+
+    return decide(claim, "R̃(η) = O(η²) with g_f in the linear term, i.e. ⟨g_f, g_f − g_r⟩ = 0", evaluate, max_bits)
+
+
+def certify_route_gradient(params: dict, cfg, template, A: int, B: int, max_bits: int = PRECISIONS[-1]) -> Certificate:
+    """⟨∇S_f, ∇S_r⟩ > 0 over (W_Q, W_K) of head 0 for the model's scaled mask-to-B scores (C2b's inner
+    product): forward s_ab = q_aᵀ R_{b−a} k_b/√d_k, reverse s_ba = q_bᵀ R_{a−b} k_a/√d_k with the mask's query
+    and B's key, ∇_{W_Q} s_ij = (R_{j−i} k_j) x_iᵀ/√d_k, ∇_{W_K} s_ij = (R_{i−j} q_i) x_jᵀ/√d_k, exactly."""
+    from .facts import forward_query, reverse_query
+
+    if cfg.pos != "rope":
+        raise ValueError(f"cfg.pos must be 'rope' (C2b concerns RoPE scores); got {cfg.pos!r}")
+    ap = arb_params(params, cfg)
+    a, b = template.a, template.b
+
+    def evaluate():
+        inv = arb(cfg.d_head).rsqrt()
+        grads = []
+        for query, i, j in (
+            (forward_query(template, A, B, cfg.vocab), a, b),
+            (reverse_query(template, A, B, cfg.vocab), b, a),
+        ):
+            x = inputs(ap, cfg, [int(t) for t in query.tokens])
+            q, k = _matvec(ap["W_Q"][0], x[i]), _matvec(ap["W_K"][0], x[j])
+            gq = _outer([inv * v for v in _rotate(k, j - i, cfg.rope_base)], x[i])
+            gk = _outer([inv * v for v in _rotate(q, i - j, cfg.rope_base)], x[j])
+            grads.append({"W_Q": gq, "W_K": gk})
+        ip = gradient_inner(grads[0], grads[1])
+        status = _all([_sign(ip, ">")])
+        return status, (upper(ip) if status == "refuted" else lower(ip)), {"ip": float(ip.mid()), "d_k": cfg.d_head}
+
+    return decide("C2b", "⟨∇S_f, ∇S_r⟩ > 0 (route gradients of the mask-to-B scores)", evaluate, max_bits)
+
+
+def certify_score_correlation(d_k: int, base: float, delta: int, max_bits: int = PRECISIONS[-1]) -> Certificate:
+    """C2a's closed form Corr(S_f, S_r) = tr(R_g)/d_k = (2/d_k) Σ_l cos(2Δ θ_l), θ_l = base^(−2l/d_k), is
+    > 0: enclosed exactly (the identity Corr = tr(R_g)/d_k itself is the proof on the claim page)."""
+    require_flint()
+
+    def evaluate():
+        rho = 2 * sum(((2 * delta) * arb(base) ** (arb(-2 * l) / d_k)).cos() for l in range(d_k // 2)) / d_k
+        status = _all([_sign(rho, ">")])
+        return status, (upper(rho) if status == "refuted" else lower(rho)), {"formula": float(rho.mid())}
+
+    return decide("C2a", f"tr(R_g)/d_k > 0 (d_k = {d_k}, base {base:g}, Δ = {delta})", evaluate, max_bits)
+
+
+def certify_anisotropic_correlation(
+    d_k: int, base: float, delta: int, row_scales, max_bits: int = PRECISIONS[-1]
+) -> Certificate:
+    """C2a without H-iso: W_Q's rows scaled by D = diag(row_scales), W_Q = D G, G and W_K iid N(0, σ²). Then
+    E[S_f S_r] = E[qᵀR_Δ kkᵀ R_Δ q] = σ²‖x_B‖² E[qᵀR_{2Δ}q] = σ⁴‖x_B‖²‖x_M‖² tr(D²R_g) and
+    Var S_f = Var S_r = σ⁴‖x_B‖²‖x_M‖² tr(D²) (means 0), so Corr(S_f, S_r) = tr(D²R_g)/tr(D²) exactly, with
+    tr(D²R_g) = Σ_l (s_2l² + s_2l+1²) cos(g θ_l) (interleaved pairs). ``refuted`` when that ball and C2a's
+    tr(R_g)/d_k certainly differ (the value: a certified lower bound of |difference|)."""
+    require_flint()
+    if len(row_scales) != d_k:
+        raise ValueError(f"row_scales must have d_k = {d_k} entries; got {len(row_scales)}")
+
+    def evaluate():
+        cos = [((2 * delta) * arb(base) ** (arb(-2 * l) / d_k)).cos() for l in range(d_k // 2)]
+        sq = [arb(float(v)) ** 2 for v in row_scales]
+        rho_D = sum((c * (sq[2 * l] + sq[2 * l + 1]) for l, c in enumerate(cos)), arb(0)) / sum(sq, arb(0))
+        rho = 2 * sum(cos, arb(0)) / d_k
+        diff = rho_D - rho
+        differs = diff > 0 or diff < 0
+        return (
+            ("refuted" if differs else "undecided"),
+            (lower(abs(diff)) if differs else None),
+            {"anisotropic": float(rho_D.mid()), "formula": float(rho.mid())},
+        )
+
+    return decide("C2a", "Corr(S_f, S_r) = tr(R_g)/d_k (row-scaled W_Q)", evaluate, max_bits)
+
+
+def certify_training_rise(example: dict, max_bits: int = PRECISIONS[-1]) -> Certificate:
+    """C2c's per-seed statement, "forward-only training raises the reverse attention to B": the mean over the
+    facts of the reverse query's attention from slot b to B (slot a), head 0, after training exceeds the mean
+    before, evaluated exactly on the float64 parameters before and after the training run that the record
+    names (re-trained from its seed and settings: the run is deterministic on the CPU)."""
+    from .claims.c2_correlated_routes import forward_training_run
+    from .facts import reverse_query
+
+    settings = {k: example[k] for k in ("pos", "d_head", "absolute_kind") if k in example}
+    if "seed" not in example:
+        raise ValueError("example is missing the key 'seed' of the C2c control's record")
+    run = forward_training_run(example["seed"], **settings)
+    cfg, template, pairs = run["cfg"], run["template"], run["pairs"]
+    queries = [reverse_query(template, A, B, cfg.vocab) for A, B in pairs]
+    before, after = arb_params(run["before"], cfg), arb_params(run["after"], cfg)
+
+    def mean_attention(ap):
+        total = sum((evaluate_query(ap, cfg, q).attn[0][template.a] for q in queries), arb(0))
+        return total / len(queries)
+
+    def evaluate():
+        rise = mean_attention(after) - mean_attention(before)
+        status = _all([_sign(rise, ">")])
+        return status, (upper(rise) if status == "refuted" else lower(rise)), {"rise": float(rise.mid()), **settings}
+
+    return decide("C2c", "mean reverse attention to B after training > before", evaluate, max_bits)
+
+
 CERTIFIED_CONTROLS = (
     "C1a~absolute",
     "C1b~non-orth",
     "C1c~non-orth",
+    "C2a~d_k=2",
+    "C2a~anisotropic",
+    "C2b~d_k=2",
+    "C2c~absolute",
+    "C2c~d_k=2",
     "C3~arm",
     "C3~non-orth",
     "C3~absolute",
+    "C3v~gaussian-W_O",
     "C4a~arm",
+    "C4b~wrong-gradient",
     "C4c~arm",
 )
 ARM_CONTROLS = ("C3~arm", "C4a~arm", "C4c~arm")
@@ -917,6 +1205,22 @@ def certify_counterexample(control_id: str, example: dict, max_bits: int = PRECI
 
     if control_id not in CERTIFIED_CONTROLS:
         raise ValueError(f"control_id must be one of {', '.join(CERTIFIED_CONTROLS)}; got {control_id!r}")
+    if control_id == "C2a~d_k=2":
+        missing = [k for k in ("d_k", "base", "delta") if k not in example]
+        if missing:
+            raise ValueError(f"example is missing the key {missing[0]!r} of the C2a control's record")
+        return certify_score_correlation(example["d_k"], example["base"], example["delta"], max_bits)
+    if control_id == "C2a~anisotropic":
+        missing = [k for k in ("d_k", "base", "delta", "row_scales") if k not in example]
+        if missing:
+            raise ValueError(f"example is missing the key {missing[0]!r} of the C2a control's record")
+        return certify_anisotropic_correlation(
+            example["d_k"], example["base"], example["delta"], example["row_scales"], max_bits
+        )
+    if control_id == "C2b~d_k=2":
+        return _certify_c2b_example(example, max_bits)
+    if control_id in ("C2c~absolute", "C2c~d_k=2"):
+        return certify_training_rise(example, max_bits)
     case = case_from_example(example)
     cfg, t, A, B = case.cfg, case.template, case.A, case.B
     params = case.params("cpu")
@@ -933,21 +1237,52 @@ def certify_counterexample(control_id: str, example: dict, max_bits: int = PRECI
         return certify_alignment(params, cfg, fq, rq, "C3", max_bits)
     if control_id in ("C3~non-orth", "C3~absolute"):
         return certify_c3(params, cfg, t, A, B, max_bits)
+    if control_id == "C3v~gaussian-W_O":
+        return certify_value_alignment(params, cfg, fq, rq, "C3v", max_bits)
     if control_id == "C4a~arm":
         return certify_storage_decrease(params, cfg, fq, rq, example["eta"], "C4a", max_bits)
-    return certify_full_step(params, cfg, fq, rq, example["eta"], "C4c", max_bits)
+    if control_id == "C4b~wrong-gradient":
+        return certify_linear_term(params, cfg, fq, rq, "C4b", max_bits)
+    # C4c~arm: the claim's statement ⟨g_r, g_f⟩ > 0 refuted exactly; the search's evidence (the exact loss
+    # rises along the float64 step θ − η ĝ_f) certified beside it
+    cert = certify_full_alignment(params, cfg, fq, rq, "C4c", max_bits)
+    step = certify_full_step(params, cfg, fq, rq, example["eta"], "C4c", max_bits)
+    return dataclasses.replace(cert, details={**cert.details, "full_step": step.to_dict()})
+
+
+def _certify_c2b_example(example: dict, max_bits: int) -> Certificate:
+    """The C2b control's draw (a one-layer RoPE model with d_head = 2, rebuilt from its record)."""
+    from .facts import Template
+    from .model import ModelConfig
+    from .params import init_params
+
+    try:
+        cfg = ModelConfig(vocab=example["vocab"], d_model=example["d_model"], d_head=2, rope_base=example["base"])
+        length, a, b, fillers = example["template"]
+        template, A, B, seed = Template(length, a, b, tuple(fillers)), example["A"], example["B"], example["seed"]
+    except KeyError as exc:
+        raise ValueError(f"example is missing the key {exc.args[0]!r} of the C2b control's record") from None
+    return certify_route_gradient(init_params(cfg, seed), cfg, template, A, B, max_bits)
 
 
 def negative_controls() -> dict:
     """{id: NegativeControl} for the controls whose counterexamples are certified."""
-    from .claims import c1_reusable_evidence, c3_aligned_storage, c4_reverse_loss_decrease
+    from .claims import (
+        c1_reusable_evidence,
+        c2_correlated_routes,
+        c3_aligned_storage,
+        c3v_separate_value_path,
+        c4_reverse_loss_decrease,
+    )
 
-    return {
-        n.id: n
-        for m in (c1_reusable_evidence, c3_aligned_storage, c4_reverse_loss_decrease)
-        for n in m.NEGATIVE_CONTROLS
-        if n.id in CERTIFIED_CONTROLS
-    }
+    modules = (
+        c1_reusable_evidence,
+        c2_correlated_routes,
+        c3_aligned_storage,
+        c3v_separate_value_path,
+        c4_reverse_loss_decrease,
+    )
+    return {n.id: n for m in modules for n in m.NEGATIVE_CONTROLS if n.id in CERTIFIED_CONTROLS}
 
 
 def certify_controls(seed: int = 0, max_bits: int = PRECISIONS[-1], ids=CERTIFIED_CONTROLS) -> list[dict]:
@@ -1038,7 +1373,7 @@ def run_certify(
         rows = certify_controls(seed, max_bits)
         for r in rows:
             v = "" if r.get("value") is None else f" value {r['value']:.6g}"
-            print(f"{r['id']:<14} {r['status']:<18} {r.get('bits', '-'):>5} bits{v} ({r['seconds']:.2f} s)", file=out)
+            print(f"{r['id']:<18} {r['status']:<18} {r.get('bits', '-'):>5} bits{v} ({r['seconds']:.2f} s)", file=out)
         bad = [r["id"] for r in rows if r["status"] != "refuted"]
         summary = {"target": target, "seed": seed, "not_certified": bad}
         print(

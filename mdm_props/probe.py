@@ -21,7 +21,10 @@ target A), per layer ℓ and query head h:
   prediction ``tr(R_g)/d_k`` (g = 2Δ = 4);
 - gradient cosines ``cos(∇L_f, ∇L_r)`` restricted to the layer's storage (value/output weights; MLP) and
   route (query/key weights and biases): the mean and the share of pairs with a positive cosine, with a
-  Clopper–Pearson interval (the C7 rate).
+  Clopper–Pearson interval. With a merged value path W_OV^ℓ the per-layer storage cosine is C7's statistic
+  ``cos(G_f^ℓ, G_r^ℓ)`` (:func:`storage_cosines`; on C7's own draws the probe gives C7's per-layer counts
+  exactly, tests/test_probe.py); with factored W_V, W_O it is the cosine over the factors, which C7 does
+  not state.
 """
 
 from __future__ import annotations
@@ -263,12 +266,47 @@ def _rate(values, alpha):
     n = len(values)
     k = sum(1 for v in values if v > 0)
     lo, hi = clopper_pearson(k, n, alpha)
-    return {"mean": sum(values) / n, "positive_rate": k / n, "rate_interval": [lo, hi]}
+    return {"mean": sum(values) / n, "positive": k, "n": n, "positive_rate": k / n, "rate_interval": [lo, hi]}
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
     den = float(a.norm() * b.norm())
     return float(a @ b) / den if den > 0 else 0.0
+
+
+def fact_gradients(adapter, facts, *, progress=None) -> list[tuple[dict, dict]]:
+    """Per fact (A, r, B): the gradients ``(∇L_f, ∇L_r)`` over every entry of θ (dicts like θ; zeros for an
+    entry the loss does not reach) of the forward loss ``−log p(A | M, r, B)`` at slot a and the reverse loss
+    ``−log p(A | B, r, M)`` at slot b. ``progress(k, n)`` is called after every fact."""
+    params = adapter.parameters()
+    fwd, rev = query_tokens(adapter, facts)
+    leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+    grads = []
+    for n, (A, _r, _B) in enumerate(facts):
+        pair = []
+        for tok, slot in ((fwd[n : n + 1], TEMPLATE.a), (rev[n : n + 1], TEMPLATE.b)):
+            with torch.enable_grad():
+                loss = -_logp(adapter, leaves, tok, slot)[0, A]
+                g = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+            pair.append(
+                {k: torch.zeros_like(v) if gi is None else gi for (k, v), gi in zip(leaves.items(), g, strict=False)}
+            )
+        grads.append((pair[0], pair[1]))
+        if progress:
+            progress(n + 1, len(facts))
+    return grads
+
+
+def storage_cosines(adapter, grads) -> torch.Tensor:
+    """``cos(G_f^ℓ, G_r^ℓ)`` per fact and layer, ``(N, L)``: the cosine of the forward and reverse gradients
+    restricted to layer ℓ's value path (``value`` and ``output`` handles: W_OV^ℓ when merged, else W_V^ℓ,
+    W_O^ℓ and the value bias). With a merged value path this is C7's statistic
+    (:func:`mdm_props.claims.c6_c8_deep_storage.layer_cosines`) for the fact's queries."""
+    hs = [
+        [x for role in ("value", "output") for x in adapter.handles(layer)[role]]
+        for layer in range(adapter.arch.n_layers)
+    ]
+    return torch.tensor([[_cos(flat(gf, h), flat(gr, h)) for h in hs] for gf, gr in grads], dtype=torch.float64)
 
 
 def signatures(adapter, facts, *, alpha: float = FALSE_ALARM, causal: bool = False, progress=None) -> dict:
@@ -289,21 +327,8 @@ def signatures(adapter, facts, *, alpha: float = FALSE_ALARM, causal: bool = Fal
             s = s.masked_fill(torch.arange(s.shape[-1]) > i, float("-inf"))
         return s, torch.softmax(s, dim=-1)
 
-    leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-    grads = []
-    for n, (A, _r, _B) in enumerate(facts):
-        pair = []
-        for tok, slot in ((fwd[n : n + 1], a), (rev[n : n + 1], b)):
-            with torch.enable_grad():
-                loss = -_logp(adapter, leaves, tok, slot)[0, A]
-                g = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
-            pair.append(
-                {k: torch.zeros_like(v) if gi is None else gi for (k, v), gi in zip(leaves.items(), g, strict=False)}
-            )
-        grads.append(pair)
-        if progress:
-            progress(n + 1, len(facts))
-
+    grads = fact_gradients(adapter, facts, progress=progress)
+    vo_layers = storage_cosines(adapter, grads).T.tolist()  # (L, N)
     c2a = c2a_prediction(arch.d_head, arch.rope_base)
     layers = []
     for layer in range(arch.n_layers):
@@ -333,11 +358,8 @@ def signatures(adapter, facts, *, alpha: float = FALSE_ALARM, causal: bool = Fal
             )
         hl = adapter.handles(layer)
         row = {"layer": layer, "heads": heads}
-        for key, roles in (
-            ("value_output_cos", ("value", "output")),
-            ("mlp_cos", ("mlp",)),
-            ("route_cos", ROUTE_ROLES),
-        ):
+        row["value_output_cos"] = _rate(vo_layers[layer], alpha)
+        for key, roles in (("mlp_cos", ("mlp",)), ("route_cos", ROUTE_ROLES)):
             hs = [x for role in roles for x in hl[role]]
             row[key] = _rate([_cos(flat(gf, hs), flat(gr, hs)) for gf, gr in grads], alpha) if hs else None
         layers.append(row)

@@ -3,11 +3,13 @@ negative controls' counterexamples certified, and the soundness of the float64 b
 against certified enclosures of the exact values."""
 
 import json
+import math
 import os
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import stats
 
 flint = pytest.importorskip(
     "flint", reason='python-flint (the `certify` extra) is not installed: pip install -e ".[certify]"'
@@ -98,6 +100,87 @@ def test_c4a_is_proved_on_every_draw(case):
     assert cert.status == "proved" and cert.value > 0, str(cert)
 
 
+@pytest.mark.meta("C3v")
+@settings(max_examples=min(settings().max_examples, 30))  # d_head = d_model: ~40 ms a draw
+@given(claim_cases)
+def test_c3v_is_proved_on_every_draw(case):
+    """The value-path certificate proves C3v's ⟨G^V_f, G^V_r⟩ > 0 where its hypotheses hold (orthogonal W_O):
+    the control's ``refuted`` below is not the only answer it can give."""
+    from mdm_props.claims import c3v_separate_value_path as c3v
+
+    params, cfg, t, A, B = c3v.factored_case(case)
+    cert = C.certify_value_alignment(params, cfg, *storage.pair_queries(t, A, B, cfg.vocab))
+    assert cert.status == "proved" and cert.value > 0, str(cert)
+
+
+# the exact gradient over every parameter (reverse mode in ball arithmetic), checked by an exact Taylor test
+GRADIENT_DRAWS = 10
+
+
+def _gradient_draws():
+    """Seeded one-layer draws over every encoding (absolute learned and sinusoidal), causal or bidirectional,
+    1–3 heads, tied or untied, merged or factored value path."""
+    import dataclasses
+    import random
+
+    rng = random.Random(11)
+    for n in range(GRADIENT_DRAWS):
+        case = strategies.sample_case(
+            rng,
+            pos=(POSITIONAL_ENCODINGS[n % len(POSITIONAL_ENCODINGS)],),
+            orthonormal=rng.random() < 0.5,
+            attention=ATTENTIONS[n % 2],
+            n_heads=strategies.N_HEADS,
+        )
+        yield dataclasses.replace(case, cfg=dataclasses.replace(case.cfg, tied=n % 3 != 0, merged_ov=n % 4 != 1))
+
+
+def _taylor_ratio(params, cfg, query, direction, gradient_at, eta=2.0**-30):
+    """R(2η)/R(η) for R(η) = L(θ + η d) − L(θ) − η⟨g, d⟩, every term exact (256 bits; θ + η d built in balls),
+    g the exact gradient at ``gradient_at``. With g = ∇L(θ): R = c₂η² + c₃η³ + …, the ratio is
+    4 + 2(c₃/c₂)η + O(η²) (η = 2⁻³⁰: within 0.1 of 4 unless |c₃/c₂| > 5·10⁷); with a gradient off by e along d,
+    R = −eη + c₂η² and the ratio is 2 + 2(c₂/e)η + O(η²) (within 0.1 of 2 unless |c₂/e| > 5·10⁷)."""
+    with C.precision(256):
+        g = C.parameter_gradient(
+            C.arb_params(gradient_at, cfg), cfg, C.evaluate_query(C.arb_params(gradient_at, cfg), cfg, query)
+        )
+        d_ball = {k: C.to_arb(v) for k, v in direction.items()}
+        slope = C.gradient_inner(
+            g, {k: (v[0] if k in ("W_Q", "W_K", "W_OV", "W_V", "W_O", "t5_bias") else v) for k, v in d_ball.items()}
+        )
+
+        def loss(e):
+            moved = {k: _axpy_nested(C.to_arb(params[k]), e, d_ball[k]) for k in params}
+            return -C.evaluate_query(C.arb_params(moved, cfg), cfg, query).logp[query.target]
+
+        L0 = loss(arb(0))
+        R = [loss(arb(e)) - L0 - arb(e) * slope for e in (eta, 2 * eta)]
+        return float((R[1] / R[0]).mid())
+
+
+def _axpy_nested(x, e, y):
+    return [_axpy_nested(a, e, b) for a, b in zip(x, y, strict=True)] if isinstance(x, list) else x + e * y
+
+
+def test_exact_parameter_gradient_passes_an_exact_taylor_test():
+    """:func:`mdm_props.certified.parameter_gradient` (every parameter, the C4b/C4c/C3v certificates' input):
+    observed order 2 of the exact first-order remainder along a random direction, on every structure; meta:
+    the gradient taken at θ with one W_Q entry moved by 1e-3 (a perturbed input) leaves a first-order
+    remainder (ratio ≈ 2)."""
+    import torch
+
+    for n, case in enumerate(_gradient_draws()):
+        params, cfg = case.params(), case.cfg
+        query = storage.pair_queries(case.template, case.A, case.B, cfg.vocab)[n % 2]
+        gen = torch.Generator().manual_seed(n)
+        d = {k: torch.randn(v.shape, generator=gen, dtype=torch.float64) for k, v in params.items()}
+        ratio = _taylor_ratio(params, cfg, query, d, params)
+        assert abs(ratio - 4) < 0.1, (n, cfg, ratio)
+        moved = {**params, "W_Q": params["W_Q"].clone()}
+        moved["W_Q"][0, 0, 0, 0] += 1e-3
+        assert abs(_taylor_ratio(params, cfg, query, d, moved) - 2) < 0.1
+
+
 def test_the_certified_draws_are_the_float64_runners_draws():
     """Same seed, same draws: the certified closed forms match the per-draw float64 runners' numbers
     (``run_<id>_per_draw``; the default runners batch and split draws over encodings)."""
@@ -127,7 +210,10 @@ def test_bad_arguments_name_the_argument():
     with pytest.raises(ValueError, match="max_bits"):
         C._precisions(10)
     with pytest.raises(ValueError, match="control_id"):
-        C.certify_counterexample("C2a~d_k=2", {})
+        C.certify_counterexample("C5~causal", {})
+    for control_id in ("C2a~d_k=2", "C2a~anisotropic", "C2b~d_k=2", "C2c~absolute"):
+        with pytest.raises(ValueError, match="missing the key"):
+            C.certify_counterexample(control_id, {})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,6 +229,41 @@ def test_negative_control_counterexample_is_certified(control_id):
     assert cx.found, str(cx)
     cert = C.certify_counterexample(control_id, cx.example)
     assert cert.status == "refuted", str(cert)
+    if control_id == "C4c~arm":
+        # the claim's own statement ⟨g_r, g_f⟩ > 0 refuted; the search's evidence (the loss rise) certified too
+        assert cert.value < 0 and cert.details["ip"] == pytest.approx(cx.example["full_inner_product"], rel=1e-9)
+        assert cert.details["full_step"]["status"] == "refuted" and cert.details["full_step"]["value"] > 0
+    if control_id == "C2a~anisotropic":
+        # the exact anisotropic correlation tr(D²R_g)/tr(D²) is the one the control's Monte Carlo sample shows: its
+        # Fisher-z statistic (the control's own standard error) against it stays below the 1e-6 two-sided critical value
+        e = cx.example
+        se = abs(math.atanh(e["r"]) - math.atanh(e["formula"])) / e["statistic"]
+        z = abs(math.atanh(e["r"]) - math.atanh(cert.details["anisotropic"])) / se
+        assert z < stats.norm.isf(0.5e-6), z
+
+
+def test_every_negative_control_of_c1_to_c4_is_certified():
+    """Issue 13's done-when: the certified list is every registered negative control of C1–C4 (C3v included)."""
+    from mdm_props.claims import c1_reusable_evidence as m1
+    from mdm_props.claims import c2_correlated_routes as m2
+    from mdm_props.claims import c3v_separate_value_path as m3v
+
+    ids = {n.id for m in (m1, m2, c3, m3v, c4) for n in m.NEGATIVE_CONTROLS}
+    assert set(C.CERTIFIED_CONTROLS) == ids and set(C.negative_controls()) == ids
+
+
+def test_wrong_gradient_certificate_is_undecided_where_the_linear_term_is_right():
+    """Meta (C4b~wrong-gradient): under alibi on the mirror template "A r B", L_r ≡ L_f (C5, Φ = id), so g_f = g_r
+    and the first-order coefficient ⟨g_f, g_f − g_r⟩ is exactly 0: the certificate stays ``undecided`` at every
+    precision (an equality is never refuted), while on the control's rope/t5/absolute draw it is ``refuted``."""
+    from mdm_props.facts import Template
+    from mdm_props.model import ModelConfig
+    from mdm_props.params import init_params
+
+    cfg = ModelConfig(vocab=5, d_model=7, d_head=3, n_heads=2, pos="alibi")
+    fq, rq = storage.pair_queries(Template(3, 0, 2, (4,)), 1, 2, cfg.vocab)
+    cert = C.certify_linear_term(init_params(cfg, 3), cfg, fq, rq, max_bits=256)
+    assert cert.status == "undecided" and cert.bits == 256
 
 
 def test_the_counterexample_record_rebuilds_the_draw():

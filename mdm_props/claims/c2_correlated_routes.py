@@ -621,12 +621,12 @@ def route_statistics(params: dict, cfg: ModelConfig, template: Template, pairs) 
     }
 
 
-def forward_training_trial(
+def forward_training_run(
     seed: int, *, pos: str = "rope", d_head: int | None = None, absolute_kind="learned", device="cpu", **overrides
 ) -> dict:
     """Train a one-layer bidirectional model (``TRAINING`` sizes) on the forward queries (M, r, B) → A of
-    ``n_pairs`` facts only (Adam, all parameters, full batch) from ``init_params(seed)``; return the
-    :func:`route_statistics` before and after."""
+    ``n_pairs`` facts only (Adam, all parameters, full batch) from ``init_params(seed)``: the config, the
+    template, the pairs and the parameters before and after (deterministic on the CPU)."""
     setup = {**TRAINING, **overrides}
     unknown = set(setup) - set(TRAINING)
     if unknown:
@@ -643,9 +643,19 @@ def forward_training_trial(
     )
     params = init_params(cfg, seed, device=device)
     queries = [forward_query(template, A, B, V) for A, B in pairs]
-    before = route_statistics(params, cfg, template, pairs)
     trained = train(params, lambda p: mean_query_loss(p, cfg, queries), steps=setup["steps"], lr=setup["lr"])
-    return {"seed": seed, "before": before, "after": route_statistics(trained, cfg, template, pairs)}
+    return {"cfg": cfg, "template": template, "pairs": pairs, "before": params, "after": trained}
+
+
+def forward_training_trial(seed: int, **kwargs) -> dict:
+    """:func:`forward_training_run` (same arguments); return the :func:`route_statistics` before and after."""
+    run = forward_training_run(seed, **kwargs)
+    cfg, template, pairs = run["cfg"], run["template"], run["pairs"]
+    return {
+        "seed": seed,
+        "before": route_statistics(run["before"], cfg, template, pairs),
+        "after": route_statistics(run["after"], cfg, template, pairs),
+    }
 
 
 def attention_rose(trial: dict) -> bool:
@@ -806,7 +816,17 @@ def anisotropic_search(draws: int, seed: int, device: str) -> Counterexample:
                 "H-iso (isotropic W_Q)",
                 True,
                 searched,
-                {"lambda": lam, "formula": rho, "r": r, "n": n, "statistic": stat},
+                {
+                    "lambda": lam,
+                    "d_k": d_k,
+                    "base": base,
+                    "delta": delta,
+                    "row_scales": scales.tolist(),
+                    "formula": rho,
+                    "r": r,
+                    "n": n,
+                    "statistic": stat,
+                },
                 r,
             )
     return Counterexample("C2a", "H-iso (isotropic W_Q)", False, 20)
@@ -830,9 +850,13 @@ def negative_route_gradient_search(draws: int, seed: int, device: str) -> Counte
                 True,
                 searched,
                 {
+                    "vocab": cfg.vocab,
                     "d_model": cfg.d_model,
                     "base": cfg.rope_base,
                     "seed": case.seed,
+                    "template": (case.template.length, case.template.a, case.template.b, case.template.fillers),
+                    "A": case.A,
+                    "B": case.B,
                     "inner": res.observed,
                     "formula": res.reference,
                 },
