@@ -616,6 +616,11 @@ def check_c8(
         D = G_f[layer]
         norm = float(D.norm())
         if norm == 0:
+            reason = (
+                "the float64 forward gradient G_f^ℓ is exactly 0 (a saturated draw: p(B | forward query) = 1 "
+                "in float64), so there is no step to take and no remainder to measure"
+            )
+            results.append(undecided("C8", "a forward storage step lowers the reverse loss", reason, layer=layer))
             continue
         s = 2.0 ** -round(math.log2(norm))
         ip = float((linear[layer] * D).sum())
@@ -632,7 +637,10 @@ def check_c8(
         L1, e_L1 = loss_with_bound(layer_step(params, layer, D, eta_min), cfg, rq)
         floor = taylor_floor(e_L0, e_L1, L0, L1, eta_min, ip, [G_r[layer]], [D], [params["W_OV"][layer]])
         info = {"layer": layer, "A2_fit": c[0], "c3": c[1], "c4": c[2], "floor": floor, "step_unit": s, "fit_k": k0}
-        results += window_result("C8", x0, floor / ((2.0**-k0 * s) ** 2 * abs(c[0])) if c[0] else math.inf, **info)
+        # the fit is in ε = 2^−k (η = ε s): c₁ = R(η)/ε², so the floor's share of the leading term is floor/(ε₀²|c₁|),
+        # the same units as c6_relative_band (the first version divided by (ε₀ s)², s² ≈ 1e14 too small on a
+        # saturated draw, and reported a float64 floor far above R as "never settles")
+        results += window_result("C8", x0, floor / ((2.0**-k0) ** 2 * abs(c[0])) if c[0] else math.inf, **info)
         for k in (k0 + 4, k0 + 8):
             e1, e2 = 2.0**-k * s, 2.0 ** -(k + 1) * s
             x = max(c6_relative_band(c, floor, e1, 2), c6_relative_band(c, floor, e2, 2))
