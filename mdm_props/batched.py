@@ -7,10 +7,11 @@ for that seed. Its parameters are built by :func:`~mdm_props.params.init_params`
 calls, stacked on a leading axis) and everything else runs batched: the model and its autograd
 gradients under ``torch.func.vmap`` of the per-draw functions (:func:`~mdm_props.model.forward`,
 ``torch.func.grad`` of the query loss), the forward rounding bounds under ``vmap`` of
-:func:`~mdm_props.rounding.forward_error_bounds`, and the storage bounds of
-:mod:`mdm_props.rounding` rewritten here over a leading batch axis with the same formulas term by
-term (reductions over the last axes, so each per-draw number is reproduced up to the order of its
-floating-point sums). Nothing is loosened: the per-draw bound is the specification.
+:func:`~mdm_props.rounding.forward_error_bounds`. Every storage bound is ONE function over a leading
+batch axis K (``mdm_props.rounding.*_batch``, the claims' ``*_batch`` tolerances, with the derivation
+in its docstring), and the per-draw bound is a thin wrapper that calls it on a batch of one: a slip in a
+bound moves the batched runners (``mdm-props verify``) and the per-draw checkers alike. The numbers
+agree up to the order of the floating-point sums of the model evaluations (vmap's kernels).
 
 A claim's batched checker returns a :class:`BatchReport`: per check a :class:`BatchedCheck` with
 per-draw arrays (observed, reference, error, tolerance, margin, holds), margins and verdicts
@@ -37,7 +38,6 @@ from .coverage import split_draws
 from .facts import Query, Template
 from .model import RELATIVE_ENCODINGS, ForwardOutput, ModelConfig, forward, parameter_shapes, unembedding
 from .params import require_finite, require_float64, resolve_device
-from .rounding import FUNCTION_REL, UNIT_ROUNDOFF, gamma
 from .search import describe
 from .storage import QueryState, require_storage_model, storage_step
 from .storage import first_factor as storage_first_factor
@@ -209,6 +209,23 @@ def stack_params(dicts: Sequence[dict], device="cpu") -> dict:
     return {k: torch.stack([d[k] for d in dicts]).to(dev) for k in dicts[0]}
 
 
+def one_draw(params: dict) -> dict:
+    """One draw's parameter dict as a batch of one (leading axis K = 1, views): how the per-draw bounds call
+    the batched formulas."""
+    return {k: v[None] for k, v in params.items()}
+
+
+def one_value(x: float, like: torch.Tensor) -> torch.Tensor:
+    """A number as a batch of one, (1,) float64 on ``like``'s device (a step η, a Gram defect ω, …)."""
+    return torch.tensor([float(x)], dtype=torch.float64, device=like.device)
+
+
+def one_state(s: QueryState) -> QueryState:
+    """One draw's :class:`~mdm_props.storage.QueryState` as a batch of one (``tokens`` stays shared, (T,))."""
+    per_draw = [f.name for f in dataclasses.fields(s) if f.name not in ("query", "tokens")]
+    return dataclasses.replace(s, **{name: getattr(s, name)[None] for name in per_draw})
+
+
 def unstack_params(params: dict, i: int) -> dict:
     """Draw i's parameter dict out of a stacked one."""
     return {k: v[i] for k, v in params.items()}
@@ -266,7 +283,7 @@ def require_batch_hypotheses(params: dict, cfg: ModelConfig, hypotheses) -> None
     if "H-bi" in hypotheses and cfg.attention != "bidirectional":
         raise ValueError(f"H-bi fails: attention={cfg.attention!r}; the batched checkers need bidirectional attention")
     if "H-orth" in hypotheses:
-        omega, limit = gram_defect(params["E"]), rounding.gram_defect_limit(cfg.d_model)
+        omega, limit = rounding.gram_defect_batch(params["E"]), rounding.gram_defect_limit(cfg.d_model)
         bad = (~(omega <= limit)).nonzero()
         if len(bad):
             i = int(bad[0])
@@ -340,55 +357,16 @@ def storage_steps(params: dict, G: torch.Tensor, eta: torch.Tensor) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# the storage-path bounds of mdm_props.rounding over a leading batch axis (same formulas)
+# the storage-path bounds: one formula each, in mdm_props.rounding, over a leading batch axis
 
 
 def storage_gradient_error_bound(params: dict, cfg: ModelConfig, s: QueryState) -> torch.Tensor:
-    """:func:`mdm_props.rounding.storage_gradient_error_bound` (safety 1) for every draw, (K, H, d, d),
-    read off the batched query state ``s``: p̂ = softmax(ẑ), r = p − y, e_r = p(e_lp + FUNCTION_REL + 2u)
-    + u|r|, g = Uᵀr, e_g = γ_V|U|ᵀ|r| + |U|ᵀe_r; bound γ_T|g||c| + e_g|c| + |g|e_c."""
-    u = UNIT_ROUNDOFF
-    p = torch.softmax(s.logits, dim=-1)
-    r = p.clone()
-    r[..., s.query.target] -= 1.0
-    e_r = p * (s.e_logp + FUNCTION_REL + 2 * u) + u * r.abs()
-    U = unembeddings(params, cfg)  # (K, V, d)
-    g = torch.einsum("kvd,kv->kd", U, r)
-    e_g = gamma(cfg.vocab) * torch.einsum("kvd,kv->kd", U.abs(), r.abs()) + torch.einsum("kvd,kv->kd", U.abs(), e_r)
-    c, e_c = s.context.abs(), s.e_context  # (K, H, d)
-    T = s.tokens.shape[-1]
-    ga = g.abs()[:, None, :, None]
-    return gamma(T) * ga * c[:, :, None, :] + e_g[:, None, :, None] * c[:, :, None, :] + ga * e_c[:, :, None, :]
-
-
-def inner_product_error(G_f, G_r, e_f, e_r) -> torch.Tensor:
-    """:func:`mdm_props.rounding.storage_inner_product_error` per draw (K,): γ_n Σ|Ĝ_f||Ĝ_r| + Σ(e_f|Ĝ_r| +
-    |Ĝ_f|e_r), n the entries per draw."""
-    n = G_f[0].numel()
-    Gf, Gr = G_f.abs().flatten(1), G_r.abs().flatten(1)
-    return gamma(n) * (Gf * Gr).sum(-1) + (e_f.flatten(1) * Gr + Gf * e_r.flatten(1)).sum(-1)
-
-
-def gram_defect(E: torch.Tensor) -> torch.Tensor:
-    """:func:`mdm_props.rounding.gram_defect` per draw (K,) of E (K, V + 1, d)."""
-    gram = E @ E.transpose(-1, -2)
-    eye = torch.eye(E.shape[-2], dtype=E.dtype, device=E.device)
-    return (gram - eye).abs().flatten(1).amax(-1) + gamma(E.shape[-1]) * (E * E).sum(-1).amax(-1)
-
-
-def context_overlap_error(c_f, c_r, e_c_f, e_c_r) -> torch.Tensor:
-    """:func:`mdm_props.rounding.context_overlap_error` per draw (K,) for contexts (K, H, d)."""
-    H, d = c_f.shape[-2:]
-    cf, cr = c_f.abs(), c_r.abs()
-    return gamma(H * d) * (cf * cr).sum((-1, -2)) + (e_c_f * cr + cf * e_c_r).sum((-1, -2))
-
-
-def storage_step_logit_error(U, W, G, e_G, eta, c, e_c) -> torch.Tensor:
-    """:func:`mdm_props.rounding.storage_step_logit_error` per draw (K, V): U (K, V, d), W, G, e_G
-    (K, H, d, d), η (K,), c, e_c (K, H, d)."""
-    eta = eta[:, None, None, None]
-    step = gamma(2) * (W.abs() + 2 * eta * G.abs()) + eta * e_G
-    return torch.einsum("kvd,kd->kv", U.abs(), torch.einsum("khed,khd->ke", step, c.abs() + e_c))
+    """:func:`mdm_props.rounding.storage_gradient_error_batch` (safety 1) for every draw, (K, H, d, d), read off
+    the batched query state ``s`` (the per-draw :func:`mdm_props.rounding.storage_gradient_error_bound` calls
+    the same function on a batch of one)."""
+    return rounding.storage_gradient_error_batch(
+        unembeddings(params, cfg), s.logits, s.e_logp, s.context, s.e_context, s.query.target, s.tokens.shape[-1]
+    )
 
 
 def first_factor(p_f: torch.Tensor, p_r: torch.Tensor, target: int) -> torch.Tensor:

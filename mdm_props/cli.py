@@ -1,8 +1,9 @@
 """The ``mdm-props`` command: ``verify``, ``bench``, ``explain``, ``plot``, ``certify``, ``probe`` and ``experiment``.
 
 Exit codes: 0 everything holds (and every negative control found its counterexample); 1 something
-was violated (or a negative control found nothing, a checker raised, or a runner drew outside its
-claim's hypotheses: not-applicable); 2 bad arguments (checked before any work, including that
+was violated (or a negative control found nothing, a checker raised, a runner drew outside its
+claim's hypotheses: not-applicable, or a claim's statistical checks used another false-alarm level
+than the one the registry states: wrong-level); 2 bad arguments (checked before any work, including that
 ``--json``/``--out`` can be written).
 
 Selection: ``--claims`` takes claim ids and family ids; an exact claim id wins, so ``C3`` is the
@@ -124,6 +125,13 @@ def _run_claim(claim, draws, seed, device) -> dict:
             row["reason"] = str(pick)
         elif undecided:
             row["reason"] = f"{len(undecided)} of {len(results)} checks undecided; first: {undecided[0]}"
+        if claim.false_alarm is not None:  # the level the statistical checks used must be the one the claim states
+            from .statistics import level_problem, reported_levels
+
+            row["false_alarm"] = {"stated": claim.false_alarm, "used": sorted(set(reported_levels(results)))}
+            problem = level_problem(results, claim.false_alarm)
+            if problem is not None:
+                row.update(status="wrong-level", reason=problem)
     except ClaimSkipped as exc:
         row.update(status="skipped", reason=str(exc))
     except Exception as exc:  # a checker that crashes is a failure, reported, not hidden
@@ -383,7 +391,7 @@ def cmd_explain(args, parser) -> int:
 
 def explain_claim(claim) -> None:
     print(f"{claim.id}: {claim.title}")
-    print(f"kind: {claim.kind}")
+    print(f"kind: {claim.kind}" + ("" if claim.false_alarm is None else f" (false-alarm level {claim.false_alarm:g})"))
     print("hypotheses:" + ("" if claim.hypotheses else " none"))
     for h in claim.hypotheses:
         print(f"  {h}: {registry.HYPOTHESES[h]}")

@@ -25,6 +25,10 @@ HYPOTHESES = {
     "H-mirror": "mirror-symmetric template (a + b = T − 1, fillers read the same backwards) and read-out offset 0",
 }
 DOCS = Path(__file__).resolve().parent.parent / "docs"
+# The false-alarm probability the claims state (THEORY: "distributional (stated false-alarm probability,
+# 1e-6 in this project)"). A literal on purpose, not mdm_props.statistics.FALSE_ALARM: it is the
+# specification that verify compares the level the checks actually used with (statistics.level_problem).
+STATED_FALSE_ALARM = 1e-6
 
 
 def resolve(dotted: str):
@@ -58,10 +62,15 @@ class Claim:
     tests: str  # path relative to the repository root
     needs_negative_control: bool
     default_draws: int
+    false_alarm: float | None = None  # the stated false-alarm level of its statistical checks, if any
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}; got {self.kind!r}")
+        if self.kind in ("distributional", "typical") and self.false_alarm is None:
+            raise ValueError(f"{self.id}: a {self.kind} claim must state its false-alarm level (false_alarm=...)")
+        if self.false_alarm is not None and not 0 < self.false_alarm < 1:
+            raise ValueError(f"false_alarm must lie in (0, 1); got {self.false_alarm!r}")
         unknown = set(self.hypotheses) - set(HYPOTHESES)
         if unknown:
             raise ValueError(f"unknown hypotheses {sorted(unknown)}; allowed {sorted(HYPOTHESES)}")
@@ -163,6 +172,7 @@ CLAIMS: tuple[Claim, ...] = (
         tests="tests/test_c0_objective.py",
         needs_negative_control=False,
         default_draws=3,
+        false_alarm=STATED_FALSE_ALARM,
     ),
     Claim(
         id="C0.5",
@@ -237,6 +247,7 @@ CLAIMS: tuple[Claim, ...] = (
         tests="tests/test_c2.py",
         needs_negative_control=True,
         default_draws=2000,
+        false_alarm=STATED_FALSE_ALARM,
     ),
     Claim(
         id="C2b",
@@ -268,6 +279,7 @@ CLAIMS: tuple[Claim, ...] = (
         tests="tests/test_c2.py",
         needs_negative_control=True,
         default_draws=30,
+        false_alarm=STATED_FALSE_ALARM,
     ),
     Claim(
         id="C3",
@@ -347,6 +359,7 @@ CLAIMS: tuple[Claim, ...] = (
         tests="tests/test_c4.py",
         needs_negative_control=True,
         default_draws=200,
+        false_alarm=STATED_FALSE_ALARM,
     ),
     # depth (THEORY §2b)
     Claim(
@@ -411,6 +424,7 @@ CLAIMS: tuple[Claim, ...] = (
         tests="tests/test_c6_c8.py",
         needs_negative_control=True,
         default_draws=120,
+        false_alarm=STATED_FALSE_ALARM,
     ),
     Claim(
         id="C8",

@@ -247,32 +247,48 @@ def block_expand(v: torch.Tensor) -> torch.Tensor:
 
 
 def storage_gradient_error_bound(params: dict, cfg, query, safety: float = FORWARD_SAFETY) -> torch.Tensor:
-    """(H, d, d) bound on |Ĝ − G| for G = ∂L/∂W_OV = Uᵀ(p − y)cᵀ (one layer, merged W_OV).
-
-    From the forward bounds (safety 1) e_z, e_lp (logits, log-probs) and e_c (context) at the query
-    slot: p̂ is softmax(ẑ) (closed form) or exp(log p̂) (autograd's log-softmax backward), within
-    p_v(e_lp_v + FUNCTION_REL + 2u) either way; p − y rounds (u|p − y|); g = Uᵀ(p − y) is a length-V
-    dot (γ_V|U|ᵀ|p − y| + |U|ᵀe_{p−y}); the outer product g cᵀ rounds once, and autograd forms it as
-    a sum over the T positions of which one is nonzero (γ_T): γ_T|g||c| + e_g|c| + |g|e_c.
-    """
+    """(H, d, d) bound on |Ĝ − G| for G = ∂L/∂W_OV = Uᵀ(p − y)cᵀ (one layer, merged W_OV), either route:
+    :func:`storage_gradient_error_batch` on this draw's forward pass and its forward bounds (safety 1) at
+    the query slot, × ``safety``."""
     from .model import forward, unembedding
 
     tokens = query.tensor(params["E"].device)
     b = forward_error_bounds(params, cfg, tokens, safety=1.0)
     out = forward(params, cfg, tokens)
-    i, y = query.slot, query.target
-    u = UNIT_ROUNDOFF
-    p = torch.softmax(out.logits[i], dim=-1)
-    r = p - torch.nn.functional.one_hot(torch.tensor(y, device=p.device), cfg.vocab).to(p.dtype)
-    e_r = p * (b["logprobs"][i] + FUNCTION_REL + 2 * u) + u * r.abs()
-    U = unembedding(params, cfg).abs()
-    g = unembedding(params, cfg).T @ r
-    e_g = gamma(cfg.vocab) * (U.T @ r.abs()) + U.T @ e_r
-    c, e_c = out.context[0, :, i, :], b["context"][0, :, i, :]  # (H, d)
-    T = tokens.shape[0]
-    bound = gamma(T) * g.abs()[None, :, None] * c.abs()[:, None, :]
-    bound = bound + e_g[None, :, None] * c.abs()[:, None, :] + g.abs()[None, :, None] * e_c[:, None, :]
+    i = query.slot
+    bound = storage_gradient_error_batch(
+        unembedding(params, cfg)[None],
+        out.logits[i][None],
+        b["logprobs"][i][None],
+        out.context[0, :, i, :][None],
+        b["context"][0, :, i, :][None],
+        query.target,
+        tokens.shape[0],
+    )[0]
     return safety * bound
+
+
+def storage_gradient_error_batch(U, logits, e_logp, context, e_context, target: int, T: int) -> torch.Tensor:
+    """(K, H, d, d) bound on |Ĝ − G| for G = ∂L/∂W_OV = Uᵀ(p − y)cᵀ, per draw of a batch (safety 1): U
+    (K, V, d), the query slot's logits and log-prob bounds e_lp (K, V), its context c and bound e_c
+    (K, H, d), y = e_target, T the sequence length. The one formula: :func:`storage_gradient_error_bound`
+    (one draw) and :func:`mdm_props.batched.storage_gradient_error_bound` (a batch) both call it.
+
+    p̂ is softmax(ẑ) (closed form) or exp(log p̂) (autograd's log-softmax backward), within
+    p_v(e_lp_v + FUNCTION_REL + 2u) either way; r = p − y rounds (u|r|); g = Uᵀr is a length-V
+    dot (γ_V|U|ᵀ|r| + |U|ᵀe_r); the outer product g cᵀ rounds once, and autograd forms it as
+    a sum over the T positions of which one is nonzero (γ_T): γ_T|g||c| + e_g|c| + |g|e_c.
+    """
+    u = UNIT_ROUNDOFF
+    p = torch.softmax(logits, dim=-1)
+    r = p.clone()
+    r[..., target] -= 1.0
+    e_r = p * (e_logp + FUNCTION_REL + 2 * u) + u * r.abs()
+    g = torch.einsum("kvd,kv->kd", U, r)
+    e_g = gamma(U.shape[-2]) * torch.einsum("kvd,kv->kd", U.abs(), r.abs()) + torch.einsum("kvd,kv->kd", U.abs(), e_r)
+    c, e_c = context.abs(), e_context  # (K, H, d)
+    ga = g.abs()[:, None, :, None]
+    return gamma(T) * ga * c[:, :, None, :] + e_g[:, None, :, None] * c[:, :, None, :] + ga * e_c[:, :, None, :]
 
 
 def score_gradient_error_bound(
@@ -350,12 +366,17 @@ def probability_error(logp: torch.Tensor, e_logp: torch.Tensor) -> torch.Tensor:
 
 
 def gram_defect(E: torch.Tensor) -> float:
-    """ω ≥ max_{s,t} |x_sᵀx_t − δ_st| for the exact Gram matrix of the stored rows of E: the computed
-    Gram's deviation (fl(ĝ − 1) is exact near 1, Sterbenz) plus its rounding γ_d |x_s|ᵀ|x_t| ≤
-    γ_d max_t ‖x_t‖². ω ≈ d u for orthonormal rows from QR; O(1) otherwise."""
-    gram = E @ E.T
-    eye = torch.eye(E.shape[0], dtype=E.dtype, device=E.device)
-    return float((gram - eye).abs().max()) + gamma(E.shape[1]) * float((E * E).sum(-1).max())
+    """ω of one embedding matrix E (V + 1, d): :func:`gram_defect_batch` of a batch of one."""
+    return float(gram_defect_batch(E[None])[0])
+
+
+def gram_defect_batch(E: torch.Tensor) -> torch.Tensor:
+    """ω ≥ max_{s,t} |x_sᵀx_t − δ_st| for the exact Gram matrix of the stored rows of E, per draw (K,) of a
+    batch E (K, V + 1, d): the computed Gram's deviation (fl(ĝ − 1) is exact near 1, Sterbenz) plus its
+    rounding γ_d |x_s|ᵀ|x_t| ≤ γ_d max_t ‖x_t‖². ω ≈ d u for orthonormal rows from QR; O(1) otherwise."""
+    gram = E @ E.transpose(-1, -2)
+    eye = torch.eye(E.shape[-2], dtype=E.dtype, device=E.device)
+    return (gram - eye).abs().flatten(1).amax(-1) + gamma(E.shape[-1]) * (E * E).sum(-1).amax(-1)
 
 
 ORTHONORMAL_DEFECT_FACTOR = 1e3  # safety factor of gram_defect_limit over the rounding of orthonormal rows
@@ -378,23 +399,44 @@ def gram_defect_limit(d: int) -> float:
 
 
 def storage_step_logit_error(U, W, G, e_G, eta: float, c, e_c) -> torch.Tensor:
-    """Bound (V,) on |U Σ_h (Ŵ'^h − W^h) c_h + η U Σ_h G^h c_h|: the step Ŵ' = fl(W − fl(ηĜ)) differs
-    from W − ηG (exact gradient) by γ_2(|W| + 2η|Ĝ|) + η e_G entrywise, read through |U| and
-    |c| + e_c (c = the exact context of the query whose logits move). First order, safety 1."""
+    """Bound (V,) for one draw (U (V, d), W, G, e_G (H, d, d), c, e_c (H, d)): :func:`storage_step_logit_error_batch`
+    of a batch of one."""
+    eta_t = torch.tensor([float(eta)], dtype=torch.float64, device=U.device)
+    return storage_step_logit_error_batch(U[None], W[None], G[None], e_G[None], eta_t, c[None], e_c[None])[0]
+
+
+def storage_step_logit_error_batch(U, W, G, e_G, eta: torch.Tensor, c, e_c) -> torch.Tensor:
+    """Bound (K, V) on |U Σ_h (Ŵ'^h − W^h) c_h + η U Σ_h G^h c_h| per draw: U (K, V, d), W, G, e_G (K, H, d, d),
+    η (K,), c, e_c (K, H, d). The step Ŵ' = fl(W − fl(ηĜ)) differs from W − ηG (exact gradient) by
+    γ_2(|W| + 2η|Ĝ|) + η e_G entrywise, read through |U| and |c| + e_c (c = the exact context of the query
+    whose logits move). First order, safety 1."""
+    eta = eta[:, None, None, None]
     step = gamma(2) * (W.abs() + 2 * eta * G.abs()) + eta * e_G
-    return U.abs() @ torch.einsum("hed,hd->e", step, c.abs() + e_c)
+    return torch.einsum("kvd,kd->kv", U.abs(), torch.einsum("khed,khd->ke", step, c.abs() + e_c))
 
 
 def context_overlap_error(c_f, c_r, e_c_f, e_c_r) -> float:
-    """|fl(Σ_h ĉ_fᵀĉ_r) − Σ_h c_fᵀc_r| ≤ γ_{Hd} Σ|ĉ_f||ĉ_r| + Σ(e_f|ĉ_r| + |ĉ_f|e_r) (one sum of H·d products)."""
-    H, d = c_f.shape
+    """The bound for one draw's contexts (H, d): :func:`context_overlap_error_batch` of a batch of one."""
+    return float(context_overlap_error_batch(c_f[None], c_r[None], e_c_f[None], e_c_r[None])[0])
+
+
+def context_overlap_error_batch(c_f, c_r, e_c_f, e_c_r) -> torch.Tensor:
+    """|fl(Σ_h ĉ_fᵀĉ_r) − Σ_h c_fᵀc_r| ≤ γ_{Hd} Σ|ĉ_f||ĉ_r| + Σ(e_f|ĉ_r| + |ĉ_f|e_r) per draw (K,) for contexts
+    (K, H, d) (one sum of H·d products)."""
+    H, d = c_f.shape[-2:]
     cf, cr = c_f.abs(), c_r.abs()
-    return gamma(H * d) * float((cf * cr).sum()) + float((e_c_f * cr + cf * e_c_r).sum())
+    return gamma(H * d) * (cf * cr).sum((-1, -2)) + (e_c_f * cr + cf * e_c_r).sum((-1, -2))
 
 
 def storage_inner_product_error(G_f, G_r, e_G_f, e_G_r) -> float:
-    """|fl(Σ Ĝ_f ∘ Ĝ_r) − ⟨G_f, G_r⟩_F| for autograd gradients within e_G: one sum of H d² products,
-    γ_{Hd²} Σ|Ĝ_f||Ĝ_r|, plus Σ(e_f|Ĝ_r| + |Ĝ_f| e_r) (first order, safety 1)."""
-    n = G_f.numel()
-    Gf, Gr = G_f.abs(), G_r.abs()
-    return gamma(n) * float((Gf * Gr).sum()) + float((e_G_f * Gr + Gf * e_G_r).sum())
+    """The bound for one pair of gradients (any shape): :func:`storage_inner_product_error_batch` of a batch of one."""
+    return float(storage_inner_product_error_batch(G_f[None], G_r[None], e_G_f[None], e_G_r[None])[0])
+
+
+def storage_inner_product_error_batch(G_f, G_r, e_G_f, e_G_r) -> torch.Tensor:
+    """|fl(Σ Ĝ_f ∘ Ĝ_r) − ⟨G_f, G_r⟩_F| per draw (K,) for gradients (K, ...) within e_G: one sum of n products
+    (n the entries per draw; H d² for ∂L/∂W_OV), γ_n Σ|Ĝ_f||Ĝ_r|, plus Σ(e_f|Ĝ_r| + |Ĝ_f| e_r) (first order,
+    safety 1)."""
+    n = G_f[0].numel()
+    Gf, Gr = G_f.abs().flatten(1), G_r.abs().flatten(1)
+    return gamma(n) * (Gf * Gr).sum(-1) + (e_G_f.flatten(1) * Gr + Gf * e_G_r.flatten(1)).sum(-1)

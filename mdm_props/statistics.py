@@ -42,3 +42,24 @@ def fisher_z_interval(r: float, n: int, alpha: float = FALSE_ALARM) -> tuple[flo
     half = stats.norm.isf(alpha / 2) / math.sqrt(n - 3)
     z = math.atanh(max(min(r, 1 - 1e-16), -1 + 1e-16))
     return math.tanh(z - half), math.tanh(z + half)
+
+
+def reported_levels(results) -> list[float]:
+    """The false-alarm levels that ``results`` (CheckResults) report having used: ``details["alpha"]`` of
+    each statistical check (the level its interval or critical value was computed at), in order."""
+    return [float(r.details["alpha"]) for r in results if "alpha" in r.details]
+
+
+def level_problem(results, stated: float) -> str | None:
+    """None when the claim's checks used its ``stated`` false-alarm level; otherwise why not: no check
+    reports the level it used, or one used another level (relative difference > 1e-9)."""
+    levels = reported_levels(results)
+    if not levels:
+        return f"the claim states false-alarm level {stated:g}, but none of its {len(results)} checks reports one"
+    wrong = [a for a in levels if not math.isclose(a, stated, rel_tol=1e-9)]
+    if wrong:
+        used = ", ".join(f"{a:g}" for a in sorted(set(wrong)))
+        return (
+            f"{len(wrong)} of {len(levels)} statistical checks used false-alarm level {used}, not the stated {stated:g}"
+        )
+    return None

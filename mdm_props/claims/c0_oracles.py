@@ -452,7 +452,11 @@ def objective_checks(
     gen = torch.Generator(device="cpu").manual_seed(sample_seed)
     samples = mdm_objective_samples(params, cfg, tokens, n_samples, gen).detach().cpu().numpy()
     D, p = ks_test_with_atom_at_zero(samples, lambda x: sample_cdf(x, ells, ks, L))
-    out.append(inequality("C0.4", "KS p-value of the 1/t estimator's law", p, alpha, ">=", scale=1.0, D=D, n=n_samples))
+    out.append(
+        inequality(
+            "C0.4", "KS p-value of the 1/t estimator's law", p, alpha, ">=", scale=1.0, D=D, n=n_samples, alpha=alpha
+        )
+    )
     mean = sample_mean_from_cdf(ells, ks, L)
     # both sides are float64 evaluations of the same exact sum (ℓ(S) within its forward bound, weights
     # P(S)(1 + q_k) = 1/(k C(L,k)) rounded, 2u more than mdm_objective_exact's): 2 bounds + 4u|exact|

@@ -47,7 +47,6 @@ from ..storage import (
     require_storage_inputs,
     reverse_step,
     storage_gradient,
-    storage_step,
     unmet_hypotheses,
     value_path_logits,
 )
@@ -74,13 +73,36 @@ def value_path_error(U, x_query, W, attn, e_attn, X, n_sum: int) -> torch.Tensor
     return gamma(n_sum + H * d + d + 1) * (Ua @ mag) + Ua @ err
 
 
+def value_path_formula(U, x_query, W, attn, X) -> torch.Tensor:
+    """C1a's formula U(x_q + Σ_h W^h Σ_j attn_hj X_j) (V,) for one draw (the batched checker maps it over the
+    draws with ``vmap``)."""
+    return U @ (x_query + torch.einsum("hed,hd->e", W, attn @ X))
+
+
+def c1a_tolerance(e_logits, U, x_query, W, attn, e_attn, X, n_sum: int) -> torch.Tensor:
+    """Bound (V,) for one draw on |model logits − :func:`value_path_formula`|, × STORAGE_SAFETY: the model's
+    own logit rounding e_z (forward bounds, safety 1) plus the formula side :func:`value_path_error` (the
+    batched checker maps it over the draws with ``vmap``)."""
+    return STORAGE_SAFETY * (e_logits + value_path_error(U, x_query, W, attn, e_attn, X, n_sum))
+
+
 def evidence_change(params: dict, cfg: ModelConfig, f: QueryState, G: torch.Tensor, eta: float, A: int, B: int):
-    """(Δε_obs, formula) per head: Δε_obs = fl(u_Aᵀ Ŵ' x_B) − fl(u_Aᵀ W x_B) after Ŵ' = fl(W − fl(η Ĝ)),
-    and the formula η(1 − p̂_f(A)) α̂^f_h(B)."""
-    W, W_new = params["W_OV"][0], storage_step(params, G, eta)["W_OV"][0]
-    u_A, x_B = unembedding(params, cfg)[A], params["E"][B]
-    observed = (u_A @ W_new) @ x_B - (u_A @ W) @ x_B  # (H,)
-    return observed, eta * f.resid[A] * f.token_attention(cfg.vocab + 1)[:, B]
+    """:func:`evidence_change_batch` of one draw (a batch of one): (Δε_obs, formula), each (H,)."""
+    observed, formula = evidence_change_batch(
+        batched.one_draw(params), cfg, batched.one_state(f), G[None], batched.one_value(eta, G), A, B
+    )
+    return observed[0], formula[0]
+
+
+def evidence_change_batch(params: dict, cfg: ModelConfig, f: QueryState, G: torch.Tensor, eta: torch.Tensor, A, B):
+    """(Δε_obs, formula) per draw and head (K, H) of batched parameters, query states, gradients G (K, H, d, d)
+    and steps η (K,): Δε_obs = fl(u_Aᵀ Ŵ' x_B) − fl(u_Aᵀ W x_B) after Ŵ' = fl(W − fl(η Ĝ)), and the formula
+    η(1 − p̂_f(A)) α̂^f_h(B). The one formula: :func:`evidence_change` (one draw) calls it."""
+    W, W_new = params["W_OV"][:, 0], batched.storage_steps(params, G, eta)["W_OV"][:, 0]
+    u_A, x_B = batched.unembeddings(params, cfg)[:, A], params["E"][:, B]
+    bil = lambda M: torch.einsum("khd,kd->kh", torch.einsum("ke,khed->khd", u_A, M), x_B)  # noqa: E731
+    alpha_B = f.token_attention(cfg.vocab + 1)[..., B]
+    return bil(W_new) - bil(W), eta[:, None] * f.resid[:, A, None] * alpha_B
 
 
 def c1b_tolerance(
@@ -94,9 +116,26 @@ def c1b_tolerance(
     B: int,
     omega: float,
 ) -> torch.Tensor:
-    """Bound (H,) on |Δε_obs − η(1 − p̂_f(A)) α̂^f_h(B)| per head (:func:`evidence_change`), for the forward
-    query state ``f``, its autograd gradient Ĝ within ``e_G`` and the Gram defect ``omega`` (0: the
-    rounding part alone), all × STORAGE_SAFETY.
+    """:func:`c1b_tolerance_batch` of one draw (a batch of one): the bound (H,)."""
+    args = (batched.one_draw(params), cfg, batched.one_state(f), G[None], e_G[None], batched.one_value(eta, G))
+    return c1b_tolerance_batch(*args, A, B, batched.one_value(omega, G))[0]
+
+
+def c1b_tolerance_batch(
+    params: dict,
+    cfg: ModelConfig,
+    f: QueryState,
+    G: torch.Tensor,
+    e_G: torch.Tensor,
+    eta: torch.Tensor,
+    A: int,
+    B: int,
+    omega: torch.Tensor,
+) -> torch.Tensor:
+    """Bound (K, H) on |Δε_obs − η(1 − p̂_f(A)) α̂^f_h(B)| per draw and head (:func:`evidence_change_batch`), for
+    batched parameters, forward query states ``f``, autograd gradients Ĝ (K, H, d, d) within ``e_G``, steps η
+    (K,) and Gram defects ``omega`` (K,) (0: the rounding part alone), all × STORAGE_SAFETY. The one formula:
+    :func:`c1b_tolerance` (one draw) calls it.
 
     * The two bilinear forms (u_A @ W) @ x_B: γ_{2d} |u_A|ᵀ(|W| + |Ŵ'|)|x_B|; the step's two
       roundings: |Ŵ' − (W − ηĜ)| ≤ γ_2(|W| + 2η|Ĝ|); autograd's Ĝ within e_G: η|u_A|ᵀe_G|x_B|;
@@ -105,49 +144,89 @@ def c1b_tolerance(
       |d₁| ≤ ω‖y − p‖₁ = 2ω(1 − p_A), |d₂| ≤ ω Σ_j α_hj = ω: defect η ω (1 − p_A)(1 + 2α_h(B) + 2ω).
     * The formula's three roundings γ_3|F| and its inputs: η(e_pA α_h(B) + (1 − p_A) e_α(B)).
     """
-    observed, formula = evidence_change(params, cfg, f, G, eta, A, B)
-    W, W_new = params["W_OV"][0], storage_step(params, G, eta)["W_OV"][0]
+    observed, formula = evidence_change_batch(params, cfg, f, G, eta, A, B)
+    W, W_new = params["W_OV"][:, 0], batched.storage_steps(params, G, eta)["W_OV"][:, 0]
     d = W.shape[-1]
-    ua, xb = unembedding(params, cfg)[A].abs(), params["E"][B].abs()
-    one_minus_pA, e_pA = float(f.resid[A]), float(f.e_p[A])
-    alpha_B = f.token_attention(cfg.vocab + 1)[:, B]
-    e_alpha_B = f.token_attention(cfg.vocab + 1, error=True)[:, B]
-    bil = lambda M: torch.einsum("e,hed,d->h", ua, M, xb)  # noqa: E731
-    rounding_part = gamma(2 * d) * (bil(W.abs()) + bil(W_new.abs())) + gamma(2) * bil(W.abs() + 2 * eta * G.abs())
-    rounding_part = rounding_part + eta * bil(e_G) + UNIT_ROUNDOFF * observed.abs()
-    defect = eta * omega * one_minus_pA * (1 + 2 * alpha_B + 2 * omega)
-    formula_err = gamma(3) * formula.abs() + eta * (e_pA * alpha_B + one_minus_pA * e_alpha_B)
+    ua, xb = batched.unembeddings(params, cfg)[:, A].abs(), params["E"][:, B].abs()
+    one_minus_pA, e_pA = f.resid[:, A, None], f.e_p[:, A, None]
+    alpha_B = f.token_attention(cfg.vocab + 1)[..., B]
+    e_alpha_B = f.token_attention(cfg.vocab + 1, error=True)[..., B]
+    et = eta[:, None]
+    bil = lambda M: torch.einsum("ke,khed,kd->kh", ua, M, xb)  # noqa: E731
+    rounding_part = gamma(2 * d) * (bil(W.abs()) + bil(W_new.abs())) + gamma(2) * bil(
+        W.abs() + 2 * eta[:, None, None, None] * G.abs()
+    )
+    rounding_part = rounding_part + et * bil(e_G) + UNIT_ROUNDOFF * observed.abs()
+    om = omega[:, None]
+    defect = et * om * one_minus_pA * (1 + 2 * alpha_B + 2 * om)
+    formula_err = gamma(3) * formula.abs() + et * (e_pA * alpha_B + one_minus_pA * e_alpha_B)
     return STORAGE_SAFETY * (rounding_part + defect + formula_err)
 
 
 def reverse_logit_change(st: ReverseStep, A: int):
-    """(Δz_obs, formula, Δm_obs, formula_m): the reverse logits' change, η(y − p̂_f)Ŝ, and the margin
-    changes Δz(A) − Δz(v) and η(1 − p̂_f(A) + p̂_f(v))Ŝ (V,), for one :class:`ReverseStep`."""
-    dz = st.r1.logits - st.r0.logits
-    resid = st.f.resid
-    formula = st.eta * resid * st.S
-    return dz, formula, dz[A] - dz, st.eta * (resid[A] - resid) * st.S
+    """:func:`reverse_logit_change_batch` of one :class:`~mdm_props.storage.ReverseStep` (a batch of one)."""
+    eta, S, f, r0, r1, _, _ = _one_step(st)
+    dz, formula, dm, fm = reverse_logit_change_batch(eta, S, f, r0, r1, A)
+    return dz[0], formula[0], dm[0], fm[0]
+
+
+def reverse_logit_change_batch(eta, S, f: QueryState, r0: QueryState, r1: QueryState, A: int):
+    """(Δz_obs, formula, Δm_obs, formula_m) per draw (K, V) each: the reverse logits' change, η(y − p̂_f)Ŝ, and
+    the margin changes Δz(A) − Δz(v) and η(1 − p̂_f(A) + p̂_f(v))Ŝ, for steps η (K,), overlaps Ŝ = fl(Σ_h ĉ_fᵀĉ_r)
+    (K,) and batched query states (forward, reverse before and after). The one formula:
+    :func:`reverse_logit_change` (one draw) calls it."""
+    dz = r1.logits - r0.logits
+    resid = f.resid
+    formula = eta[:, None] * resid * S[:, None]
+    return dz, formula, dz[:, A, None] - dz, eta[:, None] * (resid[:, A, None] - resid) * S[:, None]
+
+
+def _one_step(st: ReverseStep):
+    """A ReverseStep's (η, S, f, r0, r1, e_S, step_err) as a batch of one."""
+    like = st.G_f
+    one = batched.one_state
+    return (
+        batched.one_value(st.eta, like),
+        batched.one_value(st.S, like),
+        one(st.f),
+        one(st.r0),
+        one(st.r1),
+        batched.one_value(st.e_S, like),
+        st.step_err[None],
+    )
 
 
 def c1c_tolerances(st: ReverseStep, A: int, omega: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bounds for C1c on one :class:`~mdm_props.storage.ReverseStep`, × STORAGE_SAFETY: (V,) on
-    |Δz_obs − η(y − p̂_f)Ŝ| and (V,) on the margin change |Δm_obs − η(1 − p̂_f(A) + p̂_f(v))Ŝ| (entry A
-    unused), with Ŝ = fl(Σ_h ĉ_fᵀĉ_r), y − p̂_f = ``st.f.resid``; ``omega`` the Gram defect (0: rounding only).
+    """:func:`c1c_tolerances_batch` of one :class:`~mdm_props.storage.ReverseStep` (a batch of one): (V,) each."""
+    eta, S, f, r0, r1, e_S, step_err = _one_step(st)
+    tol, tol_m = c1c_tolerances_batch(eta, S, e_S, f, r0, r1, step_err, A, batched.one_value(omega, st.G_f))
+    return tol[0], tol_m[0]
+
+
+def c1c_tolerances_batch(
+    eta, S, e_S, f: QueryState, r0: QueryState, r1: QueryState, step_err, A: int, omega
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounds for C1c per draw, × STORAGE_SAFETY: (K, V) on |Δz_obs − η(y − p̂_f)Ŝ| and (K, V) on the margin
+    change |Δm_obs − η(1 − p̂_f(A) + p̂_f(v))Ŝ| (entry A unused) (:func:`reverse_logit_change_batch`), for steps
+    η, overlaps Ŝ = fl(Σ_h ĉ_fᵀĉ_r) within e_S, Gram defects ``omega`` (0: rounding only), all (K,), batched
+    query states f (forward; y − p̂_f = ``f.resid``), r0, r1 (reverse before and after the step) and the step's
+    logit error ``step_err`` (K, V). The one formula: :func:`c1c_tolerances` (one draw) calls it.
 
     Observed side: each logit of the two forward passes within e_z (old, new); the subtraction
-    u|Δz|; the step (``st.step_err``, :func:`~mdm_props.rounding.storage_step_logit_error`) — that
+    u|Δz|; the step (``step_err``, :func:`~mdm_props.rounding.storage_step_logit_error_batch`) — that
     bounds the distance to −ηUΣ_h G^h c_r = η U Uᵀ(y − p) S. H-orth: (UUᵀ − I) moves it by ≤
     η|S| ω ‖y − p‖₁ (2ω‖y − p‖₁ for a margin, a difference of two rows). Formula side: γ_3|F_v| +
     η(e_p,v|S| + |y_v − p_v| e_S) (γ_4 and e_p,A + e_p,v for the margin's 1 − p_A + p_v).
     """
-    observed, formula, observed_margin, formula_margin = reverse_logit_change(st, A)
-    eta, S, e_S, resid, e_p = st.eta, st.S, st.e_S, st.f.resid, st.f.e_p
-    l1 = float(resid.abs().sum())
-    obs = st.r0.e_logits + st.r1.e_logits + UNIT_ROUNDOFF * observed.abs() + st.step_err
-    tol = obs + eta * abs(S) * omega * l1 + gamma(3) * formula.abs() + eta * (e_p * abs(S) + resid.abs() * e_S)
-    m_resid = resid[A] - resid  # 1 − p_A + p_v
-    tol_m = obs[A] + obs + UNIT_ROUNDOFF * observed_margin.abs() + 2 * eta * abs(S) * omega * l1
-    tol_m = tol_m + gamma(4) * formula_margin.abs() + eta * ((e_p[A] + e_p) * abs(S) + m_resid.abs() * e_S)
+    resid, e_p = f.resid, f.e_p
+    et, Sa, eS, om = eta[:, None], S.abs()[:, None], e_S[:, None], omega[:, None]
+    dz, formula, dm, fm = reverse_logit_change_batch(eta, S, f, r0, r1, A)
+    l1 = resid.abs().sum(-1)[:, None]
+    obs = r0.e_logits + r1.e_logits + UNIT_ROUNDOFF * dz.abs() + step_err
+    tol = obs + et * Sa * om * l1 + gamma(3) * formula.abs() + et * (e_p * Sa + resid.abs() * eS)
+    m_resid = resid[:, A, None] - resid  # 1 − p_A + p_v
+    tol_m = obs[:, A, None] + obs + UNIT_ROUNDOFF * dm.abs() + 2 * et * Sa * om * l1
+    tol_m = tol_m + gamma(4) * fm.abs() + et * ((e_p[:, A, None] + e_p) * Sa + m_resid.abs() * eS)
     return STORAGE_SAFETY * tol, STORAGE_SAFETY * tol_m
 
 
@@ -184,8 +263,8 @@ def c1a_comparisons(
     results = []
     for name, s in (("z_f", f), ("z_r", r)):
         alpha, e_alpha = s.token_attention(V + 1), s.token_attention(V + 1, error=True)
-        formula = U @ (E[V] + torch.einsum("hed,hd->e", W, alpha @ E))
-        bound = STORAGE_SAFETY * (s.e_logits + value_path_error(U, E[V], W, alpha, e_alpha, E, 2 * T))
+        formula = value_path_formula(U, E[V], W, alpha, E)
+        bound = c1a_tolerance(s.e_logits, U, E[V], W, alpha, e_alpha, E, 2 * T)
         results.append(
             worst_entry(
                 "C1a", f"{name} = U(x_M + Σ_h W_OV^h Σ_t α(t) x_t)", s.logits, formula, bound, reference_rounding=False
@@ -197,7 +276,7 @@ def c1a_comparisons(
     forced, e_forced = f.attn[:, align], f.e_attn[:, align]
     z = value_path_logits(params, cfg, r.tokens, rq.slot, forced)
     x = embed(params, cfg, r.tokens)
-    bound = STORAGE_SAFETY * (f.e_logits + value_path_error(U, x[rq.slot], W, forced, e_forced, x, T))
+    bound = c1a_tolerance(f.e_logits, U, x[rq.slot], W, forced, e_forced, x, T)
     results.append(
         worst_entry(
             "C1a",
@@ -377,8 +456,8 @@ def run_c1c_per_draw(draws: int, seed: int, device: str = "cpu") -> list[CheckRe
 
 
 def check_c1a_batch(batch: batched.Batch, device: str = "cpu") -> batched.BatchReport:
-    """:func:`check_c1a` on every draw of ``batch`` (the token alignment); the value-path formulas and
-    :func:`value_path_error` are the per-draw functions under ``vmap``."""
+    """:func:`check_c1a` on every draw of ``batch`` (the token alignment); the formula
+    (:func:`value_path_formula`) and its bound (:func:`c1a_tolerance`) are the per-draw functions under ``vmap``."""
     cfg, V = batch.cfg, batch.cfg.vocab
     params = batch.params(device)
     batched.require_batch_params(params, cfg, tied=False)
@@ -387,62 +466,32 @@ def check_c1a_batch(batch: batched.Batch, device: str = "cpu") -> batched.BatchR
     E, U = params["E"], batched.unembeddings(params, cfg)
     W = torch.func.vmap(lambda p: value_matrix(p, cfg, 0))(params)
     T = len(fq.tokens)
-    formula_fn = torch.func.vmap(lambda U_, E_, W_, a: U_ @ (E_[V] + torch.einsum("hed,hd->e", W_, a @ E_)))
-    error_fn = torch.func.vmap(value_path_error, in_dims=(0, 0, 0, 0, 0, 0, None))
+    formula_fn = torch.func.vmap(value_path_formula)
+    bound_fn = torch.func.vmap(c1a_tolerance, in_dims=(0, 0, 0, 0, 0, 0, 0, None))
     checks = []
     for name, s in (("z_f", f), ("z_r", r)):
         alpha, e_alpha = s.token_attention(V + 1), s.token_attention(V + 1, error=True)
-        bound = STORAGE_SAFETY * (s.e_logits + error_fn(U, E[:, V], W, alpha, e_alpha, E, 2 * T))
+        bound = bound_fn(s.e_logits, U, E[:, V], W, alpha, e_alpha, E, 2 * T)
         checks.append(
             batched.worst_entry_check(
-                "C1a", f"{name} = U(x_M + Σ_h W_OV^h Σ_t α(t) x_t)", s.logits, formula_fn(U, E, W, alpha), bound
+                "C1a",
+                f"{name} = U(x_M + Σ_h W_OV^h Σ_t α(t) x_t)",
+                s.logits,
+                formula_fn(U, E[:, V], W, alpha, E),
+                bound,
             )
         )
     align = aligned_positions(fq.tokens, rq.tokens)
     forced, e_forced = f.attn[..., align], f.e_attn[..., align]
     z = torch.func.vmap(lambda p, a: value_path_logits(p, cfg, r.tokens, rq.slot, a))(params, forced)
     x = torch.func.vmap(lambda p: embed(p, cfg, r.tokens))(params)
-    bound = STORAGE_SAFETY * (f.e_logits + error_fn(U, x[:, rq.slot], W, forced, e_forced, x, T))
+    bound = bound_fn(f.e_logits, U, x[:, rq.slot], W, forced, e_forced, x, T)
     checks.append(
         batched.worst_entry_check(
             "C1a", "reverse logits with α^r forced to α^f (token-aligned) = z_f", z, f.logits, bound, alignment=align
         )
     )
     return batched.BatchReport(batch, checks)
-
-
-def c1b_tolerance_batch(
-    params: dict,
-    cfg: ModelConfig,
-    f: QueryState,
-    G: torch.Tensor,
-    e_G: torch.Tensor,
-    eta: torch.Tensor,
-    A: int,
-    B: int,
-    omega: torch.Tensor,
-    W_new: torch.Tensor,
-    observed: torch.Tensor,
-    formula: torch.Tensor,
-) -> torch.Tensor:
-    """:func:`c1b_tolerance` for every draw (K, H), term by term (same derivation); ``W_new`` the stepped W_OV,
-    ``observed``/``formula`` the batched :func:`evidence_change`."""
-    W = params["W_OV"][:, 0]
-    d = W.shape[-1]
-    ua, xb = batched.unembeddings(params, cfg)[:, A].abs(), params["E"][:, B].abs()
-    one_minus_pA, e_pA = f.resid[:, A, None], f.e_p[:, A, None]
-    alpha_B = f.token_attention(cfg.vocab + 1)[..., B]
-    e_alpha_B = f.token_attention(cfg.vocab + 1, error=True)[..., B]
-    et = eta[:, None]
-    bil = lambda M: torch.einsum("ke,khed,kd->kh", ua, M, xb)  # noqa: E731
-    rounding_part = gamma(2 * d) * (bil(W.abs()) + bil(W_new.abs())) + gamma(2) * bil(
-        W.abs() + 2 * eta[:, None, None, None] * G.abs()
-    )
-    rounding_part = rounding_part + et * bil(e_G) + UNIT_ROUNDOFF * observed.abs()
-    om = omega[:, None]
-    defect = et * om * one_minus_pA * (1 + 2 * alpha_B + 2 * om)
-    formula_err = gamma(3) * formula.abs() + et * (e_pA * alpha_B + one_minus_pA * e_alpha_B)
-    return STORAGE_SAFETY * (rounding_part + defect + formula_err)
 
 
 def check_c1b_batch(batch: batched.Batch, device: str = "cpu") -> batched.BatchReport:
@@ -454,15 +503,11 @@ def check_c1b_batch(batch: batched.Batch, device: str = "cpu") -> batched.BatchR
     fq = forward_query(batch.template, A, B, cfg.vocab)
     G, f = batched.storage_gradients(params, cfg, fq)
     e_G = batched.storage_gradient_error_bound(params, cfg, f)
-    W, W_new = params["W_OV"][:, 0], batched.storage_steps(params, G, eta)["W_OV"][:, 0]
-    u_A, x_B = batched.unembeddings(params, cfg)[:, A], params["E"][:, B]
-    bil = lambda M: torch.einsum("khd,kd->kh", torch.einsum("ke,khed->khd", u_A, M), x_B)  # noqa: E731
-    observed = bil(W_new) - bil(W)
+    observed, formula = evidence_change_batch(params, cfg, f, G, eta, A, B)
     alpha_B = f.token_attention(cfg.vocab + 1)[..., B]
-    formula = eta[:, None] * f.resid[:, A, None] * alpha_B
     args = (params, cfg, f, G, e_G, eta, A, B)
-    bound = c1b_tolerance_batch(*args, batched.gram_defect(params["E"]), W_new, observed, formula)
-    rounding_only = c1b_tolerance_batch(*args, torch.zeros_like(eta), W_new, observed, formula)
+    bound = c1b_tolerance_batch(*args, rounding.gram_defect_batch(params["E"]))
+    rounding_only = c1b_tolerance_batch(*args, torch.zeros_like(eta))
     k = torch.argmin(observed / (eta[:, None] * alpha_B), dim=-1)
     pick = lambda t: t.gather(1, k[:, None])[:, 0]  # noqa: E731
     return batched.BatchReport(
@@ -484,24 +529,6 @@ def check_c1b_batch(batch: batched.Batch, device: str = "cpu") -> batched.BatchR
     )
 
 
-def c1c_tolerances_batch(
-    eta, S, e_S, f: QueryState, r0: QueryState, r1: QueryState, step_err, A: int, omega
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`c1c_tolerances` for every draw (K, V) each, term by term (same derivation)."""
-    resid, e_p = f.resid, f.e_p
-    et, Sa, eS, om = eta[:, None], S.abs()[:, None], e_S[:, None], omega[:, None]
-    dz = r1.logits - r0.logits
-    formula = et * resid * S[:, None]
-    dm, fm = dz[:, A, None] - dz, et * (resid[:, A, None] - resid) * S[:, None]
-    l1 = resid.abs().sum(-1)[:, None]
-    obs = r0.e_logits + r1.e_logits + UNIT_ROUNDOFF * dz.abs() + step_err
-    tol = obs + et * Sa * om * l1 + gamma(3) * formula.abs() + et * (e_p * Sa + resid.abs() * eS)
-    m_resid = resid[:, A, None] - resid
-    tol_m = obs[:, A, None] + obs + UNIT_ROUNDOFF * dm.abs() + 2 * et * Sa * om * l1
-    tol_m = tol_m + gamma(4) * fm.abs() + et * ((e_p[:, A, None] + e_p) * Sa + m_resid.abs() * eS)
-    return STORAGE_SAFETY * tol, STORAGE_SAFETY * tol_m
-
-
 def check_c1c_batch(batch: batched.Batch, device: str = "cpu") -> batched.BatchReport:
     """:func:`check_c1c` on every draw of ``batch`` (η per draw: ``batch.etas``)."""
     cfg, A, B = batch.cfg, batch.A, batch.B
@@ -514,13 +541,12 @@ def check_c1c_batch(batch: batched.Batch, device: str = "cpu") -> batched.BatchR
     new = batched.storage_steps(params, G, eta)
     r0, r1 = batched.query_state(params, cfg, rq), batched.query_state(new, cfg, rq)
     S = (f.context * r0.context).sum((-1, -2))
-    e_S = batched.context_overlap_error(f.context, r0.context, f.e_context, r0.e_context)
+    e_S = rounding.context_overlap_error_batch(f.context, r0.context, f.e_context, r0.e_context)
     U = batched.unembeddings(params, cfg)
-    step_err = batched.storage_step_logit_error(U, params["W_OV"][:, 0], G, e_G, eta, r0.context, r0.e_context)
-    dz = r1.logits - r0.logits
-    formula = eta[:, None] * f.resid * S[:, None]
-    dm, fm = dz[:, A, None] - dz, eta[:, None] * (f.resid[:, A, None] - f.resid) * S[:, None]
-    bound, bound_m = c1c_tolerances_batch(eta, S, e_S, f, r0, r1, step_err, A, batched.gram_defect(params["E"]))
+    step_err = rounding.storage_step_logit_error_batch(U, params["W_OV"][:, 0], G, e_G, eta, r0.context, r0.e_context)
+    dz, formula, dm, fm = reverse_logit_change_batch(eta, S, f, r0, r1, A)
+    omega = rounding.gram_defect_batch(params["E"])
+    bound, bound_m = c1c_tolerances_batch(eta, S, e_S, f, r0, r1, step_err, A, omega)
     rounding_m = c1c_tolerances_batch(eta, S, e_S, f, r0, r1, step_err, A, torch.zeros_like(eta))[1]
     others = torch.tensor([v for v in range(cfg.vocab) if v != A], device=dz.device)
     scale = eta * (f.context.norm(dim=-1) * r0.context.norm(dim=-1)).sum(-1)

@@ -22,7 +22,14 @@ from ..checks import CheckResult, Counterexample, NegativeControl, identity, ine
 from ..facts import Template
 from ..model import ModelConfig
 from ..params import resolve_device
-from ..rounding import STORAGE_SAFETY, UNIT_ROUNDOFF, gamma, gram_defect
+from ..rounding import (
+    STORAGE_SAFETY,
+    UNIT_ROUNDOFF,
+    gamma,
+    gram_defect,
+    gram_defect_batch,
+    storage_inner_product_error_batch,
+)
 from ..search import (
     ARM_DROPPED,
     case_args,
@@ -64,52 +71,87 @@ class StorageProduct:
 
 
 def storage_product(f: QueryState, r: QueryState, A: int, vocab: int) -> StorageProduct:
-    P = float(first_factor(f.p, A, r.p, A))
-    S = float((f.token_attention(vocab + 1) * r.token_attention(vocab + 1)).sum())
-    return StorageProduct(P, S, P * S, float(f.resid[A] * r.resid[A]) * S)
+    """:func:`storage_product_batch` of one draw's query states (a batch of one), as floats."""
+    b = storage_product_batch(batched.one_state(f), batched.one_state(r), A, vocab)
+    return StorageProduct(float(b.P[0]), float(b.S[0]), float(b.F[0]), float(b.LB[0]))
+
+
+@dataclass(frozen=True)
+class StorageProductBatch:
+    """:class:`StorageProduct` of every draw of a batch: P, S, F, LB as (K,) tensors."""
+
+    P: torch.Tensor
+    S: torch.Tensor
+    F: torch.Tensor
+    LB: torch.Tensor
+
+
+def storage_product_batch(f: QueryState, r: QueryState, A: int, vocab: int) -> StorageProductBatch:
+    """C3's right-hand side per draw for batched query states (leading axis K): P (first factor,
+    :func:`mdm_props.storage.first_factor`), S = Σ_h Σ_t α^f_h(t) α^r_h(t), F = P·S, LB = (1 − p_f(A))(1 − p_r(A))·S."""
+    P = batched.first_factor(f.p, r.p, A)
+    S = (f.token_attention(vocab + 1) * r.token_attention(vocab + 1)).sum((-1, -2))
+    return StorageProductBatch(P, S, P * S, (f.resid[..., A] * r.resid[..., A]) * S)
 
 
 def c3_tolerances(f: QueryState, r: QueryState, A: int, vocab: int, omega: float, ip_err: float) -> tuple[float, float]:
-    """Bounds for C3 on the query states ``f``, ``r`` (target A), × STORAGE_SAFETY: on |⟨Ĝ_f, Ĝ_r⟩ − P̂Ŝ| and
-    on the lower bound's weak side; ``ip_err`` the inner product's own rounding (safety 1;
-    :func:`~mdm_props.rounding.storage_inner_product_error`, or 0 for the formula side alone), ``omega``
-    the Gram defect of E.
+    """:func:`c3_tolerances_batch` of one draw's query states (a batch of one), as floats."""
+    t_F, t_LB = c3_tolerances_batch(batched.one_state(f), batched.one_state(r), A, vocab, omega, ip_err)
+    return float(t_F[0]), float(t_LB[0])
 
-    P = (p_f − y)ᵀ(p_r − y), S = Σ_h Σ_t α^f_h(t) α^r_h(t) (token-aligned, tok_* (H, V+1)).
+
+def c3_tolerances_batch(
+    f: QueryState, r: QueryState, A: int, vocab: int, omega, ip_err
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounds for C3 per draw (K,) of batched query states ``f``, ``r`` (target A), × STORAGE_SAFETY: on
+    |⟨Ĝ_f, Ĝ_r⟩ − P̂Ŝ| and on the lower bound's weak side; ``ip_err`` (K,) the inner product's own rounding
+    (safety 1; :func:`~mdm_props.rounding.storage_inner_product_error_batch`, or 0 for the formula side
+    alone), ``omega`` (K,) the Gram defect of E. The one formula: :func:`c3_tolerances` (one draw) calls it.
+
+    P = (p_f − y)ᵀ(p_r − y), S = Σ_h Σ_t α^f_h(t) α^r_h(t) (token-aligned, tok_* (K, H, V+1)).
     Observed side: ``ip_err`` to the exact ⟨G_f, G_r⟩ = (p_f − y)ᵀΓ_VV(p_r − y) · Σ_h α^fᵀ_h Γ α^r_h with
     Γ = EEᵀ (contexts are Σ_t α(t) x_t exactly under H-rel). H-orth: Γ = I + Δ, |Δ| ≤ ω ⇒ the product
     moves by ≤ ω(‖p_f − y‖₁‖p_r − y‖₁(S + ωH) + |P|H).
-    Formula side: P̂ — γ_{V+1}Σ|p_f − y||p_r − y| + Σ(e_f|p_r − y| + |p_f − y|e_r); Ŝ — the α(t) sums
-    and the length-H(V+1) dot of positive terms, γ_{2T+H(V+1)} S, plus Σ(e_α^f α^r + α^f e_α^r);
-    the product u|F| + |P|e_S + S e_P. Lower bound LB = (1 − p_f(A))(1 − p_r(A)) S: γ_3|LB| +
-    S(e_f,A(1 − p_r(A)) + (1 − p_f(A)) e_r,A) + (1 − p_f(A))(1 − p_r(A)) e_S.
+    Formula side: P̂ — :func:`first_factor_error`; Ŝ — the α(t) sums and the length-H(V+1) dot of
+    positive terms, γ_{2T+H(V+1)} S, plus Σ(e_α^f α^r + α^f e_α^r); the product u|F| + |P|e_S + S e_P.
+    Lower bound LB = (1 − p_f(A))(1 − p_r(A)) S: γ_3|LB| + S(e_f,A(1 − p_r(A)) + (1 − p_f(A)) e_r,A) +
+    (1 − p_f(A))(1 − p_r(A)) e_S.
     """
-    prod = storage_product(f, r, A, vocab)
+    prod = storage_product_batch(f, r, A, vocab)
     P, S = prod.P, prod.S
     tok_f, tok_r = f.token_attention(vocab + 1), r.token_attention(vocab + 1)
     e_tok_f, e_tok_r = f.token_attention(vocab + 1, error=True), r.token_attention(vocab + 1, error=True)
-    H, n_tok = tok_f.shape
+    H, n_tok = tok_f.shape[-2:]
     T = len(f.query.tokens)
     rf, rr = f.resid.abs(), r.resid.abs()
-    defect = omega * (float(rf.sum() * rr.sum()) * (S + omega * H) + abs(P) * H)
-    e_P = gamma(vocab + 1) * float((rf * rr).sum()) + float((f.e_p * rr + rf * r.e_p).sum())
-    e_S = gamma(2 * T + H * n_tok) * S + float((e_tok_f * tok_r.abs() + tok_f.abs() * e_tok_r).sum())
-    F_err = UNIT_ROUNDOFF * abs(prod.F) + abs(P) * e_S + S * e_P
-    qf, qr = float(rf[A]), float(rr[A])  # 1 − p_f(A), 1 − p_r(A)
-    LB_err = gamma(3) * abs(prod.LB) + S * (float(f.e_p[A]) * qr + qf * float(r.e_p[A])) + qf * qr * e_S
+    defect = omega * (rf.sum(-1) * rr.sum(-1) * (S + omega * H) + P.abs() * H)
+    e_P = first_factor_error(f.p, A, r.p, A, f.e_p, r.e_p)
+    e_S = gamma(2 * T + H * n_tok) * S + (e_tok_f * tok_r.abs() + tok_f.abs() * e_tok_r).sum((-1, -2))
+    F_err = UNIT_ROUNDOFF * prod.F.abs() + P.abs() * e_S + S * e_P
+    qf, qr = rf[..., A], rr[..., A]  # 1 − p_f(A), 1 − p_r(A)
+    LB_err = gamma(3) * prod.LB.abs() + S * (f.e_p[..., A] * qr + qf * r.e_p[..., A]) + qf * qr * e_S
     return STORAGE_SAFETY * (ip_err + defect + F_err), STORAGE_SAFETY * (ip_err + defect + LB_err)
 
 
-def first_factor_bound(p_f: torch.Tensor, y_f: int, p_r: torch.Tensor, y_r: int, e_p_f=None, e_p_r=None) -> float:
-    """Bound on |fl(first_factor) − exact| (× STORAGE_SAFETY): two subtractions and a length-V dot,
-    γ_{V+1} Σ|p_f − y_f||p_r − y_r|, plus Σ(e_f|p_r − y_r| + |p_f − y_f|e_r) for inputs within e_p."""
+def first_factor_error(
+    p_f: torch.Tensor, y_f: int, p_r: torch.Tensor, y_r: int, e_p_f=None, e_p_r=None
+) -> torch.Tensor:
+    """Bound on |fl(first_factor) − exact| (safety 1), per draw for probability vectors (..., V): two
+    subtractions and a length-V dot, γ_{V+1} Σ|p_f − y_f||p_r − y_r|, plus Σ(e_f|p_r − y_r| + |p_f − y_f|e_r)
+    for inputs within e_p (omitted when ``e_p_f`` is None)."""
     rf, rr = p_f.clone(), p_r.clone()
-    rf[y_f] -= 1
-    rr[y_r] -= 1
-    b = gamma(p_f.shape[0] + 1) * float((rf.abs() * rr.abs()).sum())
+    rf[..., y_f] -= 1
+    rr[..., y_r] -= 1
+    rf, rr = rf.abs(), rr.abs()
+    b = gamma(p_f.shape[-1] + 1) * (rf * rr).sum(-1)
     if e_p_f is not None:
-        b += float((e_p_f * rr.abs() + rf.abs() * e_p_r).sum())
-    return STORAGE_SAFETY * b
+        b = b + (e_p_f * rr + rf * e_p_r).sum(-1)
+    return b
+
+
+def first_factor_bound(p_f: torch.Tensor, y_f: int, p_r: torch.Tensor, y_r: int, e_p_f=None, e_p_r=None) -> float:
+    """STORAGE_SAFETY × :func:`first_factor_error` for one pair of probability vectors (V,)."""
+    return STORAGE_SAFETY * float(first_factor_error(p_f, y_f, p_r, y_r, e_p_f, e_p_r))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,43 +227,6 @@ def run_c3_per_draw(draws: int, seed: int, device: str = "cpu") -> list[CheckRes
 # the batched checker: one structure, K parameter draws
 
 
-@dataclass(frozen=True)
-class StorageProductBatch:
-    """:class:`StorageProduct` of every draw of a batch: P, S, F, LB as (K,) tensors."""
-
-    P: torch.Tensor
-    S: torch.Tensor
-    F: torch.Tensor
-    LB: torch.Tensor
-
-
-def storage_product_batch(f: QueryState, r: QueryState, A: int, vocab: int) -> StorageProductBatch:
-    """:func:`storage_product` for batched query states."""
-    P = batched.first_factor(f.p, r.p, A)
-    S = (f.token_attention(vocab + 1) * r.token_attention(vocab + 1)).sum((-1, -2))
-    return StorageProductBatch(P, S, P * S, (f.resid[..., A] * r.resid[..., A]) * S)
-
-
-def c3_tolerances_batch(
-    f: QueryState, r: QueryState, A: int, vocab: int, omega: torch.Tensor, ip_err: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`c3_tolerances` for batched query states, term by term (same derivation), (K,) each."""
-    prod = storage_product_batch(f, r, A, vocab)
-    P, S = prod.P, prod.S
-    tok_f, tok_r = f.token_attention(vocab + 1), r.token_attention(vocab + 1)
-    e_tok_f, e_tok_r = f.token_attention(vocab + 1, error=True), r.token_attention(vocab + 1, error=True)
-    H, n_tok = tok_f.shape[-2:]
-    T = len(f.query.tokens)
-    rf, rr = f.resid.abs(), r.resid.abs()
-    defect = omega * (rf.sum(-1) * rr.sum(-1) * (S + omega * H) + P.abs() * H)
-    e_P = gamma(vocab + 1) * (rf * rr).sum(-1) + (f.e_p * rr + rf * r.e_p).sum(-1)
-    e_S = gamma(2 * T + H * n_tok) * S + (e_tok_f * tok_r.abs() + tok_f.abs() * e_tok_r).sum((-1, -2))
-    F_err = UNIT_ROUNDOFF * prod.F.abs() + P.abs() * e_S + S * e_P
-    qf, qr = rf[..., A], rr[..., A]
-    LB_err = gamma(3) * prod.LB.abs() + S * (f.e_p[..., A] * qr + qf * r.e_p[..., A]) + qf * qr * e_S
-    return STORAGE_SAFETY * (ip_err + defect + F_err), STORAGE_SAFETY * (ip_err + defect + LB_err)
-
-
 def check_c3_batch(batch: batched.Batch, device: str = "cpu") -> batched.BatchReport:
     """:func:`check_c3` on every draw of ``batch`` at once (same three checks, same bounds, per draw)."""
     cfg, A, V = batch.cfg, batch.A, batch.cfg.vocab
@@ -233,9 +238,9 @@ def check_c3_batch(batch: batched.Batch, device: str = "cpu") -> batched.BatchRe
     e_f = batched.storage_gradient_error_bound(params, cfg, f)
     e_r = batched.storage_gradient_error_bound(params, cfg, r)
     ip = (G_f * G_r).sum((-1, -2, -3))
-    ip_err = batched.inner_product_error(G_f, G_r, e_f, e_r)
+    ip_err = storage_inner_product_error_batch(G_f, G_r, e_f, e_r)
     prod = storage_product_batch(f, r, A, V)
-    t_F, t_LB = c3_tolerances_batch(f, r, A, V, batched.gram_defect(params["E"]), ip_err)
+    t_F, t_LB = c3_tolerances_batch(f, r, A, V, gram_defect_batch(params["E"]), ip_err)
     norms = G_f.flatten(1).norm(dim=-1) * G_r.flatten(1).norm(dim=-1)
     details = {"first_factor": prod.P, "token_overlap": prod.S, "n_heads": cfg.n_heads}
     return batched.BatchReport(

@@ -22,15 +22,15 @@ from ..params import check_params, orthonormal_rows, require_finite, require_flo
 from ..rounding import (
     STORAGE_SAFETY,
     gamma,
-    gram_defect,
+    gram_defect_batch,
     gram_defect_limit,
-    storage_gradient_error_bound,
     storage_inner_product_error,
+    storage_inner_product_error_batch,
 )
 from ..search import describe, run_per_draw, search, seeded_cases
 from ..storage import QueryState, evaluate, pair_queries, unmet_hypotheses
 from ..strategies import N_HEADS, Case
-from .c3_aligned_storage import c3_tolerances, c3_tolerances_batch, storage_product, storage_product_batch
+from .c3_aligned_storage import c3_tolerances_batch, storage_product, storage_product_batch
 
 
 def separate_value_config(cfg: ModelConfig) -> ModelConfig:
@@ -61,22 +61,33 @@ def value_gradient(params: dict, cfg: ModelConfig, query) -> torch.Tensor:
 
 
 def value_gradient_error_bound(params: dict, cfg: ModelConfig, query) -> torch.Tensor:
-    """|Ĝ^V − G^V| ≤ |W_O|ᵀ e_OV + γ_d |W_O|ᵀ|G^OV| per head (safety 1): autograd forms
-    (W_Oᵀ g) cᵀ with g = Uᵀ(p − y), i.e. one more length-d matvec than G^OV = g cᵀ, whose own bound
-    e_OV is :func:`~mdm_props.rounding.storage_gradient_error_bound`."""
-    W_O = params["W_O"][0].abs()  # (H, d, d_head)
-    e_ov = storage_gradient_error_bound(params, cfg, query, safety=1.0)
-    s = evaluate(params, cfg, query)
-    g_abs = (params["E"][: cfg.vocab].T @ s.resid).abs()  # |Uᵀ(p − y)|, tied U
-    G_ov_abs = g_abs[None, :, None] * s.context.abs()[:, None, :]
+    """|Ĝ^V − G^V| (H, d_head, d) for one draw (safety 1): :func:`value_gradient_error_bound_batch` (batch of one)."""
+    s = batched.one_state(evaluate(params, cfg, query))
+    return value_gradient_error_bound_batch(batched.one_draw(params), cfg, s)[0]
+
+
+def value_gradient_error_bound_batch(params: dict, cfg: ModelConfig, s: QueryState) -> torch.Tensor:
+    """|Ĝ^V − G^V| ≤ |W_O|ᵀ e_OV + γ_d |W_O|ᵀ|G^OV| per head, for every draw (K, H, d_head, d) of batched
+    parameters and the batched query state ``s`` (safety 1): autograd forms (W_Oᵀ g) cᵀ with g = Uᵀ(p − y),
+    i.e. one more length-d matvec than G^OV = g cᵀ, whose own bound e_OV is
+    :func:`~mdm_props.rounding.storage_gradient_error_batch`. The one formula: :func:`value_gradient_error_bound`
+    (one draw) calls it."""
+    W_O = params["W_O"][:, 0].abs()  # (K, H, d, d_head)
+    e_ov = batched.storage_gradient_error_bound(params, cfg, s)
+    g_abs = torch.einsum("kvd,kv->kd", params["E"][:, : cfg.vocab], s.resid).abs()  # |Uᵀ(p − y)|, tied U
+    G_ov_abs = g_abs[:, None, :, None] * s.context.abs()[:, :, None, :]
     return W_O.transpose(-1, -2) @ e_ov + gamma(cfg.d_model) * (W_O.transpose(-1, -2) @ G_ov_abs)
 
 
-def output_defect(params: dict) -> float:
-    """ω_O = max over heads and entries of |W_O W_Oᵀ − I| (layer 0; W_O square)."""
-    W_O = params["W_O"][0]
+def output_defect_batch(W_O: torch.Tensor) -> torch.Tensor:
+    """ω_O = max over heads and entries of |W_O W_Oᵀ − I| per draw (K,) for layer-0 W_O (K, H, d, d) (square)."""
     eye = torch.eye(W_O.shape[-2], dtype=W_O.dtype, device=W_O.device)
-    return float((W_O @ W_O.transpose(-1, -2) - eye).abs().max())
+    return (W_O @ W_O.transpose(-1, -2) - eye).abs().flatten(1).amax(-1)
+
+
+def output_defect(params: dict) -> float:
+    """ω_O of one draw's layer-0 W_O: :func:`output_defect_batch` of a batch of one."""
+    return float(output_defect_batch(params["W_O"][0][None])[0])
 
 
 def unmet_output_orthogonality(params: dict, cfg: ModelConfig) -> list[str]:
@@ -90,15 +101,34 @@ def unmet_output_orthogonality(params: dict, cfg: ModelConfig) -> list[str]:
     return []
 
 
+def c3v_tolerance_batch(
+    params: dict, cfg: ModelConfig, f: QueryState, r: QueryState, A: int, GV_f: torch.Tensor, GV_r: torch.Tensor
+) -> torch.Tensor:
+    """C3v's bound per draw (K,) on |⟨Ĝ^V_f, Ĝ^V_r⟩ − P̂Ŝ| for batched parameters of the factored model, batched
+    query states ``f``, ``r`` (target A) and the value gradients Ĝ^V (K, H, d_head, d). The one formula:
+    :func:`check_c3v` (one draw, a batch of one) and :func:`check_c3v_batch` call it.
+
+    The C3 formula's own bound (:func:`~mdm_props.claims.c3_aligned_storage.c3_tolerances_batch` with no
+    inner-product term), plus STORAGE_SAFETY × (the rounding of fl(Σ Ĝ^V_f ∘ Ĝ^V_r), with each Ĝ^V within
+    :func:`value_gradient_error_bound_batch`, and the orthogonality defect of W_O:
+    |⟨A, (W_O W_Oᵀ − I)B⟩| ≤ ω_O Σ_k ‖A_{:k}‖₁‖B_{:k}‖₁ with ω_O = max|W_O W_Oᵀ − I|
+    (:func:`output_defect_batch`), A, B the G^OV = Uᵀ(p − y)cᵀ of the two queries).
+    """
+    V = cfg.vocab
+    e_f, e_r = value_gradient_error_bound_batch(params, cfg, f), value_gradient_error_bound_batch(params, cfg, r)
+    t_formula, _ = c3_tolerances_batch(f, r, A, V, gram_defect_batch(params["E"]), 0.0)
+    omega_O = output_defect_batch(params["W_O"][:, 0])
+    U = params["E"][:, :V]
+    G_ov_f = torch.einsum("kvd,kv->kd", U, -f.resid)[:, None, :, None] * f.context[:, :, None, :]
+    G_ov_r = torch.einsum("kvd,kv->kd", U, -r.resid)[:, None, :, None] * r.context[:, :, None, :]
+    defect = omega_O * (G_ov_f.abs().sum(-2) * G_ov_r.abs().sum(-2)).sum((-1, -2))
+    return t_formula + STORAGE_SAFETY * (storage_inner_product_error_batch(GV_f, GV_r, e_f, e_r) + defect)
+
+
 def check_c3v(params: dict, cfg: ModelConfig, template: Template, A: int, B: int) -> list[CheckResult]:
     """C3v on one draw: ⟨G^V_f, G^V_r⟩ equals C3's product (identity) and is > 0 (margin: cosine);
-    not-applicable outside H-rel, H-orth, H-bi, H-Oorth (:func:`unmet_output_orthogonality`).
-
-    Tolerance: the C3 formula's own bound (:func:`~mdm_props.claims.c3_aligned_storage.c3_tolerances` with no
-    inner-product term), plus
-    STORAGE_SAFETY × (the rounding of fl(Σ Ĝ^V_f ∘ Ĝ^V_r) and the orthogonality defect of W_O:
-    |⟨A, (W_O W_Oᵀ − I)B⟩| ≤ ω_O Σ_k ‖A_{:k}‖₁‖B_{:k}‖₁ with ω_O = max|W_O W_Oᵀ − I|).
-    """
+    not-applicable outside H-rel, H-orth, H-bi, H-Oorth (:func:`unmet_output_orthogonality`). Tolerance:
+    :func:`c3v_tolerance_batch` on this draw (a batch of one)."""
     if cfg.merged_ov or cfg.n_layers != 1 or not cfg.tied:
         raise ValueError("cfg must be one layer, tied, with a factored value path (merged_ov=False)")
     check_params(params, cfg)
@@ -109,16 +139,15 @@ def check_c3v(params: dict, cfg: ModelConfig, template: Template, A: int, B: int
     fq, rq = pair_queries(template, A, B, V)
     f, r = evaluate(params, cfg, fq), evaluate(params, cfg, rq)
     GV_f, GV_r = value_gradient(params, cfg, fq), value_gradient(params, cfg, rq)
-    e_f, e_r = value_gradient_error_bound(params, cfg, fq), value_gradient_error_bound(params, cfg, rq)
     ip = float((GV_f * GV_r).sum())
     prod = storage_product(f, r, A, V)
     P, S = prod.P, prod.S
-    t_formula, _ = c3_tolerances(f, r, A, V, gram_defect(params["E"]), 0.0)
     omega_O = output_defect(params)
-    G_ov_f = (params["E"][:V].T @ -f.resid)[None, :, None] * f.context[:, None, :]  # Uᵀ(p − y)cᵀ, (H, d, d)
-    G_ov_r = (params["E"][:V].T @ -r.resid)[None, :, None] * r.context[:, None, :]
-    defect = omega_O * float((G_ov_f.abs().sum(-2) * G_ov_r.abs().sum(-2)).sum())
-    t = t_formula + STORAGE_SAFETY * (storage_inner_product_error(GV_f, GV_r, e_f, e_r) + defect)
+    t = float(
+        c3v_tolerance_batch(
+            batched.one_draw(params), cfg, batched.one_state(f), batched.one_state(r), A, GV_f[None], GV_r[None]
+        )[0]
+    )
     norms = float(GV_f.norm() * GV_r.norm())
     details = {"first_factor": P, "token_overlap": S, "n_heads": cfg.n_heads, "omega_O": omega_O}
     return [
@@ -177,15 +206,6 @@ def value_gradients(params: dict, cfg: ModelConfig, query) -> tuple[torch.Tensor
     return G[:, 0], batched.query_state(params, cfg, query, out)
 
 
-def value_gradient_error_bound_batch(params: dict, cfg: ModelConfig, s: QueryState) -> torch.Tensor:
-    """:func:`value_gradient_error_bound` for every draw (K, H, d_head, d), same formula."""
-    W_O = params["W_O"][:, 0].abs()  # (K, H, d, d_head)
-    e_ov = batched.storage_gradient_error_bound(params, cfg, s)
-    g_abs = torch.einsum("kvd,kv->kd", params["E"][:, : cfg.vocab], s.resid).abs()
-    G_ov_abs = g_abs[:, None, :, None] * s.context.abs()[:, :, None, :]
-    return W_O.transpose(-1, -2) @ e_ov + gamma(cfg.d_model) * (W_O.transpose(-1, -2) @ G_ov_abs)
-
-
 def check_c3v_batch(batch: batched.Batch, device: str = "cpu") -> batched.BatchReport:
     """:func:`check_c3v` on every draw of ``batch`` made factored (:func:`factored_batch_params`)."""
     params, cfg = factored_batch_params(batch, device)
@@ -196,18 +216,10 @@ def check_c3v_batch(batch: batched.Batch, device: str = "cpu") -> batched.BatchR
     fq, rq = pair_queries(batch.template, A, batch.B, V)
     GV_f, f = value_gradients(params, cfg, fq)
     GV_r, r = value_gradients(params, cfg, rq)
-    e_f, e_r = value_gradient_error_bound_batch(params, cfg, f), value_gradient_error_bound_batch(params, cfg, r)
     ip = (GV_f * GV_r).sum((-1, -2, -3))
     prod = storage_product_batch(f, r, A, V)
-    t_formula, _ = c3_tolerances_batch(f, r, A, V, batched.gram_defect(params["E"]), torch.zeros_like(ip))
-    W_O = params["W_O"][:, 0]
-    eye = torch.eye(cfg.d_model, dtype=W_O.dtype, device=W_O.device)
-    omega_O = (W_O @ W_O.transpose(-1, -2) - eye).abs().flatten(1).amax(-1)
-    U = params["E"][:, :V]
-    G_ov_f = torch.einsum("kvd,kv->kd", U, -f.resid)[:, None, :, None] * f.context[:, :, None, :]
-    G_ov_r = torch.einsum("kvd,kv->kd", U, -r.resid)[:, None, :, None] * r.context[:, :, None, :]
-    defect = omega_O * (G_ov_f.abs().sum(-2) * G_ov_r.abs().sum(-2)).sum((-1, -2))
-    t = t_formula + STORAGE_SAFETY * (batched.inner_product_error(GV_f, GV_r, e_f, e_r) + defect)
+    omega_O = output_defect_batch(params["W_O"][:, 0])
+    t = c3v_tolerance_batch(params, cfg, f, r, A, GV_f, GV_r)
     norms = GV_f.flatten(1).norm(dim=-1) * GV_r.flatten(1).norm(dim=-1)
     details = {"first_factor": prod.P, "token_overlap": prod.S, "n_heads": cfg.n_heads, "omega_O": omega_O}
     return batched.BatchReport(

@@ -28,10 +28,14 @@ from ..rounding import (
     STORAGE_SAFETY,
     UNIT_ROUNDOFF,
     context_overlap_error,
+    context_overlap_error_batch,
     gamma,
     gram_defect,
+    gram_defect_batch,
     query_loss_error_bound,
+    storage_inner_product_error_batch,
     storage_step_logit_error,
+    storage_step_logit_error_batch,
 )
 from ..search import (
     ARM_DROPPED,
@@ -76,35 +80,75 @@ C4A_ETAS = ETAS  # the C4a remainder is checked at every storage step size of th
 def logit_direction_error(
     f: QueryState, step_err, eta: float, S: float, e_S: float, omega: float, a_hat
 ) -> torch.Tensor:
-    """Bound (V,) on |a_D − â| for â = fl((y − p̂_f) Ŝ) (``f`` the forward query state), first order,
-    safety 1: the step's rounding (:func:`~mdm_props.rounding.storage_step_logit_error` / η), H-orth's
-    defect ω‖y − p‖₁|S| (UUᵀ = I + Δ), p̂_f within e_p, Ŝ within e_S, and the product's rounding u|â|."""
+    """:func:`logit_direction_error_batch` of one draw (a batch of one): (V,)."""
+    one = lambda x: batched.one_value(x, a_hat)  # noqa: E731
+    return logit_direction_error_batch(
+        batched.one_state(f), step_err[None], one(eta), one(S), one(e_S), one(omega), a_hat[None]
+    )[0]
+
+
+def logit_direction_error_batch(f: QueryState, step_err, eta, S, e_S, omega, a_hat) -> torch.Tensor:
+    """Bound (K, V) on |a_D − â| per draw for â = fl((y − p̂_f) Ŝ) (``f`` the batched forward query states,
+    ``step_err`` (K, V), η, Ŝ, e_S, ω (K,), â (K, V)), first order, safety 1: the step's rounding
+    (:func:`~mdm_props.rounding.storage_step_logit_error_batch` / η), H-orth's defect ω‖y − p‖₁|S|
+    (UUᵀ = I + Δ), p̂_f within e_p, Ŝ within e_S, and the product's rounding u|â|. The one formula:
+    :func:`logit_direction_error` (one draw) calls it."""
     resid = f.resid
-    l1 = float(resid.abs().sum())
-    return step_err / eta + omega * l1 * abs(S) + f.e_p * abs(S) + resid.abs() * e_S + UNIT_ROUNDOFF * a_hat.abs()
+    l1 = resid.abs().sum(-1)
+    return (
+        step_err / eta[:, None]
+        + (omega * l1 * S.abs())[:, None]
+        + f.e_p * S.abs()[:, None]
+        + resid.abs() * e_S[:, None]
+        + UNIT_ROUNDOFF * a_hat.abs()
+    )
 
 
 def c4a_tolerances(
     al: Alignment, W: torch.Tensor, eta: float, r1: QueryState, spread: float, delta_a: float
 ) -> tuple[float, float]:
-    """(lower, upper) rounding allowances, × STORAGE_SAFETY, for R̂ = fl(fl(φ̂(η) − φ̂(0)) + fl(η ⟨Ĝ_r, Ĝ_f⟩))
-    against 0 ≤ R ≤ η² spread(â)²/8, for the alignment ``al`` (φ(0) read off ``al.r``), the reverse query
-    state ``r1`` after the step Ŵ' = fl(W − fl(ηĜ_f)), and δ = ``delta_a`` (:func:`logit_direction_error`).
+    """:func:`c4a_tolerances_batch` of one draw's :class:`~mdm_props.storage.Alignment` (a batch of one), as floats."""
+    one = lambda x: batched.one_value(x, W)  # noqa: E731
+    lo, hi = c4a_tolerances_batch(
+        batched.one_state(al.r),
+        batched.one_state(r1),
+        al.G_r[None],
+        al.G_f[None],
+        al.e_G_f[None],
+        one(al.ip),
+        one(al.ip_err),
+        W[None],
+        one(eta),
+        one(spread),
+        one(delta_a),
+    )
+    return float(lo[0]), float(hi[0])
+
+
+def c4a_tolerances_batch(
+    r0: QueryState, r1: QueryState, G_r, G_f, e_G_f, ip, ip_err, W, eta, spread, delta_a
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lower, upper) rounding allowances per draw (K,), × STORAGE_SAFETY, for
+    R̂ = fl(fl(φ̂(η) − φ̂(0)) + fl(η ⟨Ĝ_r, Ĝ_f⟩)) against 0 ≤ R ≤ η² spread(â)²/8: batched reverse query states
+    ``r0`` (before the step: φ(0)) and ``r1`` (after the step Ŵ' = fl(W − fl(ηĜ_f))), the autograd gradients
+    Ĝ_r, Ĝ_f (K, H, d, d) with Ĝ_f within ``e_G_f``, their inner product ``ip`` within ``ip_err``, W (K, H, d, d),
+    and per draw η, spread(â) and δ = ``delta_a`` (:func:`logit_direction_error_batch`), all (K,). The one
+    formula: :func:`c4a_tolerances` (one draw) calls it.
 
     * φ̂(0), φ̂(η): the forward bounds e_L (log-prob at the target) of the two evaluations.
-    * Linear term: |⟨Ĝ_r, Ĝ_f⟩ − ⟨G_r, G_f⟩| ≤ ip_err (:func:`~mdm_props.rounding.storage_inner_product_error`);
+    * Linear term: |⟨Ĝ_r, Ĝ_f⟩ − ⟨G_r, G_f⟩| ≤ ip_err (:func:`~mdm_props.rounding.storage_inner_product_error_batch`);
       the step taken is D = G_f + e with |e| ≤ e_G_f + γ_2(|W|/η + 2|Ĝ_f|), so η|⟨G_r, G_f − D⟩| ≤
       Σ|Ĝ_r|(η e_G_f + γ_2(|W| + 2η|Ĝ_f|)).
     * Arithmetic of R̂: γ_3(|φ̂(η)| + |φ̂(0)| + η|⟨Ĝ_r, Ĝ_f⟩|).
     * Upper bound only: spread(a_D) ≤ spread(â) + 2δ (δ = max |a_D − â|), so η² spread(a_D)²/8 ≤
       η² spread(â)²/8 + η²(4δ spread(â) + 4δ²)/8.
     """
-    A = al.r.query.target
-    phi0, e_L0 = -float(al.r.logp[A]), float(al.r.e_logp[A])
-    phi1, e_L1 = -float(r1.logp[A]), float(r1.e_logp[A])
-    G_r, G_f, e_G_f = al.G_r, al.G_f, al.e_G_f
-    lin = eta * al.ip_err + float((G_r.abs() * (eta * e_G_f + gamma(2) * (W.abs() + 2 * eta * G_f.abs()))).sum())
-    arith = gamma(3) * (abs(phi1) + abs(phi0) + eta * abs(al.ip))
+    A = r0.query.target
+    phi0, e_L0 = -r0.logp[:, A], r0.e_logp[:, A]
+    phi1, e_L1 = -r1.logp[:, A], r1.e_logp[:, A]
+    et4 = eta[:, None, None, None]
+    lin = eta * ip_err + (G_r.abs() * (et4 * e_G_f + gamma(2) * (W.abs() + 2 * et4 * G_f.abs()))).sum((-1, -2, -3))
+    arith = gamma(3) * (phi1.abs() + phi0.abs() + eta * ip.abs())
     lower = e_L0 + e_L1 + lin + arith
     upper = lower + eta**2 * (4 * delta_a * spread + 4 * delta_a**2) / 8
     return STORAGE_SAFETY * lower, STORAGE_SAFETY * upper
@@ -199,8 +243,8 @@ def run_c4a_per_draw(draws: int, seed: int, device: str = "cpu") -> list[CheckRe
 
 
 def check_c4a_batch(batch: batched.Batch, device: str = "cpu", etas=C4A_ETAS) -> batched.BatchReport:
-    """:func:`check_c4a` on every draw of ``batch``: the same checks in the same order, with
-    :func:`logit_direction_error` and :func:`c4a_tolerances` evaluated per draw term by term."""
+    """:func:`check_c4a` on every draw of ``batch``: the same checks in the same order, with the same bounds
+    (:func:`logit_direction_error_batch`, :func:`c4a_tolerances_batch`)."""
     cfg, A, B, V = batch.cfg, batch.A, batch.B, batch.cfg.vocab
     params = batch.params(device)
     batched.require_batch_params(params, cfg, hypotheses=("H-rel", "H-orth", "H-bi"))
@@ -210,16 +254,15 @@ def check_c4a_batch(batch: batched.Batch, device: str = "cpu", etas=C4A_ETAS) ->
     e_G_f = batched.storage_gradient_error_bound(params, cfg, f)
     e_G_r = batched.storage_gradient_error_bound(params, cfg, r)
     ip = (G_f * G_r).sum((-1, -2, -3))
-    ip_err = batched.inner_product_error(G_f, G_r, e_G_f, e_G_r)
+    ip_err = storage_inner_product_error_batch(G_f, G_r, e_G_f, e_G_r)
     S = (f.context * r.context).sum((-1, -2))
-    e_S = batched.context_overlap_error(f.context, r.context, f.e_context, r.e_context)
+    e_S = context_overlap_error_batch(f.context, r.context, f.e_context, r.e_context)
     a = f.resid * S[:, None]
     spread = a.amax(-1) - a.amin(-1)
     eta_star = 8 * ip / spread**2
-    omega = batched.gram_defect(params["E"])
+    omega = gram_defect_batch(params["E"])
     U, W = batched.unembeddings(params, cfg), params["W_OV"][:, 0]
-    phi0, e_L0 = -r.logp[:, A], r.e_logp[:, A]
-    l1 = f.resid.abs().sum(-1)
+    phi0 = -r.logp[:, A]
     info = {"eta_star": eta_star, "inner_product": ip, "spread": spread}
     checks = []
     steps: list[tuple[torch.Tensor, str | None]] = [(torch.full_like(ip, float(e)), None) for e in etas]
@@ -228,20 +271,9 @@ def check_c4a_batch(batch: batched.Batch, device: str = "cpu", etas=C4A_ETAS) ->
         r1 = batched.query_state(batched.storage_steps(params, G_f, eta), cfg, rq)
         phi1 = -r1.logp[:, A]
         R = (phi1 - phi0) + eta * ip
-        step_err = batched.storage_step_logit_error(U, W, G_f, e_G_f, eta, r.context, r.e_context)
-        delta_a = (
-            step_err / eta[:, None]
-            + (omega * l1 * S.abs())[:, None]
-            + f.e_p * S.abs()[:, None]
-            + f.resid.abs() * e_S[:, None]
-            + UNIT_ROUNDOFF * a.abs()
-        ).amax(-1)
-        et4 = eta[:, None, None, None]
-        lin = eta * ip_err + (G_r.abs() * (et4 * e_G_f + gamma(2) * (W.abs() + 2 * et4 * G_f.abs()))).sum((-1, -2, -3))
-        arith = gamma(3) * (phi1.abs() + phi0.abs() + eta * ip.abs())
-        lower = e_L0 + r1.e_logp[:, A] + lin + arith
-        upper = lower + eta**2 * (4 * delta_a * spread + 4 * delta_a**2) / 8
-        t_lo, t_hi = STORAGE_SAFETY * lower, STORAGE_SAFETY * upper
+        step_err = storage_step_logit_error_batch(U, W, G_f, e_G_f, eta, r.context, r.e_context)
+        delta_a = logit_direction_error_batch(f, step_err, eta, S, e_S, omega, a).amax(-1)
+        t_lo, t_hi = c4a_tolerances_batch(r, r1, G_r, G_f, e_G_f, ip, ip_err, W, eta, spread, delta_a)
         quad = eta**2 * spread**2 / 8
         if label is None:
             checks.append(

@@ -294,6 +294,7 @@ def check_c7(groups: dict, alpha: float = FALSE_ALARM) -> list[CheckResult]:
                 mdm_interval=(lo, hi),
                 arm_rate=k_arm / n_arm,
                 arm_interval=(arm_lo, arm_hi),
+                alpha=alpha,
                 alpha_per_comparison=a,
                 comparisons=len(mdm),
                 mdm_per_layer=rates(groups[e]),

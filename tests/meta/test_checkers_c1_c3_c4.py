@@ -9,7 +9,7 @@ import mpmath
 import pytest
 import torch
 
-from mdm_props import oracles, rounding, storage
+from mdm_props import batched, oracles, rounding, storage
 from mdm_props.claims import c1_reusable_evidence as c1
 from mdm_props.claims import c3_aligned_storage as c3
 from mdm_props.claims import c4_reverse_loss_decrease as c4
@@ -109,9 +109,10 @@ def test_c1c_rejects_a_gradient_off_by_ten_bounds(n, monkeypatch):
 def test_c1b_c1c_reject_a_step_of_the_wrong_sign(n, monkeypatch):
     """W_OV + η G (ascent) instead of − η G: Δε and the margins change sign; both checks reject it."""
     params, cfg, template = draw(n)
-    ascent = lambda p, G, eta: {**p, "W_OV": p["W_OV"] + eta * G[None]}  # noqa: E731
-    monkeypatch.setattr(c1, "storage_step", ascent)
-    monkeypatch.setattr(storage, "storage_step", ascent)
+    real = storage.storage_step
+    ascent = lambda p, G, eta: real(p, G, -eta)  # noqa: E731
+    monkeypatch.setattr(batched, "storage_step", ascent)  # C1b's step (evidence_change, a batch of one)
+    monkeypatch.setattr(storage, "storage_step", ascent)  # C1c's step (storage.reverse_step)
     b = c1.check_c1b(params, cfg, template, A, B, ETA)
     c = c1.check_c1c(params, cfg, template, A, B, ETA)
     assert not b[0].holds and not b[1].holds and not c[0].holds and not c[2].holds

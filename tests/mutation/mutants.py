@@ -217,6 +217,30 @@ MUTANTS = [
         'return {**params, "W_OV": params["W_OV"] + eta * step}',
         "the storage step moves W_OV up the forward gradient (W + ηG)",
     ),
+    # one formula per bound (issue 14): each per-draw bound/formula of C1a–C4a is a thin wrapper over the batched
+    # one, so a slip there now moves verify's batched rows too (before, such a slip in a per-draw copy was seen
+    # only by pytest's per-draw/batched agreement test)
+    Mutant(
+        "c1c-margin-bound-sign",
+        "mdm_props/claims/c1_reusable_evidence.py",
+        "tol_m = obs[:, A, None] + obs + UNIT_ROUNDOFF",
+        "tol_m = obs[:, A, None] - obs + UNIT_ROUNDOFF",
+        "C1c's margin bound subtracts the second logit's error instead of adding it (c1c_tolerances_batch)",
+    ),
+    Mutant(
+        "c1b-formula-target",
+        "mdm_props/claims/c1_reusable_evidence.py",
+        "return bil(W_new) - bil(W), eta[:, None] * f.resid[:, A, None] * alpha_B",
+        "return bil(W_new) - bil(W), eta[:, None] * f.resid[:, B, None] * alpha_B",
+        "C1b's formula η(1 − p_f(A))α^f(B) reads 1 − p_f(B) (evidence_change_batch)",
+    ),
+    Mutant(
+        "c3-overlap-forward-twice",
+        "mdm_props/claims/c3_aligned_storage.py",
+        "S = (f.token_attention(vocab + 1) * r.token_attention(vocab + 1)).sum((-1, -2))",
+        "S = (f.token_attention(vocab + 1) * f.token_attention(vocab + 1)).sum((-1, -2))",
+        "C3's token overlap Σ_t α^f(t)α^r(t) reads the forward attention twice (storage_product_batch)",
+    ),
 ]
 
 
