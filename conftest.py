@@ -90,7 +90,8 @@ MARGINS_KEY = "mdm_props_margins"
 
 class MarginLog:
     """Per claim id: draws (a list of one draw's results counts 1; a runner's list counts its distinct
-    ``details["draw"]``), checks, smallest margin, largest err/tol, failing checks."""
+    ``details["draw"]``), checks, smallest margin, largest err/tol, failing checks (undecided checks are
+    counted apart, never as failing, and left out of the margins)."""
 
     def __init__(self):
         self.rows: dict[str, dict] = {}
@@ -103,8 +104,9 @@ class MarginLog:
             by_claim.setdefault(r.claim, []).append(r)
         for claim, rs in by_claim.items():
             draws = {repr(sorted(r.details["draw"].items())) for r in rs if isinstance(r.details.get("draw"), dict)}
-            margins = [r.margin for r in rs if not math.isnan(r.margin)]
-            ratios = [r.error_ratio for r in rs if not math.isnan(r.error_ratio)]
+            decided = [r for r in rs if not r.undecided]  # an undecided check is counted, not judged
+            margins = [r.margin for r in decided if not math.isnan(r.margin)]
+            ratios = [r.error_ratio for r in decided if not math.isnan(r.error_ratio)]
             self.merge(
                 claim,
                 {
@@ -112,7 +114,8 @@ class MarginLog:
                     "checks": len(rs),
                     "worst_margin": min(margins, default=math.inf),
                     "worst_error_ratio": max(ratios, default=0.0),
-                    "failed": sum(not r.holds for r in rs),
+                    "failed": sum(not r.holds for r in decided),
+                    "undecided": len(rs) - len(decided),
                 },
             )
 
@@ -124,6 +127,7 @@ class MarginLog:
         old["draws"] += row["draws"]
         old["checks"] += row["checks"]
         old["failed"] += row["failed"]
+        old["undecided"] = old.get("undecided", 0) + row.get("undecided", 0)
         old["worst_margin"] = min(old["worst_margin"], row["worst_margin"])
         old["worst_error_ratio"] = max(old["worst_error_ratio"], row["worst_error_ratio"])
 
@@ -133,6 +137,8 @@ class MarginLog:
         for claim in [c for c in known if c in self.rows]:
             r = self.rows[claim]
             status = "holds" if not r["failed"] else f"VIOLATED ({r['failed']} checks)"
+            if r.get("undecided"):
+                status += f" ({r['undecided']} undecided)"
             out.append(
                 f"{claim:<6} {r['draws']:>7} {r['checks']:>7} {r['worst_margin']:>10.3g} "
                 f"{r['worst_error_ratio']:>9.3g}  {status}"

@@ -2,10 +2,12 @@
 
 :func:`with_error_bounds` runs a function under :class:`RoundingMode`, a ``TorchDispatchMode`` that sees
 every aten operation (those of the forward pass and those autograd's backward formulas call) and
-carries, next to each computed float64 tensor ``x̂``, a radius ``r`` with ``|x̂ − x| ≤ r`` entrywise to
+records, next to each computed float64 tensor ``x̂``, a radius ``r`` with ``|x̂ − x| ≤ r`` entrywise to
 first order, where ``x`` is the same computation in exact arithmetic on the same float64 inputs and
 constants (parameters, ``eps``, ``1/√d_k``: the reference uses the very doubles the code uses).
-Tensors carrying a radius are :class:`Ball` s (a wrapper subclass: ``.value``, ``.radius``).
+The radii live in the mode, keyed by what identifies a tensor's numbers (data pointer, shape, strides,
+device): autograd's saved tensors are shallow copies of the same memory, and every recorded tensor is
+kept alive for the mode's lifetime, so no other tensor can take its memory and key.
 
 Rounding model (Higham, *Accuracy and Stability of Numerical Algorithms*, §2–3), as in
 :mod:`mdm_props.rounding`: ``fl(a ∘ b) = (a ∘ b)(1 + δ)``, ``|δ| ≤ u = 2⁻⁵³``; a sum or dot of n terms
@@ -37,33 +39,6 @@ u = UNIT_ROUNDOFF
 SAFETY = FORWARD_SAFETY
 
 
-class Ball(torch.Tensor):
-    """A float64 tensor ``value`` with an entrywise first-order error radius ``radius`` (same shape)."""
-
-    @staticmethod
-    def __new__(cls, value: torch.Tensor, radius: torch.Tensor):
-        ball = torch.Tensor._make_wrapper_subclass(
-            cls,
-            value.size(),
-            strides=value.stride(),
-            storage_offset=value.storage_offset(),
-            dtype=value.dtype,
-            device=value.device,
-            requires_grad=False,
-        )
-        ball.value, ball.radius = value, radius  # type: ignore[attr-defined]  # a wrapper subclass's own fields
-        return ball
-
-    def __repr__(self):
-        return f"Ball(value={self.value!r}, radius={self.radius!r})"
-
-    __torch_function__ = torch._C._disabled_torch_function_impl  # type: ignore[assignment]  # torch's own idiom
-
-    @classmethod
-    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
-        return _dispatch(func, args, kwargs or {})
-
-
 def tree_map(f, x):
     """``f`` on every leaf of nested lists, tuples and dicts (a fast, minimal pytree map)."""
     if isinstance(x, (list, tuple)):
@@ -71,20 +46,6 @@ def tree_map(f, x):
     if isinstance(x, dict):
         return {k: tree_map(f, e) for k, e in x.items()}
     return f(x)
-
-
-def value_of(x):
-    """The float64 value of a Ball (or the tensor / number itself)."""
-    return x.value if isinstance(x, Ball) else x
-
-
-def radius_of(x):
-    """The radius of a Ball; 0 for an exact float tensor or number (``None`` for non-float tensors)."""
-    if isinstance(x, Ball):
-        return x.radius
-    if isinstance(x, torch.Tensor):
-        return torch.zeros_like(x) if x.is_floating_point() else x
-    return 0.0
 
 
 def _abs(x):
@@ -112,22 +73,11 @@ def _count(x: torch.Tensor, dim) -> int:
 # --- rules: (vals, rads, kwargs, out) -> radius of out ---------------------------------------
 
 
-def _structural(func, args, kwargs):
-    """Apply the operation to the radii (floats among the arguments are fill values: 0)."""
-
-    def rad(x):
-        if isinstance(x, (Ball, torch.Tensor)):
-            return radius_of(x)
-        if isinstance(x, float):
-            return 0.0
-        return x
-
-    return func(*tree_map(rad, args), **tree_map(rad, kwargs))
-
-
 def _add(v, r, kw, out, sign=1.0):
     alpha = kw.get("alpha", v[2] if len(v) > 2 else 1)
-    extra = 0.0 if alpha == 1 else u * _abs(alpha) * _abs(v[1])
+    if alpha == 1:  # the general form below with 1·r₁ and + 0.0 left out (the same numbers)
+        return r[0] + r[1] + u * out.abs()
+    extra = u * _abs(alpha) * _abs(v[1])
     return r[0] + _abs(alpha) * r[1] + u * out.abs() + extra
 
 
@@ -142,10 +92,9 @@ def _div(v, r, kw, out):
 
 def _bilinear(func):
     def rule(v, r, kw, out):
-        A, B = v[0], v[1]
-        k = A.shape[-1]
-        absAB = func(A.abs(), B.abs())
-        return gamma(k) * absAB + func(r[0], B.abs()) + func(A.abs(), r[1])
+        A, B = v[0].abs(), v[1].abs()
+        k = v[0].shape[-1]
+        return gamma(k) * func(A, B) + func(r[0], B) + func(A, r[1])
 
     return rule
 
@@ -282,18 +231,10 @@ def _scatter_sum(n_of):
     """Accumulating scatters (index_put with accumulate, embedding backward, index_add): the same scatter
     of the radii, plus γ_n times the scatter of the absolute values (n terms meet in one entry at most)."""
 
-    def rule(func, args, kwargs, out):
+    def rule(func, args, kwargs, out, radii, kradii):
         n = n_of(args)
-        rad = _structural(func, args, kwargs)
-        absval = func(
-            *tree_map(
-                lambda x: (
-                    value_of(x).abs() if isinstance(x, (Ball, torch.Tensor)) and value_of(x).is_floating_point() else x
-                ),
-                args,
-            ),
-            **kwargs,
-        )
+        rad = func(*radii, **kradii)
+        absval = func(*tree_map(lambda x: x.abs() if _floating(x) else x, args), **kwargs)
         return rad + gamma(max(n, 1)) * absval
 
     return rule
@@ -304,14 +245,14 @@ def _index_put_count(args):
     return 1 + max((int(i.numel()) for i in indices if i is not None), default=0)
 
 
-def _to_copy(func, args, kwargs, out):
-    src = value_of(args[0])
+def _to_copy(func, args, kwargs, out, radii, kradii):
+    src = args[0]
     if out.is_floating_point() and not src.is_floating_point():
         big = int(src.abs().max()) if src.numel() else 0
         if big > 2**53:
             raise ValueError("an integer above 2^53 converted to float64 rounds; no rule for that")
         return torch.zeros_like(out)
-    return _structural(func, args, kwargs)
+    return func(*radii, **kradii)
 
 
 def _zero(func, args, kwargs, out):
@@ -428,9 +369,9 @@ ARG_RULES = {
     aten._to_copy: _to_copy,
     aten.index_put: _scatter_sum(_index_put_count),
     aten._index_put_impl: _scatter_sum(_index_put_count),
-    aten.embedding_dense_backward: _scatter_sum(lambda a: int(value_of(a[1]).numel())),
-    aten.index_add: _scatter_sum(lambda a: int(value_of(a[2]).numel()) + 1),
-    aten.scatter_add: _scatter_sum(lambda a: int(value_of(a[2]).numel()) + 1),
+    aten.embedding_dense_backward: _scatter_sum(lambda a: int(a[1].numel())),
+    aten.index_add: _scatter_sum(lambda a: int(a[2].numel()) + 1),
+    aten.scatter_add: _scatter_sum(lambda a: int(a[2].numel()) + 1),
 }
 INPLACE = {
     aten.add_: aten.add,
@@ -480,83 +421,192 @@ def _floating(t) -> bool:
     return isinstance(t, torch.Tensor) and t.is_floating_point()
 
 
-def _wrap(out, radius):
-    if isinstance(out, (list, tuple)):
-        return type(out)(_wrap(o, r) for o, r in zip(out, radius, strict=False))
-    if _floating(out):
-        if out.dtype != torch.float64:
-            raise TypeError(f"an operation produced {out.dtype}; claims are checked in torch.float64 only")
-        if not isinstance(radius, torch.Tensor):
-            radius = torch.full_like(out, radius)
-        elif radius.dtype != out.dtype:
-            radius = radius.to(out.dtype)
-        return Ball(out, radius)
-    return out
+def _has_floating(out) -> bool:
+    if isinstance(out, torch.Tensor):
+        return out.is_floating_point()
+    return isinstance(out, (list, tuple)) and any(_floating(o) for o in out)
 
 
-def _values(args):
-    """value_of over a flat argument tuple, one level of lists deep (aten signatures nest no further)."""
-    return tuple([value_of(e) for e in a] if isinstance(a, (list, tuple)) else value_of(a) for a in args)
+# Per aten overload, its rule family and rule (looked up once: set and dict lookups on the overload packet
+# cost more than most rules on these tiny tensors).
+_INPLACE, _STRUCTURAL, _UNARY_STRUCTURAL, _ZERO, _VALUE, _ARG, _NON_FLOAT, _UNKNOWN = range(8)
 
 
-def _dispatch(func, args, kwargs):
+def _one_tensor_no_fill(func) -> bool:
+    """The overload's schema has one tensor argument, the first, and no float or scalar argument (a fill
+    value): the radius is the operation on the first argument's radius with the other arguments as given."""
+    schema = getattr(func, "_schema", None)
+    if schema is None or not schema.arguments or str(schema.arguments[0].type) != "Tensor":
+        return False
+    banned = ("Tensor", "float", "number", "Scalar", "complex")
+    return not any(word in str(a.type) for a in schema.arguments[1:] for word in banned)
+
+
+def _family(func) -> tuple:
+    """(family, the callable that runs the overload, its rule): ``func._op`` skips OpOverload.__call__'s
+    Python frame where torch has it."""
     packet = func.overloadpacket
-    vals = _values(args)
-    kvals = {k: value_of(v) for k, v in kwargs.items()} if kwargs else {}
+    op = getattr(func, "_op", func)
     if packet in INPLACE:
-        target = args[0]
-        before = value_of(target).clone() if packet in (aten.add_, aten.sub_, aten.mul_, aten.div_) else None
-        func(*vals, **kvals)
-        if isinstance(target, Ball):
-            if packet is aten.copy_:
-                target.radius = (
-                    radius_of(args[1]).expand_as(target.value).clone()
-                    if _floating(value_of(args[1]))
-                    else torch.zeros_like(target.value)
-                )
-            elif packet in (aten.zero_, aten.fill_):
-                target.radius = torch.zeros_like(target.value)
-            else:
-                rads = [radius_of(a) if isinstance(a, (Ball, torch.Tensor)) else 0.0 for a in args]
-                target.radius = VALUE_RULES[INPLACE[packet]]([before, *vals[1:]], rads, kvals, target.value)
-        return target
-    out = func(*vals, **kvals)
-    if not (
-        _floating(out)
-        if isinstance(out, torch.Tensor)
-        else isinstance(out, (list, tuple)) and any(_floating(o) for o in out)
-    ):
-        return out
+        return _INPLACE, op, packet
     if packet in STRUCTURAL:
-        radius = _structural(func, args, kwargs)
-    elif packet in ZERO:
-        radius = tree_map(lambda o: torch.zeros_like(o) if _floating(o) else o, out)
-    elif packet in VALUE_RULES:
-        rads = [radius_of(a) if isinstance(a, (Ball, torch.Tensor)) else 0.0 for a in args]
-        radius = VALUE_RULES[packet](vals, rads, kvals, out)
-    elif packet in ARG_RULES:
-        radius = ARG_RULES[packet](func, args, kwargs, out)
-    elif packet in NON_FLOAT_OK:
-        raise NotImplementedError(f"{func} produced a floating tensor; no rounding rule for it")
-    else:
-        raise NotImplementedError(f"no rounding rule for {func}; add one to mdm_props.rounding_mode")
-    return _wrap(out, radius)
+        return (_UNARY_STRUCTURAL if _one_tensor_no_fill(func) else _STRUCTURAL), op, None
+    if packet in ZERO:
+        return _ZERO, op, None
+    if packet in VALUE_RULES:
+        return _VALUE, op, VALUE_RULES[packet]
+    if packet in ARG_RULES:
+        return _ARG, op, ARG_RULES[packet]
+    if packet in NON_FLOAT_OK:
+        return _NON_FLOAT, op, None
+    return _UNKNOWN, op, None
+
+
+_FAMILIES: dict = {}
 
 
 class RoundingMode(TorchDispatchMode):
-    """Every aten operation inside the mode returns :class:`Ball` s for its float64 results."""
+    """Every aten operation inside the mode records a radius for each of its float64 results
+    (:meth:`radius` reads it)."""
+
+    def __init__(self):
+        super().__init__()
+        self._radii: dict = {}
+        self._alive: list = []  # every recorded tensor: its memory (and so its key) stays its own
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # torch wraps a mode's __torch_dispatch__ in torch._disable_dynamo unless this says False: nothing
+        # here is compiled, and the wrapper costs about 15% of a deep block's radii
+        return False
+
+    def radius(self, x):
+        """The radius recorded for tensor ``x``; zeros for a float tensor computed outside the mode (exact),
+        ``x`` itself for a non-float tensor, 0.0 for a number."""
+        if isinstance(x, torch.Tensor):
+            r = self._radii.get((x.data_ptr(), x.shape, x.stride(), x.device))
+            if r is not None:
+                return r
+            return torch.zeros_like(x) if x.is_floating_point() else x
+        return 0.0
+
+    def _structural_radii(self, args, found: list) -> list:
+        """A structural operation's arguments with every tensor replaced by its radius, Python floats (fill
+        values) by 0.0, anything else (integers, index tensors, masks) kept; lists recursed. ``found`` gets a
+        True for every float tensor with a recorded radius."""
+        out = []
+        for a in args:
+            if isinstance(a, torch.Tensor):
+                r = self._radii.get((a.data_ptr(), a.shape, a.stride(), a.device))
+                if r is not None:
+                    found.append(True)
+                    out.append(r)
+                else:
+                    out.append(torch.zeros_like(a) if a.is_floating_point() else a)
+            elif type(a) is float:
+                out.append(0.0)
+            elif isinstance(a, (list, tuple)):
+                out.append(type(a)(self._structural_radii(a, found)))
+            else:
+                out.append(a)
+        return out
+
+    def _structural(self, op, args, kwargs):
+        """The operation applied to the radii; ``None`` when no argument carries a recorded radius (the result
+        is exact: nothing to record, and :meth:`radius` gives zeros for it)."""
+        found: list = []
+        radii = self._structural_radii(args, found)
+        kradii = dict(zip(kwargs, self._structural_radii(kwargs.values(), found), strict=True)) if kwargs else kwargs
+        return op(*radii, **kradii) if found else None
+
+    @staticmethod
+    def _check_dtype(out) -> None:
+        for o in out if isinstance(out, (list, tuple)) else (out,):
+            if _floating(o) and o.dtype != torch.float64:
+                raise TypeError(f"an operation produced {o.dtype}; claims are checked in torch.float64 only")
+
+    def _record(self, out, radius) -> None:
+        if isinstance(out, torch.Tensor):
+            if not out.is_floating_point():
+                return
+            if out.dtype != torch.float64:
+                raise TypeError(f"an operation produced {out.dtype}; claims are checked in torch.float64 only")
+            if not isinstance(radius, torch.Tensor):
+                radius = torch.full_like(out, radius)
+            elif radius.dtype != out.dtype:
+                radius = radius.to(out.dtype)
+            self._radii[(out.data_ptr(), out.shape, out.stride(), out.device)] = radius
+            self._alive.append(out)
+        elif isinstance(out, (list, tuple)):
+            for o, r in zip(out, radius, strict=False):
+                self._record(o, r)
+
+    def _inplace(self, func, packet, args, kwargs):
+        target = args[0]
+        before = target.clone() if packet in (aten.add_, aten.sub_, aten.mul_, aten.div_) else None
+        rads = [self.radius(a) if isinstance(a, torch.Tensor) else 0.0 for a in args]
+        src = args[1] if len(args) > 1 else None
+        src_radius = self.radius(src) if packet is aten.copy_ and _floating(src) else None
+        func(*args, **kwargs)
+        if _floating(target):
+            if packet is aten.copy_:
+                radius = src_radius.expand_as(target).clone() if src_radius is not None else torch.zeros_like(target)
+            elif packet in (aten.zero_, aten.fill_):
+                radius = torch.zeros_like(target)
+            else:
+                radius = VALUE_RULES[INPLACE[packet]]([before, *args[1:]], rads, kwargs, target)
+            self._record(target, radius)
+        return target
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        return _dispatch(func, args, kwargs or {})
+        family = _FAMILIES.get(func)
+        if family is None:
+            family = _FAMILIES[func] = _family(func)
+        kind, op, rule = family
+        kwargs = kwargs or {}
+        if kind == _INPLACE:
+            return self._inplace(func, rule, args, kwargs)
+        out = op(*args, **kwargs)
+        if not (out.is_floating_point() if isinstance(out, torch.Tensor) else _has_floating(out)):
+            return out
+        if kind == _UNARY_STRUCTURAL:
+            a = args[0]
+            r = self._radii.get((a.data_ptr(), a.shape, a.stride(), a.device))
+            if r is None:  # an exact argument, an exact result (still float64 only)
+                self._check_dtype(out)
+                return out
+            radius = op(r, *args[1:], **kwargs)
+        elif kind == _STRUCTURAL:
+            radius = self._structural(op, args, kwargs)
+            if radius is None:  # exact arguments, exact result (still float64 only)
+                self._check_dtype(out)
+                return out
+        elif kind == _VALUE:
+            radius = rule(args, [self.radius(a) if isinstance(a, torch.Tensor) else 0.0 for a in args], kwargs, out)
+        elif kind == _ZERO:  # exact: nothing to record (:meth:`radius` gives zeros)
+            self._check_dtype(out)
+            return out
+        elif kind == _ARG:
+            found: list = []
+            radii = self._structural_radii(args, found)
+            kradii = dict(zip(kwargs, self._structural_radii(kwargs.values(), found), strict=True))
+            radius = rule(func, args, kwargs, out, radii, kradii)
+        elif kind == _NON_FLOAT:
+            raise NotImplementedError(f"{func} produced a floating tensor; no rounding rule for it")
+        else:
+            raise NotImplementedError(f"no rounding rule for {func}; add one to mdm_props.rounding_mode")
+        self._record(out, radius)
+        return out
 
 
 def with_error_bounds(fn, *args, safety: float = SAFETY, **kwargs):
     """Run ``fn(*args, **kwargs)`` under :class:`RoundingMode`; return ``(values, bounds)`` with the same
     structure as its result: every float tensor replaced by its value and by ``safety`` × its radius."""
-    with RoundingMode():
+    mode = RoundingMode()
+    with mode:
         result = fn(*args, **kwargs)
-    values = tree_map(lambda x: value_of(x).detach() if isinstance(x, torch.Tensor) else x, result)
-    bounds = tree_map(lambda x: safety * radius_of(x) if isinstance(x, torch.Tensor) else x, result)
+    values = tree_map(lambda x: x.detach() if isinstance(x, torch.Tensor) else x, result)
+    bounds = tree_map(lambda x: safety * mode.radius(x) if isinstance(x, torch.Tensor) else x, result)
     return values, bounds
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from ..checks import CheckResult, Counterexample, NegativeControl, identity, inequality, undecided
-from ..facts import Query, Template, query_loss
+from ..facts import Query, Template, check_query
 from ..model import RELATIVE_ENCODINGS, ModelConfig, forward, preset, unembedding
 from ..params import check_params, init_params, resolve_device
 from ..rounding import STORAGE_SAFETY, gamma
@@ -73,17 +73,42 @@ def at_branch_scale(params: dict, eps: float) -> dict:
     return out
 
 
-def layer_gradients(params: dict, cfg: ModelConfig, query: Query) -> torch.Tensor:
-    """G^ℓ = ∂(−log p(target))/∂W_OV^ℓ for every layer by autograd: (L, H, d, d)."""
+def require_queries(params: dict, cfg: ModelConfig, *queries: Query) -> None:
+    """The parameters (names, shapes, float64, finite) and the queries, checked once: the functions below
+    with a leading underscore evaluate without checking again (inside the loops over ε and η, and under
+    :mod:`mdm_props.rounding_mode`, where every check is a handful of traced operations)."""
+    check_params(params, cfg)
+    for q in queries:
+        check_query(q, cfg)
+
+
+def _slot_loss(params: dict, cfg: ModelConfig, query: Query) -> torch.Tensor:
+    """−log p(target) at the query slot: :func:`mdm_props.facts.query_loss`'s operations, unchecked."""
+    out = forward(params, cfg, query.tensor(params["E"].device))
+    return -torch.log_softmax(out["logits"][query.slot], dim=-1)[query.target]
+
+
+def _layer_gradients(params: dict, cfg: ModelConfig, query: Query) -> torch.Tensor:
     W = params["W_OV"].detach().requires_grad_(True)
     with torch.enable_grad():
-        (G,) = torch.autograd.grad(query_loss({**params, "W_OV": W}, cfg, query), W)
+        (G,) = torch.autograd.grad(_slot_loss({**params, "W_OV": W}, cfg, query), W)
     return G
+
+
+def _layer_inner_products(params: dict, cfg: ModelConfig, fq: Query, rq: Query) -> torch.Tensor:
+    return (_layer_gradients(params, cfg, fq) * _layer_gradients(params, cfg, rq)).sum((1, 2, 3))
+
+
+def layer_gradients(params: dict, cfg: ModelConfig, query: Query) -> torch.Tensor:
+    """G^ℓ = ∂(−log p(target))/∂W_OV^ℓ for every layer by autograd: (L, H, d, d)."""
+    require_queries(params, cfg, query)
+    return _layer_gradients(params, cfg, query)
 
 
 def layer_inner_products(params: dict, cfg: ModelConfig, fq: Query, rq: Query) -> torch.Tensor:
     """⟨G_f^ℓ, G_r^ℓ⟩_F for every layer ℓ: (L,)."""
-    return (layer_gradients(params, cfg, fq) * layer_gradients(params, cfg, rq)).sum((1, 2, 3))
+    require_queries(params, cfg, fq, rq)
+    return _layer_inner_products(params, cfg, fq, rq)
 
 
 def layer_cosines(params: dict, cfg: ModelConfig, fq: Query, rq: Query) -> torch.Tensor:
@@ -373,7 +398,11 @@ def leading_factors(params: dict, cfg: ModelConfig, query: Query) -> tuple[torch
     zero (W_OV = 0, W_down = 0, i.e. ε = 0) leaves each layer's input equal to the embeddings, so its
     ``context`` is c^{ℓ,h} = Σ_t α^{ℓ,h}(t) N^ℓ(x_t) (L, H, d) with layer ℓ's attention at ε = 0; the
     read-out position holds x = x_{token at the slot}, p₀ = softmax(U N_final(x)) and w = Jᵀ Uᵀ(p₀ − y) (d,)."""
-    check_params(params, cfg)
+    require_queries(params, cfg, query)
+    return _leading_factors(params, cfg, query)
+
+
+def _leading_factors(params: dict, cfg: ModelConfig, query: Query) -> tuple[torch.Tensor, torch.Tensor]:
     zero = {**params, **{n: torch.zeros_like(params[n]) for n in ("W_OV", "W_down") if n in params}}
     out = forward(zero, cfg, query.tensor(params["E"].device))
     i = max(query.slot - cfg.readout_offset, 0)
@@ -389,8 +418,13 @@ def leading_factors(params: dict, cfg: ModelConfig, query: Query) -> tuple[torch
 def leading_term(params: dict, cfg: ModelConfig, fq: Query, rq: Query) -> torch.Tensor:
     """lead_ℓ = (w_fᵀ w_r) Σ_h ⟨c_f^{ℓ,h}, c_r^{ℓ,h}⟩ for every layer (L,) (:func:`leading_factors`). For
     the MDM both slots hold the mask, so w_f = w_r: the first factor is the square ‖JᵀUᵀ(p₀ − y)‖²."""
-    w_f, c_f = leading_factors(params, cfg, fq)
-    w_r, c_r = leading_factors(params, cfg, rq)
+    require_queries(params, cfg, fq, rq)
+    return _leading_term(params, cfg, fq, rq)
+
+
+def _leading_term(params: dict, cfg: ModelConfig, fq: Query, rq: Query) -> torch.Tensor:
+    w_f, c_f = _leading_factors(params, cfg, fq)
+    w_r, c_r = _leading_factors(params, cfg, rq)
     return (w_f @ w_r) * (c_f * c_r).sum((1, 2))
 
 
@@ -467,8 +501,9 @@ def c6_floor(params: dict, cfg: ModelConfig, fq: Query, rq: Query, eps: float) -
     """Per layer, a bound on |fl(ip(ε)) − ip(ε)| + |fl(lead) − lead| (:mod:`mdm_props.rounding_mode`,
     × its SAFETY), evaluated at the smallest ε of the scan and used for every ε of the scan: the radii
     scale with the magnitudes of the computed values, which change by O(ε) ≤ 2^−10 relative over it."""
-    _, e_ip = with_error_bounds(layer_inner_products, at_branch_scale(params, eps), cfg, fq, rq)
-    _, e_lead = with_error_bounds(leading_term, params, cfg, fq, rq)
+    require_queries(params, cfg, fq, rq)
+    _, e_ip = with_error_bounds(_layer_inner_products, at_branch_scale(params, eps), cfg, fq, rq)
+    _, e_lead = with_error_bounds(_leading_term, params, cfg, fq, rq)
     return e_ip + e_lead
 
 
@@ -495,12 +530,13 @@ def check_c6(
     require_choice("kind", kind, QUERY_KINDS)
     case = StorageCase(cfg, 0, 1.0, False, template, A, B, kind)
     fq, rq = case.queries()
-    ld = leading_term(params, cfg, fq, rq) if lead is None else lead
+    require_queries(params, cfg, fq, rq)
+    ld = _leading_term(params, cfg, fq, rq) if lead is None else lead
     cache: dict[int, torch.Tensor] = {}
 
     def ip_at(k):
         if k not in cache:
-            cache[k] = layer_inner_products(at_branch_scale(params, 2.0**-k), cfg, fq, rq)
+            cache[k] = _layer_inner_products(at_branch_scale(params, 2.0**-k), cfg, fq, rq)
         return cache[k]
 
     floor = c6_floor(params, cfg, fq, rq, 2.0 ** -(FIT_STARTS[-1] + 9))
@@ -534,7 +570,13 @@ def check_c6(
             )
         if ld[layer] > 0 and c[0] != 0:
             eps0 = min(2.0 ** -(k0 + 2), float(ld[layer]) / (STORAGE_SAFETY * (1 + C6_WINDOW) * abs(c[0])))
-            ip = float(layer_inner_products(at_branch_scale(params, eps0 / 2), cfg, fq, rq)[layer])
+            mantissa, exponent = math.frexp(eps0 / 2)  # a power of two 2^−k: the scan's evaluation, shared
+            at = (
+                ip_at(1 - exponent)
+                if mantissa == 0.5
+                else _layer_inner_products(at_branch_scale(params, eps0 / 2), cfg, fq, rq)
+            )
+            ip = float(at[layer])
             results.append(
                 inequality("C6", "⟨G_f^ℓ, G_r^ℓ⟩ > 0 at ε = ε₀/2", ip, fl, ">", float(ld[layer]), eps0=eps0, **info)
             )
@@ -569,7 +611,8 @@ def layer_step(params: dict, layer: int, D: torch.Tensor, eta: float) -> dict:
 
 def loss_with_bound(params: dict, cfg: ModelConfig, query: Query) -> tuple[float, float]:
     """(L, e_L): −log p(target) and its running-error radius (:mod:`mdm_props.rounding_mode`, × SAFETY)."""
-    v, e = with_error_bounds(query_loss, params, cfg, query)
+    require_queries(params, cfg, query)
+    v, e = with_error_bounds(_slot_loss, params, cfg, query)
     return float(v), float(e)
 
 
@@ -605,9 +648,9 @@ def check_c8(
 
     ``gradient`` (L, H, d, d) replaces G_r in the linear term (a wrong one leaves a first-order remainder)."""
     require_deep_storage_model(cfg)
-    check_params(params, cfg)
     fq, rq = pair_queries(template, A, B, cfg.vocab)
-    G_f = layer_gradients(params, cfg, fq)
+    require_queries(params, cfg, fq, rq)
+    G_f = _layer_gradients(params, cfg, fq)
     rs = reverse_state(params, cfg, rq)
     G_r = rs["G"]
     linear = G_r if gradient is None else gradient
@@ -630,7 +673,7 @@ def check_c8(
         def R_at(k, D=D, s=s, ip=ip, layer=layer, cache=cache):
             if k not in cache:
                 eta = 2.0**-k * s
-                cache[k] = (float(query_loss(layer_step(params, layer, D, eta), cfg, rq)) - L0) + eta * ip
+                cache[k] = (float(_slot_loss(layer_step(params, layer, D, eta), cfg, rq)) - L0) + eta * ip
             return cache[k]
 
         k0, c, x0 = fitted_window(lambda k: R_at(k), 2, starts=C8_STARTS)
