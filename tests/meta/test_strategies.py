@@ -105,16 +105,16 @@ def _draw(strategy, *, seed=None, choices=None):
 
 @pytest.mark.parametrize("name", sorted(FIXED_SCHEMA_STRATEGIES))
 def test_every_draw_makes_the_same_choices_and_any_splice_is_a_valid_draw(name):
-    """Over 200 seeded draws the choice types and constraints are the same, and every splice of two
+    """Over 100 seeded draws the choice types and constraints are the same, and every splice of two
     draws' choices (a prefix of one, the rest of the other: what the target phase tries) replays as a
     valid draw without misalignment. The old strategy fails both (d_model ∈ [V + 1, V + 9], B ≠ A by a
     filter, a template-length-dependent number of fillers)."""
     strategy = FIXED_SCHEMA_STRATEGIES[name]
-    draws = [_draw(strategy, seed=s) for s in range(200)]
+    draws = [_draw(strategy, seed=s) for s in range(100)]
     assert all(d[0] == "VALID" and not d[1] for d in draws)
     assert all(d[3] == draws[0][3] for d in draws), name
     rng = Random(0)
-    for _ in range(200):
+    for _ in range(100):
         (_, _, x, _, _), (_, _, y, _, _) = rng.sample(draws, 2)
         i = rng.randrange(len(x) + 1)
         status, misaligned, _, _, _ = _draw(strategy, choices=x[:i] + y[i:])
