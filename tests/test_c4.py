@@ -8,7 +8,7 @@ import pytest
 from hypothesis import event, example, given
 from hypothesis import strategies as st
 
-from mdm_props import batched, registry, search, storage, strategies
+from mdm_props import batched, registry, search, storage, strategies, taylor
 from mdm_props.checks import assert_holds
 from mdm_props.claims import c4_reverse_loss_decrease as c4
 from mdm_props.facts import Template
@@ -21,6 +21,13 @@ heads = st.sampled_from(strategies.N_HEADS)
 ISSUE_15 = strategies.Case(
     ModelConfig(vocab=4, d_model=3, d_head=2, n_heads=1, pos="rope"), 8388607, 4.0, False, Template(3, 0, 2, (1,)), 0, 3
 )
+DRAW_SECONDS = (1, 5, 30)  # the buckets of the per-draw time event
+
+
+def seconds_bucket(seconds: float) -> str:
+    """The DRAW_SECONDS bucket of a draw's time, for ``event()``."""
+    below = [f"< {b} s" for b in DRAW_SECONDS if seconds < b]
+    return below[0] if below else f">= {DRAW_SECONDS[-1]} s"
 
 
 @pytest.mark.claim("C4a")
@@ -42,10 +49,12 @@ def test_c4b_taylor_test_on_the_full_parameters(device, case):
     """log2(R(η)/R(η/2)) = 2 and R(η)/η² = ½ g_fᵀH_r g_f on the settled asymptotic window, within the
     bands derived from the next Taylor terms and the floor (every encoding; C4b needs no hypothesis).
     No draw is dropped: float64 first, the 50-digit oracle where float64 cannot resolve the regime;
-    a draw neither decides is ``undecided`` — counted (an event), not a failure, never a pass."""
+    a draw neither decides is ``undecided`` — counted (an event), not a failure, never a pass. Events
+    (``--hypothesis-show-statistics``): the status and stage, and the draw's time in DRAW_SECONDS buckets."""
     results = c4.check_c4b(*search.case_args(case, device))
     info = results[-1].details
     event(f"Taylor test: {info['status']} in {info['precision']}")
+    event("C4b draw time", seconds_bucket(info["seconds"]))
     if results[-1].undecided:
         assert len(results) == 1 and info["reason"], str(results[-1])
         return
@@ -87,6 +96,49 @@ def test_wrong_gradient_is_caught_on_the_draw_of_issue_15():
     order, ratio = c4.check_c4b(params, cfg, template, A, B, gradient=c4.full_gradient(params, cfg, fq))
     assert order.status == ratio.status == "violated", (str(order), str(ratio))
     assert abs(order.observed - 1) < 0.1 and abs(ratio.observed - ratio.reference) > ratio.tolerance
+
+
+@pytest.mark.meta("C4b")
+def test_the_exact_stage_resolves_the_ratio_far_below_the_float64_floor():
+    """On the draw of issue 15, at η = 2⁻³⁰, 2⁻³¹, 2⁻³² (float64's floor/η² there is above TAYLOR_WINDOW|c₂|,
+    its window ends near 2⁻²⁰) the 50-digit remainder settles: R(η)/η² within its band of c₂ and the
+    observed orders within theirs of 2. Before the fix of oracle_query_loss (its result rounded to 53 bits
+    by a negation outside the mpmath precision context) these ratios were off by about 10³."""
+    remainder, A2, coefficients, exact = c4.c4b_taylor_inputs(*search.case_args(ISSUE_15, "cpu"))
+    points = []
+    for k in (30, 31, 32):
+        eta = 2.0**-k
+        assert remainder(eta)[1] / eta**2 > taylor.TAYLOR_WINDOW * abs(A2)  # float64 cannot resolve it
+        R, floor = exact(eta)
+        band = taylor.taylor_relative_band(A2, coefficients, floor, eta)
+        points.append(taylor.TaylorPoint(k, eta, R, floor, band, "exact"))
+    assert taylor.settled(points, A2), [(p.k, p.ratio, A2, p.band) for p in points]
+
+
+@pytest.mark.meta("C4b")
+def test_the_exact_stage_decides_where_float64_is_blind_and_stops_undecided_at_its_budget():
+    """The C4b remainders of the issue-15 draw with float64 blinded (its floor declared as |c₂|, so it has
+    no window): the exact stage decides, within TAYLOR_EXACT_BUDGET oracle evaluations — holds for the
+    true gradient, violated for the C4b~wrong-gradient control (g_f in place of g_r); with a budget of 2
+    evaluations the test stops there, undecided (never holds, never violated), the budget named."""
+    args = search.case_args(ISSUE_15, "cpu")
+    fq, _ = storage.pair_queries(args[2], args[3], args[4], args[1].vocab)
+    for gradient, status in ((None, "holds"), (c4.full_gradient(args[0], args[1], fq), "violated")):
+        remainder, A2, coefficients, exact = c4.c4b_taylor_inputs(*args, gradient=gradient)
+
+        def blind(eta, remainder=remainder, A2=A2):
+            return remainder(eta)[0], abs(A2)
+
+        decided = taylor.taylor_test(blind, A2, coefficients, exact=exact)
+        assert decided.status == status and decided.precision == "exact", decided.reason
+        assert 0 < decided.evaluations()["exact"] <= taylor.TAYLOR_EXACT_BUDGET
+        capped = taylor.taylor_test(blind, A2, coefficients, exact=exact, exact_budget=2)
+        assert capped.status == "undecided" and capped.evaluations()["exact"] == 2
+        assert "budget of 2 evaluations (TAYLOR_EXACT_BUDGET)" in capped.reason, capped.reason
+        (r,) = taylor.check_results("C4b", capped, "c₂")
+        assert r.undecided and not r.holds and r.reason == capped.reason
+    with pytest.raises(ValueError, match="exact_budget"):
+        taylor.taylor_test(blind, A2, coefficients, exact=exact, exact_budget=0)
 
 
 @pytest.mark.negative_control("C4a")

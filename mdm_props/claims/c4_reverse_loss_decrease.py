@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 import mpmath
 import torch
@@ -392,6 +393,38 @@ def exact_line_remainder(
     return remainder
 
 
+def c4b_taylor_inputs(
+    params: dict,
+    cfg: ModelConfig,
+    template: Template,
+    A: int,
+    B: int,
+    *,
+    gradient: dict | None = None,
+    dps: int = oracles.DEFAULT_DPS,
+) -> tuple:
+    """(remainder, leading, coefficients, exact): the arguments of :func:`mdm_props.taylor.taylor_test` for
+    C4b on one draw. R(η) = L_r(θ − ηg_f) − L_r(θ) + η⟨g_r, g_f⟩ in float64 (:func:`line_remainder`) and
+    with the ``dps``-digit oracle (:func:`exact_line_remainder`), c₂ = ½ g_fᵀH_r g_f, (c₃, c₄, c₅) by nested
+    autograd along the line; ``gradient`` replaces g_r in the linear term (default: autograd's)."""
+    check_params(params, cfg)
+    fq, rq = pair_queries(template, A, B, cfg.vocab)
+    g_f, g_r = full_gradient(params, cfg, fq), full_gradient(params, cfg, rq)
+    linear = g_r if gradient is None else gradient
+    if set(linear) != set(params):
+        raise ValueError(f"gradient must have the parameter names {sorted(params)}; got {sorted(linear)}")
+    A2 = 0.5 * inner(g_f, hessian_vector_product(params, cfg, rq, g_f))
+    d = line_derivatives(params, cfg, rq, g_f, 5)
+    coefficients = (d[3] / 6, d[4] / 24, d[5] / 120)
+    slope = inner(linear, g_f)
+    return (
+        line_remainder(params, cfg, rq, g_f, slope, g_r),
+        A2,
+        coefficients,
+        exact_line_remainder(params, cfg, rq, g_f, slope, g_r, dps),
+    )
+
+
 def check_c4b(
     params: dict,
     cfg: ModelConfig,
@@ -403,29 +436,18 @@ def check_c4b(
     dps: int = oracles.DEFAULT_DPS,
 ) -> list[CheckResult]:
     """C4b on one draw: the Taylor test (:func:`mdm_props.taylor.taylor_test`) of the reverse loss along
-    the full forward gradient g_f, float64 first and the mpmath oracle at ``dps`` digits where float64
-    cannot resolve the asymptotic regime.
+    the full forward gradient g_f (:func:`c4b_taylor_inputs`), float64 first and the mpmath oracle at
+    ``dps`` digits where float64 cannot resolve the asymptotic regime (at most
+    :data:`mdm_props.taylor.TAYLOR_EXACT_BUDGET` oracle step sizes; ``undecided`` when that is spent).
+    ``details``: ``seconds`` (the check's wall time), ``stage_seconds`` and ``evaluations`` per stage.
 
     ``gradient`` replaces g_r = ∇_θ L_r in the linear term (default: autograd's); a wrong one leaves a
     first-order remainder, which the test must reject. Returns the worst order and the worst ratio on
     the settled window, or one ``undecided`` result (with the reason and the window tried)."""
-    check_params(params, cfg)
-    fq, rq = pair_queries(template, A, B, cfg.vocab)
-    g_f, g_r = full_gradient(params, cfg, fq), full_gradient(params, cfg, rq)
-    linear = g_r if gradient is None else gradient
-    if set(linear) != set(params):
-        raise ValueError(f"gradient must have the parameter names {sorted(params)}; got {sorted(linear)}")
-    A2 = 0.5 * inner(g_f, hessian_vector_product(params, cfg, rq, g_f))
-    d = line_derivatives(params, cfg, rq, g_f, 5)
-    coefficients = (d[3] / 6, d[4] / 24, d[5] / 120)
-    slope = inner(linear, g_f)
-    result = taylor.taylor_test(
-        line_remainder(params, cfg, rq, g_f, slope, g_r),
-        A2,
-        coefficients,
-        exact=exact_line_remainder(params, cfg, rq, g_f, slope, g_r, dps),
-    )
-    return taylor.check_results("C4b", result, "½ g_fᵀ H_r g_f")
+    t0 = time.perf_counter()
+    remainder, A2, coefficients, exact = c4b_taylor_inputs(params, cfg, template, A, B, gradient=gradient, dps=dps)
+    result = taylor.taylor_test(remainder, A2, coefficients, exact=exact)
+    return taylor.check_results("C4b", result, "½ g_fᵀ H_r g_f", seconds=time.perf_counter() - t0)
 
 
 def run_c4b(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:

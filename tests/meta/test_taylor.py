@@ -205,3 +205,34 @@ def test_taylor_bands():
     x = taylor.taylor_relative_band(2.0, (1.0, 0.0, 0.0), 0.0, 1e-3)
     assert x == pytest.approx(taylor.TAYLOR_SAFETY * (1e-3 + 2.0 * (1e-3 / 2.0) ** 4 / (1 - 5e-4)) / 2.0)
     assert taylor.observed_order(4.0, 1.0) == 2.0 and math.isnan(taylor.observed_order(1.0, -1.0))
+
+
+@given(c2=leading, j=st.integers(25, 55))
+def test_the_exact_stage_stops_undecided_at_its_budget(c2, j):
+    """R = c₂η² + c₂η⁸/ρ⁶ (ρ = 2^−j) with float64 blind (its floor declared as |c₂|: no window) and an exact
+    evaluation: the regime starts about j + 9 halvings down, beyond TAYLOR_EXACT_BUDGET step sizes. The
+    exact stage stops after exactly that many evaluations, undecided with the budget named (never holds
+    or violated); given a budget past the regime, the same test holds there."""
+    rho = 2.0**-j
+    calls = []
+
+    def blind(eta):
+        return c2 * eta**2, abs(c2)
+
+    def exact(eta):
+        calls.append(eta)
+        with mpmath.workdps(60):
+            e = mpmath.mpf(eta)
+            R = float(c2 * e**2 + c2 * e**8 / mpmath.mpf(rho) ** 6)
+        return R, 4 * U * abs(R)
+
+    capped = taylor.taylor_test(blind, c2, (0.0, 0.0, 0.0), exact=exact)
+    assert_consistent(capped)
+    assert capped.status == "undecided" and len(calls) == taylor.TAYLOR_EXACT_BUDGET
+    assert capped.evaluations() == {"float64": 2, "exact": taylor.TAYLOR_EXACT_BUDGET}  # float64: k = 0, 1
+    assert f"budget of {taylor.TAYLOR_EXACT_BUDGET} evaluations" in capped.reason
+    calls.clear()
+    wide = taylor.taylor_test(blind, c2, (0.0, 0.0, 0.0), exact=exact, exact_budget=len(taylor.TAYLOR_EXACT_EXPONENTS))
+    assert_consistent(wide)
+    assert wide.status == "holds" and wide.precision == "exact" and wide.window[0].k > j
+    assert len(calls) > taylor.TAYLOR_EXACT_BUDGET
