@@ -410,6 +410,22 @@ CLAIMS: tuple[Claim, ...] = (
         default_draws=2,
     ),
     Claim(
+        id="C6a",
+        title="the ARM's rate of positive alignment in the small-branch limit is at most 10%",
+        kind="typical",
+        hypotheses=("H-rel", "H-orth"),
+        statement="For the ARM (causal, next-token targets B and A) at branch scale 2^−12 under H-orth (tied head, "
+        "no final norm), P(⟨G_f^ℓ, G_r^ℓ⟩ > 0) ≤ 10%: the upper Clopper–Pearson bound (false alarm 1e-6) "
+        "lies below 0.1; per-layer and per-norm rates reported.",
+        doc=_C6,
+        checker=C68_ + "check_c6a",
+        runner=C68_ + "run_c6a",
+        bounds=("mdm_props.statistics:clopper_pearson",),
+        tests="tests/test_c6_c8.py",
+        needs_negative_control=True,
+        default_draws=500,
+    ),
+    Claim(
         id="C7",
         title="per-layer alignment at standard initialisation: MDM against ARM",
         kind="typical",

@@ -469,7 +469,7 @@ class RoundingMode(TorchDispatchMode):
     """Every aten operation inside the mode records a radius for each of its float64 results
     (:meth:`radius` reads it)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self._radii: dict = {}
         self._alive: list = []  # every recorded tensor: its memory (and so its key) stays its own
@@ -511,7 +511,7 @@ class RoundingMode(TorchDispatchMode):
                 out.append(a)
         return out
 
-    def _structural(self, op, args, kwargs):
+    def _structural(self, op, args, kwargs) -> torch.Tensor | None:
         """The operation applied to the radii; ``None`` when no argument carries a recorded radius (the result
         is exact: nothing to record, and :meth:`radius` gives zeros for it)."""
         found: list = []
@@ -558,7 +558,7 @@ class RoundingMode(TorchDispatchMode):
             self._record(target, radius)
         return target
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None) -> object:
         family = _FAMILIES.get(func)
         if family is None:
             family = _FAMILIES[func] = _family(func)

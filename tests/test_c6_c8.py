@@ -109,6 +109,39 @@ def test_deep_storage_inputs_are_validated():
 
 
 # ---------------------------------------------------------------------------------------------
+# C6a: the ARM's rate of positive alignment in the small-branch limit (typical)
+
+
+@pytest.mark.claim("C6a")
+def test_c6a_arm_rate_of_positive_alignment_is_below_ten_percent():
+    """500 seeded ARM draws (H-orth head, ε = 2^−12): the upper end of the two-sided (1 − 1e-6) Clopper–Pearson
+    interval lies below 0.1 (were the rate ≥ 10%, probability ≤ 5e-7). Seed 0: 14/500, [0.005, 0.082]."""
+    r = deep.run_c6a(500, 0, "cpu")[0]
+    assert r.holds, str(r)
+    lo, hi = r.details["interval"]
+    assert lo <= r.details["rate"] <= hi < deep.C6A_BOUND
+    assert set(r.details["per_norm"]) == {"none", "rms"} and set(r.details["per_layer"]) == {1, 2, 3, 4}
+
+
+@pytest.mark.meta("C6a")
+def test_c6a_check_rejects_a_rate_that_is_not_shown_below_the_bound():
+    """The interval statement itself: 30/100 and 8/300 (upper bound 0.102) are not shown below 10%, 11/400 is;
+    and the same measurement with the MDM's queries (an input changed: the queries) is rejected."""
+    table = lambda k, n: {"chosen": [k, n], "per_layer": {1: [k, n]}, "per_norm": {"none": [k, n]}}  # noqa: E731
+    assert not deep.check_c6a(table(30, 100))[0].holds
+    assert not deep.check_c6a(table(8, 300))[0].holds
+    assert deep.check_c6a(table(11, 400))[0].holds
+    mdm = deep.check_c6a(deep.alignment_signs_small_branch(20, 0, kind="mdm"))[0]
+    assert not mdm.holds and mdm.details["rate"] > 0.9
+
+
+@pytest.mark.negative_control("C6a")
+def test_c6a_untied_head_with_final_norm_is_not_below_ten_percent():
+    cx = deep.c6a_untied_final_norm(60, 0, "cpu")
+    assert cx.found and cx.example["rate"] > deep.C6A_BOUND
+
+
+# ---------------------------------------------------------------------------------------------
 # C7
 
 

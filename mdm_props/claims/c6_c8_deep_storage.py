@@ -177,11 +177,12 @@ def storage_case(
     final_norm=(False, True),
     mlp=("none", "swiglu"),
     scale=(0.5, 1.0, 2.0),
+    tied=(True, False),
 ) -> StorageCase:
     """A deep draw: ``choose(options)`` picks one of a sequence (``random.Random.choice``, or a
     Hypothesis ``sampled_from``); ``seed`` seeds the parameters. Depth 1 … ``max_layers``, 1 or 2 query
-    heads with every GQA ratio, RMSNorm pre-norm or none, the final norm and MLP options given, q/k biases,
-    either RoPE pairing, tied or untied head, a template "A r₁ … B" of length 3–5 (A in slot 0, B last).
+    heads with every GQA ratio, RMSNorm pre-norm or none, the final norm, MLP and head (tied or not) options
+    given, q/k biases, either RoPE pairing, a template "A r₁ … B" of length 3–5 (A in slot 0, B last).
     ``orthonormal``: orthonormal embeddings (H-orth, d_model = 12 ≥ V + 1), else Gaussian."""
     require_choice("kind", kind, QUERY_KINDS)
     n_heads = choose((1, 2))
@@ -196,7 +197,7 @@ def storage_case(
         pos=choose(tuple(pos)),
         rope_base=choose((1e4, 100.0)),
         attention="causal" if kind == "arm" else "bidirectional",
-        tied=choose((True, False)),
+        tied=choose(tuple(tied)),
         norm=choose(("none", "rms")),
         final_norm=choose(tuple(final_norm)),
         mlp=choose(tuple(mlp)),
@@ -596,6 +597,90 @@ def run_c6(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
 
 
 # ---------------------------------------------------------------------------------------------
+# C6a — the ARM's rate of positive alignment in the small-branch limit (typical: C6's control as a rate)
+
+C6A_EPS = 2.0**-12  # the small-branch regime (the ε of the C6~arm control)
+C6A_BOUND = 0.10  # issue 10: the ARM's rate of positive alignment is at most 10%
+
+
+def alignment_signs_small_branch(
+    draws: int,
+    seed: int,
+    device: str = "cpu",
+    *,
+    kind: str = "arm",
+    eps: float = C6A_EPS,
+    tied=(True,),
+    final_norm=(False,),
+) -> dict:
+    """Signs of ⟨G_f^ℓ, G_r^ℓ⟩ at branch scale ``eps`` over ``draws`` seeded C6 draws (:func:`storage_case`:
+    orthonormal embeddings, depth 1–4, every relative encoding, pre-norm or none, SwiGLU or none) with the
+    ``kind`` queries; by default under H-orth's head (tied, no final norm: U Uᵀ = I, J = I).
+
+    ``chosen`` [positive, draws]: per draw the sign at one layer drawn uniformly (one independent Bernoulli
+    outcome a draw, as Clopper–Pearson needs); ``per_layer`` {ℓ: [positive, n]} and ``per_norm`` {norm:
+    [positive, n]} over every layer of every draw (reported, not asserted)."""
+    require_choice("kind", kind, QUERY_KINDS)
+    resolve_device(device)
+    rng = random.Random(require_seed("seed", seed))
+    pick = random.Random(seed + 7)
+    chosen = [0, 0]
+    per_layer: dict[int, list[int]] = {}
+    per_norm: dict[str, list[int]] = {}
+    for _ in range(require_int("draws", draws, 1)):
+        case = sample_storage_case(rng, kind=kind, tied=tied, final_norm=final_norm)
+        fq, rq = case.queries()
+        positive = (layer_inner_products(at_branch_scale(case.params(device), eps), case.cfg, fq, rq) > 0).tolist()
+        for layer, pos in enumerate(positive, 1):
+            for cell in (per_layer.setdefault(layer, [0, 0]), per_norm.setdefault(case.cfg.norm, [0, 0])):
+                cell[0] += pos
+                cell[1] += 1
+        chosen[0] += positive[pick.randrange(case.cfg.n_layers)]
+        chosen[1] += 1
+    return {
+        "chosen": chosen,
+        "per_layer": {k: per_layer[k] for k in sorted(per_layer)},
+        "per_norm": per_norm,
+        "kind": kind,
+        "eps": eps,
+    }
+
+
+def check_c6a(outcomes: dict, bound: float = C6A_BOUND, alpha: float = FALSE_ALARM) -> list[CheckResult]:
+    """C6a on the outcomes of :func:`alignment_signs_small_branch`: the rate p of positive alignment is at
+    most ``bound``, shown by the upper end of its two-sided (1 − alpha) Clopper–Pearson interval lying below
+    ``bound``. Were p ≥ bound, that happens with probability ≤ alpha/2: the error probability of the
+    assertion. The rate and interval are reported (a typical claim: never asserted per draw)."""
+    k, n = outcomes["chosen"]
+    lo, hi = clopper_pearson(k, n, alpha)
+    rates = lambda t: {key: (c[0] / c[1], c[1]) for key, c in t.items()}  # noqa: E731
+    return [
+        inequality(
+            "C6a",
+            f"upper CP bound of P(⟨G_f^ℓ, G_r^ℓ⟩ > 0), {outcomes.get('kind', 'arm')} at ε = {outcomes.get('eps')}, "
+            f"< {bound}",
+            hi,
+            bound,
+            "<",
+            bound,
+            rate=k / n,
+            positive=k,
+            draws=n,
+            interval=(lo, hi),
+            alpha=alpha,
+            per_layer=rates(outcomes["per_layer"]),
+            per_norm=rates(outcomes["per_norm"]),
+        )
+    ]
+
+
+def run_c6a(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
+    """C6a: the ARM's rate of positive alignment at ε = 2^−12 under H-orth is ≤ 10% (false alarm 1e-6).
+    Seed 0: 14/500 (2.8%), interval [0.005, 0.082]; 48/2000 (2.4%), [0.011, 0.045]."""
+    return check_c6a(alignment_signs_small_branch(draws, seed, device))
+
+
+# ---------------------------------------------------------------------------------------------
 # C8 — a forward storage step at any layer lowers the reverse loss to first order (per draw)
 
 C8_STARTS = (4, 7, 10, 13)  # η = 2^−k s (s = 2^−round(log2 ‖G_f^ℓ‖)): first exponents tried for the fit
@@ -866,6 +951,18 @@ def c8_wrong_gradient(draws: int, seed: int, device: str = "cpu") -> Counterexam
     return search("C8", "the correct gradient (G_f^ℓ used in place of G_r^ℓ)", draws, cases(), violation)
 
 
+def c6a_untied_final_norm(draws: int, seed: int, device: str = "cpu") -> Counterexample:
+    """C6a with H-orth's head dropped (untied head and a final norm: U J Jᵀ Uᵀ ≠ I): the ARM's first factor
+    is no longer ≈ −1/V, its rate of positive alignment is not below 10%."""
+    out = alignment_signs_small_branch(max(draws, 1), seed, device, tied=(False,), final_norm=(True,))
+    r = check_c6a(out)[0]
+    dropped = "H-orth's head (untied head and a final norm)"
+    if r.holds:
+        return Counterexample("C6a", dropped, False, out["chosen"][1])
+    example = {"rate": r.details["rate"], "interval": list(r.details["interval"]), "bound": C6A_BOUND}
+    return Counterexample("C6a", dropped, True, out["chosen"][1], example, float(r.observed - r.reference))
+
+
 NEGATIVE_CONTROLS = [
     NegativeControl(
         "C6~arm",
@@ -874,6 +971,14 @@ NEGATIVE_CONTROLS = [
         "the ARM's first factor is not a square: lead_ℓ < 0 and ⟨G_f^ℓ, G_r^ℓ⟩ < 0 at small ε",
         c6_arm,
         20,
+    ),
+    NegativeControl(
+        "C6a~untied",
+        "C6a",
+        "H-orth's head (untied head and a final norm)",
+        "with U J Jᵀ Uᵀ ≠ I the ARM's first factor is not ≈ −1/V: its positive-alignment rate is not below 10%",
+        c6a_untied_final_norm,
+        60,
     ),
     NegativeControl(
         "C7~arm",
