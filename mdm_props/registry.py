@@ -424,6 +424,7 @@ CLAIMS: tuple[Claim, ...] = (
         tests="tests/test_c6_c8.py",
         needs_negative_control=True,
         default_draws=500,
+        false_alarm=STATED_FALSE_ALARM,
     ),
     Claim(
         id="C7",

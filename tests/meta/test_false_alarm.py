@@ -41,6 +41,7 @@ CALLS = {
     "C2c": lambda check, **kw: [check("C2c", "rate", 20, 20, **kw)],
     "C4c": lambda check, **kw: check({"rope": (30, 40), "t5": (20, 30), "absolute": (4, 10)}, **kw),
     "C7": lambda check, **kw: check({"rope": _HI, "t5": _HI, "arm": _LO}, **kw),
+    "C6a": lambda check, **kw: check({"chosen": [14, 500], "per_layer": {1: [14, 500]}, "per_norm": {}}, **kw),
 }
 STATED = [c for c in registry.CLAIMS if c.false_alarm is not None]
 
