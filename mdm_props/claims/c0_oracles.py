@@ -53,6 +53,7 @@ from ..rounding import (
     FUNCTION_REL,
     UNIT_ROUNDOFF,
     block_expand,
+    dot_error_bound,
     forward_error_bounds,
     gamma,
     rope_angle_error,
@@ -273,6 +274,39 @@ def forward_bound_ratios(device="cpu") -> dict[str, list[float]]:
             err = oracles.abs_error(exact[k], out[k]).to(bounds[k].device)
             ratios[k].append(float((err / bounds[k].clamp_min(1e-300)).max()))
     return ratios
+
+
+GAMMA_WITNESS_LENGTHS = (3, 8, 64)
+GAMMA_TIGHT_SHARE = 0.25  # measured max error/bound 0.98 (n = 64); a γ_n 10× looser gives 0.098
+
+
+def gamma_witness(n: int) -> tuple[Fraction, float]:
+    """(exact error, dot_error_bound) of recursive summation of x = (1, u, …, u) (n entries) against y = 1:
+    1 + u is a tie rounded to even (to 1), so every addition loses u and the error is (n − 1)u exactly,
+    (n − 1)/n of γ_n Σ|x_i y_i|. The bound must cover every summation order (the forward bounds assume
+    none of torch's), so this order is a valid witness that γ_n cannot be halved."""
+    x = [1.0] + [UNIT_ROUNDOFF] * (n - 1)
+    computed = 0.0
+    for v in x:
+        computed += v * 1.0  # left to right
+    exact = Fraction(1) + (n - 1) * Fraction(UNIT_ROUNDOFF)
+    bound = float(dot_error_bound(torch.tensor(x, dtype=torch.float64), torch.ones(n, dtype=torch.float64)))
+    return abs(Fraction(computed) - exact), bound
+
+
+def gamma_checks() -> list[CheckResult]:
+    """C0.2's rounding unit: γ_n is sound on :func:`gamma_witness` (error ≤ bound, exact arithmetic) and
+    tight (max error/bound ≥ GAMMA_TIGHT_SHARE)."""
+    out, ratios = [], []
+    for n in GAMMA_WITNESS_LENGTHS:
+        err, bound = gamma_witness(n)
+        out.append(
+            inequality(
+                "C0.2", f"recursive-summation witness error ≤ γ_n Σ|x y|, n={n}", float(err), bound, "<=", bound, n=n
+            )
+        )
+        ratios.append(float(err) / bound)
+    return out + [tightness_check("C0.2", "γ_n on the recursive-summation witness", ratios, GAMMA_TIGHT_SHARE)]
 
 
 def forward_tightness(device="cpu") -> list[CheckResult]:
@@ -568,13 +602,13 @@ def run_c01(draws: int, seed: int, device: str) -> list[CheckResult]:
 
 def run_c02(draws: int, seed: int, device: str) -> list[CheckResult]:
     """C0.2 on ``draws`` draws (:func:`random_case`, every encoding and attention in turn), then the
-    bound's tightness on its fixed draws (:func:`forward_tightness`)."""
+    bound's tightness on its fixed draws (:func:`forward_tightness`) and γ_n's (:func:`gamma_checks`)."""
     rng = runner_rng(draws, seed)
     out = []
     for i in range(draws):
         cfg, s, scale, query = random_case(rng, i)
         out += oracle_checks(init_params(cfg, s, scale=scale, device=device), cfg, query)
-    return out + forward_tightness(device)
+    return out + forward_tightness(device) + gamma_checks()
 
 
 def run_c03(draws: int, seed: int, device: str) -> list[CheckResult]:

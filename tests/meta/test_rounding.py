@@ -40,22 +40,14 @@ def test_dot_error_bound_against_exact_rational_arithmetic():
 
 
 def test_gamma_is_tight_for_recursive_summation():
-    """γ_n Σ|x_i y_i| must cover every summation order (the forward bounds assume none of torch's); the
-    recursive order on x = (1, u, …, u), y = 1 loses u at every addition (1 + u is a tie, rounded to
-    even, i.e. to 1), so its error (n − 1)u reaches (n − 1)/n of the bound: γ_n is tight to a factor
-    n/(n − 1) and a γ_n half as large (the mutant `gamma-nu/2`) is refuted by this witness."""
-    for n in (3, 8, 64):
-        x = [1.0] + [u] * (n - 1)
-        computed = 0.0
-        for v in x:
-            computed += v * 1.0  # recursive summation of the products, left to right
-        exact = Fraction(1) + (n - 1) * Fraction(u)
-        err = abs(Fraction(computed) - exact)
-        bound = float(
-            rounding.dot_error_bound(torch.tensor(x, dtype=torch.float64), torch.ones(n, dtype=torch.float64))
-        )
+    """γ_n on c0.gamma_witness: the error (n − 1)u exactly, within the bound, and (n − 1)/n of it (a γ_n half
+    as large, the mutant `gamma-nu/2`, is refuted; one 10× looser fails the tightness share)."""
+    for n in c0.GAMMA_WITNESS_LENGTHS:
+        err, bound = c0.gamma_witness(n)
         assert err == (n - 1) * Fraction(u) and err <= bound, n
         assert float(err) / bound > (n - 1) / n * (1 - 2 * n * u), n
+    assert all(r.holds for r in c0.gamma_checks())
+    assert max(float(e) / (10 * b) for e, b in map(c0.gamma_witness, c0.GAMMA_WITNESS_LENGTHS)) < c0.GAMMA_TIGHT_SHARE
 
 
 # ---- the forward-pass bound (C0.2) --------------------------------------------------------------
