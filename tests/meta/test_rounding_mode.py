@@ -60,6 +60,18 @@ def test_other_dtypes_and_operations_without_a_rule_are_refused():
         rm.with_error_bounds(lambda t: torch.special.erf(t), x)
 
 
+
+def test_the_adjoint_bound_equals_the_running_radius_for_one_operation_and_refuses_what_it_cannot_replay():
+    """One rounding operation: both bounds are its own rounding (u|x·3|, × SAFETY). An in-place operation
+    or a result that is not one float64 tensor is refused."""
+    x = torch.rand(4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    (v, e), (w, f) = rm.adjoint_error_bounds(lambda t: t * 3.0, x), rm.with_error_bounds(lambda t: t * 3.0, x)
+    assert torch.equal(v, w) and torch.equal(e, f)
+    with pytest.raises(NotImplementedError, match="in-place"):
+        rm.adjoint_error_bounds(lambda t: (t * 2.0).add_(1.0), x)
+    with pytest.raises(TypeError, match="float64 tensor"):
+        rm.adjoint_error_bounds(lambda t: (t, t), x)
+
 # ---------------------------------------------------------------------------------------------
 # the deep block against its 50-digit oracle: C5's log-probability bound
 
