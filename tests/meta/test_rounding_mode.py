@@ -60,7 +60,6 @@ def test_other_dtypes_and_operations_without_a_rule_are_refused():
         rm.with_error_bounds(lambda t: torch.special.erf(t), x)
 
 
-
 def test_the_adjoint_bound_equals_the_running_radius_for_one_operation_and_refuses_what_it_cannot_replay():
     """One rounding operation: both bounds are its own rounding (u|x·3|, × SAFETY). An in-place operation
     or a result that is not one float64 tensor is refused."""
@@ -71,6 +70,7 @@ def test_the_adjoint_bound_equals_the_running_radius_for_one_operation_and_refus
         rm.adjoint_error_bounds(lambda t: (t * 2.0).add_(1.0), x)
     with pytest.raises(TypeError, match="float64 tensor"):
         rm.adjoint_error_bounds(lambda t: (t, t), x)
+
 
 # ---------------------------------------------------------------------------------------------
 # the deep block against its 50-digit oracle: C5's log-probability bound
