@@ -699,10 +699,11 @@ def adjoint_error_bounds(fn, *args, safety: float = SAFETY, **kwargs):
                     env[id(o)] = n
         y = get(result).reshape(-1)
         bound = torch.zeros(y.numel(), dtype=torch.float64, device=y.device)
-        own = torch.cat([o.reshape(-1) for o in owns]) if owns else None
-        for j in range(y.numel() if y.requires_grad and owns else 0):  # one reverse pass per output entry
-            grads = torch.autograd.grad(y[j], perturbations, retain_graph=True, materialize_grads=True)
-            bound[j] = (torch.cat([g.reshape(-1) for g in grads]).abs() * own).sum()
+        if y.requires_grad and owns:
+            own = torch.cat([o.reshape(-1) for o in owns])
+            for j in range(y.numel()):  # one reverse pass per output entry
+                grads = torch.autograd.grad(y[j], perturbations, retain_graph=True, materialize_grads=True)
+                bound[j] = (torch.cat([g.reshape(-1) for g in grads]).abs() * own).sum()
     return result.detach(), safety * bound.reshape(result.shape)
 
 
