@@ -165,6 +165,120 @@ def oracle_forward(params: dict, cfg: ModelConfig, tokens, dps: int = DEFAULT_DP
     return {"scores": scores, "attn": attn, "context": context, "hidden": x, "logits": logits, "logprobs": logprobs}
 
 
+# ---------------------------------------------------------------------------------------------
+# the deep block (THEORY §2b): the oracle of mdm_props.rounding_mode's radii
+
+
+def _rms_norm(x, gain, eps):
+    """x / √(mean(x²) + eps) ⊙ gain."""
+    r = 1 / mpmath.sqrt(mpmath.fsum(v * v for v in x) / len(x) + eps)
+    return [v * r * g for v, g in zip(x, gain, strict=True)]
+
+
+def _rotate(v, position, base, pairing):
+    """R_position v with pairs (2l, 2l+1) (interleaved) or (l, l + d/2) (half-split), angle position·θ_l,
+    θ_l = base^(−2l/d)."""
+    d, out = len(v), list(v)
+    for l in range(d // 2):
+        a, b = (2 * l, 2 * l + 1) if pairing == "interleaved" else (l, l + d // 2)
+        angle = position * mpmath.power(base, mpmath.mpf(-2 * l) / d)
+        c, s = mpmath.cos(angle), mpmath.sin(angle)
+        out[a], out[b] = c * v[a] - s * v[b], s * v[a] + c * v[b]
+    return out
+
+
+def _silu(v):
+    return v / (1 + mpmath.exp(-v))
+
+
+def oracle_deep_forward(params: dict, cfg: ModelConfig, tokens, dps: int = DEFAULT_DPS) -> dict:
+    """The deep block of THEORY §2b (every :class:`ModelConfig` option: depth, RMSNorm pre-norm and final
+    norm, SwiGLU, GQA, q/k/v biases, merged or factored value path, RoPE with either pairing, ALiBi, T5,
+    NoPE, absolute positions, causal attention, branch scale, read-out offset) at ``dps`` digits, written
+    from the equations, not by calling :func:`mdm_props.model.forward`::
+
+        x⁰ = E[t] (+ p),   per layer ℓ:  x̃ = N(x; g_attn),  q_i = R_i(W_Q x̃_i + b_Q),  k_j = R_j(W_K x̃_j + b_K),
+        s_ij = q_i·k_j / fl(√d_k) + bias(j − i),  α_i = softmax_j s_ij,  c_i = Σ_j α_ij x̃_j,
+        x ← x + ε Σ_h (W_O^h (W_V^{h'} c_i^h + b_V^{h'}) or W_OV^h c_i^h),
+        x ← x + ε W_down (silu(W_gate x̂) ⊙ W_up x̂),  x̂ = N(x; g_mlp);   z_i = U N(x_{max(i−s, 0)}; g_final)
+
+    (h' = h // (n_heads/n_kv_heads); N = RMSNorm or the identity). The constants are the doubles the
+    float64 code uses (``norm_eps``, ``branch_scale``, fl(√d_k) = ``math.sqrt(d_head)``); θ_l, the ALiBi
+    slopes and the sinusoidal positions, which the code computes, are exact here. Returns ``hidden``
+    (after the final norm), ``logits`` and ``logprobs`` (rows as the model reads them) as nested lists
+    of mpf."""
+    import math
+
+    if isinstance(dps, bool) or not isinstance(dps, int) or dps < 20:
+        raise ValueError(f"dps must be an integer >= 20; got {dps!r}")
+    tokens = [int(t) for t in (tokens.tolist() if isinstance(tokens, torch.Tensor) else tokens)]
+    T = len(tokens)
+    if not 1 <= T <= cfg.max_len:
+        raise ValueError(f"tokens: length must be in [1, max_len={cfg.max_len}]; got {T}")
+    if any(not 0 <= t <= cfg.vocab for t in tokens):
+        raise ValueError(f"tokens must be ids in [0, {cfg.vocab}] (vocab real tokens and the mask); got {tokens}")
+    H, group, dk = cfg.n_heads, cfg.n_heads // cfg.kv_heads, cfg.d_head
+    with mpmath.workdps(dps):
+        P = {name: _mp(t) for name, t in params.items()}
+        base, eps = mpmath.mpf(cfg.rope_base), mpmath.mpf(cfg.norm_eps)
+        branch, scale = mpmath.mpf(cfg.branch_scale), mpmath.mpf(math.sqrt(dk))
+        norm = (lambda v, g: _rms_norm(v, g, eps)) if cfg.norm == "rms" else (lambda v, g: v)  # noqa: E731
+        x = _inputs(P, cfg, tokens)
+        for layer in range(cfg.n_layers):
+            xn = [norm(v, P["norm_attn"][layer] if cfg.norm == "rms" else None) for v in x]
+            update = [[mpmath.mpf(0)] * cfg.d_model for _ in range(T)]
+            for h in range(H):
+                kv = h // group
+                q = [_matvec(P["W_Q"][layer][h], v) for v in xn]
+                k = [_matvec(P["W_K"][layer][kv], v) for v in xn]
+                if cfg.qk_bias:
+                    q = [[a + b for a, b in zip(v, P["b_Q"][layer][h], strict=True)] for v in q]
+                    k = [[a + b for a, b in zip(v, P["b_K"][layer][kv], strict=True)] for v in k]
+                if cfg.pos == "rope":
+                    q = [_rotate(v, i, base, cfg.rope_pairing) for i, v in enumerate(q)]
+                    k = [_rotate(v, j, base, cfg.rope_pairing) for j, v in enumerate(k)]
+                for i in range(T):
+                    keys = range(i + 1) if cfg.attention == "causal" else range(T)
+                    alpha = _softmax([_dot(q[i], k[j]) / scale + _bias(P, cfg, layer, h, i, j) for j in keys])
+                    c = [
+                        mpmath.fsum(a * xn[j][e] for a, j in zip(alpha, keys, strict=True)) for e in range(cfg.d_model)
+                    ]
+                    if cfg.merged_ov:
+                        out = _matvec(P["W_OV"][layer][h], c)
+                    else:
+                        v = _matvec(P["W_V"][layer][kv], c)
+                        if cfg.v_bias:
+                            v = [a + b for a, b in zip(v, P["b_V"][layer][kv], strict=True)]
+                        out = _matvec(P["W_O"][layer][h], v)
+                    update[i] = [a + b for a, b in zip(update[i], out, strict=True)]
+            x = [
+                [(a if cfg.residual else 0) + branch * b for a, b in zip(xi, ui, strict=True)]
+                for xi, ui in zip(x, update, strict=True)
+            ]
+            if cfg.mlp == "swiglu":
+                for i in range(T):
+                    xm = norm(x[i], P["norm_mlp"][layer] if cfg.norm == "rms" else None)
+                    gate, up = _matvec(P["W_gate"][layer], xm), _matvec(P["W_up"][layer], xm)
+                    mlp = _matvec(P["W_down"][layer], [_silu(g) * w for g, w in zip(gate, up, strict=True)])
+                    x[i] = [a + branch * b for a, b in zip(x[i], mlp, strict=True)]
+        if cfg.final_norm:
+            x = [_rms_norm(v, P["norm_final"], eps) for v in x]
+        U = P["E"][: cfg.vocab] if cfg.tied else P["U"]
+        logits = [_matvec(U, x[max(i - cfg.readout_offset, 0)]) for i in range(T)]
+        logprobs = []
+        for z in logits:
+            lse = mpmath.log(mpmath.fsum(mpmath.exp(v) for v in z))
+            logprobs.append([v - lse for v in z])
+    return {"hidden": x, "logits": logits, "logprobs": logprobs}
+
+
+def stable_deep_oracle(params: dict, cfg: ModelConfig, tokens, dps: int = DEFAULT_DPS) -> dict:
+    """:func:`oracle_deep_forward` at ``dps``, confirmed at ``2·dps`` as :func:`stable_oracle` does."""
+    return _confirmed(
+        oracle_deep_forward(params, cfg, tokens, dps), oracle_deep_forward(params, cfg, tokens, 2 * dps), dps
+    )
+
+
 def _flatten(obj):
     if isinstance(obj, dict):
         for key in sorted(obj):
@@ -183,8 +297,11 @@ def stable_oracle(params: dict, cfg: ModelConfig, tokens, dps: int = DEFAULT_DPS
     entries below 1); otherwise a ``RuntimeError`` reports that the precision was insufficient.
     Returns the ``2·dps`` evaluation.
     """
-    low = oracle_forward(params, cfg, tokens, dps)
-    high = oracle_forward(params, cfg, tokens, 2 * dps)
+    return _confirmed(oracle_forward(params, cfg, tokens, dps), oracle_forward(params, cfg, tokens, 2 * dps), dps)
+
+
+def _confirmed(low: dict, high: dict, dps: int) -> dict:
+    """``high`` when every entry of the two evaluations agrees to 10^(−dps+10) relative, else RuntimeError."""
     with mpmath.workdps(2 * dps):
         tol = mpmath.mpf(10) ** (-dps + 10)
         for a, b in zip(_flatten(low), _flatten(high), strict=False):

@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from mdm_props.checks import assert_holds, summarize
@@ -75,6 +75,25 @@ def test_branch_scale_form_matches_the_model_option():
     a = forward(deep.at_branch_scale(params, 2.0**-5), cfg, tokens).logits
     b = forward(params, dataclasses.replace(cfg, branch_scale=2.0**-5), tokens).logits
     assert torch.equal(a, b)
+
+
+@pytest.mark.meta("C6")
+def test_a_fit_within_the_floors_reach_of_settling_is_undecided_and_beyond_it_violated():
+    """fit_uncertainty bounds the fitted coefficients' change when each R(ε_i) moves by the floor (every sign
+    pattern checked); window_result turns an unsettled fit into undecided only when the floor could explain it."""
+    import itertools
+
+    eps, floor, c = [2.0**-k for k in (10, 11, 12)], 1e-12, (0.7, -3.0, 11.0)
+    delta = deep.fit_uncertainty(eps, floor, 2)
+    exact = [e * e * (c[0] + c[1] * e + c[2] * e * e) for e in eps]
+    for signs in itertools.product((-1, 1), repeat=3):
+        fit = deep.remainder_series(eps, [r + s * floor for r, s in zip(exact, signs, strict=True)], 2)
+        assert all(abs(a - b) <= d * (1 + 1e-6) for a, b, d in zip(fit, c, delta, strict=True))
+    assert deep.window_result("C8", 0.08, 1e-3, 0.01)[0].undecided
+    assert deep.window_result("C8", 0.08, 0.2)[0].undecided
+    bad = deep.window_result("C8", 0.08, 1e-3, 0.07)[0]
+    assert not bad.holds and not bad.undecided
+    assert deep.settled_within_floor(c, (0.0, 0.0, 0.0), eps[0], 2) == deep.c6_relative_band(c, 0.0, eps[0], 2)
 
 
 @pytest.mark.meta("C6")
@@ -179,8 +198,17 @@ def test_c7_arm_in_place_of_the_mdm_is_not_separated():
 
 
 # the profile's example count (100 under CI); a draw costs ≈ 0.12 s, two thirds of it in traced evaluations
+def _saturated(d_model, d_head):
+    cfg = ModelConfig(
+        vocab=4, d_model=d_model, d_head=d_head, n_heads=2, n_layers=2, pos="t5", n_kv_heads=1, mlp="swiglu", d_mlp=8
+    )
+    return deep.StorageCase(cfg, 62805, 2.0, False, deep.Template(3, 0, 2, (1,)), 3, 0)
+
+
 @pytest.mark.claim("C8")
 @given(case=storage_cases(max_layers=3, orthonormal=False))
+@example(case=_saturated(12, 2))  # found by the dev profile: G_f = 0 in float64 at every layer (no result before)
+@example(case=_saturated(8, 4))  # found by the dev profile: a floor under-weighted by s² read as a violation
 def test_c8_layer_step_taylor_test_and_last_layer_remainder(device, case):
     res = deep.check_c8(case.params(device), case.cfg, case.template, case.A, case.B)
     assert res, case.describe()

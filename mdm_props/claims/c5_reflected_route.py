@@ -17,9 +17,12 @@ so at any depth the reverse query reads the storage the forward query writes. Un
 value path reads P, which Φ_abs moves: the loss identity holds, C5b fails (a negative control).
 
 Tolerance (derived, :mod:`mdm_props.rounding_mode`): both sides are float64 evaluations of the same
-exact number (Φ is exact in float64: sign flips, flips, row reversal). Each side's first-order
-running-error radius — forward and autograd backward, every aten operation — bounds its distance to
-that number (× SAFETY 2), so ``|lhs − rhs| ≤ e_lhs + e_rhs``. Margins: ``1 − error/tolerance``.
+exact number (Φ is exact in float64: sign flips, flips, row reversal), so ``|lhs − rhs| ≤ e_lhs + e_rhs``
+with each side's first-order error bound (× SAFETY 2): for log p the adjoint bound Σ_k |∂y/∂v_k| own_k
+(:func:`~mdm_props.rounding_mode.adjoint_error_bounds`, within 50–1000× of the 50-digit oracle's error),
+for gradients the running radii of every aten operation, forward and autograd backward
+(:func:`~mdm_props.rounding_mode.with_error_bounds`; sound, loose on deep blocks). Margins:
+``1 − error/tolerance``.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from ..checks import CheckResult, Counterexample, NegativeControl, worst_entry
 from ..facts import Template, forward_query, reverse_query
 from ..model import RELATIVE_ENCODINGS, ModelConfig, forward, rope_reflection, storage_parameters
 from ..params import check_params, init_params, resolve_device
-from ..rounding_mode import with_error_bounds
+from ..rounding_mode import adjoint_error_bounds, with_error_bounds
 from ..search import search
 from ..validation import require_int, require_seed
 
@@ -109,19 +112,22 @@ def value_read_parameters(cfg: ModelConfig) -> tuple[str, ...]:
 
 
 def query_state(params: dict, cfg: ModelConfig, tokens, slot: int, target: int) -> dict:
-    """``logp`` (V,) at ``slot`` and ``grad`` (dict) of −log p(target) by autograd, with their
-    running-error bounds ``e_logp``, ``e_grad`` (:func:`mdm_props.rounding_mode.with_error_bounds`)."""
+    """``logp`` (V,) at ``slot`` with its first-order error bound ``e_logp`` (the adjoint bound,
+    :func:`mdm_props.rounding_mode.adjoint_error_bounds`), and ``grad`` (dict) of −log p(target) by autograd
+    with its running-error bound ``e_grad`` (:func:`mdm_props.rounding_mode.with_error_bounds`)."""
     device = params["E"].device
     tok = torch.as_tensor(tokens, dtype=torch.long, device=device)
+    plain = {k: v.detach() for k, v in params.items()}
     leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
 
     def run():
         with torch.enable_grad():
             logp = torch.log_softmax(forward(leaves, cfg, tok).logits[slot], dim=-1)
             grads = torch.autograd.grad(-logp[target], list(leaves.values()), allow_unused=True)
-        return logp, dict(zip(leaves, grads, strict=False))
+        return dict(zip(leaves, grads, strict=False))
 
-    (logp, grad), (e_logp, e_grad) = with_error_bounds(run)
+    logp, e_logp = adjoint_error_bounds(lambda: torch.log_softmax(forward(plain, cfg, tok)["logits"][slot], dim=-1))
+    grad, e_grad = with_error_bounds(run)
     zero = {k: torch.zeros_like(v) for k, v in params.items()}
     grad = {k: zero[k] if g is None else g for k, g in grad.items()}
     e_grad = {k: zero[k] if g is None else g for k, g in e_grad.items()}

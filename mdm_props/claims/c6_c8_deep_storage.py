@@ -474,15 +474,36 @@ def fitted_window(R_at, order: int, starts=FIT_STARTS) -> tuple[int, tuple[float
     return k0, c, x0
 
 
-def window_result(claim: str, x0: float, floor_share: float, **info) -> list[CheckResult]:
-    """The fit found an asymptotic window: x₀ ≤ C6_WINDOW/2 (:func:`fitted_window`). When it did not and the
-    float64 floor is ≥ C6_WINDOW/2 of the fitted leading term at the last fit start (``floor_share``), the
-    regime lies below what float64 resolves: ``undecided`` with the reason (counted, never a pass), as
+def fit_uncertainty(eps: list[float], floor: float, order: int) -> tuple[float, float, float]:
+    """(Δ₁, Δ₂, Δ₃) with |ĉ_j − c_j| ≤ Δ_j for the series fitted through ε_i (:func:`remainder_series`) when
+    every R(ε_i) is off by at most ``floor``: the fit is linear, ĉ = V⁻¹ r with V the Vandermonde matrix of the
+    ε_i and r_i = R(ε_i)/ε_i^order, so |ĉ − c| ≤ |V⁻¹| (floor/ε_i^order) entrywise."""
+    import numpy as np
+
+    e = np.asarray(eps, dtype=float)
+    delta = np.abs(np.linalg.inv(np.vander(e, 3, increasing=True))) @ (floor / e**order)
+    return float(delta[0]), float(delta[1]), float(delta[2])
+
+
+def settled_within_floor(c: tuple[float, float, float], delta: tuple[float, float, float], eps0: float, order: int):
+    """The smallest fitted correction x₀ (:func:`c6_relative_band` without floor, at ε₀) of any series within
+    ``delta`` of ``c`` (:func:`fit_uncertainty`): (|c₁| + Δ₁, max(|c₂| − Δ₂, 0), max(|c₃| − Δ₃, 0))."""
+    low = (abs(c[0]) + delta[0], max(abs(c[1]) - delta[1], 0.0), max(abs(c[2]) - delta[2], 0.0))
+    return c6_relative_band(low, 0.0, eps0, order)
+
+
+def window_result(claim: str, x0: float, floor_share: float, x0_floor: float = math.inf, **info) -> list[CheckResult]:
+    """The fit found an asymptotic window: x₀ ≤ C6_WINDOW/2 (:func:`fitted_window`). When it did not, and
+    either the float64 floor is ≥ C6_WINDOW/2 of the fitted leading term at the last fit start
+    (``floor_share``) or a series within the floor's reach of the fitted one would settle (``x0_floor``
+    ≤ C6_WINDOW/2, :func:`settled_within_floor`: the fitted corrections are rounding noise), the regime lies
+    below what float64 resolves: ``undecided`` with the reason (counted, never a pass), as
     :func:`mdm_props.taylor.taylor_test` reports it."""
-    if x0 > C6_WINDOW / 2 and floor_share >= C6_WINDOW / 2:
+    if x0 > C6_WINDOW / 2 and (floor_share >= C6_WINDOW / 2 or x0_floor <= C6_WINDOW / 2):
         reason = (
-            f"no fit start settles (x₀ = {x0:.3g}) and the float64 floor is {floor_share:.3g} of the fitted "
-            f"leading term at the last start: the regime lies below what float64 resolves"
+            f"no fit start settles (x₀ = {x0:.3g}); at the last start the float64 floor is {floor_share:.3g} of "
+            f"the fitted leading term and within the floor's reach the fit settles to x₀ = {x0_floor:.3g}: the "
+            f"regime lies below what float64 resolves"
         )
         return [undecided(claim, "the remainder's fitted series settles", reason, **info)]
     return [
@@ -550,7 +571,9 @@ def check_c6(
         k0, c, x0 = fitted_window(R_at, 1)
         fl = float(floor[layer])
         info = {"layer": layer, "lead": float(ld[layer]), "c1": c[0], "c2": c[1], "c3": c[2], "floor": fl, "fit_k": k0}
-        results += window_result("C6", x0, fl / (2.0**-k0 * abs(c[0])) if c[0] else math.inf, **info)
+        x0_floor = settled_within_floor(c, fit_uncertainty([2.0**-k for k in (k0, k0 + 1, k0 + 2)], fl, 1), 2.0**-k0, 1)
+        share = fl / (2.0**-k0 * abs(c[0])) if c[0] else math.inf
+        results += window_result("C6", x0, share, x0_floor, **info)
         for k in (k0 + 4, k0 + 8):
             x = max(c6_relative_band(c, fl, 2.0**-k), c6_relative_band(c, fl, 2.0 ** -(k + 1)))
             if x > C6_WINDOW:
@@ -766,13 +789,13 @@ def check_c8(
         L1, e_L1 = loss_with_bound(layer_step(params, layer, D, eta_min), cfg, rq)
         floor = taylor_floor(e_L0, e_L1, L0, L1, eta_min, ip, [G_r[layer]], [D], [params["W_OV"][layer]])
         info = {"layer": layer, "A2_fit": c[0], "c3": c[1], "c4": c[2], "floor": floor, "step_unit": s, "fit_k": k0}
-        # the fit is in ε = 2^−k (η = ε s): c₁ = R(η)/ε², so the floor's share of the leading term is floor/(ε₀²|c₁|),
-        # the same units as c6_relative_band (the first version divided by (ε₀ s)², s² ≈ 1e14 too small on a
-        # saturated draw, and reported a float64 floor far above R as "never settles")
-        results += window_result("C8", x0, floor / ((2.0**-k0) ** 2 * abs(c[0])) if c[0] else math.inf, **info)
+        # the series is fitted in ε = η/s = 2^−k (fitted_window): R = c₁ε² + c₂ε³ + c₃ε⁴, so every band is in ε too
+        eps = [2.0**-k for k in (k0, k0 + 1, k0 + 2)]
+        x0_floor = settled_within_floor(c, fit_uncertainty(eps, floor, 2), eps[0], 2)
+        share = floor / (eps[0] ** 2 * abs(c[0])) if c[0] else math.inf
+        results += window_result("C8", x0, share, x0_floor, **info)
         for k in (k0 + 4, k0 + 8):
-            e1, e2 = 2.0**-k * s, 2.0 ** -(k + 1) * s
-            x = max(c6_relative_band(c, floor, e1, 2), c6_relative_band(c, floor, e2, 2))
+            x = max(c6_relative_band(c, floor, 2.0**-k, 2), c6_relative_band(c, floor, 2.0 ** -(k + 1), 2))
             if x > C6_WINDOW:
                 continue
             ratio = R_at(k) / R_at(k + 1)
