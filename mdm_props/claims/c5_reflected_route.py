@@ -126,7 +126,7 @@ def query_state(params: dict, cfg: ModelConfig, tokens, slot: int, target: int) 
             grads = torch.autograd.grad(-logp[target], list(leaves.values()), allow_unused=True)
         return dict(zip(leaves, grads, strict=False))
 
-    logp, e_logp = adjoint_error_bounds(lambda: torch.log_softmax(forward(plain, cfg, tok)["logits"][slot], dim=-1))
+    logp, e_logp = adjoint_error_bounds(lambda: torch.log_softmax(forward(plain, cfg, tok).logits[slot], dim=-1))
     grad, e_grad = with_error_bounds(run)
     zero = {k: torch.zeros_like(v) for k, v in params.items()}
     grad = {k: zero[k] if g is None else g for k, g in grad.items()}

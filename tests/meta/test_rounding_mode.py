@@ -91,7 +91,7 @@ def _deep_draws(n, seed=11):
 def _logp(params, cfg, query):
     from mdm_props.model import forward
 
-    return torch.log_softmax(forward(params, cfg, torch.tensor(query.tokens))["logits"][query.slot], dim=-1)
+    return torch.log_softmax(forward(params, cfg, torch.tensor(query.tokens)).logits[query.slot], dim=-1)
 
 
 def test_the_deep_oracle_is_the_model_in_closed_form_when_the_branches_are_zero():
