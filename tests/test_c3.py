@@ -96,6 +96,8 @@ def test_hypothesis_finds_a_non_orthonormal_counterexample():
             database=None,
             derandomize=True,
             phases=[Phase.generate],
+            # a search for a rare draw: too_slow / filter_too_much would abort the very search this control
+            # runs; the found case is asserted below
             suppress_health_check=list(HealthCheck),
         ),
     )  # a search for a rare draw:
