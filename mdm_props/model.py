@@ -473,50 +473,34 @@ def storage_parameters(cfg: ModelConfig) -> tuple[str, ...]:
 # ---------------------------------------------------------------------------------------------
 # presets: toy-width look-alikes of real masked diffusion LMs (THEORY §2b "Real architectures")
 
+# what the three modelling files share: a LLaMA-style pre-norm block (RMSNorm, SwiGLU, half-split RoPE),
+# untied head, separate W_V and W_O, no biases, read-out at the slot
+_LLAMA_BLOCK = dict(
+    norm="rms",
+    final_norm=True,
+    mlp="swiglu",
+    rope_pairing="half-split",
+    qk_bias=False,
+    v_bias=False,
+    tied=False,
+    merged_ov=False,
+    readout_offset=0,
+)
 _PRESETS = {
-    # LLaDA-8B: RMSNorm, SwiGLU, half-split RoPE θ = 5e5, no biases, no GQA, untied, read-out at i
-    "llada-like": dict(
-        norm="rms",
-        final_norm=True,
-        mlp="swiglu",
-        rope_pairing="half-split",
-        rope_base=5e5,
-        qk_bias=False,
-        v_bias=False,
-        tied=False,
-        merged_ov=False,
-        readout_offset=0,
-        norm_eps=1e-5,
-    ),
-    # Dream-7B (Qwen2): GQA 7:1 (here 2:1), q/k/v biases, half-split RoPE θ = 1e6, untied, read-out shifted by one
-    "dream-like": dict(
-        norm="rms",
-        final_norm=True,
-        mlp="swiglu",
-        rope_pairing="half-split",
-        rope_base=1e6,
-        n_kv_heads=2,
-        qk_bias=True,
-        v_bias=True,
-        tied=False,
-        merged_ov=False,
-        readout_offset=1,
-        norm_eps=1e-6,
-    ),
-    # SMDM (lit_gpt LLaMA): RMSNorm, SwiGLU, half-split RoPE θ = 1e4, no biases, untied, read-out at i
-    "smdm-like": dict(
-        norm="rms",
-        final_norm=True,
-        mlp="swiglu",
-        rope_pairing="half-split",
-        rope_base=1e4,
-        qk_bias=False,
-        v_bias=False,
-        tied=False,
-        merged_ov=False,
-        readout_offset=0,
-        norm_eps=1e-5,
-    ),
+    # LLaDA-8B: no GQA, θ = 5e5
+    "llada-like": {**_LLAMA_BLOCK, "rope_base": 5e5, "norm_eps": 1e-5},
+    # Dream-7B (Qwen2): GQA 7:1 (here 2:1), q/k/v biases, θ = 1e6, read-out shifted by one
+    "dream-like": {
+        **_LLAMA_BLOCK,
+        "rope_base": 1e6,
+        "n_kv_heads": 2,
+        "qk_bias": True,
+        "v_bias": True,
+        "readout_offset": 1,
+        "norm_eps": 1e-6,
+    },
+    # SMDM (lit_gpt LLaMA): θ = 1e4
+    "smdm-like": {**_LLAMA_BLOCK, "rope_base": 1e4, "norm_eps": 1e-5},
 }
 PRESETS = tuple(_PRESETS)
 _TOY = dict(vocab=8, d_model=16, d_head=4, n_heads=4, n_layers=3, d_mlp=32, pos="rope")

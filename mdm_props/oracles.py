@@ -99,6 +99,19 @@ def _softmax(row):
     return [v / total for v in e]
 
 
+def _oracle_tokens(cfg: ModelConfig, tokens, dps) -> list[int]:
+    """``tokens`` (a 1-D tensor or a list of ids) as a list of ints, after checking ``dps`` (an integer
+    ≥ 20), the length (1 … ``cfg.max_len``) and the ids (0 … ``cfg.vocab``, the last being the mask)."""
+    if isinstance(dps, bool) or not isinstance(dps, int) or dps < 20:
+        raise ValueError(f"dps must be an integer >= 20; got {dps!r}")
+    tokens = [int(t) for t in (tokens.tolist() if isinstance(tokens, torch.Tensor) else tokens)]
+    if not 1 <= len(tokens) <= cfg.max_len:
+        raise ValueError(f"tokens: length must be in [1, max_len={cfg.max_len}]; got {len(tokens)}")
+    if any(not 0 <= t <= cfg.vocab for t in tokens):
+        raise ValueError(f"tokens must be ids in [0, {cfg.vocab}] (vocab real tokens and the mask); got {tokens}")
+    return tokens
+
+
 def oracle_forward(params: dict, cfg: ModelConfig, tokens, dps: int = DEFAULT_DPS) -> dict:
     """Evaluate the model at ``dps`` decimal digits; ``tokens`` is a 1-D tensor or a list of ids.
 
@@ -111,14 +124,8 @@ def oracle_forward(params: dict, cfg: ModelConfig, tokens, dps: int = DEFAULT_DP
             f"cfg sets deep-block options {deep_options(cfg)}; oracle_forward covers the one-layer "
             "block of THEORY §1 only (use mdm_props.rounding_mode.with_error_bounds)"
         )
-    if isinstance(dps, bool) or not isinstance(dps, int) or dps < 20:
-        raise ValueError(f"dps must be an integer >= 20; got {dps!r}")
-    tokens = [int(t) for t in (tokens.tolist() if isinstance(tokens, torch.Tensor) else tokens)]
+    tokens = _oracle_tokens(cfg, tokens, dps)
     T = len(tokens)
-    if not 1 <= T <= cfg.max_len:
-        raise ValueError(f"tokens: length must be in [1, max_len={cfg.max_len}]; got {T}")
-    if any(not 0 <= t <= cfg.vocab for t in tokens):
-        raise ValueError(f"tokens must be ids in [0, {cfg.vocab}] (vocab real tokens and the mask); got {tokens}")
     with mpmath.workdps(dps):
         P = {name: _mp(t) for name, t in params.items()}
         base = mpmath.mpf(cfg.rope_base)
@@ -209,14 +216,8 @@ def oracle_deep_forward(params: dict, cfg: ModelConfig, tokens, dps: int = DEFAU
     of mpf."""
     import math
 
-    if isinstance(dps, bool) or not isinstance(dps, int) or dps < 20:
-        raise ValueError(f"dps must be an integer >= 20; got {dps!r}")
-    tokens = [int(t) for t in (tokens.tolist() if isinstance(tokens, torch.Tensor) else tokens)]
+    tokens = _oracle_tokens(cfg, tokens, dps)
     T = len(tokens)
-    if not 1 <= T <= cfg.max_len:
-        raise ValueError(f"tokens: length must be in [1, max_len={cfg.max_len}]; got {T}")
-    if any(not 0 <= t <= cfg.vocab for t in tokens):
-        raise ValueError(f"tokens must be ids in [0, {cfg.vocab}] (vocab real tokens and the mask); got {tokens}")
     H, group, dk = cfg.n_heads, cfg.n_heads // cfg.kv_heads, cfg.d_head
     with mpmath.workdps(dps):
         P = {name: _mp(t) for name, t in params.items()}

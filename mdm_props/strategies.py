@@ -81,6 +81,33 @@ def pick(draw, options):
     return options[draw(INDEX) % len(options)]
 
 
+CHOICES = 32  # INDEX choices drawn up front by :func:`chosen`; the deep case builders make at most 25
+
+
+@st.composite
+def chosen(draw, make, **kwargs):
+    """``make(choose, seed, **kwargs)`` under Hypothesis, for the deep claims' case builders
+    (``c5_reflected_route.deep_case``, ``c6_c8_deep_storage.storage_case``), which take a chooser so that
+    their runners can drive them with ``random.Random.choice``. A fixed schema whatever the builder does:
+    :data:`CHOICES` INDEX choices and a seed are drawn first, and the k-th ``choose(options)`` is
+    ``options[index_k mod len(options)]`` (as :func:`pick`; shrinks to ``options[0]``). A builder that
+    makes more choices than that is an error, not a silent reuse."""
+    indices = [draw(INDEX) for _ in range(CHOICES)]
+    seed = draw(seeds)
+    used = iter(indices)
+
+    def choose(options):
+        options = tuple(options)
+        if not options:
+            raise ValueError("options must be a non-empty sequence")
+        index = next(used, None)
+        if index is None:
+            raise ValueError(f"the case builder {make.__name__} made more than CHOICES = {CHOICES} choices")
+        return options[index % len(options)]
+
+    return make(choose, seed, **kwargs)
+
+
 @st.composite
 def templates(draw, vocab: int, A: int, B: int, max_length: int = MAX_LENGTH) -> Template:
     """A template whose fillers avoid A and B; shrinks to the canonical "A r B" with r the smallest free id.

@@ -328,6 +328,11 @@ def taylor_test(
             f"the leading coefficient c₂ = {A2}: no quadratic term to compare",
         )
     points: list[TaylorPoint] = []
+
+    def verdict(status, window, stage, reason, seconds, calls):
+        """The result in ``stage`` ("float64" or "exact": the exact evaluation was needed) on ``window``."""
+        return _verdict(status, A2, coefficients, rho, window, points, stage, stage == "exact", reason, seconds, calls)
+
     k_stop, last_part, n64 = None, None, 0
     for k in TAYLOR_EXPONENTS:
         eta = 2.0**-k
@@ -350,20 +355,13 @@ def taylor_test(
     run = settled_suffix(window, A2)
     seconds = (time.perf_counter() - t0, 0.0)
     if len(run) >= TAYLOR_MIN_WINDOW:
-        return _verdict(
-            "holds", A2, coefficients, rho, run, points, "float64", False, "settled in float64", seconds, (n64, 0)
-        )
+        return verdict("holds", run, "float64", "settled in float64", seconds, (n64, 0))
     bottom = window[-TAYLOR_MIN_WINDOW:]
     if len(bottom) == TAYLOR_MIN_WINDOW and first_order_signature(bottom, A2):
-        return _verdict(
+        return verdict(
             "violated",
-            A2,
-            coefficients,
-            rho,
             bottom,
-            points,
             "float64",
-            False,
             "a first-order term at the smallest step sizes float64 resolves",
             seconds,
             (n64, 0),
@@ -374,19 +372,7 @@ def taylor_test(
         f"k = {[p.k for p in window]} (needs {TAYLOR_MIN_WINDOW})"
     )
     if exact is None:
-        return _verdict(
-            "undecided",
-            A2,
-            coefficients,
-            rho,
-            bottom,
-            points,
-            "float64",
-            False,
-            floor64 + "; no exact evaluation given",
-            seconds,
-            (n64, 0),
-        )
+        return verdict("undecided", bottom, "float64", floor64 + "; no exact evaluation given", seconds, (n64, 0))
     tried: list[TaylorPoint] = []
     last_part, spent, t1 = None, 0, time.perf_counter()
     capped: int | None = None
@@ -414,29 +400,12 @@ def taylor_test(
         last = tried[-TAYLOR_MIN_WINDOW:]
         seconds = (seconds[0], time.perf_counter() - t1)
         if len(last) == TAYLOR_MIN_WINDOW and settled(last, A2):
-            return _verdict(
-                "holds",
-                A2,
-                coefficients,
-                rho,
-                last,
-                points,
-                "exact",
-                True,
-                floor64 + "; settled in the exact evaluation",
-                seconds,
-                (n64, spent),
-            )
+            return verdict("holds", last, "exact", floor64 + "; settled in the exact evaluation", seconds, (n64, spent))
         if len(last) == TAYLOR_MIN_WINDOW and first_order_signature(last, A2):
-            return _verdict(
+            return verdict(
                 "violated",
-                A2,
-                coefficients,
-                rho,
                 last,
-                points,
                 "exact",
-                True,
                 floor64 + "; the exact evaluation shows a first-order term",
                 seconds,
                 (n64, spent),
@@ -448,15 +417,10 @@ def taylor_test(
         if capped is not None
         else "down to its floor"
     )
-    return _verdict(
+    return verdict(
         "undecided",
-        A2,
-        coefficients,
-        rho,
         tried[-TAYLOR_MIN_WINDOW:] or bottom,
-        points,
         "exact",
-        True,
         floor64 + f"; the exact evaluation did not settle either on k = {[p.k for p in tried]} ({stop})",
         (seconds[0], time.perf_counter() - t1),
         (n64, spent),

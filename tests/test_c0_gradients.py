@@ -30,10 +30,10 @@ def gradient_draws(draw):
     )
     cfg = dataclasses.replace(case.cfg, tied=draw(st.booleans()), residual=draw(st.booleans()))
     query = draw(st.sampled_from([forward_query, reverse_query]))(case.template, case.A, case.B, cfg.vocab)
-    T = len(query.tokens)
-    i = draw(st.integers(0, T - 1))
-    j = draw(st.integers(0, i if cfg.attention == "causal" else T - 1))
-    return cfg, case, query, i, j, draw(st.integers(0, cfg.n_heads - 1))
+    T = len(query.tokens)  # ranges that depend on earlier draws are picked (a fixed schema, strategies.pick)
+    i = strategies.pick(draw, range(T))
+    j = strategies.pick(draw, range(i + 1 if cfg.attention == "causal" else T))
+    return cfg, case, query, i, j, strategies.pick(draw, range(cfg.n_heads))
 
 
 @pytest.mark.claim("C0.3")

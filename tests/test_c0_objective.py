@@ -52,7 +52,8 @@ def objective_draws(draw):
             n_heads=st.integers(1, 2),
         )
     )
-    tokens = draw(st.lists(st.integers(0, case.cfg.vocab - 1), min_size=1, max_size=6))
+    # real-token ids, each one INDEX choice reduced mod V (a fixed schema: strategies.pick)
+    tokens = [i % case.cfg.vocab for i in draw(st.lists(strategies.INDEX, min_size=1, max_size=6))]
     return case, tokens
 
 

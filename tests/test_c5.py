@@ -8,8 +8,8 @@ import dataclasses
 import pytest
 import torch
 from hypothesis import given
-from hypothesis import strategies as st
 
+from mdm_props import strategies
 from mdm_props.checks import assert_holds, summarize
 from mdm_props.claims import c5_reflected_route as c5
 from mdm_props.facts import Template, forward_query, reverse_query
@@ -17,14 +17,9 @@ from mdm_props.model import ModelConfig, preset, storage_parameters
 from mdm_props.params import init_params
 
 
-@st.composite
-def deep_cases(draw, **kwargs):
-    return c5.deep_case(lambda options: draw(st.sampled_from(options)), draw(st.integers(0, c5.MAX_SEED)), **kwargs)
-
-
 @pytest.mark.claim("C5")
 @pytest.mark.claim("C5b")
-@given(case=deep_cases())
+@given(case=strategies.chosen(c5.deep_case))
 def test_c5_reverse_query_is_the_forward_query_at_the_reflected_route(device, case):
     """log p_r(·|θ) = log p_f(·|Φθ), ∇L_r(θ) = Φ∇L_f(Φθ) and ∇_S L_r(θ) = ∇_S L_f(Φθ), depth 1–4, every
     relative encoding and pairing, norms, SwiGLU, GQA, biases, mirror-symmetric templates of length 3–7."""

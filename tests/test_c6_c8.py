@@ -6,23 +6,18 @@ import dataclasses
 import pytest
 import torch
 from hypothesis import example, given
-from hypothesis import strategies as st
 
+from mdm_props import strategies
 from mdm_props.checks import assert_holds, summarize
 from mdm_props.claims import c6_c8_deep_storage as deep
 from mdm_props.model import ModelConfig, forward
 from mdm_props.params import init_params
 
 
-@st.composite
-def storage_cases(draw, **kwargs):
-    return deep.storage_case(lambda o: draw(st.sampled_from(o)), draw(st.integers(0, deep.MAX_SEED)), **kwargs)
-
-
 # the profile's example count (100 under CI); a draw costs ≈ 0.25 s: ≈ 13 plain ⟨G_f, G_r⟩ evaluations over ε and
 # the floor's two traced evaluations (mdm_props.rounding_mode)
 @pytest.mark.claim("C6")
-@given(case=storage_cases(max_layers=3))
+@given(case=strategies.chosen(deep.storage_case, max_layers=3))
 def test_c6_remainder_has_order_one_and_the_sign_is_positive_below_eps0(device, case):
     res = deep.check_c6(case.params(device), case.cfg, case.template, case.A, case.B)
     assert res, case.describe()
@@ -206,7 +201,7 @@ def _saturated(d_model, d_head):
 
 
 @pytest.mark.claim("C8")
-@given(case=storage_cases(max_layers=3, orthonormal=False))
+@given(case=strategies.chosen(deep.storage_case, max_layers=3, orthonormal=False))
 @example(case=_saturated(12, 2))  # found by the dev profile: G_f = 0 in float64 at every layer (no result before)
 @example(case=_saturated(8, 4))  # found by the dev profile: a floor under-weighted by s² read as a violation
 def test_c8_layer_step_taylor_test_and_last_layer_remainder(device, case):

@@ -9,6 +9,8 @@ from hypothesis import find, given, settings
 from hypothesis import strategies as st
 
 from mdm_props import strategies
+from mdm_props.claims import c5_reflected_route as c5
+from mdm_props.claims import c6_c8_deep_storage as deep
 from mdm_props.model import ATTENTIONS, POSITIONAL_ENCODINGS
 
 
@@ -85,6 +87,9 @@ FIXED_SCHEMA_STRATEGIES = {
         pos=st.sampled_from(["rope", "t5"]), orthonormal=False, max_d_model=4, max_vocab=20
     ),
     "canonical": strategies.cases(canonical=True, pos=st.sampled_from(POSITIONAL_ENCODINGS)),
+    "C5 deep": strategies.chosen(c5.deep_case),  # before (sampled_from each): v_bias and the filler count varied
+    "C5 not mirrored": strategies.chosen(c5.deep_case, mirror=False),
+    "C6/C8 storage": strategies.chosen(deep.storage_case, max_layers=3, orthonormal=False),
 }
 
 
@@ -126,3 +131,13 @@ def test_pick_is_uniform_for_small_option_counts_and_refuses_no_options():
     assert _draw(st.composite(lambda draw: strategies.pick(draw, "abc"))(), choices=(5,))[4] == "c"
     with pytest.raises(ValueError, match="options"):
         _draw(st.composite(lambda draw: strategies.pick(draw, []))(), choices=(0,))
+
+
+def test_chosen_refuses_a_builder_that_makes_more_choices_than_it_drew():
+    def greedy(choose, seed):
+        return [choose((0, 1)) for _ in range(strategies.CHOICES + 1)]
+
+    with pytest.raises(ValueError, match="more than CHOICES"):
+        find(strategies.chosen(greedy), lambda _: True)
+    with pytest.raises(ValueError, match="non-empty"):
+        find(strategies.chosen(lambda choose, seed: choose(())), lambda _: True)
