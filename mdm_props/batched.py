@@ -145,10 +145,10 @@ def batch_from_case(case: Case, size: int, eta: float | None = None) -> Batch:
 def assert_batch_holds(report: BatchReport) -> float:
     """Raise AssertionError listing the first failing draw's violated checks (with the draw to replay it) when
     some draw fails; return the batch's smallest margin (for ``hypothesis.target``)."""
-    bad = torch.nonzero(~report.holds).flatten()
+    bad = torch.nonzero(report.failing).flatten()
     if len(bad):
         i = int(bad[0])
-        failed = [f"{r} draw={r.details['draw']}" for r in report.results(i) if not r.holds]
+        failed = [f"{r} draw={r.details['draw']}" for r in report.results(i) if not r.holds and not r.undecided]
         raise AssertionError(f"{len(bad)} of {report.batch.size} draws fail; draw {i}: " + "; ".join(failed))
     return report.worst[1]
 
@@ -402,6 +402,17 @@ class BatchedCheck:
     scale: torch.Tensor | None = None
     index: torch.Tensor | None = None  # worst_entry: the entry chosen per draw
     details: dict = field(default_factory=dict)
+    undecided: torch.Tensor | None = None  # inequality: a strict one within its rounding tolerance (checks.inequality)
+
+    @property
+    def failing(self) -> torch.Tensor:
+        """Draws that violate this check (neither holds nor undecided), (K,)."""
+        return ~self.holds if self.undecided is None else ~self.holds & ~self.undecided
+
+    @property
+    def decided_margin(self) -> torch.Tensor:
+        """The margin with undecided draws at +inf (never the worst; a non-finite observation stays NaN)."""
+        return self.margin if self.undecided is None else torch.where(self.undecided, math.inf, self.margin)
 
     def result(self, i: int) -> CheckResult:
         """Draw i's :class:`~mdm_props.checks.CheckResult`, built by the per-draw constructor."""
@@ -446,9 +457,14 @@ def inequality_check(
         raise ValueError(f"scale must be > 0; got {scale.min()}")
     signed = observed - bound if relation in (">", ">=") else bound - observed
     finite = torch.isfinite(observed)
-    holds = finite & ((signed > 0) if relation in (">", "<") else (signed >= -tolerance))
+    strict = relation in (">", "<")
+    holds = finite & ((signed > 0) if strict else (signed >= -tolerance))
+    # strict and within the rounding tolerance on the wrong side: undecided (margin NaN, as the per-draw result)
+    undecided = finite & (tolerance > 0) & (signed <= 0) & (signed >= -tolerance) if strict else None
     violation = torch.where(finite, (-signed).clamp_min(0.0), torch.full_like(signed, math.inf))
     margin = torch.where(holds & (signed < 0), torch.zeros_like(signed), signed / scale)
+    if undecided is not None:
+        margin = torch.where(undecided, torch.full_like(margin, math.nan), margin)
     return BatchedCheck(
         claim,
         quantity,
@@ -462,6 +478,7 @@ def inequality_check(
         holds,
         scale=scale,
         details=details,
+        undecided=undecided,
     )
 
 
@@ -493,13 +510,24 @@ class BatchReport:
 
     @property
     def margins(self) -> torch.Tensor:
-        """The smallest margin of each draw, (K,)."""
-        return torch.stack([c.margin for c in self.checks]).amin(0)
+        """The smallest margin of each draw over its decided checks, (K,) (+inf when none is decided)."""
+        return torch.stack([c.decided_margin for c in self.checks]).amin(0)
 
     @property
     def holds(self) -> torch.Tensor:
         """Whether every check holds, per draw (K,)."""
         return torch.stack([c.holds for c in self.checks]).all(0)
+
+    @property
+    def failing(self) -> torch.Tensor:
+        """Whether some check is violated (neither holds nor undecided), per draw (K,)."""
+        return torch.stack([c.failing for c in self.checks]).any(0)
+
+    @property
+    def undecided(self) -> torch.Tensor:
+        """Whether some check is undecided, per draw (K,)."""
+        flags = [c.undecided for c in self.checks if c.undecided is not None]
+        return torch.stack(flags).any(0) if flags else torch.zeros_like(self.holds)
 
     @property
     def worst(self) -> tuple[int, float]:
@@ -513,27 +541,14 @@ class BatchReport:
         draw = self.batch.describe(i)
         out = []
         for c in self.checks:
-            r = c.result(i)
-            out.append(
-                CheckResult(
-                    r.claim,
-                    r.quantity,
-                    r.observed,
-                    r.reference,
-                    r.relation,
-                    r.error,
-                    r.tolerance,
-                    r.margin,
-                    r.holds,
-                    {**r.details, "draw": draw, "batch_index": i},
-                )
-            )
+            r = c.result(i)  # keeps the per-draw status (an undecided strict inequality stays undecided)
+            out.append(dataclasses.replace(r, details={**r.details, "draw": draw, "batch_index": i}))
         return out
 
     def selected(self) -> list[CheckResult]:
-        """The results of the worst draw of every check and of every draw that fails a check."""
-        keep = {int(torch.argmin(c.margin.nan_to_num(nan=-math.inf))) for c in self.checks}
-        keep |= {int(i) for i in torch.nonzero(~self.holds).flatten()}
+        """The results of the worst draw of every check and of every draw that fails a check or is undecided."""
+        keep = {int(torch.argmin(c.decided_margin.nan_to_num(nan=-math.inf))) for c in self.checks}
+        keep |= {int(i) for i in torch.nonzero(self.failing | self.undecided).flatten()}
         return [r for i in sorted(keep) for r in self.results(i)]
 
 

@@ -121,6 +121,10 @@ def inequality(
     with tiny absolute values still report a meaningful margin. A weak inequality that is met only
     within its rounding ``tolerance`` (−tolerance ≤ distance < 0: the bound is touched, which
     rounding cannot resolve) reports margin 0, so that margin ≥ 0 exactly when the check holds.
+    A *strict* inequality whose observed value is on the wrong side but within its rounding
+    ``tolerance`` (−tolerance ≤ distance ≤ 0, tolerance > 0) is :func:`undecided`: the exact value
+    may lie on either side (a thorough run met it: C1b's Δε ≈ 1e-18 > 0 at α^f(B) ≈ 1e-15, computed as
+    −2.2e-16 against a rounding error bound of 3.2e-14); beyond the tolerance it is violated.
     """
     if relation not in RELATIONS[1:]:
         raise ValueError(f"relation must be one of {RELATIONS[1:]}; got {relation!r}")
@@ -129,6 +133,12 @@ def inequality(
         raise ValueError(f"scale must be > 0; got {scale}")
     signed = observed - bound if relation in (">", ">=") else bound - observed  # > 0: on the right side
     strict = relation in (">", "<")
+    if strict and math.isfinite(observed) and tolerance > 0 and -tolerance <= signed <= 0:
+        reason = (
+            f"observed {observed:.6g} {relation} {bound:.6g} is within the rounding tolerance {tolerance:.3g} "
+            "on the wrong side: float64 cannot decide the strict inequality"
+        )
+        return undecided(claim, quantity, reason, observed=observed, bound=bound, tolerance=tolerance, **details)
     if not math.isfinite(observed):
         holds, violation = False, math.inf
     else:

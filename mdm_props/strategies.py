@@ -6,7 +6,7 @@ Shrinking goes towards small vocabularies and dimensions, the canonical template
 one head and scale 1: smaller examples that still satisfy every hypothesis the strategy promises
 (non-degeneracy is built in: A ≠ B ≠ fillers, d ≥ V + 1 under H-orth, even d_head under RoPE).
 
-**Fixed schema.** Every draw of :func:`configs`, :func:`templates` and :func:`cases` makes the same
+**Fixed schema.** Every draw of :func:`configs`, :func:`templates`, :func:`cases` and :func:`chosen` makes the same
 sequence of choices with the same constraints, whatever the earlier choices were: a size or id whose
 range depends on an earlier draw (d_model ∈ [V + 1, V + 9], A ∈ [0, V), B ≠ A, a filler among the
 V − 2 free ids, a template of 3–5 slots) is drawn as an index from one fixed range (:data:`INDEX`) and

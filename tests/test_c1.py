@@ -3,13 +3,14 @@ hypotheses (C1a: H-rel; C1b, C1c: H-rel + H-orth) must pass, within the derived 
 ``mdm_props.tolerances`` (sections C1, C4). Each test targets the smallest relative margin."""
 
 import pytest
+import torch
 from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 
 from mdm_props import batched, registry, search, storage, strategies
 from mdm_props.checks import assert_holds
 from mdm_props.claims import c1_reusable_evidence as c1
-from mdm_props.facts import canonical_template, forward_query, reverse_query
+from mdm_props.facts import Template, canonical_template, forward_query, reverse_query
 from mdm_props.model import ModelConfig
 from mdm_props.params import init_params
 
@@ -46,6 +47,21 @@ def test_token_alignment_of_the_canonical_fact_is_the_reversal():
 def test_c1b_evidence_strengthening(batch_draws, device, case, eta):
     """Δε(A←B) = η(1 − p_f(A))α^f_h(B) for every head, and > 0."""
     assert_holds(c1.check_c1b_batch(batched.batch_from_case(case, batch_draws, eta), device).selected())
+
+
+@pytest.mark.claim("C1b")
+def test_c1b_is_undecided_not_violated_where_float64_cannot_resolve_the_step():
+    """Found by the thorough profile (seed 101): in this batch draw 111 has α^f(B) ≈ 1e-15, so the exact
+    Δε(A←B) = η(1 − p_f(A))α^f(B) ≈ 1e-18 > 0 lies far below float64's resolution of ε; it came out
+    −2.2e-16 against a rounding error bound of 3.2e-14 and "> 0" was reported VIOLATED (margin −29.8).
+    It is undecided now (checks.inequality), and the identity with the formula still holds there."""
+    cfg = ModelConfig(vocab=3, d_model=4, d_head=2, n_heads=1, n_layers=1, pos="rope")
+    case = strategies.Case(cfg, 23050, 1.0, True, Template(3, 0, 2, (2,)), 1, 0)
+    report = c1.check_c1b_batch(batched.batch_from_case(case, 256, 0.001))
+    assert not bool(report.failing.any()) and torch.nonzero(report.undecided).flatten().tolist() == [111]
+    identity_, positive = report.results(111)
+    assert identity_.holds and 0 < identity_.reference < positive.details["tolerance"] and positive.undecided
+    assert_holds(report.selected())
 
 
 @pytest.mark.claim("C1c")

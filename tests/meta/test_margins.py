@@ -111,3 +111,32 @@ def test_margin_summary_merges_the_workers_rows_and_prints_one_line_per_claim(re
     rows = {line.split()[0]: line.split() for line in lines[2:]}
     assert rows["C3"][:5] == ["C3", "3", "3", "0.5", "0.5"] and rows["C3"][-1] == "holds", lines
     assert rows["C1b"][1:3] == ["1", "1"] and "VIOLATED" in rows["C1b"], lines
+
+
+# ---------------------------------------------------------------------------------------------
+# strict inequalities within rounding (a thorough run's C1b false alarm: tests/test_c1.py)
+
+
+@pytest.mark.parametrize("relation", [">", "<"])
+def test_a_strict_inequality_within_its_tolerance_is_undecided_and_beyond_it_violated(relation):
+    """observed on the wrong side by less than the tolerance: undecided (neither holds nor fails
+    assert_holds); by more: violated; on the right side: holds; with no tolerance a tie is violated.
+    The batched check gives each draw the per-draw status."""
+    import torch
+
+    from mdm_props import batched
+
+    s = 1 if relation == ">" else -1  # the wrong side of the bound 0 is −s·x
+    cases = [(-s * 1e-16, 1e-14, "undecided"), (0.0, 1e-14, "undecided"), (-s * 2e-14, 1e-14, "violated")]
+    cases += [(s * 1e-16, 1e-14, "holds"), (0.0, 0.0, "violated")]
+    for observed, tol, status in cases:
+        r = checks.inequality("X", "x > 0", observed, 0.0, relation, 1.0, tol)
+        assert r.status == status, (observed, tol, r)
+    checks.assert_holds([checks.inequality("X", "x > 0", -s * 1e-16, 0.0, relation, 1.0, 1e-14)])
+    with pytest.raises(AssertionError, match="VIOLATED"):
+        checks.assert_holds([checks.inequality("X", "x > 0", -s * 2e-14, 0.0, relation, 1.0, 1e-14)])
+    observed, tols = zip(*[(o, t) for o, t, _ in cases], strict=True)
+    b = batched.inequality_check("X", "x > 0", torch.tensor(observed), 0.0, relation, 1.0, torch.tensor(tols))
+    assert [st for _, _, st in cases] == [b.result(i).status for i in range(len(cases))]
+    assert b.failing.tolist() == [st == "violated" for _, _, st in cases]
+    assert b.undecided is not None and b.undecided.tolist() == [st == "undecided" for _, _, st in cases]
