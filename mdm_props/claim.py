@@ -105,7 +105,7 @@ class PerDraw:
 
     def map(self, fn: Callable, *args):
         """``fn`` on the draw's slice of each (1, …) argument, re-stacked (what ``vmap`` does for a batch)."""
-        out = fn(*(a[0] for a in args))
+        out = fn(*(batched.unstack_params(a, 0) if isinstance(a, dict) else a[0] for a in args))
         return tuple(o[None] for o in out) if isinstance(out, tuple) else out[None]
 
 
