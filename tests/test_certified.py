@@ -17,10 +17,10 @@ flint = pytest.importorskip(
 
 from mdm_props import certified as C  # noqa: E402
 from mdm_props import storage, strategies  # noqa: E402
+from mdm_props.claim import Draw  # noqa: E402
 from mdm_props.claims import c1_reusable_evidence as c1  # noqa: E402
 from mdm_props.claims import c3_aligned_storage as c3  # noqa: E402
 from mdm_props.claims import c4_reverse_loss_decrease as c4  # noqa: E402
-from mdm_props.claim import Draw  # noqa: E402
 from mdm_props.cli import main  # noqa: E402
 from mdm_props.model import ATTENTIONS, POSITIONAL_ENCODINGS  # noqa: E402
 from mdm_props.strategies import cases  # noqa: E402
