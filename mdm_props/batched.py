@@ -335,13 +335,21 @@ def storage_gradients(params: dict, cfg: ModelConfig, query: Query) -> tuple[tor
     """G = ∂(−log p(target))/∂W_OV of layer 0 for every draw, (K, H, d, d), by ``vmap(grad(...))`` of the
     per-draw loss (autograd, as :func:`mdm_props.storage.storage_gradient`), and the batched
     :class:`~mdm_props.storage.QueryState` of the same evaluation."""
+    return parameter_gradients(params, cfg, query, "W_OV")
+
+
+def parameter_gradients(params: dict, cfg: ModelConfig, query: Query, name: str) -> tuple[torch.Tensor, QueryState]:
+    """∂(−log p(target))/∂``name`` of layer 0 for every draw (K, …) by ``vmap(grad(...))`` of the per-draw
+    loss, and the batched :class:`~mdm_props.storage.QueryState` of the same evaluation."""
+    if name not in params:
+        raise ValueError(f"name must be one of the parameters {sorted(params)}; got {name!r}")
     tokens = query.tensor(params["E"].device)
 
     def loss(W, p):
-        out = forward({**p, "W_OV": W}, cfg, tokens)
+        out = forward({**p, name: W}, cfg, tokens)
         return -torch.log_softmax(out.logits[query.slot], dim=-1)[query.target], out
 
-    G, out = vmap(grad(loss, has_aux=True))(params["W_OV"], params)
+    G, out = vmap(grad(loss, has_aux=True))(params[name], params)
     return G[:, 0], query_state(params, cfg, query, out)
 
 

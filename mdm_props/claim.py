@@ -30,8 +30,9 @@ import torch
 
 from . import batched, rounding, storage
 from .checks import CheckResult, not_applicable
-from .facts import Query, Template
+from .facts import Query, Template, query_loss
 from .model import ModelConfig
+from .params import require_finite, require_float64
 from .storage import (
     STORAGE_HYPOTHESES,
     QueryState,
@@ -84,10 +85,16 @@ class PerDraw:
         E = draw.params["E"]
         self.eta = None if draw.eta is None else batched.one_value(draw.eta, E)
 
-    def gradient(self, query: Query) -> tuple[torch.Tensor, QueryState]:
-        """(G (1, H, d, d), state): ∂(−log p(target))/∂W_OV by autograd and the query's state."""
-        G, s = storage.storage_gradient(self.draw.params, self.cfg, query)  # looked up at call time
-        return G[None], batched.one_state(s)
+    def gradient(self, query: Query, name: str = "W_OV") -> tuple[torch.Tensor, QueryState]:
+        """(G (1, H, …), state): ∂(−log p(target))/∂``name`` of layer 0 by autograd and the query's state
+        (``W_OV``: :func:`mdm_props.storage.storage_gradient`; another parameter: autograd of the query loss)."""
+        if name == "W_OV":
+            G, s = storage.storage_gradient(self.draw.params, self.cfg, query)  # looked up at call time
+            return G[None], batched.one_state(s)
+        W = self.draw.params[name].detach().requires_grad_(True)
+        with torch.enable_grad():
+            (G,) = torch.autograd.grad(query_loss({**self.draw.params, name: W}, self.cfg, query), W)
+        return G[0][None], self.state(query)
 
     def gradient_error(self, query: Query, state: QueryState) -> torch.Tensor:
         """Bound (1, H, d, d) on the autograd gradient's rounding (safety 1)."""
@@ -111,13 +118,14 @@ class Batched:
     """The float64 backend on a :class:`~mdm_props.batched.Batch`: the same functions under ``vmap``,
     every value with a leading axis K."""
 
-    def __init__(self, batch: batched.Batch, device="cpu", params: dict | None = None):
-        self.batch, self.cfg, self.template, self.A, self.B = batch, batch.cfg, batch.template, batch.A, batch.B
+    def __init__(self, batch: batched.Batch, device="cpu", params: dict | None = None, cfg: ModelConfig | None = None):
+        self.batch, self.template, self.A, self.B = batch, batch.template, batch.A, batch.B
+        self.cfg = batch.cfg if cfg is None else cfg
         self.params = batch.params(device) if params is None else params
         self.eta = None if batch.etas is None else batch.eta_tensor(device)
 
-    def gradient(self, query: Query) -> tuple[torch.Tensor, QueryState]:
-        return batched.storage_gradients(self.params, self.cfg, query)
+    def gradient(self, query: Query, name: str = "W_OV") -> tuple[torch.Tensor, QueryState]:
+        return batched.parameter_gradients(self.params, self.cfg, query, name)
 
     def gradient_error(self, query: Query, state: QueryState) -> torch.Tensor:
         return batched.storage_gradient_error_bound(self.params, self.cfg, state)
@@ -269,7 +277,13 @@ class Spec:
     ``checks``: a tuple of :class:`Check`, or a function of the draw's options returning one (C4a's
     depend on its step sizes); ``tied``: the claim needs the tied unembedding (H-orth's U = E[:V]);
     ``step``: the claim takes a step size η per draw; ``sample``: the runners' draw options
-    (:func:`mdm_props.search.per_draw_cases`); ``title``: the not-applicable result's quantity."""
+    (:func:`mdm_props.search.per_draw_cases`); ``title``: the not-applicable result's quantity.
+    Hooks for a claim on another model than the storage model (C3v's factored value path), each None by
+    default: ``require(params, cfg)`` the input check of one draw (default
+    :func:`mdm_props.storage.require_storage_inputs`); ``unmet(params, cfg) -> [reasons]`` hypotheses
+    beyond the storage ones; ``case_args(case, device) -> (params, cfg, template, A, B)`` the draw a
+    runner's case stands for (recorded for :func:`mdm_props.search.replay`); ``batch_params(batch, device)
+    -> (params, cfg)`` the same for a batch."""
 
     id: str
     title: str
@@ -280,6 +294,17 @@ class Spec:
     step: bool = False
     sample: dict = field(default_factory=dict)
     certified: Certified | None = None
+    require: Callable | None = None
+    unmet: Callable | None = None
+    case_args: Callable | None = None
+    batch_params: Callable | None = None
+
+    def require_inputs(self, params: dict, cfg: ModelConfig) -> None:
+        """The input check of one draw (a ValueError naming what is wrong)."""
+        if self.require is not None:
+            self.require(params, cfg)
+        else:
+            require_storage_inputs(params, cfg, tied=self.tied)
 
     @property
     def storage_hypotheses(self) -> tuple[str, ...]:
@@ -293,7 +318,7 @@ class Spec:
 def comparisons(spec: Spec, draw: Draw, **options) -> list[CheckResult]:
     """The claim's checks on one draw whatever the hypotheses (negative controls read them): the
     quantities on :class:`PerDraw` (a batch of one), each check's per-draw :class:`CheckResult`."""
-    require_storage_inputs(draw.params, draw.cfg, tied=spec.tied)
+    spec.require_inputs(draw.params, draw.cfg)
     if spec.step and draw.eta is None:
         raise ValueError(f"{spec.id} takes a step size: draw.eta must be a float > 0; got None")
     values = spec.quantities(PerDraw(draw), **options)
@@ -309,8 +334,9 @@ def results_by_key(spec: Spec, draw: Draw, **options) -> dict[str, CheckResult]:
 def check(spec: Spec, draw: Draw, **options) -> list[CheckResult]:
     """The claim on one draw: :func:`comparisons`, or one not-applicable result naming the hypotheses
     the draw breaks (outside them a tolerance would absorb the defect and pass vacuously)."""
-    require_storage_inputs(draw.params, draw.cfg, tied=spec.tied)
+    spec.require_inputs(draw.params, draw.cfg)
     unmet = unmet_hypotheses(draw.params, draw.cfg, spec.storage_hypotheses)
+    unmet += [] if spec.unmet is None else spec.unmet(draw.params, draw.cfg)
     if unmet:
         extra = {} if draw.eta is None else {"eta": draw.eta}
         return [not_applicable(spec.id, spec.title, "; ".join(unmet), **extra)]
@@ -319,8 +345,15 @@ def check(spec: Spec, draw: Draw, **options) -> list[CheckResult]:
 
 def check_batch(spec: Spec, batch: batched.Batch, device="cpu", **options) -> batched.BatchReport:
     """The claim on every draw of ``batch`` at once (the same checks and bounds, per draw)."""
-    xp = Batched(batch, device)
-    batched.require_batch_params(xp.params, batch.cfg, tied=spec.tied, hypotheses=spec.storage_hypotheses)
+    if spec.batch_params is None:
+        xp = Batched(batch, device)
+        batched.require_batch_params(xp.params, batch.cfg, tied=spec.tied, hypotheses=spec.storage_hypotheses)
+    else:  # another model than the storage model: its own parameters, checked for the storage hypotheses
+        params, cfg = spec.batch_params(batch, device)
+        require_float64(params)
+        require_finite(params)
+        batched.require_batch_hypotheses(params, cfg, spec.storage_hypotheses)
+        xp = Batched(batch, device, params, cfg)
     values = spec.quantities(xp, **options)
     return batched.BatchReport(batch, evaluate_checks(spec.id, spec.check_list(**options), values))
 
@@ -329,6 +362,8 @@ def run(spec: Spec, draws: int, seed: int, device="cpu", **kwargs) -> list[Check
     """The seeded runner: ``draws`` draws split over the relative encodings, checked in batches that share a
     structure (:func:`mdm_props.batched.run_over_encodings`)."""
     require_int("draws", draws, 1)
+    if spec.case_args is not None:  # the per-draw checker's argument builder, recorded for search.replay
+        kwargs = {"args": f"{spec.case_args.__module__}:{spec.case_args.__qualname__}", **kwargs}
     return batched.run_over_encodings(
         lambda b, d: check_batch(spec, b, d), draws, seed, device, step=spec.step, **spec.sample, **kwargs
     )
@@ -349,9 +384,16 @@ def run_per_draw(spec: Spec, draws: int, seed: int, device="cpu") -> list[CheckR
     from .search import describe
 
     resolve_device(device)
+    build = spec.case_args
+    extra = {} if build is None else {"args": f"{build.__module__}:{build.__qualname__}"}
     out = []
     for case, eta in per_draw_cases(spec, draws, seed):
-        draw = describe(case, **({} if eta is None else {"eta": eta}))
-        results = check(spec, Draw.from_case(case, device, eta))
+        draw = describe(case, **({} if eta is None else {"eta": eta}), **extra)
+        if build is None:
+            d = Draw.from_case(case, device, eta)
+        else:
+            params, cfg, template, A, B = build(case, device)
+            d = Draw(params, cfg, template, A, B, eta)
+        results = check(spec, d)
         out += [dataclasses.replace(r, details={**r.details, "draw": draw}) for r in results]
     return out
