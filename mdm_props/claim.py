@@ -30,7 +30,7 @@ import torch
 
 from . import batched, rounding, storage
 from .checks import CheckResult, not_applicable
-from .facts import Query, Template, query_loss
+from .facts import Query, Template
 from .model import ModelConfig
 from .params import require_finite, require_float64
 from .storage import (
@@ -91,10 +91,8 @@ class PerDraw:
         if name == "W_OV":
             G, s = storage.storage_gradient(self.draw.params, self.cfg, query)  # looked up at call time
             return G[None], batched.one_state(s)
-        W = self.draw.params[name].detach().requires_grad_(True)
-        with torch.enable_grad():
-            (G,) = torch.autograd.grad(query_loss({**self.draw.params, name: W}, self.cfg, query), W)
-        return G[0][None], self.state(query)
+        G = storage.parameter_gradient(self.draw.params, self.cfg, query, name)  # looked up at call time
+        return G[None], self.state(query)
 
     def gradient_error(self, query: Query, state: QueryState) -> torch.Tensor:
         """Bound (1, H, d, d) on the autograd gradient's rounding (safety 1)."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from . import rounding
-from .facts import Query, Template, arm_forward_query, arm_reverse_query, forward_query, reverse_query
+from .facts import Query, Template, arm_forward_query, arm_reverse_query, forward_query, query_loss, reverse_query
 from .model import ForwardOutput, ModelConfig, embed, forward, unembedding, value_matrix
 from .params import check_params
 
@@ -142,6 +142,17 @@ def storage_gradient(params: dict, cfg: ModelConfig, query: Query) -> tuple[torc
         loss = -torch.log_softmax(out.logits[query.slot], dim=-1)[query.target]
         (G,) = torch.autograd.grad(loss, W)
     return G[0], evaluate(params, cfg, query, out)
+
+
+def parameter_gradient(params: dict, cfg: ModelConfig, query: Query, name: str) -> torch.Tensor:
+    """∂(−log p(target))/∂``name`` of layer 0 by autograd (the layer axis dropped), e.g. the value
+    gradient G^V of a factored value path (``name="W_V"``)."""
+    if name not in params:
+        raise ValueError(f"name must be one of the parameters {sorted(params)}; got {name!r}")
+    W = params[name].detach().requires_grad_(True)
+    with torch.enable_grad():
+        (G,) = torch.autograd.grad(query_loss({**params, name: W}, cfg, query), W)
+    return G[0]
 
 
 def storage_step(params: dict, G: torch.Tensor, eta) -> dict:

@@ -14,10 +14,10 @@ import dataclasses
 
 import torch
 
-from .. import batched, certified, claim
+from .. import batched, certified, claim, storage
 from ..checks import CheckResult, NegativeControl
 from ..claim import Draw, Identity, Inequality, Spec
-from ..facts import Template, query_loss
+from ..facts import Template
 from ..model import ModelConfig
 from ..params import check_params, orthonormal_rows, resolve_device
 from ..registry import Claim
@@ -56,10 +56,7 @@ def orthogonal_output(params: dict, cfg: ModelConfig, seed: int) -> dict:
 
 def value_gradient(params: dict, cfg: ModelConfig, query) -> torch.Tensor:
     """G^V = ∂(−log p(target))/∂W_V of layer 0 by autograd, (H, d_head, d)."""
-    W_V = params["W_V"].detach().requires_grad_(True)
-    with torch.enable_grad():
-        (G,) = torch.autograd.grad(query_loss({**params, "W_V": W_V}, cfg, query), W_V)
-    return G[0]
+    return storage.parameter_gradient(params, cfg, query, "W_V")
 
 
 def value_gradient_error_bound(params: dict, cfg: ModelConfig, query) -> torch.Tensor:
