@@ -86,10 +86,8 @@ def test_which_engine_is_tighter_where(measured):
     for k in KEYS:
         rows = [r for r in measured if r["quantity"] == k]
         lo, hi = min(r["range"][0] for r in rows), max(r["range"][1] for r in rows)
-        print(
-            f"{k}: hand bound / running radius in [{lo:.3g}, {hi:.3g}]; worst err/hand {max(r['hand'] for r in rows):.3g}, "
-            f"worst err/auto {max(r['auto'] for r in rows):.3g}"
-        )
+        worst_hand, worst_auto = max(r["hand"] for r in rows), max(r["auto"] for r in rows)
+        print(f"{k}: hand/auto in [{lo:.3g}, {hi:.3g}]; worst err/hand {worst_hand:.3g}, err/auto {worst_auto:.3g}")
         assert 0.5 <= lo and hi <= 2.0, (k, lo, hi)
         assert all(r["same zeros"] for r in rows), k
-        assert max(r["hand"] for r in rows) > 1e-4 and max(r["auto"] for r in rows) > 1e-4, k
+        assert worst_hand > 1e-4 and worst_auto > 1e-4, k
