@@ -30,8 +30,10 @@ def main(argv=None) -> int:
     rows_b, rows_a = ({r["id"]: r for r in d["claims"]} for d in (before, after))
     problems = []
     if list(rows_b) != list(rows_a):
-        problems.append(f"rows differ: only before {sorted(set(rows_b) - set(rows_a))}, only after "
-                        f"{sorted(set(rows_a) - set(rows_b))}, order {list(rows_b) != list(rows_a)}")
+        problems.append(
+            f"rows differ: only before {sorted(set(rows_b) - set(rows_a))}, only after "
+            f"{sorted(set(rows_a) - set(rows_b))}, order {list(rows_b) != list(rows_a)}"
+        )
     worst = 0.0
     for cid in rows_b.keys() & rows_a.keys():
         b, a = rows_b[cid], rows_a[cid]
@@ -47,7 +49,9 @@ def main(argv=None) -> int:
     if before.get("complete") != after.get("complete"):
         problems.append(f"complete {before.get('complete')} → {after.get('complete')}")
     print(f"{len(rows_b)} rows before, {len(rows_a)} after; largest relative margin change {worst:.3g}")
-    print("\n".join(problems) if problems else f"same rows, statuses, checks and margins (within {args.rel:g} relative)")
+    print(
+        "\n".join(problems) if problems else f"same rows, statuses, checks and margins (within {args.rel:g} relative)"
+    )
     return 1 if problems else 0
 
 
