@@ -555,16 +555,9 @@ def certifiable() -> tuple[str, ...]:
 
 def _specs() -> list:
     """Every declared :class:`~mdm_props.claim.Spec` with a certified path, in registry order."""
-    import importlib
+    from .claim import specs
 
-    from . import registry
-
-    out = []
-    for c in registry.CLAIMS:
-        for spec in getattr(importlib.import_module(c.module), "SPECS", ()):
-            if spec.id == c.id and spec.certified is not None and spec not in out:
-                out.append(spec)
-    return out
+    return [s for s in specs() if s.certified is not None]
 
 
 def spec_of(claim: str):

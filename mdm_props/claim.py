@@ -395,3 +395,17 @@ def run_per_draw(spec: Spec, draws: int, seed: int, device="cpu") -> list[CheckR
         results = check(spec, d)
         out += [dataclasses.replace(r, details={**r.details, "draw": draw}) for r in results]
     return out
+
+
+def specs() -> list[Spec]:
+    """Every declared :class:`Spec` (the ``SPECS`` of the claim modules), in registry order."""
+    import importlib
+
+    from . import registry
+
+    out: list[Spec] = []
+    for row in registry.CLAIMS:
+        for spec in getattr(importlib.import_module(row.module), "SPECS", ()):
+            if spec.id == row.id and spec not in out:
+                out.append(spec)
+    return out
