@@ -42,7 +42,7 @@ from .search import describe
 from .storage import QueryState, require_storage_model, storage_step
 from .storage import first_factor as storage_first_factor
 from .strategies import ETAS, MAX_SEED, SCALES, Case, sample_case
-from .validation import require_int, require_seed
+from .validation import require_int, require_number, require_seed
 
 BATCH_SIZE = 250  # at most this many draws per structure (throughput plateaus near it: docs/performance.md)
 MIN_STRUCTURES = 40  # runners spread their draws over at least this many structures when they can
@@ -169,8 +169,7 @@ def init_params_batch(
     if orthonormal and cfg.d_model < cfg.vocab + 1:
         raise ValueError(f"orthonormal embeddings need d_model >= vocab + 1 = {cfg.vocab + 1}; got {cfg.d_model}")
     for c in scales:
-        if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or c <= 0:
-            raise ValueError(f"scales must be finite numbers > 0; got {c!r}")
+        require_number("scales", c, positive=True)
     dev = resolve_device(device)
     shapes = parameter_shapes(cfg)
     raw_shapes = {n: ((sh[1], sh[0]) if n == "E" and orthonormal else sh) for n, sh in shapes.items()}

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .facts import Query
+from .validation import require_int
 
 try:  # optional extra
     import flint
@@ -74,8 +75,7 @@ def require_flint() -> None:
 def precision(bits: int):
     """Run a block at ``bits`` bits of working precision (restored afterwards)."""
     require_flint()
-    if isinstance(bits, bool) or not isinstance(bits, int) or bits < 53:
-        raise ValueError(f"bits must be an integer >= 53; got {bits!r}")
+    require_int("bits", bits, 53)
     old = flint.ctx.prec
     flint.ctx.prec = bits
     try:
@@ -85,8 +85,7 @@ def precision(bits: int):
 
 
 def _precisions(max_bits: int) -> tuple[int, ...]:
-    if isinstance(max_bits, bool) or not isinstance(max_bits, int) or max_bits < PRECISIONS[0]:
-        raise ValueError(f"max_bits must be an integer >= {PRECISIONS[0]}; got {max_bits!r}")
+    require_int("max_bits", max_bits, PRECISIONS[0])
     return tuple(b for b in PRECISIONS if b <= max_bits) or (PRECISIONS[0],)
 
 

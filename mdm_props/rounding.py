@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import torch
 
+from .validation import require_int
+
 UNIT_ROUNDOFF = 2.0**-53  # u for float64 (round to nearest)
 
 
@@ -401,8 +403,7 @@ def gram_defect_limit(d: int) -> float:
     10³ (ORTHONORMAL_DEFECT_FACTOR) covers c·n ≤ 10³ with room; a non-orthonormal draw has
     ω = O(1/√d) ≥ 10⁻¹, ten orders above it at d ≤ 64, so the limit separates "H-orth up to rounding"
     from "H-orth dropped". Below it the checkers' tolerances carry ω explicitly (the defect terms)."""
-    if isinstance(d, bool) or not isinstance(d, int) or d < 1:
-        raise ValueError(f"d must be an integer >= 1; got {d!r}")
+    require_int("d", d, 1)
     return ORTHONORMAL_DEFECT_FACTOR * d * UNIT_ROUNDOFF
 
 

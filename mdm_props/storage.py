@@ -24,6 +24,7 @@ from . import rounding
 from .facts import Query, Template, arm_forward_query, arm_reverse_query, forward_query, query_loss, reverse_query
 from .model import ForwardOutput, ModelConfig, embed, forward, unembedding, value_matrix
 from .params import check_params
+from .validation import require_int
 
 
 def require_storage_model(cfg: ModelConfig, *, tied: bool = True) -> None:
@@ -224,8 +225,7 @@ def first_factor(p_f: torch.Tensor, y_f: int, p_r: torch.Tensor, y_r: int) -> to
             )
     V = p_f.shape[-1]
     for name, y in (("y_f", y_f), ("y_r", y_r)):
-        if isinstance(y, bool) or not isinstance(y, int) or not 0 <= y < V:
-            raise ValueError(f"{name} must be a token id in [0, {V - 1}]; got {y!r}")
+        require_int(name, y, 0, V - 1)
     rf, rr = p_f.clone(), p_r.clone()
     rf[..., y_f] -= 1
     rr[..., y_r] -= 1

@@ -43,6 +43,7 @@ from ..search import runner_rng
 from ..statistics import FALSE_ALARM, clopper_pearson
 from ..strategies import MAX_SEED, N_HEADS, sample_case
 from ..training import fact_pairs, train
+from ..validation import require_int, require_number, require_seed
 
 # ---------------------------------------------------------------------------------------------
 # C2 bounds
@@ -206,12 +207,11 @@ def score_difference_tolerance(e_f: float, e_r: float, observed: float, referenc
 
 
 def _check_structure(d_k, base, g) -> None:
-    if isinstance(d_k, bool) or not isinstance(d_k, int) or d_k < 2 or d_k % 2:
+    if not (require_int("d_k", d_k, 2) % 2 == 0):
         raise ValueError(f"d_k must be an even integer >= 2 (RoPE rotates pairs); got {d_k!r}")
-    if isinstance(base, bool) or not isinstance(base, (int, float)) or not math.isfinite(base) or base <= 1:
+    if not require_number("base", base) > 1:
         raise ValueError(f"base must be a finite number > 1; got {base!r}")
-    if isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g):
-        raise ValueError(f"g (the gap 2Δ) must be a finite number; got {g!r}")
+    require_number("g (the gap 2Δ)", g)
 
 
 def score_correlation(d_k: int, base: float, g: float) -> float:
@@ -318,10 +318,8 @@ def sample_scores(
     rows (breaks H-iso; used by a negative control). Everything is moved to ``device`` afterwards.
     """
     _check_structure(d_k, base, 2.0 * delta)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 4:
-        raise ValueError(f"n (Monte Carlo draws) must be an integer >= 4; got {n!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+    require_int("n (Monte Carlo draws)", n, 4)
+    require_seed("seed", seed)
     dev = resolve_device(device)
     sigma = 1.0 / math.sqrt(d_model) if sigma is None else float(sigma)
     gen = torch.Generator(device="cpu").manual_seed(seed)

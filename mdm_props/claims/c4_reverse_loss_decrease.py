@@ -499,8 +499,7 @@ def exact_line_remainder(
     and the float64 ``slope`` taken as given (exactly). Floor, × TAYLOR_SAFETY: the oracle's agreement
     10^(−dps+10)(|L0| + |L1|), the rounding of R to float64 u|R|, and η times the float64 gradient's
     resolution (:func:`mdm_props.taylor.gradient_resolution`)."""
-    if isinstance(dps, bool) or not isinstance(dps, int) or dps < 50:
-        raise ValueError(f"dps must be an integer >= 50; got {dps!r}")
+    require_int("dps", dps, 50)
     names = list(params)
     G = taylor.gradient_resolution([g_loss[n] for n in names], [direction[n] for n in names])
     agreement = mpmath.mpf(10) ** (-dps + 10)
