@@ -82,18 +82,10 @@ def c1a_tolerance(e_logits, U, x_query, W, attn, e_attn, X, n_sum: int) -> torch
     return STORAGE_SAFETY * (e_logits + value_path_error(U, x_query, W, attn, e_attn, X, n_sum))
 
 
-def evidence_change(params: dict, cfg: ModelConfig, f: QueryState, G: torch.Tensor, eta: float, A: int, B: int):
-    """:func:`evidence_change_batch` of one draw (a batch of one): (Δε_obs, formula), each (H,)."""
-    observed, formula = evidence_change_batch(
-        batched.one_draw(params), cfg, batched.one_state(f), G[None], batched.one_value(eta, G), A, B
-    )
-    return observed[0], formula[0]
-
-
 def evidence_change_batch(params: dict, cfg: ModelConfig, f: QueryState, G: torch.Tensor, eta: torch.Tensor, A, B):
     """(Δε_obs, formula) per draw and head (K, H) of batched parameters, query states, gradients G (K, H, d, d)
     and steps η (K,): Δε_obs = fl(u_Aᵀ Ŵ' x_B) − fl(u_Aᵀ W x_B) after Ŵ' = fl(W − fl(η Ĝ)), and the formula
-    η(1 − p̂_f(A)) α̂^f_h(B). The one formula: :func:`evidence_change` (one draw) calls it."""
+    η(1 − p̂_f(A)) α̂^f_h(B). One draw is a batch of one (:mod:`mdm_props.claim`)."""
     W, W_new = params["W_OV"][:, 0], batched.storage_steps(params, G, eta)["W_OV"][:, 0]
     u_A, x_B = batched.unembeddings(params, cfg)[:, A], params["E"][:, B]
     bil = lambda M: torch.einsum("khd,kd->kh", torch.einsum("ke,khed->khd", u_A, M), x_B)  # noqa: E731
@@ -159,18 +151,11 @@ def c1b_tolerance_batch(
     return STORAGE_SAFETY * (rounding_part + defect + formula_err)
 
 
-def reverse_logit_change(st: ReverseStep, A: int):
-    """:func:`reverse_logit_change_batch` of one :class:`~mdm_props.storage.ReverseStep` (a batch of one)."""
-    eta, S, f, r0, r1, _, _ = _one_step(st)
-    dz, formula, dm, fm = reverse_logit_change_batch(eta, S, f, r0, r1, A)
-    return dz[0], formula[0], dm[0], fm[0]
-
-
 def reverse_logit_change_batch(eta, S, f: QueryState, r0: QueryState, r1: QueryState, A: int):
     """(Δz_obs, formula, Δm_obs, formula_m) per draw (K, V) each: the reverse logits' change, η(y − p̂_f)Ŝ, and
     the margin changes Δz(A) − Δz(v) and η(1 − p̂_f(A) + p̂_f(v))Ŝ, for steps η (K,), overlaps Ŝ = fl(Σ_h ĉ_fᵀĉ_r)
     (K,) and batched query states (forward, reverse before and after). The one formula:
-    :func:`reverse_logit_change` (one draw) calls it."""
+    One draw is a batch of one (:mod:`mdm_props.claim`)."""
     dz = r1.logits - r0.logits
     resid = f.resid
     formula = eta[:, None] * resid * S[:, None]

@@ -56,26 +56,10 @@ from .c1_reusable_evidence import TIGHT_DRAWS
 
 
 @dataclass(frozen=True)
-class StorageProduct:
-    """C3's right-hand side for one forward/reverse pair of query states (target A):
+class StorageProductBatch:
+    """C3's right-hand side per draw (K,) of a batch of forward/reverse query states (target A):
     P = (p_f − y)ᵀ(p_r − y) (the first factor), S = Σ_h Σ_t α^f_h(t) α^r_h(t) (token-aligned overlap),
     F = P·S (the identity's value) and LB = (1 − p_f(A))(1 − p_r(A))·S (the lower bound)."""
-
-    P: float
-    S: float
-    F: float
-    LB: float
-
-
-def storage_product(f: QueryState, r: QueryState, A: int, vocab: int) -> StorageProduct:
-    """:func:`storage_product_batch` of one draw's query states (a batch of one), as floats."""
-    b = storage_product_batch(batched.one_state(f), batched.one_state(r), A, vocab)
-    return StorageProduct(float(b.P[0]), float(b.S[0]), float(b.F[0]), float(b.LB[0]))
-
-
-@dataclass(frozen=True)
-class StorageProductBatch:
-    """:class:`StorageProduct` of every draw of a batch: P, S, F, LB as (K,) tensors."""
 
     P: torch.Tensor
     S: torch.Tensor
