@@ -42,7 +42,7 @@ from .search import describe
 from .storage import QueryState, require_storage_model, storage_step
 from .storage import first_factor as storage_first_factor
 from .strategies import ETAS, MAX_SEED, SCALES, Case, sample_case
-from .validation import require_int, require_seed
+from .validation import require_int, require_number, require_seed
 
 BATCH_SIZE = 250  # at most this many draws per structure (throughput plateaus near it: docs/performance.md)
 MIN_STRUCTURES = 40  # runners spread their draws over at least this many structures when they can
@@ -169,8 +169,7 @@ def init_params_batch(
     if orthonormal and cfg.d_model < cfg.vocab + 1:
         raise ValueError(f"orthonormal embeddings need d_model >= vocab + 1 = {cfg.vocab + 1}; got {cfg.d_model}")
     for c in scales:
-        if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or c <= 0:
-            raise ValueError(f"scales must be finite numbers > 0; got {c!r}")
+        require_number("scales", c, positive=True)
     dev = resolve_device(device)
     shapes = parameter_shapes(cfg)
     raw_shapes = {n: ((sh[1], sh[0]) if n == "E" and orthonormal else sh) for n, sh in shapes.items()}
@@ -335,13 +334,21 @@ def storage_gradients(params: dict, cfg: ModelConfig, query: Query) -> tuple[tor
     """G = ∂(−log p(target))/∂W_OV of layer 0 for every draw, (K, H, d, d), by ``vmap(grad(...))`` of the
     per-draw loss (autograd, as :func:`mdm_props.storage.storage_gradient`), and the batched
     :class:`~mdm_props.storage.QueryState` of the same evaluation."""
+    return parameter_gradients(params, cfg, query, "W_OV")
+
+
+def parameter_gradients(params: dict, cfg: ModelConfig, query: Query, name: str) -> tuple[torch.Tensor, QueryState]:
+    """∂(−log p(target))/∂``name`` of layer 0 for every draw (K, …) by ``vmap(grad(...))`` of the per-draw
+    loss, and the batched :class:`~mdm_props.storage.QueryState` of the same evaluation."""
+    if name not in params:
+        raise ValueError(f"name must be one of the parameters {sorted(params)}; got {name!r}")
     tokens = query.tensor(params["E"].device)
 
     def loss(W, p):
-        out = forward({**p, "W_OV": W}, cfg, tokens)
+        out = forward({**p, name: W}, cfg, tokens)
         return -torch.log_softmax(out.logits[query.slot], dim=-1)[query.target], out
 
-    G, out = vmap(grad(loss, has_aux=True))(params["W_OV"], params)
+    G, out = vmap(grad(loss, has_aux=True))(params[name], params)
     return G[:, 0], query_state(params, cfg, query, out)
 
 

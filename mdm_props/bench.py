@@ -8,28 +8,32 @@ parameter draws per batch); the batched checker runs on all of them, the per-dra
 
 from __future__ import annotations
 
+import functools
 import platform
 import time
 
 import torch
 
-from . import batched
-from .claims import c1_reusable_evidence as c1
-from .claims import c3_aligned_storage as c3
-from .claims import c3v_separate_value_path as c3v
-from .claims import c4_reverse_loss_decrease as c4
+from . import batched, claim, registry
 from .search import case_args
 from .strategies import N_HEADS
 
-# claim: (batched checker, per-draw checker, per-draw arguments of a Case, sample_batches options)
-BENCHED: dict[str, tuple] = {
-    "C1a": (c1.check_c1a_batch, c1.check_c1a, case_args, {"either_orthonormal": True}),
-    "C1b": (c1.check_c1b_batch, c1.check_c1b, case_args, {"step": True}),
-    "C1c": (c1.check_c1c_batch, c1.check_c1c, case_args, {"step": True}),
-    "C3": (c3.check_c3_batch, c3.check_c3, case_args, {}),
-    "C3v": (c3v.check_c3v_batch, c3v.check_c3v, c3v.factored_case, {}),
-    "C4a": (c4.check_c4a_batch, c4.check_c4a, case_args, {}),
-}
+
+def _benched() -> dict[str, tuple]:
+    """claim: (batched checker, per-draw checker, per-draw arguments of a Case, sample_batches options) for
+    every claim declared as a :class:`~mdm_props.claim.Spec` (each has a batched path)."""
+    return {
+        s.id: (
+            functools.partial(claim.check_batch, s),
+            registry.resolve(registry.get(s.id).checker),
+            s.case_args or case_args,
+            {"step": s.step, **{k: v for k, v in s.sample.items() if k != "n_heads"}},
+        )
+        for s in claim.specs()
+    }
+
+
+BENCHED: dict[str, tuple] = _benched()
 
 
 def machine() -> str:

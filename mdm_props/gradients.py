@@ -22,6 +22,7 @@ import torch
 
 from .facts import Query
 from .model import ModelConfig, embed, forward, rope_matrix, unembedding
+from .validation import require_int
 
 
 def _require_one_layer_merged(cfg: ModelConfig) -> None:
@@ -58,10 +59,8 @@ def score_gradient_closed_form(
     """
     T = tokens.shape[-1]
     for name, v in (("i", i), ("j", j)):
-        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < T:
-            raise ValueError(f"{name} must be a position in [0, {T - 1}]; got {v!r}")
-    if isinstance(head, bool) or not isinstance(head, int) or not 0 <= head < cfg.n_heads:
-        raise ValueError(f"head must be in [0, {cfg.n_heads - 1}]; got {head!r}")
+        require_int(name, v, 0, T - 1)
+    require_int("head", head, 0, cfg.n_heads - 1)
     if cfg.attention == "causal" and j > i:
         raise ValueError(f"j must be <= i under causal attention (the score is masked); got i={i}, j={j}")
     x = embed(params, cfg, tokens)

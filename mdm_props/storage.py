@@ -21,9 +21,10 @@ from dataclasses import dataclass
 import torch
 
 from . import rounding
-from .facts import Query, Template, arm_forward_query, arm_reverse_query, forward_query, reverse_query
+from .facts import Query, Template, arm_forward_query, arm_reverse_query, forward_query, query_loss, reverse_query
 from .model import ForwardOutput, ModelConfig, embed, forward, unembedding, value_matrix
 from .params import check_params
+from .validation import require_int
 
 
 def require_storage_model(cfg: ModelConfig, *, tied: bool = True) -> None:
@@ -144,6 +145,17 @@ def storage_gradient(params: dict, cfg: ModelConfig, query: Query) -> tuple[torc
     return G[0], evaluate(params, cfg, query, out)
 
 
+def parameter_gradient(params: dict, cfg: ModelConfig, query: Query, name: str) -> torch.Tensor:
+    """∂(−log p(target))/∂``name`` of layer 0 by autograd (the layer axis dropped), e.g. the value
+    gradient G^V of a factored value path (``name="W_V"``)."""
+    if name not in params:
+        raise ValueError(f"name must be one of the parameters {sorted(params)}; got {name!r}")
+    W = params[name].detach().requires_grad_(True)
+    with torch.enable_grad():
+        (G,) = torch.autograd.grad(query_loss({**params, name: W}, cfg, query), W)
+    return G[0]
+
+
 def storage_step(params: dict, G: torch.Tensor, eta) -> dict:
     """Parameters after one step W_OV ← W_OV − η G on layer 0: G (H, d, d) and a float η, or a batch of
     draws, G (K, H, d, d) and η (K,) (the batched checkers use this same step)."""
@@ -213,8 +225,7 @@ def first_factor(p_f: torch.Tensor, y_f: int, p_r: torch.Tensor, y_r: int) -> to
             )
     V = p_f.shape[-1]
     for name, y in (("y_f", y_f), ("y_r", y_r)):
-        if isinstance(y, bool) or not isinstance(y, int) or not 0 <= y < V:
-            raise ValueError(f"{name} must be a token id in [0, {V - 1}]; got {y!r}")
+        require_int(name, y, 0, V - 1)
     rf, rr = p_f.clone(), p_r.clone()
     rf[..., y_f] -= 1
     rr[..., y_r] -= 1

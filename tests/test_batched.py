@@ -117,8 +117,8 @@ def corrupt_reverse_query(monkeypatch, module, name, param, reverse_slot):
     perturbed: the two queries of draw J no longer read the same parameters, which the identity must notice."""
     real = getattr(module, name)
 
-    def wrapped(params, cfg, query):
-        return real(perturbed(params, J, param) if query.slot == reverse_slot else params, cfg, query)
+    def wrapped(params, cfg, query, *rest):
+        return real(perturbed(params, J, param) if query.slot == reverse_slot else params, cfg, query, *rest)
 
     monkeypatch.setattr(module, name, wrapped)
 
@@ -149,7 +149,7 @@ def assert_caught_at(report, j):
 def test_c3_batch_catches_one_corrupted_draw(monkeypatch):
     batch = first_batch("C3")
     assert bool(c3.check_c3_batch(batch).holds.all())
-    corrupt_reverse_query(monkeypatch, batched, "storage_gradients", "E", batch.template.b)
+    corrupt_reverse_query(monkeypatch, batched, "parameter_gradients", "E", batch.template.b)
     assert_caught_at(c3.check_c3_batch(batch), J)
 
 
@@ -165,7 +165,7 @@ def test_c4a_batch_catches_one_corrupted_draw(monkeypatch):
 def test_c3v_batch_catches_one_corrupted_draw(monkeypatch):
     batch = first_batch("C3v")
     assert bool(c3v.check_c3v_batch(batch).holds.all())
-    corrupt_reverse_query(monkeypatch, c3v, "value_gradients", "E", batch.template.b)
+    corrupt_reverse_query(monkeypatch, batched, "parameter_gradients", "E", batch.template.b)
     assert_caught_at(c3v.check_c3v_batch(batch), J)
 
 

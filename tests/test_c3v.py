@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mdm_props import batched, strategies
+from mdm_props import batched, storage, strategies
 from mdm_props.checks import assert_holds
 from mdm_props.claims import c3v_separate_value_path as c3v
 
@@ -46,15 +46,15 @@ def test_checker_rejects_a_value_gradient_moved_by_ten_bounds(monkeypatch):
     params, cfg = _factored(case, "cpu")
     honest = c3v.check_c3v(params, cfg, case.template, case.A, case.B)
     assert all(r.holds for r in honest)
-    real, calls = c3v.value_gradient, []
+    real, calls = storage.parameter_gradient, []
 
-    def corrupted(p, c, q):
-        G = real(p, c, q)
+    def corrupted(p, c, q, name):
+        G = real(p, c, q, name)
         calls.append(q)
         if len(calls) % 2:  # the forward query's gradient
             return G * (1 + 10 * honest[0].tolerance / honest[0].observed)
         return G
 
-    monkeypatch.setattr(c3v, "value_gradient", corrupted)
+    monkeypatch.setattr(storage, "parameter_gradient", corrupted)  # the per-draw backend's gradient
     bad = c3v.check_c3v(params, cfg, case.template, case.A, case.B)
     assert not bad[0].holds and 9 < bad[0].error_ratio < 11, str(bad[0])

@@ -14,11 +14,13 @@ import dataclasses
 
 import torch
 
-from .. import batched
-from ..checks import CheckResult, NegativeControl, identity, inequality, not_applicable
-from ..facts import Template, query_loss
-from ..model import ModelConfig, forward
-from ..params import check_params, orthonormal_rows, require_finite, require_float64, resolve_device
+from .. import batched, certified, claim, storage
+from ..checks import CheckResult, NegativeControl
+from ..claim import Draw, Identity, Inequality, Spec
+from ..facts import Template
+from ..model import ModelConfig
+from ..params import check_params, orthonormal_rows, resolve_device
+from ..registry import Claim
 from ..rounding import (
     STORAGE_SAFETY,
     gamma,
@@ -27,10 +29,10 @@ from ..rounding import (
     storage_inner_product_error,
     storage_inner_product_error_batch,
 )
-from ..search import describe, run_per_draw, search, seeded_cases
-from ..storage import QueryState, evaluate, pair_queries, unmet_hypotheses
+from ..search import describe, search, seeded_cases
+from ..storage import QueryState, evaluate, pair_queries
 from ..strategies import N_HEADS, Case
-from .c3_aligned_storage import c3_tolerances_batch, storage_product, storage_product_batch
+from .c3_aligned_storage import c3_tolerances_batch, storage_product_batch
 
 
 def separate_value_config(cfg: ModelConfig) -> ModelConfig:
@@ -54,10 +56,7 @@ def orthogonal_output(params: dict, cfg: ModelConfig, seed: int) -> dict:
 
 def value_gradient(params: dict, cfg: ModelConfig, query) -> torch.Tensor:
     """G^V = ∂(−log p(target))/∂W_V of layer 0 by autograd, (H, d_head, d)."""
-    W_V = params["W_V"].detach().requires_grad_(True)
-    with torch.enable_grad():
-        (G,) = torch.autograd.grad(query_loss({**params, "W_V": W_V}, cfg, query), W_V)
-    return G[0]
+    return storage.parameter_gradient(params, cfg, query, "W_V")
 
 
 def value_gradient_error_bound(params: dict, cfg: ModelConfig, query) -> torch.Tensor:
@@ -125,42 +124,47 @@ def c3v_tolerance_batch(
     return t_formula + STORAGE_SAFETY * (storage_inner_product_error_batch(GV_f, GV_r, e_f, e_r) + defect)
 
 
-def check_c3v(params: dict, cfg: ModelConfig, template: Template, A: int, B: int) -> list[CheckResult]:
-    """C3v on one draw: ⟨G^V_f, G^V_r⟩ equals C3's product (identity) and is > 0 (margin: cosine);
-    not-applicable outside H-rel, H-orth, H-bi, H-Oorth (:func:`unmet_output_orthogonality`). Tolerance:
-    :func:`c3v_tolerance_batch` on this draw (a batch of one)."""
+def require_factored_inputs(params: dict, cfg: ModelConfig) -> None:
+    """C3v's model: one layer, tied, with a factored value path W_O W_V, and valid parameters."""
     if cfg.merged_ov or cfg.n_layers != 1 or not cfg.tied:
         raise ValueError("cfg must be one layer, tied, with a factored value path (merged_ov=False)")
     check_params(params, cfg)
-    unmet = unmet_hypotheses(params, cfg) + unmet_output_orthogonality(params, cfg)
-    if unmet:
-        return [not_applicable("C3v", "value-path gradients align as in C3", "; ".join(unmet))]
-    V = cfg.vocab
-    fq, rq = pair_queries(template, A, B, V)
-    f, r = evaluate(params, cfg, fq), evaluate(params, cfg, rq)
-    GV_f, GV_r = value_gradient(params, cfg, fq), value_gradient(params, cfg, rq)
-    ip = float((GV_f * GV_r).sum())
-    prod = storage_product(f, r, A, V)
-    P, S = prod.P, prod.S
-    omega_O = output_defect(params)
-    t = float(
-        c3v_tolerance_batch(
-            batched.one_draw(params), cfg, batched.one_state(f), batched.one_state(r), A, GV_f[None], GV_r[None]
-        )[0]
-    )
-    norms = float(GV_f.norm() * GV_r.norm())
-    details = {"first_factor": P, "token_overlap": S, "n_heads": cfg.n_heads, "omega_O": omega_O}
-    return [
-        identity(
-            "C3v",
-            "⟨G^V_f, G^V_r⟩ = [(1−p_f(A))(1−p_r(A)) + Σ_{v≠A} p_f(v)p_r(v)] Σ_t α^f(t)α^r(t)",
-            ip,
-            P * S,
-            t,
-            **details,
-        ),
-        inequality("C3v", "⟨G^V_f, G^V_r⟩ > 0 (margin: cosine)", ip, 0.0, ">", norms, **details),
-    ]
+
+
+def c3v_quantities(xp) -> dict:
+    """C3v's quantities over a float64 backend (:mod:`mdm_props.claim`), per draw: ip = ⟨Ĝ^V_f, Ĝ^V_r⟩
+    (autograd of W_V), C3's product F = P·S (:func:`~mdm_props.claims.c3_aligned_storage.storage_product_batch`),
+    the tolerance :func:`c3v_tolerance_batch`, the cosine scale ‖G^V_f‖‖G^V_r‖ and ω_O."""
+    cfg, A = xp.cfg, xp.A
+    fq, rq = pair_queries(xp.template, A, xp.B, cfg.vocab)
+    GV_f, f = xp.gradient(fq, "W_V")
+    GV_r, r = xp.gradient(rq, "W_V")
+    prod = storage_product_batch(f, r, A, cfg.vocab)
+    return {
+        "ip": (GV_f * GV_r).sum((-1, -2, -3)),
+        "F": prod.P * prod.S,
+        "P": prod.P,
+        "S": prod.S,
+        "t": c3v_tolerance_batch(xp.params, cfg, f, r, A, GV_f, GV_r),
+        "none": 0.0,
+        "norms": GV_f.flatten(1).norm(dim=-1) * GV_r.flatten(1).norm(dim=-1),
+        "n_heads": cfg.n_heads,
+        "omega_O": output_defect_batch(xp.params["W_O"][:, 0]),
+    }
+
+
+_DETAILS = (("first_factor", "P"), ("token_overlap", "S"), ("n_heads", "n_heads"), ("omega_O", "omega_O"))
+C3V_CHECKS = (
+    Identity(
+        "identity",
+        "⟨G^V_f, G^V_r⟩ = [(1−p_f(A))(1−p_r(A)) + Σ_{v≠A} p_f(v)p_r(v)] Σ_t α^f(t)α^r(t)",
+        "ip",
+        "F",
+        "t",
+        _DETAILS,
+    ),
+    Inequality("positivity", "⟨G^V_f, G^V_r⟩ > 0 (margin: cosine)", "ip", ">", 0.0, "norms", "none", _DETAILS),
+)
 
 
 def factored_case(case: Case, device="cpu") -> tuple:
@@ -168,19 +172,6 @@ def factored_case(case: Case, device="cpu") -> tuple:
     cfg = separate_value_config(case.cfg)
     case = dataclasses.replace(case, cfg=cfg)
     return orthogonal_output(case.params(device), cfg, case.seed), cfg, case.template, case.A, case.B
-
-
-def run_c3v(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
-    """C3v on ``draws`` seeded draws under H-rel + H-orth + H-bi and orthogonal W_O, split over the relative
-    encodings, 1–3 heads, in batches of draws that share a structure (:func:`check_c3v_batch`)."""
-    return batched.run_over_encodings(
-        check_c3v_batch, draws, seed, device, n_heads=N_HEADS, args=f"{__name__}:factored_case"
-    )
-
-
-def run_c3v_per_draw(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
-    """C3v, one :func:`check_c3v` call per draw (the reference the batched path agrees with)."""
-    return run_per_draw(check_c3v, draws, seed, device, args=factored_case, n_heads=N_HEADS)
 
 
 def factored_batch_params(batch: batched.Batch, device="cpu") -> tuple[dict, ModelConfig]:
@@ -194,48 +185,46 @@ def factored_batch_params(batch: batched.Batch, device="cpu") -> tuple[dict, Mod
     ), cfg
 
 
+SPEC = Spec(
+    id="C3v",
+    title="value-path gradients align as in C3",
+    hypotheses=("H-rel", "H-orth", "H-bi", "H-Oorth"),
+    quantities=c3v_quantities,
+    checks=C3V_CHECKS,
+    sample={"n_heads": N_HEADS},
+    require=require_factored_inputs,
+    unmet=unmet_output_orthogonality,
+    case_args=factored_case,
+    batch_params=factored_batch_params,
+)
+
+
+def check_c3v(params: dict, cfg: ModelConfig, template: Template, A: int, B: int) -> list[CheckResult]:
+    """C3v on one draw: ⟨G^V_f, G^V_r⟩ equals C3's product (identity) and is > 0 (margin: cosine);
+    not-applicable outside H-rel, H-orth, H-bi, H-Oorth (:func:`unmet_output_orthogonality`). Tolerance:
+    :func:`c3v_tolerance_batch` on this draw (a batch of one)."""
+    return claim.check(SPEC, Draw(params, cfg, template, A, B))
+
+
+def run_c3v(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
+    """C3v on ``draws`` seeded draws under H-rel + H-orth + H-bi and orthogonal W_O, split over the relative
+    encodings, 1–3 heads, in batches of draws that share a structure (:func:`check_c3v_batch`)."""
+    return claim.run(SPEC, draws, seed, device)
+
+
+def run_c3v_per_draw(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
+    """C3v, one :func:`check_c3v` call per draw (the reference the batched path agrees with)."""
+    return claim.run_per_draw(SPEC, draws, seed, device)
+
+
 def value_gradients(params: dict, cfg: ModelConfig, query) -> tuple[torch.Tensor, QueryState]:
     """:func:`value_gradient` for every draw (K, H, d_head, d) by ``vmap(grad(...))``, and the batched query state."""
-    tokens = query.tensor(params["E"].device)
-
-    def loss(W_V, p):
-        out = forward({**p, "W_V": W_V}, cfg, tokens)
-        return -torch.log_softmax(out.logits[query.slot], dim=-1)[query.target], out
-
-    G, out = torch.func.vmap(torch.func.grad(loss, has_aux=True))(params["W_V"], params)
-    return G[:, 0], batched.query_state(params, cfg, query, out)
+    return batched.parameter_gradients(params, cfg, query, "W_V")
 
 
 def check_c3v_batch(batch: batched.Batch, device: str = "cpu") -> batched.BatchReport:
     """:func:`check_c3v` on every draw of ``batch`` made factored (:func:`factored_batch_params`)."""
-    params, cfg = factored_batch_params(batch, device)
-    require_float64(params)
-    require_finite(params)
-    batched.require_batch_hypotheses(params, cfg, ("H-rel", "H-orth", "H-bi"))  # H-Oorth: W_O is drawn orthogonal
-    A, V = batch.A, cfg.vocab
-    fq, rq = pair_queries(batch.template, A, batch.B, V)
-    GV_f, f = value_gradients(params, cfg, fq)
-    GV_r, r = value_gradients(params, cfg, rq)
-    ip = (GV_f * GV_r).sum((-1, -2, -3))
-    prod = storage_product_batch(f, r, A, V)
-    omega_O = output_defect_batch(params["W_O"][:, 0])
-    t = c3v_tolerance_batch(params, cfg, f, r, A, GV_f, GV_r)
-    norms = GV_f.flatten(1).norm(dim=-1) * GV_r.flatten(1).norm(dim=-1)
-    details = {"first_factor": prod.P, "token_overlap": prod.S, "n_heads": cfg.n_heads, "omega_O": omega_O}
-    return batched.BatchReport(
-        batch,
-        [
-            batched.identity_check(
-                "C3v",
-                "⟨G^V_f, G^V_r⟩ = [(1−p_f(A))(1−p_r(A)) + Σ_{v≠A} p_f(v)p_r(v)] Σ_t α^f(t)α^r(t)",
-                ip,
-                prod.P * prod.S,
-                t,
-                **details,
-            ),
-            batched.inequality_check("C3v", "⟨G^V_f, G^V_r⟩ > 0 (margin: cosine)", ip, 0.0, ">", norms, **details),
-        ],
-    )
+    return claim.check_batch(SPEC, batch, device)
 
 
 def c3v_gaussian_output(draws: int, seed: int, device: str = "cpu"):
@@ -260,6 +249,38 @@ def c3v_gaussian_output(draws: int, seed: int, device: str = "cpu"):
     )
 
 
+def certify_value_alignment(params: dict, cfg, fq, rq, max_bits: int = certified.PRECISIONS[-1]):
+    """⟨G^V_f, G^V_r⟩ > 0 for the factored value path (G^V = ∂L/∂W_V = W_Oᵀ g cᵀ per head, exactly:
+    :func:`parameter_gradient`); the value is a certified upper bound when refuted, else a lower bound."""
+    if cfg.merged_ov:
+        raise ValueError("cfg.merged_ov must be False: G^V is the gradient of the factored W_V")
+    ap = certified.arb_params(params, cfg)
+
+    def evaluate():
+        f, r = certified.evaluate_query(ap, cfg, fq), certified.evaluate_query(ap, cfg, rq)
+        ip = certified.gradient_inner(
+            certified.parameter_gradient(ap, cfg, f), certified.parameter_gradient(ap, cfg, r), ("W_V",)
+        )
+        status = certified.all_hold([certified.sign(ip, ">")])
+        return (
+            status,
+            (certified.upper(ip) if status == "refuted" else certified.lower(ip)),
+            {
+                "ip": float(ip.mid()),
+                "ip_merged": float(certified.storage_inner_product(f, r).mid()),
+                "d_head": cfg.d_head,
+            },
+        )
+
+    return certified.decide("C3v", "⟨G^V_f, G^V_r⟩ > 0 (factored value path)", evaluate, max_bits)
+
+
+def certify_gaussian_example(example: dict, max_bits: int = certified.PRECISIONS[-1]):
+    """C3v~gaussian-W_O's counterexample: ⟨G^V_f, G^V_r⟩ of the recorded factored draw, exactly."""
+    params, cfg, _, _, _, fq, rq = certified.example_draw(example, pair_queries)
+    return certify_value_alignment(params, cfg, fq, rq, max_bits)
+
+
 NEGATIVE_CONTROLS = [
     NegativeControl(
         "C3v~gaussian-W_O",
@@ -268,5 +289,31 @@ NEGATIVE_CONTROLS = [
         "a Gaussian low-rank W_O projects Uᵀ(p − y) onto a random subspace: ⟨G^V_f, G^V_r⟩ < 0 exists",
         c3v_gaussian_output,
         default_draws=200,
+        certify=certify_gaussian_example,
     ),
 ]
+
+
+# ---------------------------------------------------------------------------------------------
+# the registry rows (collected by mdm_props.registry)
+
+SPECS = (SPEC,)
+_M = __name__ + ":"
+CLAIMS = (
+    Claim(
+        id="C3v",
+        title="C3 for a separate value path W_O W_V",
+        kind="per-draw",
+        hypotheses=("H-rel", "H-orth", "H-bi", "H-Oorth"),
+        statement="With W_OV = W_O W_V and W_O square orthogonal, ⟨∂L_f/∂W_V, ∂L_r/∂W_V⟩ equals C3's product "
+        "[(1 − p_f(A))(1 − p_r(A)) + Σ_{v≠A} p_f(v) p_r(v)] Σ_t α^f(t) α^r(t) > 0.",
+        doc="claims/C3v-separate-value-path.md",
+        checker=_M + "check_c3v",
+        runner=_M + "run_c3v",
+        bounds=(_M + "value_gradient_error_bound",),
+        tests="tests/test_c3v.py",
+        defines={"H-Oorth": "factored value path W_O W_V with every head's W_O square orthogonal (d_head = d_model)"},
+        needs_negative_control=True,
+        default_draws=30,
+    ),
+)
