@@ -268,11 +268,11 @@ def entity_case(
 ) -> EntityCase:
     """A draw for C9: the structure of C5's :func:`~mdm_props.claims.c5_reflected_route.deep_case` (depth,
     heads, GQA, norms, SwiGLU, biases, tied/untied, either RoPE pairing, the encodings ``pos``), or one of
-    the presets at that depth (``blocks``; presets are RoPE), and a k-token fact of
+    the presets at that depth (``blocks``; presets are RoPE: drawn only when ``pos`` has rope), and a k-token fact of
     :func:`mdm_props.strategies.entity_fact` (k ∈ 1…4, m ∈ 1…3, palindromic unless ``palindromic=False``).
     At most 31 choices (C5's 25, the block, the fact's 5): within :data:`mdm_props.strategies.CHOICES`."""
     base = deep_case(choose, seed, pos=pos, attention=attention, readout_offset=readout_offset, max_layers=max_layers)
-    block = choose(tuple(blocks))
+    block = choose(tuple(b for b in blocks if b == "drawn" or "rope" in pos))  # the presets are RoPE
     cfg = base.cfg
     if block != "drawn":
         cfg = preset(block, n_layers=cfg.n_layers, attention=attention, readout_offset=readout_offset)
