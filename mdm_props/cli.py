@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from . import __version__, registry
+from .arguments import interruptible
 from .checks import ClaimSkipped, summarize
 from .options import arg_type
 from .recheck import recheck
@@ -505,6 +506,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Parse ``argv`` and run the subcommand; Ctrl-C exits 130 with one line (:func:`arguments.interruptible`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    return args.func(args, getattr(args, "subparser", parser))  # errors print the subcommand's usage
+    command = " ".join(["mdm-props", args.command] + ([args.experiment] if args.command == "experiment" else []))
+    # errors print the subcommand's usage
+    return interruptible(command, lambda: args.func(args, getattr(args, "subparser", parser)))

@@ -86,7 +86,10 @@ def test_verify_exits_1_when_a_checker_crashes(tmp_path, monkeypatch):
         (["verify", "--examples", "0"], "argument --examples: must be an integer >= 1; got 0"),
         (["verify", "--examples", "-3"], "argument --examples: must be an integer >= 1; got -3"),
         (["verify", "--examples", "2.5"], "argument --examples: must be an integer; got '2.5'"),
-        (["verify", "--seed", "-1"], "argument --seed: must be a non-negative integer; got -1"),
+        (
+            ["verify", "--seed", "-1"],
+            "argument --seed: must be a non-negative integer <= 18446744073709551615 (64 bits); got -1",
+        ),
         (["explain", "C42"], "unknown claim id 'C42'"),
         (["plot", "bars", "--out", "x.png"], "invalid choice: 'bars'"),
     ],
