@@ -39,6 +39,8 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_USAGE",
     "EXTRAS",
+    "JSON_SUFFIX",
+    "PNG_SUFFIX",
     "SEED_MAX",
     "budget_type",
     "int_type",
@@ -51,6 +53,8 @@ __all__ = [
     "seed_type",
 ]
 
+JSON_SUFFIX = (".json",)  # every --json writes JSON
+PNG_SUFFIX = (".png",)  # every figure is a PNG
 EXIT_USAGE = 2  # a bad argument: argparse's own exit status
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a Ctrl-C
 
@@ -136,10 +140,9 @@ def require_output_dir(flag: str, text: Any) -> Path:
 def require_id_list(flag: str, text: Any, allowed: Sequence[str] | None = None) -> list[str]:
     """Comma-separated ids (blanks around commas ignored): at least one, no empty item, no repeat, each
     one of ``allowed`` when given. ``--claims ''`` would otherwise mean "nothing" or "everything"."""
-    example = f" (e.g. {','.join(allowed[:2])})" if allowed else ""
-    what = f"one or more of {_listing(allowed)}" if allowed else "one or more comma-separated ids"
+    what = f"at least one of {_listing(allowed)}" if allowed else "at least one id (comma-separated)"
     if not isinstance(text, str) or not text.strip(", \t"):
-        raise ValueError(f"{flag} must name {what}{example}; got {text!r}")
+        raise ValueError(f"{flag} must name {what}; got {text!r}")
     ids = [i.strip() for i in text.split(",")]
     if not all(ids):
         raise ValueError(f"{flag} has an empty item: {text!r}; it must name {what}")
@@ -149,7 +152,7 @@ def require_id_list(flag: str, text: Any, allowed: Sequence[str] | None = None) 
     if allowed is not None:
         unknown = [i for i in ids if i not in allowed]
         if unknown:
-            raise ValueError(f"{flag}: unknown {_listing(unknown)}; allowed: {_listing(allowed)}")
+            raise ValueError(f"{flag}: {_listing(unknown)} not allowed; allowed: {_listing(allowed)}")
     return ids
 
 

@@ -95,7 +95,9 @@ def sweep(claim: str, sizes, draws: int, seed: int = 0, device: str = "cpu") -> 
     return out
 
 
-def run(claims, draws: int, per_draw: int, seed: int, device: str, sizes, plot: str | None, out) -> list[dict]:
+def run(claims, draws: int, per_draw: int, seed: int, device: str, sizes, plot, out) -> list[dict]:
+    """The table of :func:`bench_claim` per claim, then the sweep over ``sizes`` (C3, else the first claim),
+    drawn to the PNG file ``plot`` when given (the command checks it, and matplotlib, before any work)."""
     torch.set_num_threads(1)
     print(f"machine: {machine()}", file=out)
     rows = []
