@@ -1438,8 +1438,8 @@ def cmd_certify(args, parser) -> int:
     from .arguments import JSON_SUFFIX, require_extra, require_output_file
 
     try:
-        require_extra("mdm-props certify", "certify")
         json_path = None if args.json is None else require_output_file("--json", args.json, JSON_SUFFIX)
+        require_extra("mdm-props certify", "certify")
     except ValueError as exc:
         parser.error(str(exc))
     return run_certify(args.target, args.draws, args.seed, args.max_bits, None if json_path is None else str(json_path))

@@ -335,7 +335,9 @@ def cmd_verify(args, parser) -> int:
             if args.claims is not None or args.examples is not None or args.json is not None:
                 raise ValueError("--replay re-runs one recorded draw: it takes no --claims, --examples or --json")
             return cmd_replay(args, parser)
-        claims = registry.select(parse_claim_ids(args.claims) if args.claims is not None else None)
+        claims = (
+            _selected("--claims", parse_claim_ids(args.claims)) if args.claims is not None else registry.select(None)
+        )
         json_path = require_output_file("--json", args.json, JSON_SUFFIX) if args.json is not None else None
     except ValueError as exc:
         parser.error(str(exc))
@@ -403,9 +405,17 @@ def _int_or_text(text: str):
         return text  # require_int refuses it, naming the flag
 
 
+def _selected(name: str, ids: list[str]) -> list:
+    """``registry.select(ids)``, its ValueError prefixed with the argument's name."""
+    try:
+        return registry.select(ids)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
 def cmd_explain(args, parser) -> int:
     try:
-        claims = registry.select([args.claim])
+        claims = _selected("claim", [args.claim])
     except ValueError as exc:
         parser.error(str(exc))
     for i, claim in enumerate(claims):
