@@ -694,3 +694,24 @@ def test_lazy_subcommands_get_their_arguments_when_parsed(capsys):
     with pytest.raises(SystemExit):
         cli.main(["experiment", "reversal", "--help"])
     assert "--d-model" in capsys.readouterr().out
+
+
+def test_make_install_reinstalls_when_the_extras_change(tmp_path):
+    """Before: `make install EXTRAS=test,plot` after `make verify` said "Nothing to be done"."""
+    import shutil
+    from pathlib import Path
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    root = Path(__file__).resolve().parent.parent
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").touch()
+    (venv / ".installed-test").touch()  # `make install` (EXTRAS=test) done after the last pyproject change
+
+    def dry_run(extras):
+        cmd = ["make", "-n", "-C", str(root), "install", f"VENV={venv}", f"EXTRAS={extras}"]
+        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+
+    assert "pip install" not in dry_run("test")
+    assert 'pip install -q -e ".[test,plot]"' in dry_run("test,plot")
