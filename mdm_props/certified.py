@@ -1406,6 +1406,8 @@ def run_certify(
                 file=out,
             )
         else:
+            if draws >= 1000:  # the draws are built first (a few seconds for 10^5)
+                print(f"certify {target}: drawing {draws} cases ...", file=sys.stderr, flush=True)
             with Progress(draws, f"certify {target}") as bar:
                 for n, (case, eta) in enumerate(claim_draws(target, draws, seed)):
                     cert = certify_case(target, case, eta, max_bits)

@@ -167,7 +167,7 @@ TOKENS = torch.tensor([0, 4, 1])
     ],
 )
 def test_forward_refuses_bad_parameters_naming_them(params, message):
-    """Before: integer parameters gave a torch RuntimeError, NaN parameters NaN logits, a missing key a bare KeyError."""
+    """Before: integer parameters gave a RuntimeError, NaN parameters NaN logits, a missing key a bare KeyError."""
     with pytest.raises(ValueError, match=message):
         forward(params, CFG, TOKENS)
 
