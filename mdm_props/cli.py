@@ -294,7 +294,7 @@ def cmd_replay(args, parser) -> int:
 
     path, row_id = args.replay
     try:
-        rows = read_report(path)
+        rows, seed = read_report(path)
         if row_id not in rows:
             raise ValueError(f"no row {row_id!r} in {path}; rows: {', '.join(rows) or 'none'}")
         row = rows[row_id]
@@ -306,7 +306,7 @@ def cmd_replay(args, parser) -> int:
         if not row.get("draw"):
             raise ValueError(
                 f"row {row_id} records no draw (its runner does not record per-draw descriptions; "
-                f"re-run it with: mdm-props verify --claims {row_id} --seed <the report's seed>)"
+                f"re-run it with: mdm-props verify --claims {row_id} --seed {'S' if seed is None else seed})"
             )
         check = registry.resolve(claim.checker)  # the registry's name, never the report's
         draw = recorded_draw(claim, row["draw"], check)

@@ -23,9 +23,10 @@ from .validation import require_bool, require_choice, require_int, require_numbe
 __all__ = ["read_report", "recorded_draw"]
 
 
-def read_report(path: str | Path) -> dict[str, dict]:
-    """The rows of the verify report at ``path`` by id: a JSON object with a list ``claims`` of objects,
-    each with a string ``id``, no id twice. A ValueError says what is wrong."""
+def read_report(path: str | Path) -> tuple[dict[str, dict], int | None]:
+    """The rows of the verify report at ``path`` by id (a JSON object with a list ``claims`` of objects,
+    each with a string ``id``, no id twice) and its seed (None when not a seed). A ValueError says what
+    is wrong."""
     try:
         doc = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, ValueError) as err:
@@ -39,7 +40,9 @@ def read_report(path: str | Path) -> dict[str, dict]:
         if row["id"] in rows:
             raise ValueError(f"{str(path)!r}: two rows have the id {row['id']!r}; a report has one row per id")
         rows[row["id"]] = row
-    return rows
+    env = doc.get("environment")
+    seed = env.get("seed") if isinstance(env, dict) else None
+    return rows, seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else None
 
 
 def _template(value: Any, vocab: int, max_length: int) -> list:
@@ -80,7 +83,8 @@ def recorded_draw(claim: registry.Claim, draw: Any, check) -> dict:
     missing, unknown = sorted(required - set(draw)), sorted(set(draw) - known)
     if missing:
         raise ValueError(
-            f"the draw lacks {', '.join(missing)}; a {claim.id} draw has the fields {', '.join(sorted(known))}"
+            f"the draw lacks {', '.join(missing)}; a replayable {claim.id} draw (one layer, search.describe) "
+            f"has the fields {', '.join(sorted(known))}"
         )
     if unknown:
         raise ValueError(

@@ -715,3 +715,24 @@ def test_make_install_reinstalls_when_the_extras_change(tmp_path):
 
     assert "pip install" not in dry_run("test")
     assert 'pip install -q -e ".[test,plot]"' in dry_run("test,plot")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["verify", "--claims", "C3"],
+        ["bench", "--claims", "C3"],
+        ["plot", "corr", "--out", "{tmp}/x.png"],
+        ["certify", "C3", "--draws", "1"],
+        [*REVERSAL],
+    ],
+)
+def test_the_battery_would_see_work_start(argv, tmp_path, no_work):
+    """The battery's negative control: with good arguments the work starts, and ``no_work`` says so, so
+    a bad case that were not refused could not pass unnoticed."""
+    if argv[0] == "certify":
+        pytest.importorskip("flint")
+    if argv[0] == "plot":
+        pytest.importorskip("matplotlib")
+    with pytest.raises(AssertionError, match="work started before the arguments were refused"):
+        cli.main([a.replace("{tmp}", str(tmp_path)) for a in argv])
