@@ -37,7 +37,6 @@ from .validation import SEED_MAX, require_int, require_seed
 __all__ = [
     "BUDGETS",
     "EXIT_INTERRUPTED",
-    "EXIT_USAGE",
     "EXTRAS",
     "JSON_SUFFIX",
     "PNG_SUFFIX",
@@ -48,6 +47,7 @@ __all__ = [
     "missing_extra",
     "require_extra",
     "require_id_list",
+    "require_int_list",
     "require_output_dir",
     "require_output_file",
     "seed_type",
@@ -55,7 +55,6 @@ __all__ = [
 
 JSON_SUFFIX = (".json",)  # every --json writes JSON
 PNG_SUFFIX = (".png",)  # every figure is a PNG
-EXIT_USAGE = 2  # a bad argument: argparse's own exit status
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a Ctrl-C
 
 # The documented upper bounds of the work budgets (draws per claim and the like). Each is far above
@@ -158,9 +157,16 @@ def require_id_list(flag: str, text: Any, allowed: Sequence[str] | None = None) 
     return ids
 
 
-def _parse_int(text: str) -> int:
-    """An integer written in decimal (``_`` separators allowed, as Python allows them)."""
-    return int(text)
+def require_int_list(flag: str, text: Any, minimum: int, maximum: int) -> list[int]:
+    """Comma-separated integers in [minimum, maximum] (the rules of :func:`require_id_list` for the list)."""
+    values = []
+    for item in require_id_list(flag, text):
+        try:
+            value: Any = int(item)
+        except ValueError:
+            value = item  # require_int names the flag and what is allowed
+        values.append(require_int(flag, value, minimum=minimum, maximum=maximum))
+    return values
 
 
 def int_type(flag: str, minimum: int | None = None, maximum: int | None = None) -> Callable[[str], int]:
@@ -168,7 +174,7 @@ def int_type(flag: str, minimum: int | None = None, maximum: int | None = None) 
 
     def convert(text: str) -> int:
         try:
-            value = _parse_int(text)
+            value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be an integer; got {text!r}") from None
         try:
@@ -191,7 +197,7 @@ def seed_type(flag: str = "--seed", spread: int = 0) -> Callable[[str], int]:
 
     def convert(text: str) -> int:
         try:
-            value = _parse_int(text)
+            value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be an integer; got {text!r}") from None
         try:

@@ -36,10 +36,10 @@ from .arguments import (
     interruptible,
     require_extra,
     require_id_list,
+    require_int_list,
     require_output_file,
     seed_type,
 )
-from .validation import require_int
 
 # Nothing imported at module level imports torch: ``mdm-props --help`` answers in a fraction of a second.
 # A subcommand's heavy modules are imported when it runs, and the arguments of ``certify``,
@@ -264,11 +264,6 @@ def environment(device: str, seed: int) -> dict:
     }
 
 
-def require_writable_file(name: str, path: str) -> Path:
-    """``path`` can be written (see :func:`mdm_props.arguments.require_output_file`)."""
-    return require_output_file(name, path)
-
-
 def parse_claim_ids(text: str) -> list[str]:
     """``--claims`` as a list of ids (:func:`mdm_props.arguments.require_id_list`): comma-separated, blanks
     around commas ignored; an empty list, an empty item or a repeat is refused (``--claims ""`` would
@@ -376,7 +371,7 @@ def cmd_bench(args, parser) -> int:
 
     try:
         claims = require_id_list("--claims", args.claims, tuple(bench.BENCHED))
-        sizes = parse_sizes(args.sizes)
+        sizes = [] if args.sizes == "" else require_int_list("--sizes", args.sizes, 1, BUDGETS["bench --sizes"])
         plot: Path | None = None
         if args.plot is not None:
             plot = require_output_file("--plot", args.plot, PNG_SUFFIX)
@@ -388,21 +383,6 @@ def cmd_bench(args, parser) -> int:
         parser.error(str(exc))
     bench.run(claims, args.draws, args.per_draw, args.seed, args.device, sizes, plot, sys.stdout)
     return 0
-
-
-def parse_sizes(text: str) -> list[int]:
-    """``--sizes``: comma-separated batch sizes, each an integer in [1, the documented bound]; '' is none."""
-    if text == "":
-        return []
-    top = BUDGETS["bench --sizes"]
-    return [require_int("--sizes", _int_or_text(k), minimum=1, maximum=top) for k in require_id_list("--sizes", text)]
-
-
-def _int_or_text(text: str):
-    try:
-        return int(text)
-    except ValueError:
-        return text  # require_int refuses it, naming the flag
 
 
 def _selected(name: str, ids: list[str]) -> list:
