@@ -68,6 +68,7 @@ class Claim:
     default_draws: int
     false_alarm: float | None = None  # the stated false-alarm level of its statistical checks, if any
     defines: dict = field(default_factory=dict)  # hypotheses this claim introduces: {id: statement}
+    builder: str | None = None  # the runner's argument builder ("module:name"), None: search.case_args (replay)
 
     def __post_init__(self):
         if self.kind not in KINDS:

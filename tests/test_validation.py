@@ -123,3 +123,55 @@ def test_unknown_device_string():
 def test_unknown_pos_attention_or_absolute_kind(field, value):
     with pytest.raises(ValueError, match=rf"{field} must be one of .*; got '{value}'"):
         ModelConfig(vocab=4, d_model=6, d_head=2, **{field: value})
+
+
+# ---------------------------------------------------------------------------------------------
+# the command line's argument layer (mdm_props.arguments); the per-subcommand battery is in test_cli.py
+
+
+def test_checking_an_output_file_leaves_no_trace(tmp_path):
+    """A new path is created to prove it writable and removed again; an existing file keeps its bytes."""
+    from mdm_props.arguments import require_output_file
+
+    new, old = tmp_path / "new.json", tmp_path / "old.json"
+    old.write_text("kept")
+    assert require_output_file("--json", str(new), (".json",)) == new and not new.exists()
+    assert require_output_file("--json", str(old), (".json",)) == old and old.read_text() == "kept"
+    assert require_output_file("--json", str(tmp_path / "x.JSON"), (".json",))  # the suffix, any case
+
+
+def test_an_output_directory_is_not_created_by_the_check(tmp_path):
+    from mdm_props.arguments import require_output_dir
+
+    assert require_output_dir("--out", str(tmp_path / "out")) == tmp_path / "out"
+    assert not (tmp_path / "out").exists()
+    assert require_output_dir("--out", str(tmp_path)) == tmp_path
+
+
+@pytest.mark.parametrize(
+    "text, allowed, result",
+    [("C1, C3", None, ["C1", "C3"]), ("C3", ("C1a", "C3"), ["C3"]), (" C1a ,C3 ", ("C1a", "C3"), ["C1a", "C3"])],
+)
+def test_id_lists_accept_comma_separated_ids(text, allowed, result):
+    from mdm_props.arguments import require_id_list
+
+    assert require_id_list("--claims", text, allowed) == result
+
+
+def test_bounded_integers_name_the_flag_and_the_interval():
+    import argparse
+
+    from mdm_props.arguments import budget_type, int_type, require_int_list, seed_type
+
+    assert int_type("--max-bits", 64, 1024)("64") == 64
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^must be an integer in \[64, 1024\]; got 63$"):
+        int_type("--max-bits", 64, 1024)("63")
+    assert budget_type("certify --draws")("100000") == 100_000
+    with pytest.raises(argparse.ArgumentTypeError, match=r"\[1, 100000\]; got 100001"):
+        budget_type("certify --draws")("100001")
+    assert seed_type()(str(2**64 - 1)) == 2**64 - 1
+    with pytest.raises(argparse.ArgumentTypeError, match=r"<= 18446744073709551614 \(64 bits\); got"):
+        seed_type(spread=1)(str(2**64 - 1))
+    assert require_int_list("--sizes", "1,16", 1, 100) == [1, 16]
+    with pytest.raises(ValueError, match=r"^--sizes must be an integer in \[1, 100\]; got 'x'$"):
+        require_int_list("--sizes", "1,x", 1, 100)

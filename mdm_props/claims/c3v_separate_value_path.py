@@ -313,6 +313,7 @@ CLAIMS = (
         bounds=(_M + "value_gradient_error_bound",),
         tests="tests/test_c3v.py",
         defines={"H-Oorth": "factored value path W_O W_V with every head's W_O square orthogonal (d_head = d_model)"},
+        builder=_M + "factored_case",
         needs_negative_control=True,
         default_draws=30,
     ),
