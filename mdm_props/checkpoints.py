@@ -704,14 +704,15 @@ def random_weights(spec: Spec, dtype: torch.dtype, device: str, seed: int, std: 
 
 def memory_estimate(spec: Spec, dtype: torch.dtype, layers) -> dict:
     """Bytes the probe holds: the weights in the compute dtype, one gradient of the selected layers (the
-    forward query's, kept while the reverse query's streams through per-tensor hooks), two of the largest
-    tensor (a gradient in flight, a cast of the yardstick rerun) and 512 MiB for activations and the
-    interpreter. ``target``: 1.5 × the weights plus the selected layers' storage (issue 23)."""
+    forward query's, kept while the reverse query's streams through per-tensor hooks), the largest tensor
+    twice (a gradient in flight in the compute dtype; a cast in the tolerance's rerun, float64 at most) and
+    1 GiB for activations, the interpreter and the allocator. ``target``: 1.5 × the weights plus the
+    selected layers' storage (issue 23)."""
     b = torch.finfo(dtype).bits // 8
     weights = spec.n_parameters() * b
     selected = spec.n_parameters(layers) * b
-    largest = max(math.prod(s) for s in spec.shapes().values()) * b
-    estimate = weights + selected + 2 * largest + (512 << 20)
+    largest = max(math.prod(s) for s in spec.shapes().values())
+    estimate = weights + selected + largest * (b + 8) + (1 << 30)
     return {"weights": weights, "selected": selected, "estimate": estimate, "target": int(1.5 * weights + selected)}
 
 

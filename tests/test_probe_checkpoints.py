@@ -510,7 +510,7 @@ def test_reflection_tolerance_scaled_to_dtype(tmp_path, dtype):
         planted = P.reflection_defect(_Planted(a, delta), facts)
         if not planted["at_rounding"]:
             break
-    assert planted["defect"] < 64 * planted["tolerance"]  # rejected while only a few tolerances off
+    assert not planted["at_rounding"] and planted["defect"] < 64 * planted["tolerance"]  # rejected a few tolerances off
 
 
 def test_dtype_report_states_tolerances(tmp_path):
