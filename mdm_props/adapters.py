@@ -19,7 +19,7 @@ An adapter exposes, for a model with parameters θ (a dict of float tensors, the
 
 Implementations: :class:`ProjectAdapter` (the project's model and presets, :mod:`mdm_props.model`) and
 :class:`DecoderAdapter` (checkpoints and configs of the LLaDA, Dream, Llama and Qwen2 families, read by
-:mod:`mdm_props.checkpoints` and evaluated by one functional decoder, :func:`decoder_forward`, in the
+:mod:`mdm_props.checkpoint_reader` and evaluated by one functional decoder, :func:`decoder_forward`, in the
 compute dtype). Both give ``logits(θ, tokens, reflected=..., dtype=...)``: Φθ is applied inside the
 forward pass (no copy of W_Q, W_K), and ``dtype`` reruns the same weights in another precision (the
 tolerance's yardstick; each weight is cast at its use).
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .checkpoints import ProbeError, Spec, llada_name, load_weights, random_weights, read_config, spec_from_config
+from .checkpoint_reader import ProbeError, Spec, llada_name, load_weights, random_weights, read_config, spec_from_config
 from .model import PRESETS, ModelConfig, forward, preset, rms_norm, rope_reflection, rope_rotate
 from .params import init_params
 
@@ -61,6 +61,7 @@ class Architecture:
     rope_base: float | None
     attention: str  # the attention the model is evaluated with: "bidirectional" or "causal" (the probe tests it)
     n_tokens: int | None = None  # token ids a fact may use are below this (default: vocab)
+    max_len: int | None = None  # the longest sequence the model takes (None: no limit the probe needs to know)
 
     @property
     def real_tokens(self) -> list[int]:
@@ -111,6 +112,7 @@ class ProjectAdapter:
             rope_pairing=cfg.rope_pairing if cfg.pos == "rope" else None,
             rope_base=cfg.rope_base if cfg.pos == "rope" else None,
             attention=cfg.attention,
+            max_len=cfg.max_len,
         )
         self.score_scale = 1.0 / math.sqrt(cfg.d_head)
 
@@ -196,7 +198,7 @@ class ProjectAdapter:
 
 
 # ---------------------------------------------------------------------------------------------
-# checkpoints: LLaDA, Dream, Llama, Qwen2 as one functional decoder (mdm_props.checkpoints.Spec)
+# checkpoints: LLaDA, Dream, Llama, Qwen2 as one functional decoder (mdm_props.checkpoint_reader.Spec)
 
 
 def _norm(spec: Spec, params: dict, prefix: str, x: torch.Tensor) -> torch.Tensor:
@@ -293,7 +295,7 @@ def decoder_forward(
 class DecoderAdapter:
     """A checkpoint (or config) of the LLaDA, Dream, Llama or Qwen2 family (:class:`Spec`), evaluated by
     :func:`decoder_forward` in ``dtype`` on ``device``. ``params``: the canonical-named weights, held in
-    ``dtype`` (converted one tensor at a time by :func:`mdm_props.checkpoints.load_weights`)."""
+    ``dtype`` (converted one tensor at a time by :func:`mdm_props.checkpoint_reader.load_weights`)."""
 
     error_bounds = False  # the running-error rules are not run on checkpoints (2× the weights in radii)
 
@@ -312,6 +314,7 @@ class DecoderAdapter:
             rope_base=spec.rope_base,
             attention=spec.attention,
             n_tokens=spec.n_tokens,
+            max_len=spec.max_len,
         )
         self.score_scale = 1.0 / math.sqrt(spec.d_head)
 
@@ -385,15 +388,20 @@ def load_checkpoint(
 ) -> DecoderAdapter:
     """A :class:`DecoderAdapter` from a local directory: ``weights=False`` reads ``config.json`` only
     (seeded random weights), ``weights=True`` the checkpoint's weights too (see
-    :mod:`mdm_props.checkpoints`)."""
+    :mod:`mdm_props.checkpoint_reader`)."""
     raw, cfg_file = read_config(path)
     spec = spec_from_config(raw, cfg_file, attention=attention, mask_id=mask_id, readout_offset=readout_offset)
     params = load_weights(path, spec, dtype, device) if weights else random_weights(spec, dtype, device, seed)
     return DecoderAdapter(spec, params, dtype=dtype, name=f"{spec.family} ({os.path.basename(os.path.normpath(path))})")
 
 
+def load_hf(path: str, *, weights: bool, mask_id=None, readout_offset=None, seed: int = 0) -> DecoderAdapter:
+    """:func:`load_checkpoint` in float64 on the CPU (the name the experiments' round-trip tests use)."""
+    return load_checkpoint(path, weights=weights, mask_id=mask_id, readout_offset=readout_offset, seed=seed)
+
+
 def llada_to_llama_state_dict(state: dict) -> dict:
-    """A LLaDA state dict under canonical (Llama) names (:func:`mdm_props.checkpoints.llada_name`)."""
+    """A LLaDA state dict under canonical (Llama) names (:func:`mdm_props.checkpoint_reader.llada_name`)."""
     return {llada_name(k): v for k, v in state.items()}
 
 
@@ -461,3 +469,6 @@ def project_model_from_checkpoint(adapter: DecoderAdapter):
         out["b_K"] = stack(lay + "self_attn.k_proj.bias", lambda w: w.view(K, dk))
         out["b_V"] = stack(lay + "self_attn.v_proj.bias", lambda w: w.view(K, dk))
     return cfg, {k: v.detach().clone().contiguous() for k, v in out.items()}
+
+
+project_model_from_hf = project_model_from_checkpoint  # the name the experiments' round-trip tests use

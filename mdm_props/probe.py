@@ -1,7 +1,7 @@
 """``mdm-props probe``: the mechanism's signatures, layer by layer, in the model a checkpoint defines (THEORY §2, §2b).
 
 The probe reads a model through an adapter (:mod:`mdm_props.adapters`; checkpoints through
-:mod:`mdm_props.checkpoints`) and first says **what it reads**: an MDM (bidirectional attention, masked
+:mod:`mdm_props.checkpoint_reader`) and first says **what it reads**: an MDM (bidirectional attention, masked
 queries: LLaDA, Dream, a config with ``is_causal: false``) or an ARM (causal attention, next-token queries:
 a plain Llama or Qwen2), and why (``report["attention"]``, ``report["attention_source"]``); ``--attention``
 overrides. Then:
@@ -193,6 +193,7 @@ def bidirectionality(adapter, seed: int = 0, length: int = 6, trials: int = 3) -
     causal mask makes the earlier positions' computation independent of the last token, bitwise).
     ``passed``: the verdict is the attention the adapter declares."""
     real = adapter.arch.real_tokens
+    length = min(length, adapter.arch.max_len or length)
     rng = random.Random(seed)
     params = adapter.parameters()
     change = torch.zeros(length - 1, dtype=torch.float64)
@@ -909,7 +910,7 @@ def prepare(args):
     """Every check that needs no weights, in order: outputs, extras, device, the model's config (identity,
     strict keys), the mask id, the layers, the pairs, the memory estimate. Returns a function that builds
     the adapter (the only step that loads or draws weights)."""
-    from .checkpoints import available_memory, memory_estimate, read_config, spec_from_config
+    from .checkpoint_reader import available_memory, memory_estimate, read_config, spec_from_config
 
     _check_output(args.json, "json")
     _check_output(args.out, "out")
@@ -966,7 +967,7 @@ def prepare(args):
 
     def build():
         from .adapters import DecoderAdapter
-        from .checkpoints import load_weights, random_weights
+        from .checkpoint_reader import load_weights, random_weights
 
         if args.hf_model:
             params = load_weights(path, spec, dtype, args.device)

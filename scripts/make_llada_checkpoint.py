@@ -13,7 +13,7 @@ import argparse
 
 import torch
 
-from mdm_props.checkpoints import write_random_checkpoint
+from mdm_props.checkpoint_reader import write_random_checkpoint
 
 LLADA_8B = {  # LLaDA-8B-Base's config.json (GSAI-ML/LLaDA-8B-Base)
     "activation_type": "silu",

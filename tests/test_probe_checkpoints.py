@@ -14,7 +14,7 @@ import os
 import pytest
 import torch
 
-from mdm_props import checkpoints as C
+from mdm_props import checkpoint_reader as C
 from mdm_props import probe as P
 from mdm_props.adapters import DecoderAdapter, load_checkpoint
 from mdm_props.cli import main

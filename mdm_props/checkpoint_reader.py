@@ -30,7 +30,8 @@ import torch
 
 FAMILIES = ("llada", "dream", "llama", "qwen2")
 ATTENTIONS = ("bidirectional", "causal")
-MAX_PROBE_LEN = 6  # the longest sequence the probe runs (the bidirectionality self-test)
+MAX_PROBE_LEN = 6  # the longest sequence the probe runs (the attention self-test; shorter models get shorter)
+MIN_LEN = 3  # the template "A r B"
 
 # keys that never change an inference forward pass (training, initialisation, generation, tokenizer ids,
 # file metadata): accepted with any value; the reason is reported with the config
@@ -422,7 +423,7 @@ def spec_from_config(
         attention=att,
         attention_source=source,
         readout_offset=offset,
-        mask_id=mask_id if att == "bidirectional" else None,
+        mask_id=mask_id,  # an ARM's queries need none; kept to exclude it from facts and to map weights back
         notes=notes,
         **spec_kw,
     )
@@ -496,7 +497,7 @@ def _llada(raw, f) -> dict:
         logit_scale=1.0 / math.sqrt(d) if _bool(f, raw, "scale_logits", False) else 1.0,
         rope_base=_pos_float(f, raw, "rope_theta", 10000.0),
         rope_full_precision=_bool(f, raw, "rope_full_precision", True),
-        max_len=_int(f, raw, "max_sequence_length", 1024, minimum=MAX_PROBE_LEN),
+        max_len=_int(f, raw, "max_sequence_length", 1024, minimum=MIN_LEN),
     )
 
 
@@ -566,7 +567,7 @@ def _hf(raw, f, family) -> dict:
         logit_scale=1.0,
         rope_base=base,
         rope_full_precision=True,
-        max_len=_int(f, raw, "max_position_embeddings", 2048, minimum=MAX_PROBE_LEN),
+        max_len=_int(f, raw, "max_position_embeddings", 2048, minimum=MIN_LEN),
     )
 
 
