@@ -8,29 +8,33 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 EXTRAS ?= test
+# one stamp per set of extras: `make install EXTRAS=test,plot` after `make verify` installs the new extras
+# (a stamp only for pyproject.toml said "Nothing to be done"); a set installed before stays done
+comma := ,
+INSTALLED = $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: test verify install lint thorough cuda bench clean mutants
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+$(INSTALLED): pyproject.toml | $(BIN)/python
 	# a CPU torch wheel that pip can find without the network is preferred; otherwise torch comes from the index
 	if $(BIN)/pip download -q --no-index --no-deps torch==2.13.0 -d $(VENV)/wheels >/dev/null 2>&1; then \
 	  $(BIN)/pip install -q $(VENV)/wheels/torch-*.whl; fi
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
-$(VENV)/.lint-installed: $(VENV)/.installed
+$(VENV)/.lint-installed: $(INSTALLED)
 	$(BIN)/pip install -q -e ".[test,lint]"
 	touch $@
 
-install: $(VENV)/.installed
+install: $(INSTALLED)
 
-test: $(VENV)/.installed
+test: $(INSTALLED)
 	$(BIN)/pytest -n auto
 
-verify: $(VENV)/.installed
+verify: $(INSTALLED)
 	$(BIN)/mdm-props verify
 
 lint: $(VENV)/.lint-installed
@@ -38,18 +42,18 @@ lint: $(VENV)/.lint-installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy mdm_props
 
-thorough: $(VENV)/.installed
+thorough: $(INSTALLED)
 	HYPOTHESIS_PROFILE=thorough $(BIN)/pytest -n auto
 
-bench: $(VENV)/.installed
+bench: $(INSTALLED)
 	$(BIN)/mdm-props bench --draws 10000 --per-draw 200 --sizes 4,16,64,250,1000 --plot docs/figures/bench.png
 
-cuda: $(VENV)/.installed
+cuda: $(INSTALLED)
 	PYTHON=$(BIN)/python scripts/cuda_check.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info
 
 # make mutants : plant each bug of tests/mutation/mutants.py in a scratch copy; pytest's and verify's kill rates (slow; not CI)
-mutants: $(VENV)/.installed
+mutants: $(INSTALLED)
 	$(BIN)/python tests/mutation/mutants.py

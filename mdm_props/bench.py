@@ -18,6 +18,7 @@ from .claims import c1_reusable_evidence as c1
 from .claims import c3_aligned_storage as c3
 from .claims import c3v_separate_value_path as c3v
 from .claims import c4_reverse_loss_decrease as c4
+from .progress import Progress
 from .search import case_args
 from .strategies import N_HEADS
 
@@ -95,7 +96,9 @@ def sweep(claim: str, sizes, draws: int, seed: int = 0, device: str = "cpu") -> 
     return out
 
 
-def run(claims, draws: int, per_draw: int, seed: int, device: str, sizes, plot: str | None, out) -> list[dict]:
+def run(claims, draws: int, per_draw: int, seed: int, device: str, sizes, plot, out) -> list[dict]:
+    """The table of :func:`bench_claim` per claim, then the sweep over ``sizes`` (C3, else the first claim),
+    drawn to the PNG file ``plot`` when given (the command checks it, and matplotlib, before any work)."""
     torch.set_num_threads(1)
     print(f"machine: {machine()}", file=out)
     rows = []
@@ -104,18 +107,21 @@ def run(claims, draws: int, per_draw: int, seed: int, device: str, sizes, plot: 
         f"{'worst margin':>13}",
         file=out,
     )
-    for c in claims:
-        r = bench_claim(c, draws, per_draw, seed, device=device)
-        rows.append(r)
-        print(
-            f"{c:<6} {draws:>7} {r['per_draw_per_s']:>11.1f} {r['batched_per_s']:>10.0f} {r['ratio']:>7.1f} "
-            f"{r['batched_seconds']:>10.2f} {r['worst_margin']:>13.3g}",
-            file=out,
-            flush=True,
-        )
-    if sizes:  # the sweep: C3 (the headline claim) when benched, else the first claim
-        swept = ["C3"] if "C3" in claims else claims[:1]
-        curves = {c: sweep(c, sizes, 2 * max(sizes), seed, device) for c in swept}
+    with Progress(len(claims) + (1 if sizes else 0), "bench") as bar:  # on stderr; the table goes to ``out``
+        for c in claims:
+            r = bench_claim(c, draws, per_draw, seed, device=device)
+            rows.append(r)
+            print(
+                f"{c:<6} {draws:>7} {r['per_draw_per_s']:>11.1f} {r['batched_per_s']:>10.0f} {r['ratio']:>7.1f} "
+                f"{r['batched_seconds']:>10.2f} {r['worst_margin']:>13.3g}",
+                file=out,
+                flush=True,
+            )
+            bar.update(1, c)
+        swept = ["C3"] if "C3" in claims else claims[:1]  # the sweep: C3 (the headline claim), else the first
+        curves = {c: sweep(c, sizes, 2 * max(sizes), seed, device) for c in swept} if sizes else {}
+        bar.update(1 if sizes else 0, "sweep")
+    if sizes:
         for c, pts in curves.items():
             print(f"{c} draws/s by batch size: " + ", ".join(f"{k}: {v:.0f}" for k, v in pts), file=out)
         if plot:

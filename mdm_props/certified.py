@@ -1311,39 +1311,48 @@ def certify_controls(seed: int = 0, max_bits: int = PRECISIONS[-1], ids=CERTIFIE
 
 
 def add_certify_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``mdm-props certify``."""
+    """Arguments of ``mdm-props certify`` (the rules of :mod:`mdm_props.arguments`)."""
+    from .arguments import BUDGETS, budget_type, int_type, seed_type
+
     parser.add_argument(
         "target",
         choices=CERTIFIABLE + ("controls", "soundness"),
         help="C1b, C3, C4a: certify the claim on the float64 runner's draws; controls: certify the "
         "negative controls' counterexamples; soundness: the (true error)/(bound) table",
     )
-    parser.add_argument("--seed", type=_nonneg_int, default=0, help="master seed (default 0): the runner's draws")
-    parser.add_argument("--draws", type=_pos_int, default=100, help="draws (default 100; soundness: per bound)")
+    parser.add_argument(
+        "--seed", type=seed_type(), default=0, help="master seed (default 0; < 2**64): the runner's draws"
+    )
+    parser.add_argument(
+        "--draws",
+        type=budget_type("certify --draws"),
+        default=100,
+        help=f"draws (default 100, at most {BUDGETS['certify --draws']:,}; soundness: per bound)",
+    )
     parser.add_argument(
         "--max-bits",
-        type=_pos_int,
+        type=int_type("--max-bits", PRECISIONS[0], PRECISIONS[-1]),
         default=PRECISIONS[-1],
-        help=f"precision cap in bits (default {PRECISIONS[-1]}; tried: {', '.join(map(str, PRECISIONS))})",
+        help=f"precision cap in bits, {PRECISIONS[0]} … {PRECISIONS[-1]} (default {PRECISIONS[-1]}; "
+        f"tried: {', '.join(map(str, PRECISIONS))})",
     )
-    parser.add_argument("--json", metavar="PATH", help="also write the per-draw results as JSON")
+    parser.add_argument(
+        "--json",
+        metavar="PATH",
+        help='also write the per-draw results as JSON to PATH (a .json file in an existing folder; "complete": '
+        "false until the run ends, so an interrupted run keeps its finished certificates)",
+    )
 
 
-def _int_arg(minimum: int, what: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {what}; got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be {what}; got {value}")
-        return value
+def _write_json(path, summary: dict, rows: list, complete: bool) -> None:
+    """The JSON report, replaced atomically (an interrupted write leaves the previous one)."""
+    import os
 
-    return parse
-
-
-_pos_int = _int_arg(1, "a positive integer")
-_nonneg_int = _int_arg(0, "a non-negative integer")
+    doc = {"summary": summary, "rows": rows, "complete": complete, "flint": flint.__version__}
+    tmp = f"{path}.part"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=2, default=float)
+    os.replace(tmp, path)
 
 
 def run_certify(
@@ -1351,7 +1360,11 @@ def run_certify(
 ) -> int:
     """``mdm-props certify``: print per-draw statuses and a summary; return the exit status:
     0 every draw proved (controls: every counterexample certified ``refuted``; soundness: every ratio
-    ≤ 1), 1 otherwise — a refuted or an ``undecided`` draw is not a pass — or python-flint missing."""
+    ≤ 1), 1 otherwise — a refuted or an ``undecided`` draw is not a pass — or python-flint missing.
+    With ``json_path`` an interrupted run (an error, Ctrl-C) writes the rows that finished, marked
+    ``"complete": false``, then re-raises."""
+    from .progress import Progress
+
     out = out or sys.stdout
     if flint is None:
         print(f"mdm-props certify: {INSTALL_HINT}", file=sys.stderr)
@@ -1359,50 +1372,76 @@ def run_certify(
     _precisions(max_bits)
     torch.set_num_threads(1)  # tiny tensors: a second intra-op thread only waits
     start = time.perf_counter()
-    if target == "soundness":
-        rows = soundness_table(draws, seed)
-        print(format_soundness_table(rows), file=out)
-        bad = [r["bound"] for r in rows if not r["max_ratio"] <= 1]
-        summary = {"target": target, "draws": draws, "seed": seed, "unsound": bad}
-        print(
-            f"\n{'every bound sound' if not bad else 'UNSOUND: ' + ', '.join(bad)} "
-            f"({time.perf_counter() - start:.1f} s)",
-            file=out,
-        )
-    elif target == "controls":
-        rows = certify_controls(seed, max_bits)
-        for r in rows:
-            v = "" if r.get("value") is None else f" value {r['value']:.6g}"
-            print(f"{r['id']:<18} {r['status']:<18} {r.get('bits', '-'):>5} bits{v} ({r['seconds']:.2f} s)", file=out)
-        bad = [r["id"] for r in rows if r["status"] != "refuted"]
-        summary = {"target": target, "seed": seed, "not_certified": bad}
-        print(
-            f"\n{len(rows) - len(bad)}/{len(rows)} counterexamples certified (refuted)"
-            f"{'' if not bad else '; NOT CERTIFIED: ' + ', '.join(bad)} ({time.perf_counter() - start:.1f} s)",
-            file=out,
-        )
-    else:
-        rows = []
-        for n, (case, eta) in enumerate(claim_draws(target, draws, seed)):
-            cert = certify_case(target, case, eta, max_bits)
-            rows.append({"draw": n, **cert.to_dict()})
-            v = "" if cert.value is None else f"  certified bound {cert.value:.6g}"
-            print(f"{target} draw {n:>4}: {cert.status:<9} {cert.bits:>5} bits{v}", file=out)
-        counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
-        bad = [r["draw"] for r in rows if r["status"] != "proved"]
-        summary = {"target": target, "draws": draws, "seed": seed, **counts}
-        print(
-            f"\n{target}: {counts['proved']}/{draws} proved, {counts['refuted']} refuted, {counts['undecided']} "
-            f"undecided (undecided is not a pass) ({time.perf_counter() - start:.1f} s)",
-            file=out,
-        )
+    rows: list = []
+    summary: dict = {"target": target, "draws": draws, "seed": seed}
+    try:
+        if target == "soundness":
+            rows = soundness_table(draws, seed)
+            print(format_soundness_table(rows), file=out)
+            bad = [r["bound"] for r in rows if not r["max_ratio"] <= 1]
+            summary = {"target": target, "draws": draws, "seed": seed, "unsound": bad}
+            print(
+                f"\n{'every bound sound' if not bad else 'UNSOUND: ' + ', '.join(bad)} "
+                f"({time.perf_counter() - start:.1f} s)",
+                file=out,
+            )
+        elif target == "controls":
+            summary = {"target": target, "seed": seed}
+            with Progress(len(CERTIFIED_CONTROLS), "certify controls") as bar:
+                for cid in CERTIFIED_CONTROLS:
+                    (r,) = certify_controls(seed, max_bits, ids=(cid,))
+                    rows.append(r)
+                    v = "" if r.get("value") is None else f" value {r['value']:.6g}"
+                    print(
+                        f"{r['id']:<18} {r['status']:<18} {r.get('bits', '-'):>5} bits{v} ({r['seconds']:.2f} s)",
+                        file=out,
+                        flush=True,
+                    )
+                    bar.update(1, cid)
+            bad = [r["id"] for r in rows if r["status"] != "refuted"]
+            summary = {"target": target, "seed": seed, "not_certified": bad}
+            print(
+                f"\n{len(rows) - len(bad)}/{len(rows)} counterexamples certified (refuted)"
+                f"{'' if not bad else '; NOT CERTIFIED: ' + ', '.join(bad)} ({time.perf_counter() - start:.1f} s)",
+                file=out,
+            )
+        else:
+            if draws >= 1000:  # the draws are built first (a few seconds for 10^5)
+                print(f"certify {target}: drawing {draws} cases ...", file=sys.stderr, flush=True)
+            with Progress(draws, f"certify {target}") as bar:
+                for n, (case, eta) in enumerate(claim_draws(target, draws, seed)):
+                    cert = certify_case(target, case, eta, max_bits)
+                    rows.append({"draw": n, **cert.to_dict()})
+                    v = "" if cert.value is None else f"  certified bound {cert.value:.6g}"
+                    print(f"{target} draw {n:>4}: {cert.status:<9} {cert.bits:>5} bits{v}", file=out, flush=True)
+                    bar.update(1, cert.status)
+            counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
+            bad = [r["draw"] for r in rows if r["status"] != "proved"]
+            summary = {"target": target, "draws": draws, "seed": seed, **counts}
+            print(
+                f"\n{target}: {counts['proved']}/{draws} proved, {counts['refuted']} refuted, {counts['undecided']} "
+                f"undecided (undecided is not a pass) ({time.perf_counter() - start:.1f} s)",
+                file=out,
+            )
+    except BaseException:  # an error or Ctrl-C: keep the certificates that finished, marked incomplete
+        if json_path:
+            summary["seconds"] = round(time.perf_counter() - start, 3)
+            _write_json(json_path, {**summary, "finished_rows": len(rows)}, rows, complete=False)
+            print(f"interrupted after {len(rows)} rows; wrote them to {json_path}", file=sys.stderr)
+        raise
     summary["seconds"] = round(time.perf_counter() - start, 3)
     if json_path:
-        with open(json_path, "w") as f:
-            json.dump({"summary": summary, "rows": rows, "flint": flint.__version__}, f, indent=2, default=float)
+        _write_json(json_path, summary, rows, complete=True)
     return 1 if bad else 0
 
 
 def cmd_certify(args, parser) -> int:
-    """Entry point for the ``certify`` subparser."""
-    return run_certify(args.target, args.draws, args.seed, args.max_bits, args.json)
+    """Entry point for the ``certify`` subparser: the extra and ``--json`` checked before any work (exit 2)."""
+    from .arguments import JSON_SUFFIX, require_extra, require_output_file
+
+    try:
+        json_path = None if args.json is None else require_output_file("--json", args.json, JSON_SUFFIX)
+        require_extra("mdm-props certify", "certify")
+    except ValueError as exc:
+        parser.error(str(exc))
+    return run_certify(args.target, args.draws, args.seed, args.max_bits, None if json_path is None else str(json_path))

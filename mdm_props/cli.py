@@ -28,10 +28,23 @@ import time
 from pathlib import Path
 
 from . import __version__, registry
-from .checks import ClaimSkipped, summarize
-from .options import arg_type
-from .recheck import recheck
-from .validation import require_int, require_seed
+from .arguments import (
+    BUDGETS,
+    JSON_SUFFIX,
+    PNG_SUFFIX,
+    budget_type,
+    interruptible,
+    require_extra,
+    require_id_list,
+    require_output_file,
+    seed_type,
+)
+from .validation import require_int
+
+# Nothing imported at module level imports torch: ``mdm-props --help`` answers in a fraction of a second.
+# A subcommand's heavy modules are imported when it runs, and the arguments of ``certify``,
+# ``experiment reversal`` and ``probe`` (defined beside torch code) are added when that subcommand
+# is parsed (:class:`LazyParser`).
 
 STATUS_OK = ("holds", "counterexample-found", "skipped", "undecided")
 # err/tol says nothing for these claims; the table prints this note under them
@@ -78,6 +91,8 @@ def _check_summary(r) -> dict:
 
 
 def _run_claim(claim, draws, seed, device) -> dict:
+    from .checks import ClaimSkipped, summarize
+
     start = time.perf_counter()
     row = {
         "id": claim.id,
@@ -141,6 +156,9 @@ def _run_claim(claim, draws, seed, device) -> dict:
 
 
 def _run_negative(control, draws, seed, device) -> dict:
+    from .checks import ClaimSkipped
+    from .recheck import recheck
+
     start = time.perf_counter()
     row = {
         "id": control.id,
@@ -247,31 +265,15 @@ def environment(device: str, seed: int) -> dict:
 
 
 def require_writable_file(name: str, path: str) -> Path:
-    """``path`` can be written (its folder exists and accepts the file; not a directory), checked by
-    opening it for appending before any work (a file this creates is removed again)."""
-    p = Path(path)
-    if p.is_dir():
-        raise ValueError(f"{name} must be a file path; {path!r} is a directory")
-    existed = p.exists()
-    try:
-        with p.open("a"):
-            pass
-    except OSError as err:
-        raise ValueError(f"{name}: cannot write {path!r} ({err.strerror or err})") from None
-    if not existed:
-        p.unlink()
-    return p
+    """``path`` can be written (see :func:`mdm_props.arguments.require_output_file`)."""
+    return require_output_file(name, path)
 
 
 def parse_claim_ids(text: str) -> list[str]:
-    """``--claims`` as a list of ids: comma-separated, blanks around commas ignored; an empty list or an
-    empty item is refused (``--claims ""`` would otherwise mean "everything")."""
-    ids = [i.strip() for i in text.split(",")]
-    if not any(ids):
-        raise ValueError("--claims must name at least one claim id or family (e.g. C1,C3); got none")
-    if not all(ids):
-        raise ValueError(f"--claims has an empty item: {text!r}")
-    return ids
+    """``--claims`` as a list of ids (:func:`mdm_props.arguments.require_id_list`): comma-separated, blanks
+    around commas ignored; an empty list, an empty item or a repeat is refused (``--claims ""`` would
+    otherwise mean "everything")."""
+    return require_id_list("--claims", text)
 
 
 def write_report(path: Path, rows: list[dict], env: dict, complete: bool) -> None:
@@ -284,32 +286,36 @@ def write_report(path: Path, rows: list[dict], env: dict, complete: bool) -> Non
 
 def cmd_replay(args, parser) -> int:
     """``verify --replay JSON ROW``: re-run the draw recorded in row ROW of a verify report with the
-    claim's registered checker, print its results; exit 0 when they hold, 1 otherwise."""
-    from .search import replay
+    claim's registered checker, print its results; exit 0 when they hold, 1 otherwise. The report is
+    data (:mod:`mdm_props.recorded_draws`): every field is checked and nothing it names is imported;
+    anything else exits 2."""
+    from .recorded_draws import read_report, recorded_draw
+    from .search import case_from_description, replay
 
     path, row_id = args.replay
     try:
-        doc = json.loads(Path(path).read_text())
-        rows = {r["id"]: r for r in doc["claims"]}
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        parser.error(f"--replay: cannot read a verify report from {path!r} ({err})")
-    if row_id not in rows:
-        parser.error(f"--replay: no row {row_id!r} in {path}; rows: {', '.join(rows)}")
-    row = rows[row_id]
-    if row.get("negative_control"):
-        parser.error(
-            f"--replay: {row_id} is a negative control; its counterexample is in the report's 'counterexample' field"
-        )
-    if not row.get("draw"):
-        parser.error(
-            f"--replay: row {row_id} records no draw (its runner does not record per-draw descriptions; "
-            f"re-run it with: mdm-props verify --claims {row_id} --seed {doc.get('environment', {}).get('seed')})"
-        )
-    claim = registry.get(row_id)
-    try:
-        results = replay(registry.resolve(claim.checker), row["draw"], args.device)
+        rows = read_report(path)
+        if row_id not in rows:
+            raise ValueError(f"no row {row_id!r} in {path}; rows: {', '.join(rows) or 'none'}")
+        row = rows[row_id]
+        if row.get("negative_control"):
+            raise ValueError(
+                f"{row_id} is a negative control; its counterexample is in the report's 'counterexample' field"
+            )
+        claim = registry.get(row_id)  # a registered claim, or a ValueError
+        if not row.get("draw"):
+            raise ValueError(
+                f"row {row_id} records no draw (its runner does not record per-draw descriptions; "
+                f"re-run it with: mdm-props verify --claims {row_id} --seed <the report's seed>)"
+            )
+        check = registry.resolve(claim.checker)  # the registry's name, never the report's
+        draw = recorded_draw(claim, row["draw"], check)
+        case = case_from_description(draw)  # the model and template check their own fields
+        case.template.check_tokens(case.cfg.vocab, case.A, case.B)
+        case.params("cpu")  # the parameters can be drawn (e.g. orthonormal needs d_model >= vocab + 1)
     except ValueError as err:
         parser.error(f"--replay: {err}")
+    results = replay(check, draw, args.device)
     print(f"{row_id}: replaying draw {json.dumps(row['draw'])}")
     for r in results:
         print(f"  {r}")
@@ -326,11 +332,13 @@ def cmd_verify(args, parser) -> int:
     try:
         resolve_device(args.device)
         if args.replay:
-            if args.claims is not None or args.examples is not None or args.json:
+            if args.claims is not None or args.examples is not None or args.json is not None:
                 raise ValueError("--replay re-runs one recorded draw: it takes no --claims, --examples or --json")
             return cmd_replay(args, parser)
-        claims = registry.select(parse_claim_ids(args.claims) if args.claims is not None else None)
-        json_path = require_writable_file("--json", args.json) if args.json else None
+        claims = (
+            _selected("--claims", parse_claim_ids(args.claims)) if args.claims is not None else registry.select(None)
+        )
+        json_path = require_output_file("--json", args.json, JSON_SUFFIX) if args.json is not None else None
     except ValueError as exc:
         parser.error(str(exc))
     env = environment(args.device, args.seed)
@@ -338,7 +346,9 @@ def cmd_verify(args, parser) -> int:
     for c in claims:
         jobs.append(("claim", c))
         jobs += [("negative", n) for n in c.negative_controls()]
-    rows = []
+    rows: list[dict] = []
+    if json_path is not None:  # an interrupted run leaves a report, "complete": false, with the rows that finished
+        write_report(json_path, rows, env, complete=False)
     for i, (what, job) in enumerate(jobs, 1):
         print(f"[{i:>2}/{len(jobs)}] {job.id} ...", end="", file=sys.stderr, flush=True)
         if what == "claim":
@@ -365,21 +375,47 @@ def cmd_bench(args, parser) -> int:
     from .params import resolve_device
 
     try:
-        claims = [c for c in args.claims.split(",") if c]
-        unknown = [c for c in claims if c not in bench.BENCHED]
-        if unknown:
-            raise ValueError(f"--claims: {unknown} have no batched path; choose from {', '.join(bench.BENCHED)}")
-        sizes = [require_int("sizes", int(k), 1) for k in args.sizes.split(",") if k]
+        claims = require_id_list("--claims", args.claims, tuple(bench.BENCHED))
+        sizes = parse_sizes(args.sizes)
+        plot: Path | None = None
+        if args.plot is not None:
+            plot = require_output_file("--plot", args.plot, PNG_SUFFIX)
+            if not sizes:
+                raise ValueError("--plot draws the batch-size sweep: it needs --sizes (e.g. --sizes 1,16,250)")
+            require_extra("--plot", "plot")
         resolve_device(args.device)
     except ValueError as exc:
         parser.error(str(exc))
-    bench.run(claims, args.draws, args.per_draw, args.seed, args.device, sizes, args.plot, sys.stdout)
+    bench.run(claims, args.draws, args.per_draw, args.seed, args.device, sizes, plot, sys.stdout)
     return 0
+
+
+def parse_sizes(text: str) -> list[int]:
+    """``--sizes``: comma-separated batch sizes, each an integer in [1, the documented bound]; '' is none."""
+    if text == "":
+        return []
+    top = BUDGETS["bench --sizes"]
+    return [require_int("--sizes", _int_or_text(k), minimum=1, maximum=top) for k in require_id_list("--sizes", text)]
+
+
+def _int_or_text(text: str):
+    try:
+        return int(text)
+    except ValueError:
+        return text  # require_int refuses it, naming the flag
+
+
+def _selected(name: str, ids: list[str]) -> list:
+    """``registry.select(ids)``, its ValueError prefixed with the argument's name."""
+    try:
+        return registry.select(ids)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
 
 
 def cmd_explain(args, parser) -> int:
     try:
-        claims = registry.select([args.claim])
+        claims = _selected("claim", [args.claim])
     except ValueError as exc:
         parser.error(str(exc))
     for i, claim in enumerate(claims):
@@ -404,22 +440,86 @@ def explain_claim(claim) -> None:
 
 
 def cmd_plot(args, parser) -> int:
+    try:
+        path = require_output_file("--out", args.out, PNG_SUFFIX)
+        require_extra("mdm-props plot", "plot")
+    except ValueError as exc:
+        parser.error(str(exc))
     import torch
 
     from .plots import plot_correlation, plot_depth
 
     torch.set_num_threads(1)  # tiny tensors: a second intra-op thread only waits (as in verify)
-    try:
-        path = plot_depth(args.out) if args.figure == "depth" else plot_correlation(args.out)
-    except ImportError as exc:  # matplotlib is an optional extra
-        print(f"mdm-props plot: {exc}", file=sys.stderr)
-        return 1
+    path = plot_depth(path) if args.figure == "depth" else plot_correlation(path)
     print(f"wrote {path}")
     return 0
 
 
+def cmd_certify(args, parser) -> int:
+    from . import certified
+
+    return certified.cmd_certify(args, parser)
+
+
+def cmd_reversal(args, parser) -> int:
+    from . import reversal_report
+
+    return reversal_report.run_from_args(args, parser)
+
+
+class LazyParser(argparse.ArgumentParser):
+    """An argparse parser whose arguments may be added on first use (``populate(parser)``, called
+    before it parses or prints its help), so that building the whole command tree imports no
+    subcommand's module: ``mdm-props --help`` lists the subcommands without importing torch."""
+
+    def __init__(self, *args, populate=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._populate = populate
+
+    def _ready(self) -> None:
+        populate, self._populate = self._populate, None
+        if populate is not None:
+            populate(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._ready()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._ready()
+        return super().format_help()
+
+    def format_usage(self) -> str:
+        self._ready()
+        return super().format_usage()
+
+
+def _certify_arguments(parser: argparse.ArgumentParser) -> None:
+    from . import certified
+
+    certified.add_certify_arguments(parser)
+
+
+def _reversal_arguments(parser: argparse.ArgumentParser) -> None:
+    from . import reversal_report
+
+    reversal_report.add_arguments(parser)
+
+
+def _probe_arguments(parser: argparse.ArgumentParser) -> None:
+    from .probe import add_probe_arguments
+
+    class _This:  # add_probe_arguments makes its parser with subparsers.add_parser: hand it this one
+        @staticmethod
+        def add_parser(name, **kwargs):
+            parser.description = parser.description or kwargs.get("description")
+            return parser
+
+    add_probe_arguments(_This())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mdm-props", description=__doc__.splitlines()[0])
+    parser = LazyParser(prog="mdm-props", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"mdm_props {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -431,17 +531,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument(
         "--examples",
-        type=arg_type("examples", require_int, minimum=1),
-        help="draws per claim (default: each claim's own default); negative controls keep their own search budget",
+        type=budget_type("verify --examples"),
+        help="draws per claim, at most {:,} (default: each claim's own default); negative controls keep their "
+        "own search budget".format(BUDGETS["verify --examples"]),
     )
     v.add_argument(
-        "--seed",
-        type=arg_type("seed", require_seed),
-        default=0,
-        help="master seed (default 0); same seed, same numbers",
+        "--seed", type=seed_type(), default=0, help="master seed (default 0; < 2**64); same seed, same numbers"
     )
     v.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cpu (default) or cuda")
-    v.add_argument("--json", metavar="PATH", help="also write the report as JSON (checked writable before any work)")
+    v.add_argument(
+        "--json",
+        metavar="PATH",
+        help="also write the report as JSON to PATH (a .json file in an existing folder, checked before any work; "
+        'rewritten after every row, "complete": false until the last)',
+    )
     v.add_argument(
         "--replay",
         nargs=2,
@@ -454,21 +557,31 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--claims", default="C1a,C1b,C1c,C3,C3v,C4a", help="comma-separated batched claim ids")
     b.add_argument(
         "--draws",
-        type=arg_type("draws", require_int, minimum=1),
+        type=budget_type("bench --draws"),
         default=10000,
-        help="draws for the batched path (default 10000)",
+        help="draws for the batched path (default 10000, at most {:,})".format(BUDGETS["bench --draws"]),
     )
     b.add_argument(
         "--per-draw",
-        type=arg_type("per-draw", require_int, minimum=1),
+        type=budget_type("bench --per-draw"),
         default=200,
-        help="draws timed one by one (the first of the same draws; default 200)",
+        help="draws timed one by one (the first of the same draws; default 200, at most {:,})".format(
+            BUDGETS["bench --per-draw"]
+        ),
     )
-    b.add_argument("--sizes", default="", help="batch sizes to sweep, e.g. 1,4,16,64,250,1000 (default: none)")
-    b.add_argument("--plot", metavar="PNG", help="draws/s against batch size (needs --sizes and matplotlib)")
-    b.add_argument("--seed", type=arg_type("seed", require_seed), default=0)
+    b.add_argument(
+        "--sizes",
+        default="",
+        help="batch sizes to sweep, e.g. 1,4,16,64,250,1000 (default: none; each at most {:,})".format(
+            BUDGETS["bench --sizes"]
+        ),
+    )
+    b.add_argument(
+        "--plot", metavar="PNG", help="draws/s against batch size, a .png file (needs --sizes and matplotlib)"
+    )
+    b.add_argument("--seed", type=seed_type(), default=0, help="master seed (default 0; < 2**64)")
     b.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    b.set_defaults(func=cmd_bench)
+    b.set_defaults(func=cmd_bench, subparser=b)
 
     e = sub.add_parser("explain", help="print a claim's statement, hypotheses, kind and doc page")
     e.add_argument("claim", help="claim id, e.g. C3, or a family, e.g. C1")
@@ -481,30 +594,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="corr: C2a correlation tr(R_g)/d_k against d_k and offset; "
         "depth: C7 alignment rate against init scale, one line per depth, MDM and ARM",
     )
-    p.add_argument("--out", required=True, help="output PNG path")
+    p.add_argument("--out", required=True, help="output .png file, in an existing folder")
     p.set_defaults(func=cmd_plot, subparser=p)
 
-    from . import certified
-
-    c = sub.add_parser("certify", help="prove a claim on concrete draws in ball arithmetic (needs python-flint)")
-    certified.add_certify_arguments(c)
-    c.set_defaults(func=certified.cmd_certify)
+    c = sub.add_parser(
+        "certify",
+        help="prove a claim on concrete draws in ball arithmetic (needs python-flint)",
+        populate=_certify_arguments,
+    )
+    c.set_defaults(func=cmd_certify, subparser=c)
 
     x = sub.add_parser("experiment", help="run a controlled training experiment")
     xs = x.add_subparsers(dest="experiment", required=True)
-    r = xs.add_parser("reversal", help="MDM vs ARM reverse accuracy across positional encodings")
-    from . import reversal_report
+    r = xs.add_parser(
+        "reversal", help="MDM vs ARM reverse accuracy across positional encodings", populate=_reversal_arguments
+    )
+    r.set_defaults(func=cmd_reversal, subparser=r)
 
-    reversal_report.add_arguments(r)
-    r.set_defaults(func=lambda args, parser: reversal_report.run_from_args(args, parser), subparser=r)
-
-    from .probe import add_probe_arguments
-
-    add_probe_arguments(sub)
+    sub.add_parser(
+        "probe",
+        help="the mechanism's signatures, layer by layer, in a bidirectional model",
+        populate=_probe_arguments,
+    )
     return parser
 
 
 def main(argv=None) -> int:
+    """Parse ``argv`` and run the subcommand; Ctrl-C exits 130 with one line (:func:`arguments.interruptible`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    return args.func(args, getattr(args, "subparser", parser))  # errors print the subcommand's usage
+    command = " ".join(["mdm-props", args.command] + ([args.experiment] if args.command == "experiment" else []))
+    # errors print the subcommand's usage
+    return interruptible(command, lambda: args.func(args, getattr(args, "subparser", parser)))

@@ -139,7 +139,7 @@ def query_logprobs(params: dict, cfg: ModelConfig, query: Query) -> torch.Tensor
     """log p (V,) at the query slot (parameters checked: names, shapes, float64, finite)."""
     check_params(params, cfg)
     check_query(query, cfg)
-    out = forward(params, cfg, query.tensor(params["E"].device))
+    out = forward(params, cfg, query.tensor(params["E"].device), checked=True)  # check_params ran
     return torch.log_softmax(out.logits[query.slot], dim=-1)
 
 
@@ -169,8 +169,11 @@ def reverse_loss(params: dict, cfg: ModelConfig, template: Template, A: int, B: 
 # LLaDA/SMDM instead mask with probability (1 − ε)t + ε and divide by that; not used here.
 
 
-def masked_token_nll(params: dict, cfg: ModelConfig, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Σ_{i: mask_i} −log p(x_i | x with the masked positions replaced by M); batched over leading axes."""
+def masked_token_nll(
+    params: dict, cfg: ModelConfig, tokens: torch.Tensor, mask: torch.Tensor, *, checked: bool = False
+) -> torch.Tensor:
+    """Σ_{i: mask_i} −log p(x_i | x with the masked positions replaced by M); batched over leading axes.
+    ``checked``: the parameters were validated by the caller (:func:`mdm_props.model.forward`)."""
     check_real_tokens(tokens, cfg)
     if mask.dtype != torch.bool or mask.shape != tokens.shape:
         raise ValueError(
@@ -178,7 +181,7 @@ def masked_token_nll(params: dict, cfg: ModelConfig, tokens: torch.Tensor, mask:
             f"got {mask.dtype} {tuple(mask.shape)}"
         )
     corrupted = torch.where(mask, torch.full_like(tokens, cfg.mask_id), tokens)
-    logp = torch.log_softmax(forward(params, cfg, corrupted).logits, dim=-1)
+    logp = torch.log_softmax(forward(params, cfg, corrupted, checked=checked).logits, dim=-1)
     nll = -logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
     return (nll * mask.to(nll.dtype)).sum(-1)
 
@@ -205,7 +208,7 @@ def mdm_objective_exact(params: dict, cfg: ModelConfig, tokens: torch.Tensor, ma
     weights = torch.tensor(
         [mdm_mask_weight(L, int(m.sum())) for m in masks.cpu()], dtype=params["E"].dtype, device=tokens.device
     )
-    return (masked_token_nll(params, cfg, tokens.expand(len(masks), L), masks) * weights).sum()
+    return (masked_token_nll(params, cfg, tokens.expand(len(masks), L), masks, checked=True) * weights).sum()
 
 
 def mdm_objective_samples(
@@ -238,7 +241,7 @@ def arm_loss(params: dict, cfg: ModelConfig, tokens: torch.Tensor) -> torch.Tens
         raise ValueError(
             f"tokens must hold sequences of length >= 2 (a prefix and a next token); got {tuple(tokens.shape)}"
         )
-    logp = torch.log_softmax(forward(params, cfg, tokens[..., :-1]).logits, dim=-1)
+    logp = torch.log_softmax(forward(params, cfg, tokens[..., :-1], checked=True).logits, dim=-1)  # check_params ran
     return -logp.gather(-1, tokens[..., 1:].unsqueeze(-1)).squeeze(-1).sum(-1)
 
 
@@ -253,9 +256,9 @@ def stack_queries(queries: list[Query], device="cpu") -> tuple[torch.Tensor, tor
     return tokens, slots, targets
 
 
-def batched_query_logprobs(params: dict, cfg: ModelConfig, tokens, slots) -> torch.Tensor:
-    """log p (N, V) at each query's slot, for stacked queries."""
-    logits = forward(params, cfg, tokens).logits
+def batched_query_logprobs(params: dict, cfg: ModelConfig, tokens, slots, *, checked: bool = False) -> torch.Tensor:
+    """log p (N, V) at each query's slot, for stacked queries (``checked``: as for :func:`mdm_props.model.forward`)."""
+    logits = forward(params, cfg, tokens, checked=checked).logits
     return torch.log_softmax(logits[torch.arange(len(slots), device=logits.device), slots], dim=-1)
 
 

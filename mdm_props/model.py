@@ -338,9 +338,54 @@ class ForwardOutput(NamedTuple):
     """(..., T, d): h_i, the last layer's output (after the final norm, if any), read by the unembedding."""
 
 
-def forward(params: dict, cfg: ModelConfig, tokens: torch.Tensor) -> ForwardOutput:
-    """Run the model on ``tokens`` (..., T); the fields and shapes of the result are in :class:`ForwardOutput`."""
+def require_params(params, cfg: ModelConfig) -> None:
+    """``params`` holds every parameter of ``cfg`` (:func:`parameter_shapes`) at its shape, all of one
+    floating dtype, every entry finite: a ValueError names the parameter and what is allowed. Extra
+    keys are ignored. Inside ``torch.func.vmap`` the shapes are the per-draw ones and the finiteness of
+    the values cannot be read (data-dependent), so that part is skipped there, as for the tokens."""
+    if not isinstance(params, dict):
+        raise ValueError(f"params must be a dict of tensors; got {type(params).__name__}")
+    shapes = parameter_shapes(cfg)
+    missing = [n for n in shapes if n not in params]
+    if missing:
+        raise ValueError(f"params lacks {', '.join(missing)}; this ModelConfig reads {', '.join(shapes)}")
+    dtype = None
+    for name, shape in shapes.items():
+        t = params[name]
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            what = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"params[{name!r}] must be a floating-point tensor (torch.float64 for claims); got {what}")
+        if t.shape != shape:
+            raise ValueError(f"params[{name!r}] must have shape {shape} for this ModelConfig; got {tuple(t.shape)}")
+        if dtype is None:
+            dtype = t.dtype
+        elif t.dtype != dtype:
+            raise ValueError(f"params[{name!r}] must have the dtype of params['E'], {dtype}; got {t.dtype}")
+    try:  # one number per tensor: a NaN or ±inf entry makes its sum non-finite (finite entries rarely do)
+        if math.isfinite(sum(float(params[n].detach().sum()) for n in shapes)):
+            return
+    except RuntimeError:  # a batched (vmap) tensor: no data-dependent check possible
+        return
+    for name in shapes:  # a sum beyond the float range is not a bad entry: look entry by entry
+        if not bool(torch.isfinite(params[name]).all()):
+            raise ValueError(f"params[{name!r}] must be finite; it holds NaN or ±inf")
+
+
+def forward(params: dict, cfg: ModelConfig, tokens: torch.Tensor, *, checked: bool = False) -> ForwardOutput:
+    """Run the model on ``tokens`` (..., T); the fields and shapes of the result are in :class:`ForwardOutput`.
+
+    The inputs are validated first (:func:`require_params`, :func:`require_token_ids`, at least one
+    token, at most ``max_len``); a caller that has validated them already (e.g. once for many calls
+    on the same parameters) may pass ``checked=True`` to skip the parameter checks."""
+    if not isinstance(cfg, ModelConfig):
+        raise ValueError(f"cfg must be a ModelConfig; got {type(cfg).__name__}")
+    if not checked:
+        require_params(params, cfg)
     require_token_ids(tokens, cfg)
+    if tokens.dim() == 0 or tokens.numel() == 0:
+        raise ValueError(
+            f"tokens must hold at least one token id, shape (..., T) with T >= 1; got shape {tuple(tokens.shape)}"
+        )
     T = tokens.shape[-1]
     if T > cfg.max_len:
         raise ValueError(f"tokens: sequence length {T} exceeds max_len={cfg.max_len}")

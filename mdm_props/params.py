@@ -12,6 +12,7 @@ import math
 import torch
 
 from .model import NORM_GAINS, ModelConfig, parameter_shapes
+from .validation import require_seed
 
 DEVICES = ("cpu", "cuda")
 
@@ -82,8 +83,7 @@ def init_params(
     ones, so that a wrong gain is visible); biases like weights (fan_in = d_head). With ``orthonormal=True`` the
     V + 1 embedding rows are orthonormal (hypothesis H-orth; needs ``d_model ≥ vocab + 1``).
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+    require_seed("seed", seed)  # torch.Generator.manual_seed holds 64 bits: 2**64 would fail without a name
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
         raise ValueError(f"scale must be a finite number > 0; got {scale!r}")
     if orthonormal and cfg.d_model < cfg.vocab + 1:

@@ -1,9 +1,14 @@
-"""Figures. matplotlib is an optional dependency: ``pip install 'mdm_props[plot]'``."""
+"""Figures. matplotlib is an optional dependency: ``pip install 'mdm_props[plot]'``.
+
+Every figure is written to a ``.png`` file whose folder exists (:func:`mdm_props.arguments.require_output_file`,
+checked before the figure is computed; folders are never created).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from .arguments import PNG_SUFFIX, require_output_file
 from .claims.c2_correlated_routes import score_correlation, score_correlation_limit
 
 
@@ -36,8 +41,8 @@ def plot_correlation(
     for name, v in (("delta", delta), ("max_delta", max_delta)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be an integer >= 1; got {v!r}")
+    path = require_output_file("path", path, PNG_SUFFIX)
     plt = _pyplot()
-    path = Path(path)
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100)
     dks = list(range(2, max_d_k + 1, 2))
     deltas = list(range(1, max_delta + 1))
@@ -80,7 +85,6 @@ def plot_correlation(
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")
     plt.close(fig)
     return path
@@ -102,9 +106,9 @@ def plot_depth(
 
     if not scales or any(isinstance(s, bool) or not isinstance(s, (int, float)) or not s > 0 for s in scales):
         raise ValueError(f"scales must be numbers > 0; got {scales!r}")
+    path = require_output_file("path", path, PNG_SUFFIX)
     plt = _pyplot()
     rates = depth_rates(draws, seed, "cpu", scales=tuple(scales), depths=tuple(depths), pos=pos)
-    path = Path(path)
     fig, ax = plt.subplots(figsize=(6, 3.8), dpi=100)
     for i, L in enumerate(depths):
         for kind, ls in (("mdm", "-"), ("arm", "--")):
@@ -127,7 +131,6 @@ def plot_depth(
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")
     plt.close(fig)
     return path

@@ -63,6 +63,7 @@ class Claim:
     needs_negative_control: bool
     default_draws: int
     false_alarm: float | None = None  # the stated false-alarm level of its statistical checks, if any
+    builder: str | None = None  # the runner's argument builder ("module:name"), None: search.case_args (replay)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -306,6 +307,7 @@ CLAIMS: tuple[Claim, ...] = (
         doc=_C3V,
         checker=C3V_ + "check_c3v",
         runner=C3V_ + "run_c3v",
+        builder=C3V_ + "factored_case",
         bounds=(C3V_ + "value_gradient_error_bound",),
         tests="tests/test_c3v.py",
         needs_negative_control=True,

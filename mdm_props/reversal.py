@@ -167,7 +167,10 @@ def mdm_full_loss(params: dict, cfg: ModelConfig, tokens: torch.Tensor) -> torch
     N, L = tokens.shape
     masks = all_masks(L, tokens.device)
     weights = torch.tensor([mdm_mask_weight(L, int(m.sum())) for m in masks.cpu()], dtype=torch.float64)
-    nll = masked_token_nll(params, cfg, tokens[:, None, :].expand(N, len(masks), L), masks.expand(N, -1, -1))
+    # checked: training may diverge; a non-finite loss is reported as a diverged run, not refused (run_one)
+    nll = masked_token_nll(
+        params, cfg, tokens[:, None, :].expand(N, len(masks), L), masks.expand(N, -1, -1), checked=True
+    )
     return (nll * weights.to(nll.device)).sum(-1).mean()
 
 
@@ -176,7 +179,7 @@ def regime_loss(regime: str, cfg: ModelConfig, probe: Probe, sequences: torch.Te
     if regime == "mdm-forward":
         tokens, slots, targets = probe.fwd
         rows = torch.arange(len(targets), device=targets.device)
-        return lambda p: -batched_query_logprobs(p, cfg, tokens, slots)[rows, targets].mean()
+        return lambda p: -batched_query_logprobs(p, cfg, tokens, slots, checked=True)[rows, targets].mean()
     if regime == "mdm-full":
         return lambda p: mdm_full_loss(p, cfg, sequences)
     return lambda p: arm_loss(p, cfg, sequences).mean()
@@ -196,7 +199,7 @@ def per_pair_storage_grads(params: dict, cfg: ModelConfig, query) -> torch.Tenso
     rows = torch.arange(len(slots), device=slots.device)
     with torch.enable_grad():  # also when called from a no_grad callback
         p = {k: v.detach().requires_grad_(k == "W_OV") for k, v in params.items()}
-        out = forward(p, cfg, tokens)
+        out = forward(p, cfg, tokens, checked=True)
         logp = torch.log_softmax(out.logits[rows, slots], dim=-1)
         (delta,) = torch.autograd.grad(-logp[rows, targets].sum(), out.hidden)
     return torch.einsum("nte,nhtd->nhed", delta, out.context[:, 0].detach())
@@ -211,7 +214,7 @@ def _pearson(x: torch.Tensor, y: torch.Tensor) -> float:
 def accuracy_and_logp(params: dict, cfg: ModelConfig, query) -> tuple[float, float]:
     """(mean argmax accuracy, mean log p(target)) over stacked queries."""
     tokens, slots, targets = query
-    logp = batched_query_logprobs(params, cfg, tokens, slots)
+    logp = batched_query_logprobs(params, cfg, tokens, slots, checked=True)
     rows = torch.arange(len(targets), device=targets.device)
     return float((logp.argmax(-1) == targets).double().mean()), float(logp[rows, targets].mean())
 
@@ -219,7 +222,7 @@ def accuracy_and_logp(params: dict, cfg: ModelConfig, query) -> tuple[float, flo
 @torch.no_grad()
 def _attention_and_scores(params, cfg, query, slot_entity):
     tokens, slots, _ = query
-    out = forward(params, cfg, tokens)
+    out = forward(params, cfg, tokens, checked=True)
     rows = torch.arange(len(slots), device=slots.device)
     attn = out.attn[rows, 0, 0, slots, slot_entity]  # one layer, one head
     scores = out.scores[rows, 0, 0, slots, slot_entity]

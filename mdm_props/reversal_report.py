@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from . import options
+from .arguments import SEED_MAX, require_output_dir
 from .params import resolve_device
 from .reversal import (
     ENCODINGS,
@@ -29,6 +30,7 @@ from .reversal import (
     RunResult,
     run_reversal_experiment,
 )
+from .validation import require_seed
 
 # ---------------------------------------------------------------------------------------------
 # tables
@@ -89,12 +91,14 @@ def signature_markdown(results: ExperimentResults) -> str:
 # outputs
 
 
-def write_outputs(results: ExperimentResults, out_dir, *, plot: bool = True) -> dict[str, Path]:
+def write_outputs(results: ExperimentResults, out_dir, *, plot: bool = True, complete: bool = True) -> dict[str, Path]:
     """Write ``runs.csv`` (one row per run), ``summary.csv``, ``signatures.csv`` (the logged
-    histories), ``results.json`` (config, summary, runs with histories), ``table.md`` and, when
-    ``plot`` and matplotlib is importable, ``signatures.png``. Returns the paths written."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    histories), ``results.json`` (config, summary, runs with histories, ``complete``: False for the
+    runs that finished before an interruption), ``table.md`` and, when ``plot`` and matplotlib is
+    importable, ``signatures.png``. ``out_dir`` is created if missing (its parent must exist).
+    Returns the paths written."""
+    out = require_output_dir("out_dir", out_dir)
+    out.mkdir(exist_ok=True)
     paths = {}
     run_fields = ["regime", "encoding", "seed", *METRICS, "final_loss", "diverged", "seconds"]
     run_rows = [{k: getattr(r, k) for k in run_fields} for r in results.runs]
@@ -105,6 +109,7 @@ def write_outputs(results: ExperimentResults, out_dir, *, plot: bool = True) -> 
     hist = [{"regime": r.regime, "encoding": r.encoding, "seed": r.seed} | h for r in results.runs for h in r.history]
     paths["signatures.csv"] = _write_csv(out / "signatures.csv", hist_fields, hist)
     doc = {
+        "complete": complete,
         "config": asdict(results.config),
         "seconds": results.seconds,
         "torch": torch.__version__,
@@ -114,7 +119,8 @@ def write_outputs(results: ExperimentResults, out_dir, *, plot: bool = True) -> 
     paths["results.json"] = out / "results.json"
     paths["results.json"].write_text(json.dumps(_finite_or_none(doc), indent=1, allow_nan=False) + "\n")
     paths["table.md"] = out / "table.md"
-    paths["table.md"].write_text(markdown(results) + "\n" + signature_markdown(results))
+    incomplete = "" if complete else f"INCOMPLETE: interrupted after {len(results.runs)} runs\n\n"
+    paths["table.md"].write_text(incomplete + markdown(results) + "\n" + signature_markdown(results))
     if plot:
         png = plot_signatures(results, out / "signatures.png")
         if png is not None:
@@ -218,18 +224,22 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def prepare_out_dir(out) -> Path:
-    """Create ``out`` (a directory) if needed and check that files can be written into it, before any
-    training: a ValueError names the problem (an existing file, no permission, a read-only disk)."""
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"--out must be a directory; {str(path)!r} exists and is not a directory")
+    """Check ``out`` as an output directory (:func:`mdm_props.arguments.require_output_dir`: not empty,
+    not a file, its parent exists), create it if needed and check that files can be written into it,
+    before any training: a ValueError names ``--out`` and the problem (e.g. a read-only disk)."""
+    path = require_output_dir("--out", out)
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
             pass
     except OSError as err:
         raise ValueError(f"--out: cannot write into {str(path)!r} ({err.strerror or err})") from None
     return path
+
+
+def check_seeds(config: ExperimentConfig) -> None:
+    """Run i uses seed ``seed + i``: every one must be a 64-bit seed (``--seed`` at most 2**64 − seeds)."""
+    require_seed("--seed", config.seed, maximum=SEED_MAX - (config.seeds - 1))
 
 
 def run_from_args(args, parser: argparse.ArgumentParser | None = None) -> int:
@@ -239,6 +249,7 @@ def run_from_args(args, parser: argparse.ArgumentParser | None = None) -> int:
     diverges is reported as diverged; an interrupted experiment writes the runs that finished."""
     try:
         config = config_from_args(args)
+        check_seeds(config)
         if config.device != "cpu":
             resolve_device(config.device)
         if args.out is not None:
@@ -274,9 +285,10 @@ def run_from_args(args, parser: argparse.ArgumentParser | None = None) -> int:
     except BaseException:  # an error or Ctrl-C: keep the runs that finished, then re-raise
         if args.out is not None and finished:
             partial = ExperimentResults(config, finished, time.perf_counter() - start)
-            paths = write_outputs(partial, args.out, plot=False)
+            paths = write_outputs(partial, args.out, plot=False, complete=False)
             print(
-                f"interrupted after {len(finished)} runs; wrote them to " + ", ".join(str(p) for p in paths.values()),
+                f'interrupted after {len(finished)} runs; wrote them (results.json: "complete": false) to '
+                + ", ".join(str(p) for p in paths.values()),
                 file=sys.stderr,
             )
         raise

@@ -12,7 +12,19 @@ import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["require_bool", "require_choice", "require_int", "require_number", "require_seed", "require_subset"]
+__all__ = [
+    "SEED_MAX",
+    "require_bool",
+    "require_choice",
+    "require_int",
+    "require_number",
+    "require_seed",
+    "require_subset",
+]
+
+# The largest seed: torch.Generator.manual_seed takes a 64-bit unsigned integer, and every seed here
+# reaches one (parameters are drawn from a Generator seeded by it).
+SEED_MAX = 2**64 - 1
 
 
 def _is_int(value: Any) -> bool:
@@ -82,10 +94,11 @@ def require_subset(name: str, values: Any, allowed: Sequence[Any]) -> tuple:
     return values
 
 
-def require_seed(name: str, value: Any) -> int:
-    """A seed: a non-negative integer (not a bool): ``{name} must be a non-negative integer``."""
-    if not (_is_int(value) and value >= 0):
-        raise ValueError(f"{name} must be a non-negative integer; got {value!r}")
+def require_seed(name: str, value: Any, maximum: int = SEED_MAX) -> int:
+    """A seed: an integer (not a bool) in [0, min(maximum, SEED_MAX)]: ``{name} must be a non-negative integer``."""
+    top = min(maximum, SEED_MAX)
+    if not (_is_int(value) and 0 <= value <= top):
+        raise ValueError(f"{name} must be a non-negative integer <= {top} (64 bits); got {value!r}")
     return int(value)
 
 

@@ -138,3 +138,86 @@ def test_loss_functions_refuse_nan_or_float32_parameters(how):
         mean_query_loss(bad, CFG, [q])
     with pytest.raises(err, match="W_Q"):
         mdm_objective_exact(bad, CFG, torch.tensor([0, 2, 1]))
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 24: forward() validates its inputs at the public entry (cheaply), init_params names its seed
+
+
+def _with(name, value):
+    bad = dict(PARAMS)
+    bad[name] = value
+    return bad
+
+
+TOKENS = torch.tensor([0, 4, 1])
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (_with("W_Q", PARAMS["W_Q"].long()), r"params\['W_Q'\] must be a floating-point tensor"),
+        (_with("W_Q", PARAMS["W_Q"].float()), r"params\['W_Q'\] must have the dtype of params\['E'\]"),
+        (_with("W_OV", torch.full_like(PARAMS["W_OV"], math.nan)), r"params\['W_OV'\] must be finite"),
+        (_with("E", torch.full_like(PARAMS["E"], math.inf)), r"params\['E'\] must be finite"),
+        (_with("W_K", PARAMS["W_K"][..., :-1]), r"params\['W_K'\] must have shape \(1, 1, 2, 6\)"),
+        (_with("W_Q", [[1.0]]), r"params\['W_Q'\] must be a floating-point tensor"),
+        ({k: v for k, v in PARAMS.items() if k != "W_OV"}, "params lacks W_OV"),
+        ([PARAMS], "params must be a dict"),
+    ],
+)
+def test_forward_refuses_bad_parameters_naming_them(params, message):
+    """Before: integer parameters gave a RuntimeError, NaN parameters NaN logits, a missing key a bare KeyError."""
+    with pytest.raises(ValueError, match=message):
+        forward(params, CFG, TOKENS)
+
+
+@pytest.mark.parametrize("tokens", [torch.tensor([], dtype=torch.long), torch.zeros(2, 0, dtype=torch.long)])
+def test_forward_refuses_an_empty_token_list(tokens):
+    """Before: an empty token list returned an empty result."""
+    with pytest.raises(ValueError, match="tokens must hold at least one token id"):
+        forward(PARAMS, CFG, tokens)
+
+
+def test_forward_refuses_a_config_that_is_not_a_model_config():
+    with pytest.raises(ValueError, match="cfg must be a ModelConfig"):
+        forward(PARAMS, {"vocab": 4}, TOKENS)
+
+
+def test_forward_checks_hold_under_grad_and_are_skipped_only_where_values_cannot_be_read():
+    """Under torch.func.grad the values are readable and checked; under vmap only the finiteness check
+    is skipped (shapes are the per-draw ones); checked=True skips the parameter checks for callers that
+    validated already, with the same result."""
+    from torch.func import grad, vmap
+
+    def loss(W, p):
+        return forward({**p, "W_OV": W}, CFG, TOKENS).logits.sum()
+
+    nan = torch.full_like(PARAMS["W_OV"], math.nan)
+    with pytest.raises(ValueError, match=r"params\['W_OV'\] must be finite"):
+        grad(loss)(nan, PARAMS)
+    stacked = {k: torch.stack([v, v]) for k, v in PARAMS.items()}
+    out = vmap(lambda p: forward(p, CFG, TOKENS))(stacked)
+    assert out.logits.shape == (2, 3, CFG.vocab)
+    wrong = {**stacked, "W_K": stacked["W_K"][..., :-1]}
+    with pytest.raises(ValueError, match=r"params\['W_K'\] must have shape"):
+        vmap(lambda p: forward(p, CFG, TOKENS))(wrong)
+    assert torch.equal(forward(PARAMS, CFG, TOKENS, checked=True).logits, forward(PARAMS, CFG, TOKENS).logits)
+
+
+@pytest.mark.parametrize("seed", [2**64, 2**200, -1, True, 1.0])
+def test_init_params_names_the_seed_beyond_64_bits(seed):
+    """Before: seed=2**64 failed inside torch.Generator.manual_seed without naming ``seed``."""
+    with pytest.raises(ValueError, match=r"^seed must be a non-negative integer <= 18446744073709551615"):
+        init_params(CFG, seed)
+    assert init_params(CFG, 2**64 - 1)["E"].dtype == torch.float64  # the largest seed a Generator holds
+
+
+def test_forward_accepts_finite_parameters_whose_sum_overflows():
+    """The finiteness check sums each tensor first (one number a tensor); a sum beyond the float range
+    falls back to the entry-by-entry check instead of refusing finite parameters."""
+    big = _with("W_OV", torch.full_like(PARAMS["W_OV"], 1e308))
+    assert forward(big, CFG, TOKENS).logits.shape == (3, CFG.vocab)
+    big["W_OV"][0, 0, 0, 0] = -math.inf
+    with pytest.raises(ValueError, match=r"params\['W_OV'\] must be finite"):
+        forward(big, CFG, TOKENS)

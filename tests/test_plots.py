@@ -11,9 +11,23 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def test_plot_correlation_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
-    out = plots.plot_correlation(tmp_path / "sub" / "corr.png", bases=(1e4, 5e5), max_d_k=16, max_delta=8, d_k=8)
-    assert out == tmp_path / "sub" / "corr.png"
+    out = plots.plot_correlation(tmp_path / "corr.png", bases=(1e4, 5e5), max_d_k=16, max_delta=8, d_k=8)
+    assert out == tmp_path / "corr.png"
     assert out.read_bytes()[:8] == PNG and out.stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    "where, message",
+    [
+        ("missing/corr.png", "the folder .* does not exist"),  # before: the folders were created
+        ("corr.txt", r"path must end in \.png"),  # before: PNG bytes in a .txt file
+        (".", "must be a file path, not a directory"),
+    ],
+)
+def test_the_output_path_is_checked_before_the_figure_is_computed(tmp_path, where, message):
+    with pytest.raises(ValueError, match=message):
+        plots.plot_correlation(tmp_path / where)
+    assert not (tmp_path / "missing").exists()
 
 
 def test_missing_matplotlib_gives_an_install_hint(tmp_path, monkeypatch):

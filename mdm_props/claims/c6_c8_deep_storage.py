@@ -84,7 +84,7 @@ def require_queries(params: dict, cfg: ModelConfig, *queries: Query) -> None:
 
 def _slot_loss(params: dict, cfg: ModelConfig, query: Query) -> torch.Tensor:
     """−log p(target) at the query slot: :func:`mdm_props.facts.query_loss`'s operations, unchecked."""
-    out = forward(params, cfg, query.tensor(params["E"].device))
+    out = forward(params, cfg, query.tensor(params["E"].device), checked=True)
     return -torch.log_softmax(out.logits[query.slot], dim=-1)[query.target]
 
 

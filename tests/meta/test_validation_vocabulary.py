@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from mdm_props import validation
 from mdm_props.validation import (
+    SEED_MAX,
     require_bool,
     require_choice,
     require_int,
@@ -24,7 +25,8 @@ REQUIRE = [require_bool, require_choice, require_int, require_number, require_se
 
 def test_the_vocabulary_is_exactly_the_documented_names_each_with_a_one_line_docstring():
     public = sorted(n for n, v in vars(validation).items() if inspect.isfunction(v) and not n.startswith("_"))
-    assert public == sorted(validation.__all__) == sorted(f.__name__ for f in REQUIRE)
+    functions = sorted(n for n in validation.__all__ if callable(getattr(validation, n)))
+    assert public == functions == sorted(f.__name__ for f in REQUIRE)
     for f in REQUIRE:
         doc = (f.__doc__ or "").strip()
         assert doc and "\n" not in doc, f.__name__
@@ -62,8 +64,19 @@ def test_require_seed_is_a_non_negative_integer(value):
     if value >= 0:
         assert require_seed("seed", value) == value
     else:
-        with pytest.raises(ValueError, match=rf"^seed must be a non-negative integer; got {value}$"):
+        with pytest.raises(
+            ValueError, match=rf"^seed must be a non-negative integer <= {SEED_MAX} \(64 bits\); got {value}$"
+        ):
             require_seed("seed", value)
+
+
+@pytest.mark.parametrize("value", [SEED_MAX + 1, 2**200])
+def test_require_seed_refuses_seeds_beyond_64_bits(value):
+    assert require_seed("seed", SEED_MAX) == SEED_MAX  # torch.Generator.manual_seed holds it
+    with pytest.raises(ValueError, match=rf"^seed must be a non-negative integer <= {SEED_MAX} \(64 bits\)"):
+        require_seed("seed", value)
+    with pytest.raises(ValueError, match=r"^seed must be a non-negative integer <= 9 \(64 bits\); got 10$"):
+        require_seed("seed", 10, maximum=9)
 
 
 @given(value=st.floats(allow_nan=True, allow_infinity=True) | st.integers(-3, 3))
