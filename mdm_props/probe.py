@@ -52,6 +52,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .adapters import ROUTE_ROLES, ProbeError, ProjectAdapter, flat
+from .arguments import int_type, require_extra, require_output_file, seed_type
 from .facts import Template
 from .model import PRESETS
 from .progress import Progress
@@ -808,19 +809,6 @@ def plot_report(report: dict, path: str) -> str:
 # command line
 
 
-def _bounded_int(name: str, low: int, high: int):
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer in [{low}, {high}]; got {text!r}") from None
-        if not low <= v <= high:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer in [{low}, {high}]; got {v}")
-        return v
-
-    return parse
-
-
 def _open_unit(text: str) -> float:
     try:
         v = float(text)
@@ -870,16 +858,12 @@ def add_probe_arguments(subparsers) -> argparse.ArgumentParser:
     )
     src.add_argument("--hf-model", metavar="DIR", help="a local checkpoint directory (config.json and weights)")
     p.add_argument("--attention", choices=("bidirectional", "causal"), help="override the attention the config implies")
-    p.add_argument(
-        "--mask-id", type=_bounded_int("mask id", 0, 2**31 - 1), help="mask token id (default: the config's)"
-    )
+    p.add_argument("--mask-id", type=int_type("--mask-id", 0, 2**31 - 1), help="mask token id (default: the config's)")
     p.add_argument("--readout-offset", type=int, choices=(0, 1), help="0 (LLaDA) or 1 (Dream); default from the config")
     p.add_argument(
-        "--pairs", type=_bounded_int("pairs", 4, MAX_PAIRS), default=48, help="number of facts A r B (default 48)"
+        "--pairs", type=int_type("--pairs", 4, MAX_PAIRS), default=48, help="number of facts A r B (default 48)"
     )
-    p.add_argument(
-        "--seed", type=_bounded_int("seed", 0, 2**63 - 1), default=0, help="seed of facts and random weights"
-    )
+    p.add_argument("--seed", type=seed_type(), default=0, help="seed of facts and random weights (default 0)")
     p.add_argument("--alpha", type=_open_unit, default=FALSE_ALARM, help="false-alarm probability of the intervals")
     p.add_argument("--layers", type=parse_layers, default=None, help="layers to probe: all (default) or e.g. 0,3,5-7")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to compute (default cpu)")
@@ -892,16 +876,6 @@ def add_probe_arguments(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _check_output(path: str | None, what: str) -> None:
-    if path is None:
-        return
-    if os.path.isdir(path):
-        raise ProbeError(f"--{what} {path!r} is a directory; give a file path")
-    d = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(d):
-        raise ProbeError(f"cannot write --{what} {path!r}: its folder {d!r} does not exist")
-
-
 def _gib(b: float) -> str:
     return f"{b / 2**30:.2f} GiB"
 
@@ -912,13 +886,11 @@ def prepare(args):
     the adapter (the only step that loads or draws weights)."""
     from .checkpoint_reader import available_memory, memory_estimate, read_config, spec_from_config
 
-    _check_output(args.json, "json")
-    _check_output(args.out, "out")
-    if args.out:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise ProbeError('--out needs matplotlib (pip install -e ".[plot]")') from None
+    if args.json is not None:
+        require_output_file("--json", args.json, (".json",))
+    if args.out is not None:
+        require_output_file("--out", args.out, (".png",))
+        require_extra("--out", "plot")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ProbeError("--device cuda: no CUDA device is available to torch here (use --device cpu)")
     dtype = DTYPES[args.dtype]

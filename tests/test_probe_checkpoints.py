@@ -415,9 +415,12 @@ def test_parser_bounds_exit_2(argv):
     assert exc.value.code == 2
 
 
-def test_preset_mask_id_and_device(capsys, monkeypatch):
+def test_preset_mask_id_device_and_outputs(capsys, monkeypatch, tmp_path):
     assert main(["probe", "--model", "llada-like", "--mask-id", "3"]) == 2
     assert "--mask-id" in capsys.readouterr().err
+    assert main(["probe", "--model", "llada-like", "--json", str(tmp_path / "r.txt")]) == 2
+    assert main(["probe", "--model", "llada-like", "--json", str(tmp_path)]) == 2
+    assert "--json" in capsys.readouterr().err and os.listdir(tmp_path) == []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert main(["probe", "--model", "llada-like", "--device", "cuda"]) == 2
     assert "no CUDA device" in capsys.readouterr().err
