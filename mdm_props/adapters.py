@@ -18,33 +18,31 @@ An adapter exposes, for a model with parameters θ (a dict of float tensors, the
 - ``causal_twin()``: the same weights behind a causal mask (the ARM contrast of the figure), or None.
 
 Implementations: :class:`ProjectAdapter` (the project's model and presets, :mod:`mdm_props.model`) and
-:class:`HFAdapter` (transformers' native ``LlamaForCausalLM`` / ``Qwen2ForCausalLM`` with
-``is_causal=False``; LLaDA-style checkpoints through :func:`llada_to_llama_state_dict`, Dream-style
-ones with read-out offset 1). ``transformers`` is optional (extra ``hf``): without it only the project
-adapter is available, and :func:`require_transformers` says what to install.
+:class:`DecoderAdapter` (checkpoints and configs of the LLaDA, Dream, Llama and Qwen2 families, read by
+:mod:`mdm_props.checkpoint_reader` and evaluated by one functional decoder, :func:`decoder_forward`, in the
+compute dtype). Both give ``logits(θ, tokens, reflected=..., dtype=...)``: Φθ is applied inside the
+forward pass (no copy of W_Q, W_K), and ``dtype`` reruns the same weights in another precision (the
+tolerance's yardstick; each weight is cast at its use).
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 import os
-import re
-import sys
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
+from .checkpoint_reader import ProbeError, Spec, llada_name, load_weights, random_weights, read_config, spec_from_config
 from .model import PRESETS, ModelConfig, forward, preset, rms_norm, rope_reflection, rope_rotate
 from .params import init_params
 
 ROLES = ("query", "key", "value", "output", "mlp")
 ROUTE_ROLES = ("query", "key")
-HF_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM")
 
-
-class ProbeError(ValueError):
-    """A model the probe cannot read (bad path, unsupported architecture, missing extra, causal model)."""
+__all__ = ["DecoderAdapter", "Handle", "ProbeError", "ProjectAdapter", "decoder_forward", "load_checkpoint"]
 
 
 @dataclass(frozen=True)
@@ -61,12 +59,14 @@ class Architecture:
     d_head: int
     rope_pairing: str | None  # "interleaved", "half-split", or None without RoPE
     rope_base: float | None
-    attention: str  # declared in the config: "bidirectional" or "causal" (the probe tests it)
+    attention: str  # the attention the model is evaluated with: "bidirectional" or "causal" (the probe tests it)
+    n_tokens: int | None = None  # token ids a fact may use are below this (default: vocab)
+    max_len: int | None = None  # the longest sequence the model takes (None: no limit the probe needs to know)
 
     @property
     def real_tokens(self) -> list[int]:
-        """Token ids a fact may use: every id the logits cover, except the mask id."""
-        return [t for t in range(self.vocab) if t != self.mask_id]
+        """Token ids a fact may use: every id below ``n_tokens`` (default: the logits'), except the mask id."""
+        return [t for t in range(self.n_tokens or self.vocab) if t != self.mask_id]
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,10 @@ def flat(tensors: dict, handles) -> torch.Tensor:
 
 
 class ProjectAdapter:
-    """The project's model (:func:`mdm_props.model.forward`) with a :class:`ModelConfig` and θ."""
+    """The project's model (:func:`mdm_props.model.forward`) with a :class:`ModelConfig` and θ (float64)."""
+
+    error_bounds = True  # float64 throughout: the running-error bound of rounding_mode applies
+    dtype = torch.float64
 
     def __init__(self, cfg: ModelConfig, params: dict | None = None, *, seed: int = 0, name: str | None = None):
         if cfg.pos not in ("rope", "none"):
@@ -109,6 +112,7 @@ class ProjectAdapter:
             rope_pairing=cfg.rope_pairing if cfg.pos == "rope" else None,
             rope_base=cfg.rope_base if cfg.pos == "rope" else None,
             attention=cfg.attention,
+            max_len=cfg.max_len,
         )
         self.score_scale = 1.0 / math.sqrt(cfg.d_head)
 
@@ -121,8 +125,10 @@ class ProjectAdapter:
     def parameters(self) -> dict:
         return {k: v.detach() for k, v in self._params.items()}
 
-    def logits(self, params: dict, tokens: torch.Tensor) -> torch.Tensor:
-        return forward(params, self.cfg, tokens).logits
+    def logits(self, params: dict, tokens: torch.Tensor, *, reflected: bool = False, dtype=None) -> torch.Tensor:
+        if dtype is not None and dtype != torch.float64:
+            params = {k: v.to(dtype) for k, v in params.items()}
+        return forward(self.reflect(params) if reflected else params, self.cfg, tokens).logits
 
     def query_keys(self, params: dict, tokens: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Post-RoPE q, k per layer, recomputed from every layer's input as :func:`forward` does
@@ -177,350 +183,244 @@ class ProjectAdapter:
                     out[n] = params[n] * J
         return out
 
-    def causal_twin(self) -> ProjectAdapter:
-        import dataclasses
-
+    def with_attention(self, attention: str) -> ProjectAdapter:
         return ProjectAdapter(
-            dataclasses.replace(self.cfg, attention="causal"), self._params, name=f"{self.arch.name} (causal mask)"
+            dataclasses.replace(self.cfg, attention=attention),
+            self._params,
+            name=f"{self.arch.name} ({attention} mask)",
         )
+
+    def causal_twin(self) -> ProjectAdapter:
+        return self.with_attention("causal")
 
     def modules(self):
         return None  # a pure function: no module tree to attribute dtypes to
 
 
 # ---------------------------------------------------------------------------------------------
-# transformers' Llama and Qwen2 with bidirectional attention
+# checkpoints: LLaDA, Dream, Llama, Qwen2 as one functional decoder (mdm_props.checkpoint_reader.Spec)
 
 
-def require_transformers():
-    """Import transformers (≥ 5: ``is_causal=False`` for decoder models) or raise :class:`ProbeError`
-    saying what to install."""
-    try:
-        import transformers
-    except ImportError:
-        raise ProbeError(
-            "transformers is not installed: the probe needs the optional extra for Hugging Face "
-            'models (pip install -e ".[hf]", i.e. transformers>=5); the project\'s presets work '
-            "without it"
-        ) from None
-    if int(transformers.__version__.split(".")[0]) < 5:
-        raise ProbeError(
-            f"transformers>=5 is required (is_causal=False for decoder models); found {transformers.__version__}"
-        )
-    return transformers
+def _norm(spec: Spec, params: dict, prefix: str, x: torch.Tensor) -> torch.Tensor:
+    """The spec's norm of ``x`` over its last axis in x's dtype: RMS ``x̂ = x / sqrt(mean x² + eps)`` times
+    ``w`` (``rms``) or ``1 + w`` (``gemma_rms``), or LayerNorm ``(x − mean) / sqrt(var + eps) · w``
+    (``layer``); plus ``b`` when the norm has a bias."""
+    w = params.get(prefix + ".weight")
+    b = params.get(prefix + ".bias")
+    w = None if w is None else w.to(x.dtype)
+    b = None if b is None else b.to(x.dtype)
+    if spec.norm == "layer":
+        return F.layer_norm(x, (x.shape[-1],), w, b, spec.norm_eps)
+    y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + spec.norm_eps)
+    if w is not None:
+        y = y * (1 + w) if spec.norm == "gemma_rms" else y * w
+    return y if b is None else y + b
 
 
-class HFAdapter:
-    """A transformers ``LlamaForCausalLM`` or ``Qwen2ForCausalLM`` in float64.
+def _lin(params: dict, prefix: str, x: torch.Tensor) -> torch.Tensor:
+    b = params.get(prefix + ".bias")
+    return F.linear(x, params[prefix + ".weight"].to(x.dtype), None if b is None else b.to(x.dtype))
 
-    ``mask_id``: the model's mask token; ``readout_offset``: 0 (LLaDA, SMDM) or 1 (Dream: logits at i come
-    from h_{i−1}). The model's attention is what its config says (``is_causal``); the probe tests it.
-    Evaluated functionally (``torch.func.functional_call``) so that θ, Φθ and gradients share one module.
-    """
 
-    def __init__(self, model, *, mask_id: int, readout_offset: int = 0, name: str | None = None):
-        require_transformers()
-        arch_name = type(model).__name__
-        if arch_name not in HF_ARCHITECTURES:
-            raise ProbeError(f"unsupported architecture {arch_name!r}; the probe reads {', '.join(HF_ARCHITECTURES)}")
-        if readout_offset not in (0, 1):
-            raise ProbeError(f"readout_offset must be one of 0, 1; got {readout_offset!r}")
-        c = model.config
-        self.model = model.to(torch.float64).eval()
-        self.config = c
-        head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-        vocab = int(c.vocab_size)
-        if not 0 <= mask_id < vocab:
-            raise ProbeError(f"mask_id must lie in [0, {vocab - 1}] (inside the model's vocabulary); got {mask_id!r}")
-        rope = getattr(c, "rope_parameters", None) or {}
-        base = rope.get("rope_theta", getattr(c, "rope_theta", None))
-        if rope.get("rope_type", "default") != "default":
-            raise ProbeError(f"rope_type {rope.get('rope_type')!r} is not supported (plain RoPE only)")
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def decoder_forward(
+    spec: Spec,
+    params: dict,
+    tokens: torch.Tensor,
+    *,
+    attention: str,
+    dtype: torch.dtype,
+    reflected: bool = False,
+    capture: list | None = None,
+) -> torch.Tensor:
+    """Logits ``(N, T, vocab)`` of the decoder ``spec`` at every position (no read-out offset), computed
+    in ``dtype`` (each weight cast at its use: a no-op when it is held in ``dtype``):
+
+    ``x_0 = s_e E[t]``; per layer ``x += W_O attn(RoPE(J W_Q n(x)), RoPE(J W_K n(x)), W_V n(x))``,
+    ``x += W_down (SiLU(W_gate n'(x)) ⊙ W_up n'(x))``; ``z = s_z U n_f(x)`` (biases where the spec has them;
+    ``attention`` causal or bidirectional; ``J`` = the C5 reflection, half-split: −1 on the second half of
+    each head, applied when ``reflected`` — the same as reflecting the rows of W_Q, W_K and their biases).
+    The RoPE tables are computed in float64 and cast to ``dtype``. ``capture`` receives the post-RoPE
+    ``(q, k)`` of every layer (kv heads repeated)."""
+    N, T = tokens.shape
+    dev = tokens.device
+    H, K, dk = spec.n_heads, spec.n_kv_heads, spec.d_head
+    x = params["model.embed_tokens.weight"][tokens].to(dtype)
+    if spec.emb_scale != 1.0:
+        x = x * spec.emb_scale
+    inv = spec.rope_base ** (-torch.arange(0, dk, 2, device=dev, dtype=torch.float64) / dk)
+    ang = torch.arange(T, device=dev, dtype=torch.float64)[:, None] * inv[None, :]
+    ang = torch.cat((ang, ang), dim=-1)
+    cos, sin = ang.cos().to(dtype), ang.sin().to(dtype)
+    J = None
+    if reflected:
+        J = torch.ones(dk, dtype=dtype, device=dev)
+        J[dk // 2 :] = -1.0
+    mask = torch.ones(T, T, dtype=torch.bool, device=dev).triu(1) if attention == "causal" else None
+    scale = 1.0 / math.sqrt(dk)
+    group = H // K
+    for layer in range(spec.n_layers):
+        p = f"model.layers.{layer}."
+        h = _norm(spec, params, p + "input_layernorm", x)
+        q = _lin(params, p + "self_attn.q_proj", h).view(N, T, H, dk).transpose(1, 2)
+        k = _lin(params, p + "self_attn.k_proj", h).view(N, T, K, dk).transpose(1, 2)
+        v = _lin(params, p + "self_attn.v_proj", h).view(N, T, K, dk).transpose(1, 2)
+        if J is not None:
+            q, k = q * J, k * J
+        q = q * cos + _rotate_half(q) * sin
+        k = k * cos + _rotate_half(k) * sin
+        if group > 1:
+            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+        if capture is not None:
+            capture.append((q, k))
+        s = (q @ k.transpose(-1, -2)) * scale
+        if mask is not None:
+            s = s.masked_fill(mask, float("-inf"))
+        a = (torch.softmax(s, dim=-1) @ v).transpose(1, 2).reshape(N, T, H * dk)
+        x = x + _lin(params, p + "self_attn.o_proj", a)
+        h = _norm(spec, params, p + "post_attention_layernorm", x)
+        gate = F.silu(_lin(params, p + "mlp.gate_proj", h))
+        x = x + _lin(params, p + "mlp.down_proj", gate * _lin(params, p + "mlp.up_proj", h))
+    x = _norm(spec, params, "model.norm", x)
+    head = "model.embed_tokens" if spec.tied else "lm_head"
+    b = params.get("lm_head.bias")
+    z = F.linear(x, params[head + ".weight"].to(dtype), None if b is None else b.to(dtype))
+    return z * spec.logit_scale if spec.logit_scale != 1.0 else z
+
+
+class DecoderAdapter:
+    """A checkpoint (or config) of the LLaDA, Dream, Llama or Qwen2 family (:class:`Spec`), evaluated by
+    :func:`decoder_forward` in ``dtype`` on ``device``. ``params``: the canonical-named weights, held in
+    ``dtype`` (converted one tensor at a time by :func:`mdm_props.checkpoint_reader.load_weights`)."""
+
+    error_bounds = False  # the running-error rules are not run on checkpoints (2× the weights in radii)
+
+    def __init__(self, spec: Spec, params: dict, *, dtype=torch.float64, name: str | None = None):
+        self.spec, self._params, self.dtype = spec, params, dtype
         self.arch = Architecture(
-            name=name or arch_name,
-            vocab=vocab,
-            mask_id=mask_id,
-            readout_offset=readout_offset,
-            n_layers=c.num_hidden_layers,
-            n_heads=c.num_attention_heads,
-            n_kv_heads=c.num_key_value_heads,
-            d_head=head_dim,
+            name=name or spec.family,
+            vocab=spec.vocab,
+            mask_id=spec.mask_id if spec.mask_id is not None else -1,
+            readout_offset=spec.readout_offset,
+            n_layers=spec.n_layers,
+            n_heads=spec.n_heads,
+            n_kv_heads=spec.n_kv_heads,
+            d_head=spec.d_head,
             rope_pairing="half-split",
-            rope_base=float(base) if base is not None else None,
-            attention="causal" if getattr(c, "is_causal", True) else "bidirectional",
+            rope_base=spec.rope_base,
+            attention=spec.attention,
+            n_tokens=spec.n_tokens,
+            max_len=spec.max_len,
         )
-        self.score_scale = self.model.model.layers[0].self_attn.scaling
-        self._params = {k: v.detach() for k, v in self.model.named_parameters()}
-        self._prefix = "model.layers"
+        self.score_scale = 1.0 / math.sqrt(spec.d_head)
 
     def parameters(self) -> dict:
         return dict(self._params)
 
-    def _call(self, params, tokens):
-        from torch.func import functional_call
-
-        return functional_call(self.model, params, (tokens,), {"use_cache": False}).logits
-
-    def logits(self, params: dict, tokens: torch.Tensor) -> torch.Tensor:
-        z = self._call(params, tokens)
-        if self.arch.readout_offset:
-            read = (torch.arange(tokens.shape[-1], device=z.device) - self.arch.readout_offset).clamp_min(0)
-            z = z[..., read, :]
-        return z
+    def logits(self, params: dict, tokens: torch.Tensor, *, reflected: bool = False, dtype=None) -> torch.Tensor:
+        z = decoder_forward(
+            self.spec, params, tokens, attention=self.spec.attention, dtype=dtype or self.dtype, reflected=reflected
+        )
+        return _shift(z, self.arch.readout_offset)
 
     def query_keys(self, params: dict, tokens: torch.Tensor):
-        """Post-RoPE q, k per layer by forward hooks: q_proj/k_proj outputs and the (cos, sin) the
-        attention module receives, rotated by the model's own ``apply_rotary_pos_emb``."""
-        captured: dict = {}
-        hooks: list = []
-        layers = self.model.model.layers
-        for i, layer in enumerate(layers):
-            attn = layer.self_attn
-            hooks.append(attn.q_proj.register_forward_hook(lambda m, a, o, i=i: captured.__setitem__(("q", i), o)))
-            hooks.append(attn.k_proj.register_forward_hook(lambda m, a, o, i=i: captured.__setitem__(("k", i), o)))
-            hooks.append(
-                attn.register_forward_pre_hook(
-                    lambda m, a, kw, i=i: captured.__setitem__(("pe", i), kw.get("position_embeddings")),
-                    with_kwargs=True,
-                )
-            )
-        try:
-            self._call(params, tokens)
-        finally:
-            for h in hooks:
-                h.remove()
-        out = []
-        for i, layer in enumerate(layers):
-            attn = layer.self_attn
-            apply = sys.modules[type(attn).__module__].apply_rotary_pos_emb
-            shape = (*tokens.shape, -1, self.arch.d_head)
-            q = captured[("q", i)].view(shape).transpose(-2, -3)
-            k = captured[("k", i)].view(shape).transpose(-2, -3)
-            cos, sin = captured[("pe", i)]
-            q, k = apply(q, k, cos, sin)
-            group = self.arch.n_heads // self.arch.n_kv_heads
-            out.append((q, k.repeat_interleave(group, dim=-3) if group > 1 else k))
-        return out
+        cap: list = []
+        decoder_forward(self.spec, params, tokens, attention=self.spec.attention, dtype=self.dtype, capture=cap)
+        return cap
 
     def handles(self, layer: int, head: int | None = None) -> dict[str, list[Handle]]:
-        p, a = f"{self._prefix}.{layer}.", self.arch
+        p, a = f"model.layers.{layer}.", self.arch
         dk = a.d_head
         rows = () if head is None else (slice(head * dk, (head + 1) * dk),)
         kv = 0 if head is None else head // (a.n_heads // a.n_kv_heads)
         krows = () if head is None else (slice(kv * dk, (kv + 1) * dk),)
         cols = () if head is None else (slice(None), slice(head * dk, (head + 1) * dk))
 
-        def some(names, index):
-            return [Handle(p + n, index) for n in names if p + n in self._params]
+        def some(names, index, bias_index=None):
+            out = [Handle(p + n + ".weight", index) for n in names if p + n + ".weight" in self._params]
+            bi = index[:1] if bias_index is None else bias_index
+            return out + [Handle(p + n + ".bias", bi) for n in names if p + n + ".bias" in self._params]
 
         return {
-            "query": some(("self_attn.q_proj.weight", "self_attn.q_proj.bias"), rows),
-            "key": some(("self_attn.k_proj.weight", "self_attn.k_proj.bias"), krows),
-            "value": some(("self_attn.v_proj.weight", "self_attn.v_proj.bias"), krows),
-            "output": some(("self_attn.o_proj.weight",), cols),
-            "mlp": []
-            if head is not None
-            else some(("mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"), ()),
+            "query": some(("self_attn.q_proj",), rows),
+            "key": some(("self_attn.k_proj",), krows),
+            "value": some(("self_attn.v_proj",), krows),
+            # o_proj's bias is no one head's: it belongs to the layer's output, not to a head's
+            "output": some(("self_attn.o_proj",), cols)
+            if head is None
+            else [Handle(p + "self_attn.o_proj.weight", cols)],
+            "mlp": [] if head is not None else some(("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"), ()),
         }
 
-    def reflect(self, params: dict) -> dict:
-        out = dict(params)
-        a = self.arch
-        J = rope_reflection(a.d_head, "half-split", dtype=torch.float64)
-        for layer in range(a.n_layers):
-            for role in ROUTE_ROLES:
-                for h in self.handles(layer)[role]:
-                    t = params[h.name]
-                    heads = t.reshape(-1, a.d_head, *t.shape[1:])
-                    Jb = J.view(1, -1, *([1] * (t.dim() - 1))).to(t.device, t.dtype)
-                    out[h.name] = (heads * Jb).reshape(t.shape)
-        return out
+    def with_attention(self, attention: str) -> DecoderAdapter:
+        spec = dataclasses.replace(self.spec, attention=attention, attention_source="the probe's contrast")
+        return DecoderAdapter(spec, self._params, dtype=self.dtype, name=f"{self.arch.name} ({attention} mask)")
 
-    def causal_twin(self) -> HFAdapter:
-        import copy
-
-        twin = copy.deepcopy(self.model)
-        twin.config.is_causal = True
-        return HFAdapter(
-            twin,
-            mask_id=self.arch.mask_id,
-            readout_offset=self.arch.readout_offset,
-            name=f"{self.arch.name} (causal mask)",
-        )
+    def causal_twin(self) -> DecoderAdapter:
+        return self.with_attention("causal")
 
     def modules(self):
-        return self.model
+        return None
 
 
-def hf_model_from_config(config, *, seed: int = 0, bidirectional: bool | None = None):
-    """A randomly initialised (seeded) float64 model of a transformers config; ``bidirectional`` sets
-    ``config.is_causal = not bidirectional`` (None: keep what the config says)."""
-    transformers = require_transformers()
-    name = (getattr(config, "architectures", None) or [None])[0] or {
-        "llama": "LlamaForCausalLM",
-        "qwen2": "Qwen2ForCausalLM",
-    }.get(getattr(config, "model_type", ""), None)
-    if name not in HF_ARCHITECTURES:
-        raise ProbeError(
-            f"unsupported architecture {name!r} (model_type {getattr(config, 'model_type', None)!r}); "
-            f"the probe reads {', '.join(HF_ARCHITECTURES)}"
-        )
-    if bidirectional is not None:
-        config.is_causal = not bidirectional
-    torch.manual_seed(seed)
-    return getattr(transformers, name)(config).to(torch.float64)
+def _shift(z: torch.Tensor, offset: int) -> torch.Tensor:
+    """Read-out offset ``s``: slot i reads position ``max(i − s, 0)``."""
+    if not offset:
+        return z
+    read = (torch.arange(z.shape[-2], device=z.device) - offset).clamp_min(0)
+    return z[..., read, :]
 
 
-def load_hf(
-    path: str, *, weights: bool, mask_id: int | None = None, readout_offset: int | None = None, seed: int = 0
-) -> HFAdapter:
-    """An :class:`HFAdapter` from a local directory: ``weights=False`` reads ``config.json`` only (random
-    seeded weights), ``weights=True`` loads the checkpoint too (LLaDA names are mapped onto Llama's).
-    ``mask_id`` defaults to the config's ``mask_token_id`` (or LLaDA's 126336, Dream's 151666 from the
-    config's hints); ``readout_offset`` to 1 for Qwen2 (Dream) and 0 otherwise."""
-    transformers = require_transformers()
-    if not os.path.isdir(path):
-        raise ProbeError(
-            f"path {path!r} is not a directory (expected a local transformers config or checkpoint "
-            f"directory holding config.json)"
-        )
-    cfg_file = os.path.join(path, "config.json")
-    if not os.path.isfile(cfg_file):
-        raise ProbeError(f"path {path!r} holds no config.json")
-    with open(cfg_file) as f:
-        raw = json.load(f)
-    model_type = raw.get("model_type")
-    if model_type == "llada":
-        raw = llada_config_to_llama(raw)
-    elif model_type == "Dream":
-        raw = {**raw, "model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]}
-    if raw.get("model_type") not in ("llama", "qwen2"):
-        raise ProbeError(
-            f"unsupported architecture: model_type {raw.get('model_type')!r} in {cfg_file}; the probe "
-            f"reads llama, qwen2 (Dream) and llada configs"
-        )
-    if mask_id is None:
-        mask_id = raw.get("mask_token_id", {"llada": 126336, "Dream": 151666}.get(model_type))
-        if mask_id is None:
-            raise ProbeError(f"{cfg_file} names no mask_token_id: pass --mask-id")
-    if readout_offset is None:
-        readout_offset = 1 if raw["model_type"] == "qwen2" else 0
-    raw.setdefault("is_causal", False)
-    config_cls = transformers.AutoConfig.for_model(raw["model_type"]).__class__
-    config = config_cls(**{k: v for k, v in raw.items() if k != "model_type"})
-    model = hf_model_from_config(config, seed=seed)
-    if weights:
-        state = _read_state_dict(path)
-        if any(k.startswith("model.transformer.") for k in state):
-            state = llada_to_llama_state_dict(state)
-        missing, unexpected = model.load_state_dict({k: v.to(torch.float64) for k, v in state.items()}, strict=False)
-        missing = [m for m in missing if not (m == "lm_head.weight" and config.tie_word_embeddings)]
-        if missing or unexpected:
-            raise ProbeError(
-                f"checkpoint in {path!r} does not match {type(model).__name__}: missing "
-                f"{missing[:5]}, unexpected {unexpected[:5]}"
-            )
-    return HFAdapter(
-        model,
-        mask_id=int(mask_id),
-        readout_offset=readout_offset,
-        name=f"{type(model).__name__} ({os.path.basename(os.path.normpath(path))})",
-    )
+def load_checkpoint(
+    path: str,
+    *,
+    weights: bool,
+    attention: str | None = None,
+    mask_id: int | None = None,
+    readout_offset: int | None = None,
+    seed: int = 0,
+    dtype=torch.float64,
+    device: str = "cpu",
+) -> DecoderAdapter:
+    """A :class:`DecoderAdapter` from a local directory: ``weights=False`` reads ``config.json`` only
+    (seeded random weights), ``weights=True`` the checkpoint's weights too (see
+    :mod:`mdm_props.checkpoint_reader`)."""
+    raw, cfg_file = read_config(path)
+    spec = spec_from_config(raw, cfg_file, attention=attention, mask_id=mask_id, readout_offset=readout_offset)
+    params = load_weights(path, spec, dtype, device) if weights else random_weights(spec, dtype, device, seed)
+    return DecoderAdapter(spec, params, dtype=dtype, name=f"{spec.family} ({os.path.basename(os.path.normpath(path))})")
 
 
-def _read_state_dict(path: str) -> dict:
-    files = sorted(os.listdir(path))
-    st = [f for f in files if f.endswith(".safetensors")]
-    if st:
-        from safetensors.torch import load_file
-
-        state = {}
-        for f in st:
-            state.update(load_file(os.path.join(path, f)))
-        return state
-    pt = [f for f in files if f.endswith(".bin") or f.endswith(".pt")]
-    if not pt:
-        raise ProbeError(f"path {path!r} holds no weights (*.safetensors, *.bin); use --hf-config for a config only")
-    state = {}
-    for f in pt:
-        state.update(torch.load(os.path.join(path, f), map_location="cpu", weights_only=True))
-    return state
-
-
-# ---------------------------------------------------------------------------------------------
-# LLaDA (OLMo-style names, modeling_llada.py's LLaDALlamaBlock) onto transformers' Llama
-
-_LLADA_BLOCK = {
-    "q_proj": "self_attn.q_proj",
-    "k_proj": "self_attn.k_proj",
-    "v_proj": "self_attn.v_proj",
-    "attn_out": "self_attn.o_proj",
-    "ff_proj": "mlp.gate_proj",
-    "up_proj": "mlp.up_proj",
-    "ff_out": "mlp.down_proj",
-    "attn_norm": "input_layernorm",
-    "ff_norm": "post_attention_layernorm",
-}
-_LLADA_TOP = {
-    "model.transformer.wte.weight": "model.embed_tokens.weight",
-    "model.transformer.ln_f.weight": "model.norm.weight",
-    "model.transformer.ff_out.weight": "lm_head.weight",
-}
-_BLOCK_RE = re.compile(r"^model\.transformer\.blocks\.(\d+)\.(\w+)\.(weight|bias)$")
+def load_hf(path: str, *, weights: bool, mask_id=None, readout_offset=None, seed: int = 0) -> DecoderAdapter:
+    """:func:`load_checkpoint` in float64 on the CPU (the name the experiments' round-trip tests use)."""
+    return load_checkpoint(path, weights=weights, mask_id=mask_id, readout_offset=readout_offset, seed=seed)
 
 
 def llada_to_llama_state_dict(state: dict) -> dict:
-    """Rename a LLaDA state dict onto transformers' Llama: ``model.transformer.blocks.{l}.{q,k,v}_proj`` →
-    ``model.layers.{l}.self_attn.{q,k,v}_proj``, ``attn_out`` → ``o_proj``, ``ff_proj`` (the SiLU-gated
-    branch) → ``mlp.gate_proj``, ``up_proj`` → ``mlp.up_proj``, ``ff_out`` → ``mlp.down_proj``,
-    ``attn_norm``/``ff_norm`` → ``input_layernorm``/``post_attention_layernorm``, ``transformer.wte`` →
-    ``embed_tokens``, ``ln_f`` → ``model.norm``, the untied ``transformer.ff_out`` → ``lm_head``. An
-    unknown name raises :class:`ProbeError` (nothing is dropped silently)."""
-    out = {}
-    for k, v in state.items():
-        m = _BLOCK_RE.match(k)
-        if m and m.group(2) in _LLADA_BLOCK:
-            out[f"model.layers.{m.group(1)}.{_LLADA_BLOCK[m.group(2)]}.{m.group(3)}"] = v
-        elif k in _LLADA_TOP:
-            out[_LLADA_TOP[k]] = v
-        else:
-            raise ProbeError(f"state dict name {k!r} is not a LLaDA name the map knows")
-    return out
+    """A LLaDA state dict under canonical (Llama) names (:func:`mdm_props.checkpoint_reader.llada_name`)."""
+    return {llada_name(k): v for k, v in state.items()}
 
 
-def llada_config_to_llama(raw: dict) -> dict:
-    """LLaDA's config.json (OLMo-style keys) as a Llama config dict (bidirectional)."""
-    d, H = raw["d_model"], raw["n_heads"]
-    return {
-        "model_type": "llama",
-        "architectures": ["LlamaForCausalLM"],
-        "vocab_size": raw.get("embedding_size") or raw["vocab_size"],
-        "hidden_size": d,
-        "intermediate_size": raw.get("mlp_hidden_size") or raw.get("mlp_ratio", 4) * d,
-        "num_hidden_layers": raw["n_layers"],
-        "num_attention_heads": H,
-        "num_key_value_heads": raw.get("n_kv_heads") or H,
-        "rms_norm_eps": raw.get("rms_norm_eps", 1e-5),
-        "rope_theta": raw.get("rope_theta", 10000.0),
-        "max_position_embeddings": raw.get("max_sequence_length", 4096),
-        "tie_word_embeddings": bool(raw.get("weight_tying", False)),
-        "attention_bias": bool(raw.get("include_bias", False) or raw.get("include_qkv_bias", False)),
-        "is_causal": False,
-        "mask_token_id": raw.get("mask_token_id", 126336),
-    }
-
-
-def project_model_from_hf(adapter: HFAdapter):
+def project_model_from_checkpoint(adapter: DecoderAdapter):
     """The same weights in the project's model: ``(ModelConfig, params)`` with the llada-like structure
     (RMSNorm, SwiGLU, half-split RoPE, untied head, factored value path, q/k/v biases when present).
-    Needs the mask id to be the last id (the project's convention: V real tokens, mask id V); the
-    project's logits cover the V real tokens, the transformers model's also the mask id (column V)."""
+    Needs the mask id to be the last id (the project's convention: V real tokens, mask id V), an RMS
+    norm with weights and no bias, no o/MLP biases, no embedding or logit scale; the project's logits
+    cover the V real tokens, the checkpoint's also the mask id (column V)."""
     from .model import ModelConfig
 
-    c, a, p = adapter.config, adapter.arch, adapter.parameters()
+    s, a, p = adapter.spec, adapter.arch, {k: v.to(torch.float64) for k, v in adapter.parameters().items()}
     if a.mask_id != a.vocab - 1:
         raise ProbeError(f"mask_id must be the last id {a.vocab - 1} to load into the project's model; got {a.mask_id}")
-    L, H, K, dk, d = a.n_layers, a.n_heads, a.n_kv_heads, a.d_head, c.hidden_size
+    if s.norm != "rms" or s.norm_bias or not s.norm_affine or s.biases - {"q", "k", "v"} or s.emb_scale != 1.0:
+        raise ProbeError("the project's model has affine RMS norms without bias and biases on q, k, v only")
+    if s.logit_scale != 1.0 or s.tied:
+        raise ProbeError("the project's model has an untied, unscaled head")
+    L, H, K, dk, d = a.n_layers, a.n_heads, a.n_kv_heads, a.d_head, s.d_model
     V = a.vocab - 1
     bias = "model.layers.0.self_attn.q_proj.bias" in p
     cfg = ModelConfig(
@@ -537,12 +437,12 @@ def project_model_from_hf(adapter: HFAdapter):
         norm="rms",
         final_norm=True,
         mlp="swiglu",
-        d_mlp=c.intermediate_size,
+        d_mlp=s.d_mlp,
         qk_bias=bias,
         v_bias=bias,
         rope_pairing="half-split",
         readout_offset=a.readout_offset,
-        norm_eps=c.rms_norm_eps,
+        norm_eps=s.norm_eps,
         max_len=64,
     )
 
@@ -556,7 +456,7 @@ def project_model_from_hf(adapter: HFAdapter):
         "W_K": stack(lay + "self_attn.k_proj.weight", lambda w: w.view(K, dk, d)),
         "W_V": stack(lay + "self_attn.v_proj.weight", lambda w: w.view(K, dk, d)),
         "W_O": stack(lay + "self_attn.o_proj.weight", lambda w: w.view(d, H, dk).permute(1, 0, 2)),
-        "U": p.get("lm_head.weight", p["model.embed_tokens.weight"])[:V],
+        "U": p["lm_head.weight"][:V],
         "norm_attn": stack(lay + "input_layernorm.weight", lambda w: w),
         "norm_mlp": stack(lay + "post_attention_layernorm.weight", lambda w: w),
         "norm_final": p["model.norm.weight"],
@@ -569,3 +469,6 @@ def project_model_from_hf(adapter: HFAdapter):
         out["b_K"] = stack(lay + "self_attn.k_proj.bias", lambda w: w.view(K, dk))
         out["b_V"] = stack(lay + "self_attn.v_proj.bias", lambda w: w.view(K, dk))
     return cfg, {k: v.detach().clone().contiguous() for k, v in out.items()}
+
+
+project_model_from_hf = project_model_from_checkpoint  # the name the experiments' round-trip tests use

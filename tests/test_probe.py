@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from mdm_props import probe as P
-from mdm_props.adapters import ProbeError, ProjectAdapter, llada_to_llama_state_dict
+from mdm_props.adapters import ProbeError, ProjectAdapter
 from mdm_props.claims import c6_c8_deep_storage as deep
 from mdm_props.claims.c5_reflected_route import check_c5
 from mdm_props.cli import main
@@ -40,12 +41,29 @@ def test_reflection_o1_for_shifted_readout_maps_to_slot_a_plus_2():
     assert rt["shifted"]["at_rounding"] and rt["shifted"]["forward_slot"] == 2
 
 
-def test_causal_project_model_reported_causal_and_signatures_refused():
+def test_causal_project_model_probed_as_arm():
     a = ProjectAdapter.from_preset("llada-like").causal_twin()
+    rep = P.probe(a, pairs=8, contrast=True)
+    assert rep["attention"] == "causal" and rep["probed_as"].startswith("ARM")
+    assert rep["self_tests"]["attention"]["verdict"] == "causal" and rep["self_tests"]["attention"]["passed"]
+    assert rep["self_tests"]["reflection"]["passed"] is None  # an ARM has no reflected query
+    assert rep["signatures"]["queries"] == "arm" and rep["causal_contrast"] is None
+
+
+class _Mislabelled(ProjectAdapter):
+    """A causal model whose adapter declares it bidirectional: the silent causal fallback the self-test exists for."""
+
+    def __init__(self, inner):
+        super().__init__(inner.cfg, inner.parameters(), name="mislabelled")
+        self.arch = dataclasses.replace(self.arch, attention="bidirectional")
+
+
+def test_silent_causal_fallback_refused():
+    a = _Mislabelled(ProjectAdapter.from_preset("llada-like").causal_twin())
     with pytest.raises(P.CausalModelError) as exc:
         P.probe(a, pairs=8, contrast=False)
     st = exc.value.report["self_tests"]
-    assert st["bidirectionality"]["verdict"] == "causal"
+    assert st["attention"]["verdict"] == "causal" and not st["attention"]["passed"]
     assert not st["reflection"]["passed"] and "causal" in st["reflection"]["maps_to"]
     assert "signatures" not in exc.value.report
 
@@ -128,6 +146,8 @@ def test_fact_pairs_and_bad_arguments():
     assert len({(r, B) for _, r, B in facts}) == 40 and all(len({A, r, B}) == 3 for A, r, B in facts)
     with pytest.raises(ValueError, match="pairs"):
         P.fact_pairs(a, 2, 0)
+    with pytest.raises(ValueError, match=r"pairs must be an integer in \[4, 56\]"):  # 8 real tokens: 8 · 7
+        P.fact_pairs(a, 57, 0)
     with pytest.raises(ProbeError, match="model must be one of"):
         ProjectAdapter.from_preset("gpt-like")
 
@@ -147,152 +167,14 @@ def test_cli_bad_paths_exit_2_nothing_written(tmp_path):
     assert not out.exists() and os.listdir(tmp_path) == []
 
 
-# ---------------------------------------------------------------------------------------------
-# transformers (the hf extra)
-
-
-def _tiny(kind="llama", causal=False, seed=0, tied=False):
-    transformers = pytest.importorskip("transformers")
-    from mdm_props.adapters import hf_model_from_config
-
-    cls = transformers.LlamaConfig if kind == "llama" else transformers.Qwen2Config
-    cfg = cls(
-        vocab_size=9,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        is_causal=causal,
-        tie_word_embeddings=tied,
-        rope_theta=5e5,
-        max_position_embeddings=64,
-    )
-    return hf_model_from_config(cfg, seed=seed)
-
-
-def _agreement(hf, cfg, params, tokens):
-    """|z_hf − z_project| and its tolerance: 8 × the float32 yardstick (the largest change of the
-    transformers logits when θ and the whole computation run in float32). transformers computes RMSNorm
-    and the RoPE tables in float32 even for float64 inputs; those casts are a subset of the float32 run's
-    roundings with the same first-order sensitivities, so their effect is of the yardstick's size (an
-    estimate, not a bound; the factor 8 covers sign coincidences)."""
-    V = cfg.vocab
-    z = hf.logits(hf.parameters(), tokens)[..., :V]
-    z32 = hf.logits({k: v.float() for k, v in hf.parameters().items()}, tokens)[..., :V].double()
-    err = float((z - forward(params, cfg, tokens).logits).abs().max())
-    return err, 8 * float((z32 - z).abs().max())
-
-
-@pytest.mark.parametrize("kind,offset", [("llama", 0), ("qwen2", 1)])
-def test_hf_bidirectional_agrees_with_project_model(kind, offset):
-    from mdm_props.adapters import HFAdapter, project_model_from_hf
-
-    hf = HFAdapter(_tiny(kind), mask_id=8, readout_offset=offset)
-    cfg, params = project_model_from_hf(hf)
-    tokens = torch.tensor([[1, 2, 8], [3, 4, 5], [8, 0, 7]])
-    err, tol = _agreement(hf, cfg, params, tokens)
-    assert err <= tol, (err, tol)
-    # meta: a perturbed input (one query weight moved by 1e-3) is rejected
-    bad = dict(params, W_Q=params["W_Q"].clone())
-    bad["W_Q"][0, 0, 0, 0] += 1e-3
-    err_bad, _ = _agreement(hf, cfg, bad, tokens)
-    assert err_bad > tol
-
-
-def test_hf_probe_self_tests_and_signatures():
-    from mdm_props.adapters import HFAdapter
-
-    hf = HFAdapter(_tiny("llama"), mask_id=8)
-    rep = P.probe(hf, pairs=8, contrast=True)
-    st = rep["self_tests"]
-    assert st["bidirectionality"]["verdict"] == "bidirectional"
-    assert not st["float64"]["passed"] and any("norm" in m for m in st["float64"]["not_float64"])
-    assert st["reflection"]["passed"] and st["reflection"]["tolerance_kind"].startswith("float32")
-    assert rep["signatures"]["layers"][0]["heads"][0]["c2a_prediction"] is not None
-    assert rep["causal_contrast"]["causal_mask"]
-
-
-def test_hf_qwen2_readout_offset_maps_to_slot_a_plus_2():
-    from mdm_props.adapters import HFAdapter
-
-    hf = HFAdapter(_tiny("qwen2"), mask_id=8, readout_offset=1)
-    rt = P.reflection_test(hf, P.fact_pairs(hf, 8, 0), causal=False)
-    assert not rt["passed"] and rt["shifted"]["at_rounding"]
-
-
-def test_hf_causal_reported_and_refused():
-    from mdm_props.adapters import HFAdapter
-
-    with pytest.raises(P.CausalModelError) as exc:
-        P.probe(HFAdapter(_tiny("llama", causal=True), mask_id=8), pairs=8)
-    assert exc.value.report["self_tests"]["bidirectionality"]["verdict"] == "causal"
-
-
-def _llada_named(model):
-    """A synthetic LLaDA-named state dict (LLaDA's names and shapes) holding ``model``'s weights."""
-    inverse = {}
-    for k, v in model.state_dict().items():
-        if k.startswith("model.layers."):
-            _, _, l, *rest = k.split(".")
-            sub = ".".join(rest[:-1])
-            name = {
-                "self_attn.q_proj": "q_proj",
-                "self_attn.k_proj": "k_proj",
-                "self_attn.v_proj": "v_proj",
-                "self_attn.o_proj": "attn_out",
-                "mlp.gate_proj": "ff_proj",
-                "mlp.up_proj": "up_proj",
-                "mlp.down_proj": "ff_out",
-                "input_layernorm": "attn_norm",
-                "post_attention_layernorm": "ff_norm",
-            }[sub]
-            inverse[f"model.transformer.blocks.{l}.{name}.{rest[-1]}"] = v.clone()
-        else:
-            inverse[
-                {
-                    "model.embed_tokens.weight": "model.transformer.wte.weight",
-                    "model.norm.weight": "model.transformer.ln_f.weight",
-                    "lm_head.weight": "model.transformer.ff_out.weight",
-                }[k]
-            ] = v.clone()
-    return inverse
-
-
-def test_llada_name_map_reproduces_logits():
-    from mdm_props.adapters import HFAdapter
-
-    src = _tiny("llama", seed=1)
-    state = _llada_named(src)
-    assert "model.transformer.blocks.1.ff_proj.weight" in state and "model.transformer.ff_out.weight" in state
-    dst = _tiny("llama", seed=2)
-    dst.load_state_dict(llada_to_llama_state_dict(state), strict=True)
-    tokens = torch.tensor([[1, 2, 8, 3]])
-    a, b = HFAdapter(src, mask_id=8), HFAdapter(dst, mask_id=8)
-    assert torch.equal(a.logits(a.parameters(), tokens), b.logits(b.parameters(), tokens))
-    with pytest.raises(ProbeError, match="not a LLaDA name"):
-        llada_to_llama_state_dict({"model.transformer.blocks.0.att_proj.weight": torch.zeros(1)})
-
-
-def test_cli_hf_checkpoint_causal_and_unsupported(tmp_path):
-    save_file = pytest.importorskip("safetensors.torch").save_file  # the hf extra; skipped without it
-
-    m = _tiny("llama")
-    good = tmp_path / "llada"
-    good.mkdir()
-    m.config.mask_token_id = 8
-    m.config.save_pretrained(good)
-    save_file({k: v.contiguous() for k, v in _llada_named(m).items()}, str(good / "model.safetensors"))
-    out = tmp_path / "r.json"
-    assert main(["probe", "--hf-model", str(good), "--pairs", "8", "--no-contrast", "--json", str(out)]) == 0
-    assert json.loads(out.read_text())["self_tests"]["bidirectionality"]["passed"]
-    causal = tmp_path / "causal"
-    causal.mkdir()
-    cfg = json.loads((good / "config.json").read_text())
-    (causal / "config.json").write_text(json.dumps({**cfg, "is_causal": True}))
-    out2 = tmp_path / "c.json"
-    assert main(["probe", "--hf-config", str(causal), "--json", str(out2)]) == 2 and not out2.exists()
-    bad = tmp_path / "gpt2"
-    bad.mkdir()
-    (bad / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    assert main(["probe", "--hf-config", str(bad), "--json", str(out2)]) == 2 and not out2.exists()
+def test_streaming_cosines_equal_flat_cosines(facts_llada):
+    """fact_cosines (hooks, selected layers only) against the two-full-gradients path (flat handles)."""
+    a, facts = facts_llada
+    cos = P.fact_cosines(a, P.queries(a, facts), [0, 1, 2])
+    ref = P.storage_cosines(a, P.fact_gradients(a, facts))
+    got = torch.tensor([[c[("vo", layer, None)] for layer in range(3)] for c in cos], dtype=torch.float64)
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-13)
+    # the selected layers only: layer 1's statistics are the same whether or not other layers are selected
+    one = P.fact_cosines(a, P.queries(a, facts), [1])
+    assert [c[("vo", 1, None)] for c in one] == pytest.approx([c[("vo", 1, None)] for c in cos], abs=1e-13)
+    assert {k[1] for k in one[0]} == {1}
