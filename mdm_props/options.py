@@ -2,7 +2,7 @@
 validation and the command-line flags are derived from those fields.
 
 A field declared with :func:`option` carries its help text and its allowed values: ``minimum``
-for an ``int``, ``positive``/``finite`` for a ``float``, ``choices`` for a ``str`` or a
+and ``maximum`` for an ``int``, ``positive``/``finite`` for a ``float``, ``choices`` for a ``str`` or a
 ``tuple[str, ...]`` (a non-empty subset); a ``bool`` is True or False. :func:`validate` checks an
 instance against them with the ``require_*`` of :mod:`mdm_props.validation` (call it from
 ``__post_init__``); :func:`add_arguments` turns the fields into argparse flags (``d_model`` →
@@ -29,6 +29,7 @@ def option(
     help: str,
     *,
     minimum: int | None = None,
+    maximum: int | None = None,
     positive: bool = True,
     finite: bool = True,
     choices: Sequence[str] | None = None,
@@ -37,9 +38,11 @@ def option(
     """A dataclass field with its help text and allowed values (see the module docstring).
 
     ``flag``: the command-line flag ("" derives it from the name, None keeps the field off the
-    command line). ``positive`` and ``finite`` apply to floats, ``minimum`` to ints.
+    command line). ``positive`` and ``finite`` apply to floats, ``minimum`` and ``maximum`` to ints.
     """
-    meta = {"help": help, "minimum": minimum, "positive": positive, "finite": finite, "choices": choices, "flag": flag}
+    meta: dict[str, Any] = {"help": help, "minimum": minimum, "maximum": maximum, "positive": positive}
+    meta |= {"finite": finite}
+    meta |= {"choices": choices, "flag": flag}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -58,7 +61,7 @@ def _requirement(cls: type, f: dataclasses.Field) -> Callable[[str, Any], Any]:
     if kind == "bool":
         return require_bool
     if kind == "int":
-        return lambda name, value: require_int(name, value, minimum=m["minimum"])
+        return lambda name, value: require_int(name, value, minimum=m["minimum"], maximum=m["maximum"])
     if kind == "float":
         return lambda name, value: require_number(name, value, positive=m["positive"], finite=m["finite"])
     if kind == "str":
@@ -124,7 +127,11 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             action = "store_false" if default else "store_true"
             parser.add_argument(flag, dest=f.name, action=action, help=text)
         elif kind in ("int", "float"):
-            kw = {"minimum": m["minimum"]} if kind == "int" else {"positive": m["positive"], "finite": m["finite"]}
+            kw = (
+                {"minimum": m["minimum"], "maximum": m["maximum"]}
+                if kind == "int"
+                else {"positive": m["positive"], "finite": m["finite"]}
+            )
             require = require_int if kind == "int" else require_number
             parser.add_argument(
                 flag,

@@ -72,14 +72,16 @@ class ExperimentConfig:
     encoding adds, ``t5_bias`` or ``P``, are drawn after them).
     """
 
-    pairs: int = option(64, "number of facts N >= 2", minimum=2)
-    d_model: int = option(64, "model width d", minimum=1)
-    d_head: int = option(64, "query/key width d_k, even for rope", minimum=1)
-    steps: int = option(300, "full-batch training steps", minimum=1)
+    # upper bounds: the per-pair storage gradients hold N d² float64s (1,024 · 512² · 8 B = 2 GiB at the
+    # largest sizes); steps and seeds bound the time (a run of the defaults takes seconds)
+    pairs: int = option(64, "number of facts N >= 2", minimum=2, maximum=1024)
+    d_model: int = option(64, "model width d", minimum=1, maximum=512)
+    d_head: int = option(64, "query/key width d_k, even for rope", minimum=1, maximum=512)
+    steps: int = option(300, "full-batch training steps", minimum=1, maximum=1_000_000)
     lr: float = option(0.05, "learning rate (the peak, under the cosine schedule)")
     optimizer: str = option("adam", "optimizer", choices=OPTIMIZERS)
     schedule: str = option("cosine", "lr schedule", choices=SCHEDULES)
-    seeds: int = option(3, "seeds per regime x encoding", minimum=1)
+    seeds: int = option(3, "seeds per regime x encoding", minimum=1, maximum=1000)
     seed: int = option(0, "first seed; run i uses seed + i", minimum=0)
     regimes: tuple[str, ...] = option(REGIMES, f"any of {', '.join(REGIMES)}", choices=REGIMES)
     encodings: tuple[str, ...] = option(

@@ -12,7 +12,7 @@ from mdm_props.reversal import ExperimentConfig
 
 @dataclasses.dataclass(frozen=True)
 class Toy:
-    n: int = option(3, "a count", minimum=1)
+    n: int = option(3, "a count", minimum=1, maximum=9)
     rate: float = option(0.5, "a rate")
     shift: float = option(-1.0, "any finite shift", positive=False)
     mode: str = option("a", "a mode", choices=("a", "b"))
@@ -49,7 +49,8 @@ def test_a_field_with_flag_none_is_not_on_the_command_line():
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--n", "0"], "argument --n: must be an integer >= 1; got 0"),
+        (["--n", "0"], "argument --n: must be an integer in [1, 9]; got 0"),
+        (["--n", "10"], "argument --n: must be an integer in [1, 9]; got 10"),
         (["--n", "1.5"], "argument --n: must be an integer; got '1.5'"),
         (["--rate", "-1"], "argument --rate: must be a finite number > 0; got -1.0"),
         (["--rate", "inf"], "argument --rate: must be a finite number > 0; got inf"),
@@ -67,7 +68,7 @@ def test_bad_flags_are_refused_at_parse_time_naming_the_flag_and_the_allowed_val
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        ("n", 0, "n must be an integer >= 1; got 0"),
+        ("n", 0, r"n must be an integer in \[1, 9\]; got 0"),
         ("rate", 0.0, "rate must be a finite number > 0"),
         ("mode", "c", "mode must be one of a, b; got 'c'"),
         ("parts", ("x", "x"), "parts must not repeat a value"),
