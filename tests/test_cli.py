@@ -81,7 +81,7 @@ def test_verify_exits_1_when_a_checker_crashes(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["verify", "--claims", "C99"], "unknown claim id 'C99'"),
+        (["verify", "--claims", "Cghost"], "unknown claim id 'Cghost'"),
         (["verify", "--device", "tpu"], "invalid choice: 'tpu'"),
         (["verify", "--examples", "0"], "argument --examples: must be an integer in [1, 100000]; got 0"),
         (["verify", "--examples", "-3"], "argument --examples: must be an integer in [1, 100000]; got -3"),
@@ -166,7 +166,7 @@ def test_an_unwritable_json_path_is_refused_before_any_work(tmp_path, capsys, wh
     [
         (["verify", "--claims", ""], "--claims must name at least one id"),
         (["verify", "--claims", "C1b,,C3"], "empty item"),
-        (["explain", "C99"], "unknown claim id"),
+        (["explain", "Cghost"], "unknown claim id"),
     ],
 )
 def test_bad_selections_exit_2_with_the_subcommand_usage(argv, message, capsys):
@@ -297,7 +297,7 @@ BATTERY = {
         (["verify", "--claims", " , "], ["--claims must name at least one id"]),
         (["verify", "--claims", "C1b,,C3"], ["--claims has an empty item"]),
         (["verify", "--claims", "C3,C3"], ["--claims must not repeat an id"]),
-        (["verify", "--claims", "C9"], ["--claims: unknown claim id 'C9'"]),
+        (["verify", "--claims", "Cghost"], ["--claims: unknown claim id 'Cghost'"]),
         (["verify", "--device", "tpu"], ["argument --device", "invalid choice"]),
         (["verify", "--replay", "{tmp}/r.json", "C3", "--claims", "C3"], ["--replay re-runs one recorded draw"]),
         (["verify", "--replay", "{tmp}/r.json", "C3", "--json", ""], ["--replay re-runs one recorded draw"]),
