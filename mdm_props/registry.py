@@ -109,8 +109,9 @@ def _natural(module_name: str) -> tuple:
 
 
 def collect() -> tuple[Claim, ...]:
-    """Every claim module's ``CLAIMS`` rows (``mdm_props/claims/c*.py``), modules in numeric order, rows in
-    the order each module declares them. A new claim adds its module; nothing here names it."""
+    """Every claim module's ``CLAIMS`` rows (``mdm_props/claims/c*.py``), in the order of their ids (by family
+    number, then the rest of the id: C0.2 < C0.2d < C0.3, C3 < C3v, C9 < C10), whatever the module names. A
+    new claim adds its module; nothing here names it."""
     import pkgutil
 
     from . import claims as package
@@ -119,6 +120,7 @@ def collect() -> tuple[Claim, ...]:
     rows: list[Claim] = []
     for name in names:
         rows += getattr(importlib.import_module(f"{package.__name__}.{name}"), "CLAIMS", ())
+    rows.sort(key=lambda c: (int(family_of(c.id)[1:]), c.id))  # C0.1 … C0.2 < C0.2d < C0.3 …, C9 < C10
     for c in rows:  # a claim's new hypotheses join the table (cli's explain prints them)
         HYPOTHESES.update(c.defines)
     ids = [c.id for c in rows]
