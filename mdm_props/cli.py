@@ -1,4 +1,4 @@
-"""The ``mdm-props`` command: ``verify``, ``bench``, ``explain``, ``plot``, ``certify``, ``probe`` and ``experiment``.
+"""The ``mdm-props`` command: ``verify``, ``bench``, ``explain``, ``plot``, ``certify``, ``probe``, ``experiment`` and ``report``.
 
 Exit codes: 0 everything holds (and every negative control found its counterexample); 1 something
 was violated (or a negative control found nothing, a checker raised, a runner drew outside its
@@ -447,6 +447,27 @@ def cmd_reversal(args, parser) -> int:
     return reversal_report.run_from_args(args, parser)
 
 
+def cmd_report(args, parser) -> int:
+    from .params import resolve_device
+    from .report import render, verify_report
+
+    try:
+        out = require_output_file("--out", args.out, (".md",))
+        experiments = {}
+        for item in args.experiment:
+            name, sep, folder = item.partition("=")
+            if not sep or not name or not Path(folder).is_dir() or name in experiments:
+                raise ValueError(f"--experiment must be NAME=DIR with a new NAME and an existing DIR; got {item!r}")
+            experiments[name] = Path(folder)
+        resolve_device(args.device)
+    except ValueError as exc:
+        parser.error(str(exc))
+    doc = verify_report(args.seed, args.device)
+    out.write_text(render(doc, experiments))
+    print(f"wrote {out}")
+    return doc["exit_status"]
+
+
 class LazyParser(argparse.ArgumentParser):
     """An argparse parser whose arguments may be added on first use (``populate(parser)``, called
     before it parses or prints its help), so that building the whole command tree imports no
@@ -590,6 +611,19 @@ def build_parser() -> argparse.ArgumentParser:
         "reversal", help="MDM vs ARM reverse accuracy across positional encodings", populate=_reversal_arguments
     )
     r.set_defaults(func=cmd_reversal, subparser=r)
+
+    rp = sub.add_parser("report", help="run verify and write the results page (docs/results.md), stamped")
+    rp.add_argument("--out", default="docs/results.md", help="the .md file to write (default docs/results.md)")
+    rp.add_argument("--seed", type=seed_type(), default=0, help="verify's master seed (default 0; < 2**64)")
+    rp.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cpu (default) or cuda")
+    rp.add_argument(
+        "--experiment",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="an experiment's output folder whose table.md goes on the page (repeatable)",
+    )
+    rp.set_defaults(func=cmd_report, subparser=rp)
 
     sub.add_parser(
         "probe",
