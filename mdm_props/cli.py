@@ -1,5 +1,6 @@
-"""The ``mdm-props`` command: ``verify``, ``bench``, ``explain``, ``plot``, ``certify``, ``probe``,
-``experiment`` and ``report``.
+"""The ``mdm-props`` command: executable claims on why masked diffusion models mitigate the reversal curse.
+
+Subcommands: ``verify``, ``bench``, ``explain``, ``plot``, ``certify``, ``probe``, ``experiment``, ``report``.
 
 Exit codes: 0 everything holds (and every negative control found its counterexample); 1 something
 was violated (or a negative control found nothing, a checker raised, a runner drew outside its
