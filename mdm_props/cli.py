@@ -497,6 +497,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     reversal_report.add_arguments(r)
     r.set_defaults(func=lambda args, parser: reversal_report.run_from_args(args, parser), subparser=r)
+    e = xs.add_parser("entities", help="E2: reverse accuracy of k-token facts against k, depth and masking")
+    from . import entities_report
+
+    entities_report.add_arguments(e)
+    e.set_defaults(func=lambda args, parser: entities_report.run_from_args(args, parser), subparser=e)
 
     from .probe import add_probe_arguments
 
