@@ -1,4 +1,7 @@
-"""Certified instances: the one-layer model and the closed forms of C1b, C3 and C4a in ball arithmetic.
+"""The ball-arithmetic backend: the exact one-layer reference model, generic certification of the
+claims' declared exact values (:class:`mdm_props.claim.Certified`), the soundness table of the float64
+bounds, and the certification of the negative controls' counterexamples (each control carries its own).
+No claim is named here: a claim module declares what is certified.
 
 The float64 checks compare a computed value with a formula within a *derived* rounding bound; that
 bound rests on a rounding model (and on ``exp``/``log``/``sin``/``cos``/``pow`` being accurate to
@@ -59,7 +62,6 @@ INSTALL_HINT = (
 PRECISIONS = (64, 128, 256, 512, 1024)  # bits, tried in order until the decision is made
 SOUNDNESS_BITS = 128  # enclosures of the exact values for the soundness meta-test (radius ≪ u)
 STATUSES = ("proved", "refuted", "undecided")
-CERTIFIABLE = ("C1b", "C3", "C4a")
 
 
 def require_flint() -> None:
@@ -288,8 +290,8 @@ class ArbQuery:
     logits: list  # (V,)
     logp: list  # (V,)
     p: list  # (V,) exp(log p)
-    resid: list  # (V,) p − y
-    g: list  # (d,) Uᵀ(p − y): ∂L/∂W_OV^h = g (c^h)ᵀ
+    resid: list  # (V,) y − p (as mdm_props.storage.QueryState.resid)
+    g: list  # (d,) Uᵀ(p − y) = −Uᵀ resid: ∂L/∂W_OV^h = g (c^h)ᵀ
     hidden: list = field(default_factory=list)  # (d,) h = x_i + Σ_h W_OV^h c^h, so that z = U h
 
     def token_attention(self, n_tokens: int) -> list:
@@ -337,8 +339,8 @@ def evaluate_query(ap: dict, cfg, query, W_OV: list | None = None) -> ArbQuery:
     z = _matvec(U, h_vec)
     logp = log_softmax(z)
     p = [v.exp() for v in logp]
-    resid = [pv - (1 if v == query.target else 0) for v, pv in enumerate(p)]
-    g = [_dot([U[v][e] for v in range(cfg.vocab)], resid) for e in range(d)]
+    resid = [(1 if v == query.target else 0) - pv for v, pv in enumerate(p)]
+    g = [-_dot([U[v][e] for v in range(cfg.vocab)], resid) for e in range(d)]
     return ArbQuery(query, x, attn, context, z, logp, p, resid, g, h_vec)
 
 
@@ -383,7 +385,7 @@ def parameter_gradient(ap: dict, cfg, ex: ArbQuery) -> dict:
     if cfg.residual:
         dx[i] = list(g)
     grads: dict = {"E": _zeros((V + 1, d)), "W_Q": [], "W_K": [], "W_OV": []}
-    dU = _outer(ex.resid, ex.hidden)
+    dU = _outer([-v for v in ex.resid], ex.hidden)  # (p − y) hᵀ
     if cfg.pos == "t5":
         grads["t5_bias"] = _zeros((H, 2 * cfg.max_len - 1))
     for h in range(H):
@@ -440,68 +442,22 @@ def gradient_inner(a: dict, b: dict, names=None):
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# closed forms of the claims
+def dot(a, b):
+    """Σ a_i b_i of two lists of balls."""
+    return _dot(a, b)
 
 
-def c3_values(ap: dict, cfg, fq, rq) -> dict:
-    """Balls for C3: ip = ⟨G_f, G_r⟩ (exact), P = (p_f − y)ᵀ(p_r − y), S = Σ_h Σ_t α^f_h(t) α^r_h(t)
-    (token-aligned), the closed form F = P S and the lower bound LB = (1 − p_f(A))(1 − p_r(A)) S."""
-    f, r = evaluate_query(ap, cfg, fq), evaluate_query(ap, cfg, rq)
-    n = cfg.vocab + 1
-    tf, tr = f.token_attention(n), r.token_attention(n)
-    S = sum((_dot(a, b) for a, b in zip(tf, tr, strict=False)), arb(0))
-    P = _dot(f.resid, r.resid)
-    LB = f.resid[fq.target] * r.resid[rq.target] * S
-    return {"ip": storage_inner_product(f, r), "P": P, "S": S, "F": P * S, "LB": LB, "f": f, "r": r}
-
-
-def c1b_values(ap: dict, cfg, fq, B: int, eta: float) -> dict:
-    """Balls (per head) for C1b: Δε_h = −η u_Aᵀ G^h x_B = −η (u_Aᵀg)(c^hᵀx_B) (exact: ε is linear in
-    W_OV) and the closed form η (1 − p_f(A)) α^f_h(B)."""
-    f = evaluate_query(ap, cfg, fq)
-    A, e = fq.target, arb(float(eta))
-    uA_g = _dot(ap["U"][A], f.g)
-    delta = [-e * uA_g * _dot(c, ap["E"][B]) for c in f.context]
-    alpha_B = [a[B] for a in f.token_attention(cfg.vocab + 1)]
-    formula = [e * (-f.resid[A]) * aB for aB in alpha_B]
-    return {"delta": delta, "formula": formula, "f": f}
+def token_overlap(f: ArbQuery, r: ArbQuery, n_tokens: int):
+    """S = Σ_h Σ_t α^f_h(t) α^r_h(t), the token-aligned attention overlap (exact)."""
+    return sum(
+        (_dot(a, b) for a, b in zip(f.token_attention(n_tokens), r.token_attention(n_tokens), strict=False)), arb(0)
+    )
 
 
 def logit_direction(ap: dict, cfg, f: ArbQuery, r: ArbQuery) -> list:
     """a (V,) with z_r(W_OV − η G_f) = z_r + η a exactly: a = −U Σ_h G_f^h c_r^h = −(U g_f) S."""
     S = context_overlap(f, r)
     return [-_dot(u, f.g) * S for u in ap["U"]]
-
-
-def c4a_values(ap: dict, cfg, fq, rq, etas) -> dict:
-    """Balls for C4a: ip, spread(a), η* = 8 ip/spread², φ(0) and, per η of ``etas``, φ(η) (a fresh
-    exact evaluation of the reverse query after the exact step W_OV − η G_f) and R(η) = φ(η) − φ(0) + η ip."""
-    f, r = evaluate_query(ap, cfg, fq), evaluate_query(ap, cfg, rq)
-    ip = storage_inner_product(f, r)
-    a = logit_direction(ap, cfg, f, r)
-    hi, lo = a[0], a[0]
-    for v in a[1:]:
-        hi, lo = hi.max(v), lo.min(v)
-    spread = hi - lo
-    A = rq.target
-    phi0 = -r.logp[A]
-    G = f.gradient()
-    steps = []
-    for eta in etas:
-        r1 = evaluate_query(ap, cfg, rq, W_OV=storage_step(ap, G, eta))
-        e = arb(float(eta))
-        phi = -r1.logp[A]
-        steps.append({"eta": float(eta), "phi": phi, "R": phi - phi0 + e * ip, "quad": e * e * spread * spread / 8})
-    return {
-        "ip": ip,
-        "spread": spread,
-        "eta_star": 8 * ip / (spread * spread),
-        "phi0": phi0,
-        "steps": steps,
-        "f": f,
-        "r": r,
-    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -558,173 +514,109 @@ def _sign(x, relation: str):
     return True if holds else (False if fails else None)
 
 
-def certify_c3(params: dict, cfg, template, A: int, B: int, max_bits: int = PRECISIONS[-1]) -> Certificate:
-    """C3 on one draw: ⟨G_f, G_r⟩ > 0 and ⟨G_f, G_r⟩ ≥ (1 − p_f(A))(1 − p_r(A)) Σ_t α^f(t)α^r(t), exactly."""
-    from .storage import pair_queries
-
-    ap = arb_params(params, cfg)
-    fq, rq = pair_queries(template, A, B, cfg.vocab)
-
-    def evaluate():
-        v = c3_values(ap, cfg, fq, rq)
-        ip, LB, F = v["ip"], v["LB"], v["F"]
-        status = _all([_sign(ip, ">"), _sign(ip - LB, ">=")])
-        return (
-            status,
-            lower(ip),
-            {
-                "ip": float(ip.mid()),
-                "ip_lower": lower(ip),
-                "lower_bound": float(LB.mid()),
-                "gap_lower": lower(ip - LB),
-                "closed_form": float(F.mid()),
-                "orth_defect": upper(abs(ip - F)),
-                "n_heads": cfg.n_heads,
-                "pos": cfg.pos,
-            },
-        )
-
-    return decide("C3", "⟨G_f, G_r⟩ ≥ (1 − p_f(A))(1 − p_r(A)) Σ_t α^f(t)α^r(t) and > 0", evaluate, max_bits)
+def sign(x, relation: str):
+    """True / False when ``x <relation> 0`` is certain either way, None when the ball decides nothing."""
+    return _sign(x, relation)
 
 
-def certify_c1b(params: dict, cfg, template, A: int, B: int, eta: float, max_bits: int = PRECISIONS[-1]) -> Certificate:
-    """C1b on one draw: every head's Δε_h(A←B) = −η u_Aᵀ G^h x_B after the exact step is > 0."""
-    from .facts import forward_query
-
-    ap = arb_params(params, cfg)
-    fq = forward_query(template, A, B, cfg.vocab)
-
-    def evaluate():
-        v = c1b_values(ap, cfg, fq, B, eta)
-        status = _all(_sign(x, ">") for x in v["delta"])
-        worst = min(lower(x) for x in v["delta"])
-        return (
-            status,
-            worst,
-            {
-                "delta_eps": [float(x.mid()) for x in v["delta"]],
-                "closed_form": [float(x.mid()) for x in v["formula"]],
-                "orth_defect": max(upper(abs(x - y)) for x, y in zip(v["delta"], v["formula"], strict=False)),
-                "eta": eta,
-                "n_heads": cfg.n_heads,
-                "pos": cfg.pos,
-            },
-        )
-
-    return decide("C1b", "Δε_h(A←B) > 0 for every head", evaluate, max_bits)
+def all_hold(conds) -> str:
+    """proved when every condition (True/False/None = undecided) is True, refuted when one is False."""
+    return _all(conds)
 
 
-C4A_ETAS = (1e-3, 1e-2, 0.1, 1.0)  # as claims.c4_reverse_loss_decrease.C4A_ETAS
-
-
-def certify_c4a(
-    params: dict, cfg, template, A: int, B: int, etas=C4A_ETAS, max_bits: int = PRECISIONS[-1]
-) -> Certificate:
-    """C4a on one draw: ⟨G_r, G_f⟩ > 0, hence (theorem: φ convex, φ'' ≤ spread(a)²/4) the reverse loss
-    decreases for every 0 < η < η* = 8⟨G_r, G_f⟩/spread(a)²; the certified value is a lower bound of η*.
-    The instance is confirmed at each η of ``etas``: 0 ≤ R(η) ≤ η² spread(a)²/8, and at η = η*_lo/2 and
-    η*_lo(1 − 10⁻³): φ(η) < φ(0), each from an exact re-evaluation after the exact step."""
-    from .storage import pair_queries
-
-    ap = arb_params(params, cfg)
-    fq, rq = pair_queries(template, A, B, cfg.vocab)
-
-    def evaluate():
-        v = c4a_values(ap, cfg, fq, rq, etas)
-        ip, eta_star = v["ip"], v["eta_star"]
-        positive = _sign(ip, ">")
-        if positive is not True:
-            return ("refuted" if positive is False else "undecided"), None, {"ip": float(ip.mid())}
-        star = lower(eta_star)
-        w = c4a_values(ap, cfg, fq, rq, (star / 2, star * (1 - 1e-3)))
-        conds, rows = [positive], []
-        for s in v["steps"]:
-            lo_ok, hi_ok = _sign(s["R"], ">="), _sign(s["quad"] - s["R"], ">=")
-            conds += [lo_ok, hi_ok]
-            rows.append({"eta": s["eta"], "R": float(s["R"].mid()), "quad": float(s["quad"].mid())})
-        for s in w["steps"]:
-            conds.append(_sign(s["phi"] - w["phi0"], "<"))
-            rows.append({"eta": s["eta"], "decrease": float((s["phi"] - w["phi0"]).mid())})
-        return (
-            _all(conds),
-            star,
-            {
-                "ip": float(ip.mid()),
-                "ip_lower": lower(ip),
-                "spread": float(v["spread"].mid()),
-                "eta_star": float(eta_star.mid()),
-                "steps": rows,
-                "n_heads": cfg.n_heads,
-                "pos": cfg.pos,
-            },
-        )
-
-    return decide("C4a", "⟨G_r, G_f⟩ > 0, η* > 0, 0 ≤ R(η) ≤ η² spread(a)²/8, decrease below η*", evaluate, max_bits)
+def ratio(true_error: float, tolerance: float) -> float:
+    """(certified true error)/(derived tolerance), 0/0 = 0."""
+    return true_error / tolerance if tolerance > 0 else (0.0 if true_error == 0 else math.inf)
 
 
 # ---------------------------------------------------------------------------------------------
-# the draws: exactly those of the float64 runners for the same seed
+# a declared claim in ball arithmetic (mdm_props.claim.Certified)
+
+
+def certifiable() -> tuple[str, ...]:
+    """The ids of the claims that declare a certified path (``SPEC.certified`` of their module)."""
+    return tuple(c.id for c in _specs())
+
+
+def _specs() -> list:
+    """Every declared :class:`~mdm_props.claim.Spec` with a certified path, in registry order."""
+    import importlib
+
+    from . import registry
+
+    out = []
+    for c in registry.CLAIMS:
+        for spec in getattr(importlib.import_module(c.module), "SPECS", ()):
+            if spec.id == c.id and spec.certified is not None and spec not in out:
+                out.append(spec)
+    return out
+
+
+def spec_of(claim: str):
+    """The certified :class:`~mdm_props.claim.Spec` of ``claim`` (ValueError naming the certifiable ids)."""
+    for spec in _specs():
+        if spec.id == claim:
+            return spec
+    raise ValueError(f"claim must be one of {', '.join(certifiable())}; got {claim!r}")
+
+
+def _decisions(proofs, values: dict) -> list:
+    out = []
+    for p in proofs:
+        v = values.get(p.quantity)
+        balls = v if isinstance(v, list) else [v]
+        out += [None if b is None else _sign(b, p.relation) for b in balls]
+    return out
+
+
+def _bound(x, refuted: bool) -> float | None:
+    if x is None:
+        return None
+    balls = x if isinstance(x, list) else [x]
+    return max(upper(b) for b in balls) if refuted else min(lower(b) for b in balls)
+
+
+def certify(spec, draw, max_bits: int = PRECISIONS[-1]) -> Certificate:
+    """The claim's certified statement on one :class:`~mdm_props.claim.Draw`: its declared exact values
+    (``spec.certified.values``) on the draw's parameters as exact balls, proved when every declared
+    :class:`~mdm_props.claim.Proof` holds on every point of its ball, refuted when one certainly fails, the
+    precision raised along :data:`PRECISIONS` until decided. The value: a certified lower bound of the
+    declared quantity (an upper bound when refuted)."""
+    path = spec.certified
+    if path is None:
+        raise ValueError(f"{spec.id} declares no certified path")
+    ap = arb_params(draw.params, draw.cfg)
+
+    def evaluate():
+        v = path.values(ap, draw)
+        status = _all(_decisions(path.proofs, v))
+        details = path.details(v, draw) if path.details is not None else {}
+        return status, _bound(v.get(path.value), status == "refuted"), details
+
+    return decide(spec.id, path.statement, evaluate, max_bits)
 
 
 def claim_draws(claim: str, draws: int, seed: int) -> list:
-    """[(case, η or None)]: the draws ``run_c1b_per_draw`` / ``run_c3_per_draw`` / ``run_c4a_per_draw`` make
-    for ``seed`` (the per-draw reference runners; ``verify`` batches and splits draws over encodings)."""
-    from .search import per_draw_cases
-    from .strategies import N_HEADS, sample_case
+    """[(case, η or None)]: the draws the claim's per-draw runner makes for ``seed``
+    (:func:`mdm_props.claim.per_draw_cases`; ``verify`` batches and splits draws over encodings)."""
+    from .claim import per_draw_cases
+    from .validation import require_int, require_seed
 
-    if claim not in CERTIFIABLE:
-        raise ValueError(f"claim must be one of {', '.join(CERTIFIABLE)}; got {claim!r}")
-    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
-        raise ValueError(f"draws must be an integer >= 1; got {draws!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
-    if claim == "C1b":
-        return list(per_draw_cases(draws, seed, step=True, n_heads=N_HEADS))
-    rng = random.Random(seed)
-    return [(sample_case(rng, n_heads=N_HEADS), None) for _ in range(draws)]
+    spec = spec_of(claim)
+    return per_draw_cases(spec, require_int("draws", draws, 1), require_seed("seed", seed))
 
 
 def certify_case(claim: str, case, eta=None, max_bits: int = PRECISIONS[-1]) -> Certificate:
-    """Certify ``claim`` on one :class:`~mdm_props.strategies.Case` (η: the C1b step)."""
-    args = (case.params("cpu"), case.cfg, case.template, case.A, case.B)
-    if claim == "C3":
-        return certify_c3(*args, max_bits=max_bits)
-    if claim == "C1b":
-        return certify_c1b(*args, eta, max_bits=max_bits)
-    if claim == "C4a":
-        return certify_c4a(*args, max_bits=max_bits)
-    raise ValueError(f"claim must be one of {', '.join(CERTIFIABLE)}; got {claim!r}")
+    """Certify ``claim`` on one :class:`~mdm_props.strategies.Case` (η: the step, for a claim that takes one)."""
+    from .claim import Draw
+
+    return certify(spec_of(claim), Draw.from_case(case, "cpu", eta), max_bits)
 
 
 # ---------------------------------------------------------------------------------------------
 # soundness of the float64 bounds: certified distance of each float64 result to the exact value
 
-
 KIT_BOUNDS = ("attn", "context", "logits", "logprobs", "loss", "storage_gradient")
-CLAIM_BOUNDS = (
-    "C1b identity",
-    "C3 identity",
-    "C3 lower bound",
-    "C3 positivity",
-    "C4a lower",
-    "C4a upper",
-    "C4a decrease",
-)
-BOUND_SOURCES = {
-    "attn": "forward_error_bounds['attn'] (query row)",
-    "context": "forward_error_bounds['context'] (query row)",
-    "logits": "forward_error_bounds['logits'] (query slot)",
-    "logprobs": "forward_error_bounds['logprobs'] (query slot)",
-    "loss": "query_loss_error_bound",
-    "storage_gradient": "storage_gradient_error_bound",
-    "C1b identity": "c1b_tolerance (check_c1b identity)",
-    "C3 identity": "c3_tolerances[0] (check_c3 identity)",
-    "C3 lower bound": "c3_tolerances[1] (check_c3 lower bound)",
-    "C3 positivity": "2·storage_inner_product_error (check_c3 > 0)",
-    "C4a lower": "c4a_tolerances[0] (0 ≤ R(η))",
-    "C4a upper": "c4a_tolerances[1] (R(η) ≤ η² spread²/8)",
-    "C4a decrease": "c4a_tolerances[1] (decrease at η*/2, η*(1 − 1e-3))",
-}
 
 
 def kit_ratios(params: dict, cfg, query, ap: dict | None = None) -> dict:
@@ -761,73 +653,37 @@ def _ratio(true_error: float, tolerance: float) -> float:
     return true_error / tolerance if tolerance > 0 else (0.0 if true_error == 0 else math.inf)
 
 
-def claim_ratios(params: dict, cfg, template, A: int, B: int, eta: float, ap: dict | None = None) -> dict:
-    """(true error)/(tolerance) for the claim tolerances of C1b, C3 and C4a on one H-orth draw, from
-    the project's own float64 checkers. Each tolerance is derived as a sum of bounds on its parts
-    (the observed value's rounding, the formula's rounding, H-orth's defect); the true error is the
-    sum of the certified parts: |observed − exact| + |exact − closed form| + |formula − exact closed
-    form| (identities, lower-bound sides), and for C4a |R̂ − R_D| (+ the spread's excess for the upper
-    side), R_D the exact remainder of the step actually taken, D = (W − Ŵ')/η."""
-    from .claims.c1_reusable_evidence import check_c1b
-    from .claims.c3_aligned_storage import check_c3
-    from .claims.c4_reverse_loss_decrease import check_c4a
-    from .storage import pair_queries, storage_gradient
-    from .storage import storage_step as float_step
+def claim_bounds() -> tuple[str, ...]:
+    """The claim tolerances the soundness table measures: "<id> <check key>" for every check key a
+    certified path's ``soundness`` reports."""
+    return tuple(f"{s.id} {k}" for s in _specs() if s.certified.soundness is not None for k in s.certified.sources)
 
-    ap = arb_params(params, cfg) if ap is None else ap
-    fq, rq = pair_queries(template, A, B, cfg.vocab)
-    c1b = check_c1b(params, cfg, template, A, B, eta)[0]
-    c3 = check_c3(params, cfg, template, A, B)
-    c4 = check_c4a(params, cfg, template, A, B)
-    G_hat, _ = storage_gradient(params, cfg, fq)
-    W = params["W_OV"][0]
-    out: dict = {}
+
+def bound_sources() -> dict:
+    """{bound: what it measures}: the kit's bounds and each claim's declared ``sources``."""
+    out = {
+        "attn": "forward_error_bounds['attn'] (query row)",
+        "context": "forward_error_bounds['context'] (query row)",
+        "logits": "forward_error_bounds['logits'] (query slot)",
+        "logprobs": "forward_error_bounds['logprobs'] (query slot)",
+        "loss": "query_loss_error_bound",
+        "storage_gradient": "storage_gradient_error_bound",
+    }
+    for s in _specs():
+        out.update({f"{s.id} {k}": v for k, v in s.certified.sources.items()})
+    return out
+
+
+def claim_ratios(draw, ap: dict | None = None) -> dict:
+    """(true error)/(tolerance) for the tolerances of every certified claim on one H-orth draw (with its step
+    η), each from the claim's declared ``soundness`` (the sum of the certified parts that its derivation
+    bounds), keyed "<id> <check key>"."""
+    ap = arb_params(draw.params, draw.cfg) if ap is None else ap
+    out = {}
     with precision(SOUNDNESS_BITS):
-        (k,) = c1b.details["index"]
-        v = c1b_values(ap, cfg, fq, B, eta)
-        out["C1b identity"] = _ratio(
-            error_upper(c1b.observed, v["delta"][k])
-            + upper(abs(v["delta"][k] - v["formula"][k]))
-            + error_upper(c1b.reference, v["formula"][k]),
-            c1b.tolerance,
-        )
-        v = c3_values(ap, cfg, fq, rq)
-        e_ip, defect = error_upper(c3[0].observed, v["ip"]), upper(abs(v["ip"] - v["F"]))
-        out["C3 identity"] = _ratio(e_ip + defect + error_upper(c3[0].reference, v["F"]), c3[0].tolerance)
-        out["C3 lower bound"] = _ratio(e_ip + defect + error_upper(c3[1].reference, v["LB"]), c3[1].tolerance)
-        out["C3 positivity"] = _ratio(e_ip, c3[2].tolerance)
-        r = v["r"]
-        phi0 = -r.logp[A]
-        ratios = {"C4a lower": 0.0, "C4a upper": 0.0, "C4a decrease": 0.0}
-        for res in c4:
-            eta_k = res.details["eta"]
-            e = arb(eta_k)
-            W1 = float_step(params, G_hat, eta_k)["W_OV"][0]
-            D = [
-                [[(w - w1) / e for w, w1 in zip(a, b, strict=False)] for a, b in zip(Wh, W1h, strict=False)]
-                for Wh, W1h in zip(to_arb(W), to_arb(W1), strict=False)
-            ]
-            gD = sum((_dot(r.g, _matvec(Dh, ch)) for Dh, ch in zip(D, r.context, strict=False)), arb(0))  # ⟨G_r, D⟩
-            phi1 = -evaluate_query(ap, cfg, rq, W_OV=to_arb(W1)).logp[A]
-            DC = [arb(0)] * cfg.d_model
-            for Dh, ch in zip(D, r.context, strict=False):
-                DC = [x + y for x, y in zip(DC, _matvec(Dh, ch), strict=False)]
-            a_D = [-_dot(u, DC) for u in ap["U"]]
-            hi, lo = a_D[0], a_D[0]
-            for x in a_D[1:]:
-                hi, lo = hi.max(x), lo.min(x)
-            s_hat = arb(res.details["spread"])
-            excess = max(0.0, upper(e * e * ((hi - lo) ** 2 - s_hat * s_hat) / 8))
-            if res.relation == ">=":  # R ≥ 0
-                key, true = "C4a lower", error_upper(res.observed, phi1 - phi0 + e * gD)
-            elif "R(η) ≤" in res.quantity:
-                key, true = "C4a upper", error_upper(res.observed, phi1 - phi0 + e * gD) + excess
-            else:  # φ(η) − φ(0) ≤ −η ip + quad
-                ip_hat = arb(res.details["inner_product"])
-                key = "C4a decrease"
-                true = error_upper(res.observed, phi1 - phi0) + upper(abs(e * ip_hat - e * gD)) + excess
-            ratios[key] = max(ratios[key], _ratio(true, res.tolerance))
-        out.update(ratios)
+        for s in _specs():
+            if s.certified.soundness is not None:
+                out.update({f"{s.id} {k}": v for k, v in s.certified.soundness(draw, ap).items()})
     return out
 
 
@@ -860,6 +716,7 @@ def soundness_draws(draws: int, seed: int) -> list:
 def soundness_ratios(case, eta=None) -> dict:
     """Every applicable ratio on one draw: the kit on its forward and reverse queries (worst of the
     two), and with ``eta`` (a claim draw) the claim tolerances."""
+    from .claim import Draw
     from .storage import pair_queries
 
     params, cfg = case.params("cpu"), case.cfg
@@ -869,7 +726,7 @@ def soundness_ratios(case, eta=None) -> dict:
         for k, v in kit_ratios(params, cfg, q, ap).items():
             out[k] = max(out.get(k, 0.0), v)
     if eta is not None:
-        out.update(claim_ratios(params, cfg, case.template, case.A, case.B, eta, ap))
+        out.update(claim_ratios(Draw.from_case(case, "cpu", eta), ap))
     return out
 
 
@@ -877,9 +734,10 @@ def soundness_table(draws: int, seed: int = 0) -> list[dict]:
     """Per bound: the draws it was measured on and the largest (true error)/(derived bound), with the
     worst draw's index. ≤ 1 everywhere means sound; the safety factor 2 of the bounds means a ratio
     above 1/2 would say the factor, not the first-order derivation, is doing the work."""
+    sources = bound_sources()
     rows = {
-        k: {"bound": k, "source": BOUND_SOURCES[k], "draws": 0, "max_ratio": 0.0, "worst_draw": None}
-        for k in KIT_BOUNDS + CLAIM_BOUNDS
+        k: {"bound": k, "source": sources[k], "draws": 0, "max_ratio": 0.0, "worst_draw": None}
+        for k in KIT_BOUNDS + claim_bounds()
     }
     for n, (case, eta) in enumerate(soundness_draws(draws, seed)):
         for k, v in soundness_ratios(case, eta).items():
@@ -897,295 +755,7 @@ def format_soundness_table(rows: list[dict]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# certified negative controls: the counterexamples the searches find, re-checked exactly
-
-
-def certify_alignment(params: dict, cfg, fq, rq, claim: str = "C3", max_bits: int = PRECISIONS[-1]) -> Certificate:
-    """⟨G_f, G_r⟩ > 0 for any two queries (e.g. the ARM's, whose targets differ)."""
-    ap = arb_params(params, cfg)
-
-    def evaluate():
-        f, r = evaluate_query(ap, cfg, fq), evaluate_query(ap, cfg, rq)
-        ip = storage_inner_product(f, r)
-        status = _all([_sign(ip, ">")])
-        return (
-            status,
-            (upper(ip) if status == "refuted" else lower(ip)),
-            {"ip": float(ip.mid()), "first_factor": float(_dot(f.resid, r.resid).mid())},
-        )
-
-    return decide(claim, "⟨G_f, G_r⟩ > 0", evaluate, max_bits)
-
-
-def certify_c1a_forced(params: dict, cfg, template, A: int, B: int, max_bits: int = PRECISIONS[-1]) -> Certificate:
-    """C1a's consequence: the reverse logits with the forward query's token-aligned attention imposed equal
-    z_f. Balls cannot prove an equality: ``refuted`` when some entry certainly differs (the value is
-    the largest certified |difference|), ``undecided`` otherwise (the exact H-rel identity)."""
-    from .storage import aligned_positions, pair_queries
-
-    ap = arb_params(params, cfg)
-    fq, rq = pair_queries(template, A, B, cfg.vocab)
-    align = aligned_positions(fq.tokens, rq.tokens)
-
-    def evaluate():
-        f = evaluate_query(ap, cfg, fq)
-        x = inputs(ap, cfg, rq.tokens)
-        h = list(x[rq.slot])
-        for Wh, a in zip(ap["W_OV"], f.attn, strict=False):
-            c = [arb(0)] * cfg.d_model
-            for j, src in enumerate(align):
-                c = _axpy(c, a[src], x[j])
-            h = [u + v for u, v in zip(h, _matvec(Wh, c), strict=False)]
-        diff = [zv - fv for zv, fv in zip(_matvec(ap["U"], h), f.logits, strict=False)]
-        off = [lower(abs(v)) for v in diff if abs(v) > 0]
-        return (
-            ("refuted" if off else "undecided"),
-            (max(off) if off else None),
-            {"max_diff": max(float(abs(v).mid()) for v in diff)},
-        )
-
-    return decide("C1a", "reverse logits with α^r forced to α^f (token-aligned) = z_f", evaluate, max_bits)
-
-
-def certify_c1c(params: dict, cfg, template, A: int, B: int, eta: float, max_bits: int = PRECISIONS[-1]) -> Certificate:
-    """C1c on one draw: after the exact step every reverse margin grows, Δ(z_r(A) − z_r(v)) = η(a_A − a_v) > 0."""
-    from .storage import pair_queries
-
-    ap = arb_params(params, cfg)
-    fq, rq = pair_queries(template, A, B, cfg.vocab)
-
-    def evaluate():
-        f, r = evaluate_query(ap, cfg, fq), evaluate_query(ap, cfg, rq)
-        a, e = logit_direction(ap, cfg, f, r), arb(float(eta))
-        dm = {v: e * (a[A] - a[v]) for v in range(cfg.vocab) if v != A}
-        worst = min(dm, key=lambda v: float(dm[v].mid()))
-        return _all(_sign(x, ">") for x in dm.values()), float(dm[worst].mid()), {"v": worst, "eta": eta}
-
-    return decide("C1c", "Δ(z_r(A) − z_r(v)) > 0 for every v ≠ A", evaluate, max_bits)
-
-
-def certify_storage_decrease(
-    params: dict, cfg, fq, rq, eta: float, claim: str = "C4a", max_bits: int = PRECISIONS[-1]
-) -> Certificate:
-    """One exact storage step W_OV − η G_f (G_f of ``fq``) does not raise the loss of ``rq``."""
-    ap = arb_params(params, cfg)
-
-    def evaluate():
-        f, r = evaluate_query(ap, cfg, fq), evaluate_query(ap, cfg, rq)
-        r1 = evaluate_query(ap, cfg, rq, W_OV=storage_step(ap, f.gradient(), eta))
-        delta = r.logp[rq.target] - r1.logp[rq.target]  # φ(η) − φ(0)
-        return (
-            {True: "proved", False: "refuted"}.get(_sign(delta, "<="), "undecided"),
-            float(delta.mid()),
-            {"eta": eta, "loss_change": float(delta.mid())},
-        )
-
-    return decide(claim, "φ(η) ≤ φ(0) after the exact storage step", evaluate, max_bits)
-
-
-def certify_full_step(
-    params: dict, cfg, fq, rq, eta: float, claim: str = "C4c", max_bits: int = PRECISIONS[-1]
-) -> Certificate:
-    """A full-parameter step θ − η ĝ_f (ĝ_f: autograd's float64 gradient of the loss of ``fq``, a concrete
-    direction; the moved parameters rounded to float64 as the search took them) does not raise the
-    exact loss of ``rq``."""
-    from .claims.c4_reverse_loss_decrease import full_gradient
-
-    g = full_gradient(params, cfg, fq)
-    moved = {k: params[k] - eta * g[k] for k in params}
-    ap0, ap1 = arb_params(params, cfg), arb_params(moved, cfg)
-
-    def evaluate():
-        l0 = -evaluate_query(ap0, cfg, rq).logp[rq.target]
-        l1 = -evaluate_query(ap1, cfg, rq).logp[rq.target]
-        delta = l1 - l0
-        return (
-            {True: "proved", False: "refuted"}.get(_sign(delta, "<="), "undecided"),
-            float(delta.mid()),
-            {"eta": eta, "loss_change": float(delta.mid())},
-        )
-
-    return decide(claim, "L_r(θ − η ĝ_f) ≤ L_r(θ)", evaluate, max_bits)
-
-
-def certify_value_alignment(
-    params: dict, cfg, fq, rq, claim: str = "C3v", max_bits: int = PRECISIONS[-1]
-) -> Certificate:
-    """⟨G^V_f, G^V_r⟩ > 0 for the factored value path (G^V = ∂L/∂W_V = W_Oᵀ g cᵀ per head, exactly:
-    :func:`parameter_gradient`); the value is a certified upper bound when refuted, else a lower bound."""
-    if cfg.merged_ov:
-        raise ValueError("cfg.merged_ov must be False: G^V is the gradient of the factored W_V")
-    ap = arb_params(params, cfg)
-
-    def evaluate():
-        f, r = evaluate_query(ap, cfg, fq), evaluate_query(ap, cfg, rq)
-        ip = gradient_inner(parameter_gradient(ap, cfg, f), parameter_gradient(ap, cfg, r), ("W_V",))
-        status = _all([_sign(ip, ">")])
-        return (
-            status,
-            (upper(ip) if status == "refuted" else lower(ip)),
-            {"ip": float(ip.mid()), "ip_merged": float(storage_inner_product(f, r).mid()), "d_head": cfg.d_head},
-        )
-
-    return decide(claim, "⟨G^V_f, G^V_r⟩ > 0 (factored value path)", evaluate, max_bits)
-
-
-def certify_full_alignment(
-    params: dict, cfg, fq, rq, claim: str = "C4c", max_bits: int = PRECISIONS[-1]
-) -> Certificate:
-    """⟨g_r, g_f⟩ > 0 for the full gradients over every parameter (exact gradients of both losses,
-    :func:`parameter_gradient`); the value is a certified upper bound when refuted, else a lower bound."""
-    ap = arb_params(params, cfg)
-
-    def evaluate():
-        g_f = parameter_gradient(ap, cfg, evaluate_query(ap, cfg, fq))
-        g_r = parameter_gradient(ap, cfg, evaluate_query(ap, cfg, rq))
-        ip = gradient_inner(g_r, g_f)
-        status = _all([_sign(ip, ">")])
-        per = {n: float(gradient_inner(g_r, g_f, (n,)).mid()) for n in g_f}
-        return status, (upper(ip) if status == "refuted" else lower(ip)), {"ip": float(ip.mid()), "per_parameter": per}
-
-    return decide(claim, "⟨g_r, g_f⟩ > 0 (full gradient)", evaluate, max_bits)
-
-
-def certify_linear_term(params: dict, cfg, fq, rq, claim: str = "C4b", max_bits: int = PRECISIONS[-1]) -> Certificate:
-    """C4b with g_f in place of g_r in the linear term: R̃(η) = L_r(θ − η g_f) − L_r(θ) + η⟨g_f, g_f⟩ has
-    R̃'(0) = ⟨g_f, g_f⟩ − ⟨g_r, g_f⟩ exactly (φ'(0) = −⟨g_r, g_f⟩), so R̃ = O(η²) only if that coefficient is 0.
-    ``refuted`` when the ball of ⟨g_f, g_f − g_r⟩ excludes 0 (the value: a certified lower bound of its
-    modulus): the remainder is then exactly first order."""
-    ap = arb_params(params, cfg)
-
-    def evaluate():
-        g_f = parameter_gradient(ap, cfg, evaluate_query(ap, cfg, fq))
-        g_r = parameter_gradient(ap, cfg, evaluate_query(ap, cfg, rq))
-        c1 = gradient_inner(g_f, g_f) - gradient_inner(g_r, g_f)
-        nonzero = c1 > 0 or c1 < 0
-        return (
-            ("refuted" if nonzero else "undecided"),
-            (lower(abs(c1)) if nonzero else None),
-            {"first_order_coefficient": float(c1.mid()), "ip": float(gradient_inner(g_r, g_f).mid())},
-        )
-
-    return decide(claim, "R̃(η) = O(η²) with g_f in the linear term, i.e. ⟨g_f, g_f − g_r⟩ = 0", evaluate, max_bits)
-
-
-def certify_route_gradient(params: dict, cfg, template, A: int, B: int, max_bits: int = PRECISIONS[-1]) -> Certificate:
-    """⟨∇S_f, ∇S_r⟩ > 0 over (W_Q, W_K) of head 0 for the model's scaled mask-to-B scores (C2b's inner
-    product): forward s_ab = q_aᵀ R_{b−a} k_b/√d_k, reverse s_ba = q_bᵀ R_{a−b} k_a/√d_k with the mask's query
-    and B's key, ∇_{W_Q} s_ij = (R_{j−i} k_j) x_iᵀ/√d_k, ∇_{W_K} s_ij = (R_{i−j} q_i) x_jᵀ/√d_k, exactly."""
-    from .facts import forward_query, reverse_query
-
-    if cfg.pos != "rope":
-        raise ValueError(f"cfg.pos must be 'rope' (C2b concerns RoPE scores); got {cfg.pos!r}")
-    ap = arb_params(params, cfg)
-    a, b = template.a, template.b
-
-    def evaluate():
-        inv = arb(cfg.d_head).rsqrt()
-        grads = []
-        for query, i, j in (
-            (forward_query(template, A, B, cfg.vocab), a, b),
-            (reverse_query(template, A, B, cfg.vocab), b, a),
-        ):
-            x = inputs(ap, cfg, [int(t) for t in query.tokens])
-            q, k = _matvec(ap["W_Q"][0], x[i]), _matvec(ap["W_K"][0], x[j])
-            gq = _outer([inv * v for v in _rotate(k, j - i, cfg.rope_base)], x[i])
-            gk = _outer([inv * v for v in _rotate(q, i - j, cfg.rope_base)], x[j])
-            grads.append({"W_Q": gq, "W_K": gk})
-        ip = gradient_inner(grads[0], grads[1])
-        status = _all([_sign(ip, ">")])
-        return status, (upper(ip) if status == "refuted" else lower(ip)), {"ip": float(ip.mid()), "d_k": cfg.d_head}
-
-    return decide("C2b", "⟨∇S_f, ∇S_r⟩ > 0 (route gradients of the mask-to-B scores)", evaluate, max_bits)
-
-
-def certify_score_correlation(d_k: int, base: float, delta: int, max_bits: int = PRECISIONS[-1]) -> Certificate:
-    """C2a's closed form Corr(S_f, S_r) = tr(R_g)/d_k = (2/d_k) Σ_l cos(2Δ θ_l), θ_l = base^(−2l/d_k), is
-    > 0: enclosed exactly (the identity Corr = tr(R_g)/d_k itself is the proof on the claim page)."""
-    require_flint()
-
-    def evaluate():
-        rho = 2 * sum(((2 * delta) * arb(base) ** (arb(-2 * l) / d_k)).cos() for l in range(d_k // 2)) / d_k
-        status = _all([_sign(rho, ">")])
-        return status, (upper(rho) if status == "refuted" else lower(rho)), {"formula": float(rho.mid())}
-
-    return decide("C2a", f"tr(R_g)/d_k > 0 (d_k = {d_k}, base {base:g}, Δ = {delta})", evaluate, max_bits)
-
-
-def certify_anisotropic_correlation(
-    d_k: int, base: float, delta: int, row_scales, max_bits: int = PRECISIONS[-1]
-) -> Certificate:
-    """C2a without H-iso: W_Q's rows scaled by D = diag(row_scales), W_Q = D G, G and W_K iid N(0, σ²). Then
-    E[S_f S_r] = E[qᵀR_Δ kkᵀ R_Δ q] = σ²‖x_B‖² E[qᵀR_{2Δ}q] = σ⁴‖x_B‖²‖x_M‖² tr(D²R_g) and
-    Var S_f = Var S_r = σ⁴‖x_B‖²‖x_M‖² tr(D²) (means 0), so Corr(S_f, S_r) = tr(D²R_g)/tr(D²) exactly, with
-    tr(D²R_g) = Σ_l (s_2l² + s_2l+1²) cos(g θ_l) (interleaved pairs). ``refuted`` when that ball and C2a's
-    tr(R_g)/d_k certainly differ (the value: a certified lower bound of |difference|)."""
-    require_flint()
-    if len(row_scales) != d_k:
-        raise ValueError(f"row_scales must have d_k = {d_k} entries; got {len(row_scales)}")
-
-    def evaluate():
-        cos = [((2 * delta) * arb(base) ** (arb(-2 * l) / d_k)).cos() for l in range(d_k // 2)]
-        sq = [arb(float(v)) ** 2 for v in row_scales]
-        rho_D = sum((c * (sq[2 * l] + sq[2 * l + 1]) for l, c in enumerate(cos)), arb(0)) / sum(sq, arb(0))
-        rho = 2 * sum(cos, arb(0)) / d_k
-        diff = rho_D - rho
-        differs = diff > 0 or diff < 0
-        return (
-            ("refuted" if differs else "undecided"),
-            (lower(abs(diff)) if differs else None),
-            {"anisotropic": float(rho_D.mid()), "formula": float(rho.mid())},
-        )
-
-    return decide("C2a", "Corr(S_f, S_r) = tr(R_g)/d_k (row-scaled W_Q)", evaluate, max_bits)
-
-
-def certify_training_rise(example: dict, max_bits: int = PRECISIONS[-1]) -> Certificate:
-    """C2c's per-seed statement, "forward-only training raises the reverse attention to B": the mean over the
-    facts of the reverse query's attention from slot b to B (slot a), head 0, after training exceeds the mean
-    before, evaluated exactly on the float64 parameters before and after the training run that the record
-    names (re-trained from its seed and settings: the run is deterministic on the CPU)."""
-    from .claims.c2_correlated_routes import forward_training_run
-    from .facts import reverse_query
-
-    settings = {k: example[k] for k in ("pos", "d_head", "absolute_kind") if k in example}
-    if "seed" not in example:
-        raise ValueError("example is missing the key 'seed' of the C2c control's record")
-    run = forward_training_run(example["seed"], **settings)
-    cfg, template, pairs = run["cfg"], run["template"], run["pairs"]
-    queries = [reverse_query(template, A, B, cfg.vocab) for A, B in pairs]
-    before, after = arb_params(run["before"], cfg), arb_params(run["after"], cfg)
-
-    def mean_attention(ap):
-        total = sum((evaluate_query(ap, cfg, q).attn[0][template.a] for q in queries), arb(0))
-        return total / len(queries)
-
-    def evaluate():
-        rise = mean_attention(after) - mean_attention(before)
-        status = _all([_sign(rise, ">")])
-        return status, (upper(rise) if status == "refuted" else lower(rise)), {"rise": float(rise.mid()), **settings}
-
-    return decide("C2c", "mean reverse attention to B after training > before", evaluate, max_bits)
-
-
-CERTIFIED_CONTROLS = (
-    "C1a~absolute",
-    "C1b~non-orth",
-    "C1c~non-orth",
-    "C2a~d_k=2",
-    "C2a~anisotropic",
-    "C2b~d_k=2",
-    "C2c~absolute",
-    "C2c~d_k=2",
-    "C3~arm",
-    "C3~non-orth",
-    "C3~absolute",
-    "C3v~gaussian-W_O",
-    "C4a~arm",
-    "C4b~wrong-gradient",
-    "C4c~arm",
-)
-ARM_CONTROLS = ("C3~arm", "C4a~arm", "C4c~arm")
+# certified negative controls: each control carries its own certification (NegativeControl.certify)
 
 
 def case_from_example(example: dict):
@@ -1196,106 +766,64 @@ def case_from_example(example: dict):
     return case_from_description(example)
 
 
-def certify_counterexample(control_id: str, example: dict, max_bits: int = PRECISIONS[-1]) -> Certificate:
-    """Re-check a negative control's counterexample (``Counterexample.example``) in ball arithmetic;
-    ``refuted`` certifies the violation for that draw (parameters re-drawn from the recorded seed, and
-    re-descended when the search moved them: the descent is deterministic on the CPU)."""
+def example_draw(example: dict, queries) -> tuple:
+    """(params, cfg, template, A, B, fq, rq) of a recorded counterexample: the case redrawn from its seed,
+    ``queries(template, A, B, vocab)`` the control's pair (the MDM's or the ARM's), and the parameters
+    re-descended when the search moved them (the descent is deterministic on the CPU)."""
     from .search import descend_alignment
-    from .storage import arm_queries, pair_queries
 
-    if control_id not in CERTIFIED_CONTROLS:
-        raise ValueError(f"control_id must be one of {', '.join(CERTIFIED_CONTROLS)}; got {control_id!r}")
-    if control_id == "C2a~d_k=2":
-        missing = [k for k in ("d_k", "base", "delta") if k not in example]
-        if missing:
-            raise ValueError(f"example is missing the key {missing[0]!r} of the C2a control's record")
-        return certify_score_correlation(example["d_k"], example["base"], example["delta"], max_bits)
-    if control_id == "C2a~anisotropic":
-        missing = [k for k in ("d_k", "base", "delta", "row_scales") if k not in example]
-        if missing:
-            raise ValueError(f"example is missing the key {missing[0]!r} of the C2a control's record")
-        return certify_anisotropic_correlation(
-            example["d_k"], example["base"], example["delta"], example["row_scales"], max_bits
-        )
-    if control_id == "C2b~d_k=2":
-        return _certify_c2b_example(example, max_bits)
-    if control_id in ("C2c~absolute", "C2c~d_k=2"):
-        return certify_training_rise(example, max_bits)
     case = case_from_example(example)
     cfg, t, A, B = case.cfg, case.template, case.A, case.B
     params = case.params("cpu")
-    fq, rq = (arm_queries if control_id in ARM_CONTROLS else pair_queries)(t, A, B, cfg.vocab)
+    fq, rq = queries(t, A, B, cfg.vocab)
     if example.get("stage") == "after descent":
         params = descend_alignment(params, cfg, fq, rq, tuple(example["moved"]))
-    if control_id == "C1a~absolute":
-        return certify_c1a_forced(params, cfg, t, A, B, max_bits)
-    if control_id == "C1b~non-orth":
-        return certify_c1b(params, cfg, t, A, B, example["eta"], max_bits)
-    if control_id == "C1c~non-orth":
-        return certify_c1c(params, cfg, t, A, B, example["eta"], max_bits)
-    if control_id == "C3~arm":
-        return certify_alignment(params, cfg, fq, rq, "C3", max_bits)
-    if control_id in ("C3~non-orth", "C3~absolute"):
-        return certify_c3(params, cfg, t, A, B, max_bits)
-    if control_id == "C3v~gaussian-W_O":
-        return certify_value_alignment(params, cfg, fq, rq, "C3v", max_bits)
-    if control_id == "C4a~arm":
-        return certify_storage_decrease(params, cfg, fq, rq, example["eta"], "C4a", max_bits)
-    if control_id == "C4b~wrong-gradient":
-        return certify_linear_term(params, cfg, fq, rq, "C4b", max_bits)
-    # C4c~arm: the claim's statement ⟨g_r, g_f⟩ > 0 refuted exactly; the search's evidence (the exact loss
-    # rises along the float64 step θ − η ĝ_f) certified beside it
-    cert = certify_full_alignment(params, cfg, fq, rq, "C4c", max_bits)
-    step = certify_full_step(params, cfg, fq, rq, example["eta"], "C4c", max_bits)
-    return dataclasses.replace(cert, details={**cert.details, "full_step": step.to_dict()})
+    return params, cfg, t, A, B, fq, rq
 
 
-def _certify_c2b_example(example: dict, max_bits: int) -> Certificate:
-    """The C2b control's draw (a one-layer RoPE model with d_head = 2, rebuilt from its record)."""
-    from .facts import Template
-    from .model import ModelConfig
-    from .params import init_params
-
-    try:
-        cfg = ModelConfig(vocab=example["vocab"], d_model=example["d_model"], d_head=2, rope_base=example["base"])
-        length, a, b, fillers = example["template"]
-        template, A, B, seed = Template(length, a, b, tuple(fillers)), example["A"], example["B"], example["seed"]
-    except KeyError as exc:
-        raise ValueError(f"example is missing the key {exc.args[0]!r} of the C2b control's record") from None
-    return certify_route_gradient(init_params(cfg, seed), cfg, template, A, B, max_bits)
+def require_keys(example: dict, keys, what: str) -> None:
+    """ValueError naming the first of ``keys`` missing from a control's record ``example``."""
+    missing = [k for k in keys if k not in example]
+    if missing:
+        raise ValueError(f"example is missing the key {missing[0]!r} of the {what} control's record")
 
 
 def negative_controls() -> dict:
-    """{id: NegativeControl} for the controls whose counterexamples are certified."""
-    from .claims import (
-        c1_reusable_evidence,
-        c2_correlated_routes,
-        c3_aligned_storage,
-        c3v_separate_value_path,
-        c4_reverse_loss_decrease,
-    )
+    """{id: NegativeControl} for every registered control that carries its own certification."""
+    import importlib
 
-    modules = (
-        c1_reusable_evidence,
-        c2_correlated_routes,
-        c3_aligned_storage,
-        c3v_separate_value_path,
-        c4_reverse_loss_decrease,
-    )
-    return {n.id: n for m in modules for n in m.NEGATIVE_CONTROLS if n.id in CERTIFIED_CONTROLS}
+    from . import registry
+
+    modules = dict.fromkeys(c.module for c in registry.CLAIMS)
+    return {
+        n.id: n
+        for m in modules
+        for n in getattr(importlib.import_module(m), "NEGATIVE_CONTROLS", ())
+        if n.certify is not None
+    }
 
 
-def certify_controls(seed: int = 0, max_bits: int = PRECISIONS[-1], ids=CERTIFIED_CONTROLS) -> list[dict]:
-    """Run each negative control's seeded search and certify the counterexample it returns."""
+def certify_counterexample(control_id: str, example: dict, max_bits: int = PRECISIONS[-1]) -> Certificate:
+    """Re-check a negative control's counterexample (``Counterexample.example``) in ball arithmetic with the
+    control's own certification; ``refuted`` certifies the violation for that draw."""
+    controls = negative_controls()
+    if control_id not in controls:
+        raise ValueError(f"control_id must be one of {', '.join(controls)}; got {control_id!r}")
+    return controls[control_id].certify(example, max_bits)
+
+
+def certify_controls(seed: int = 0, max_bits: int = PRECISIONS[-1], ids=None) -> list[dict]:
+    """Run each negative control's seeded search and certify the counterexample it returns (``ids``
+    default: every control that carries a certification)."""
     controls = negative_controls()
     rows = []
-    for cid in ids:
+    for cid in controls if ids is None else ids:
         n = controls[cid]
         start = time.perf_counter()
         cx = n.run(n.default_draws, seed, "cpu")
         row = {"id": cid, "found": cx.found, "searched": cx.searched}
         if cx.found:
-            cert = certify_counterexample(cid, cx.example, max_bits)
+            cert = n.certify(cx.example, max_bits)
             row.update(
                 status=cert.status, bits=cert.bits, value=cert.value, statement=cert.statement, details=cert.details
             )
@@ -1314,8 +842,8 @@ def add_certify_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``mdm-props certify``."""
     parser.add_argument(
         "target",
-        choices=CERTIFIABLE + ("controls", "soundness"),
-        help="C1b, C3, C4a: certify the claim on the float64 runner's draws; controls: certify the "
+        choices=certifiable() + ("controls", "soundness"),
+        help=f"{', '.join(certifiable())}: certify the claim on the float64 runner's draws; controls: certify the "
         "negative controls' counterexamples; soundness: the (true error)/(bound) table",
     )
     parser.add_argument("--seed", type=_nonneg_int, default=0, help="master seed (default 0): the runner's draws")

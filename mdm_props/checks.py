@@ -247,7 +247,9 @@ def summarize(results: list[CheckResult]) -> dict:
 @dataclass(frozen=True)
 class NegativeControl:
     """A registered negative control: ``run(draws, seed, device) -> Counterexample`` searches for a
-    violation of ``claim`` with hypothesis ``dropped`` removed (it must find one)."""
+    violation of ``claim`` with hypothesis ``dropped`` removed (it must find one); ``certify(example,
+    max_bits) -> Certificate`` (optional) re-checks the counterexample it records in ball arithmetic
+    (:mod:`mdm_props.certified`): ``refuted`` certifies the violation."""
 
     id: str  # "<claim>~<what changed>", e.g. "C3~absolute"
     claim: str
@@ -255,6 +257,7 @@ class NegativeControl:
     description: str
     run: object  # callable (draws: int, seed: int, device: str) -> Counterexample
     default_draws: int = 200
+    certify: object = None  # callable (example: dict, max_bits: int) -> certified.Certificate, or None
 
 
 _LISTENERS: list = []

@@ -269,3 +269,162 @@ def mean_query_loss(params: dict, cfg: ModelConfig, queries: list[Query]) -> tor
     tokens, slots, targets = stack_queries(queries, params["E"].device)
     logp = batched_query_logprobs(params, cfg, tokens, slots)
     return -logp[torch.arange(len(targets), device=logp.device), targets].mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# multi-token entities (THEORY §2c)
+#
+# A fact "A r B" with A = (a_1, …, a_k), B = (b_1, …, b_k) and relation r = (r_1, …, r_m): T = 2k + m
+# tokens, A in slots 0 … k − 1, r in k … k + m − 1, B in k + m … 2k + m − 1 (0-based). For k = 1 this is
+# the single-token fact of ``Template(m + 2, 0, m + 1, r)`` (:meth:`EntityTemplate.template`).
+
+
+def rev(tokens) -> tuple[int, ...]:
+    """rev(X): the token tuple read backwards."""
+    return tuple(reversed(tuple(tokens)))
+
+
+@dataclass(frozen=True)
+class EntityTemplate:
+    """A fact "A r B" with entities of ``k`` tokens and the relation ``relation`` (m tokens): T = 2k + m.
+
+    The relation need not read the same backwards (C9 needs it to: :attr:`palindromic`; a
+    non-palindromic one is its negative control)."""
+
+    k: int = 1
+    relation: tuple[int, ...] = (0,)
+
+    def __post_init__(self):
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise ValueError(f"k (tokens per entity) must be an integer >= 1; got {self.k!r}")
+        if not isinstance(self.relation, tuple) or not self.relation:
+            raise ValueError(f"relation must be a non-empty tuple of token ids; got {self.relation!r}")
+
+    @property
+    def m(self) -> int:
+        """The relation's length."""
+        return len(self.relation)
+
+    @property
+    def length(self) -> int:
+        """T = 2k + m."""
+        return 2 * self.k + self.m
+
+    @property
+    def palindromic(self) -> bool:
+        """r reads the same backwards (always true for m = 1)."""
+        return self.relation == rev(self.relation)
+
+    @property
+    def a_slots(self) -> range:
+        """A's slots 0 … k − 1."""
+        return range(self.k)
+
+    @property
+    def b_slots(self) -> range:
+        """B's slots k + m … 2k + m − 1."""
+        return range(self.k + self.m, self.length)
+
+    def template(self) -> Template:
+        """The single-token template of a k = 1 fact: ``Template(m + 2, 0, m + 1, r)``."""
+        if self.k != 1:
+            raise ValueError(f"template() needs k = 1 (a single-token fact); got k={self.k}")
+        return Template(self.m + 2, 0, self.m + 1, self.relation)
+
+    def check_tokens(self, vocab: int, A, B) -> None:
+        """A and B are k-tuples of real tokens (0 … V − 1), A ≠ B, no entity token equal to a relation
+        token, and the relation tokens real."""
+        for i, t in enumerate(self.relation):
+            if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab:
+                raise ValueError(
+                    f"relation[{i}] must be a real token id in [0, {vocab - 1}] (the mask id {vocab} is not "
+                    f"allowed); got {t!r}"
+                )
+        for name, X in (("A", A), ("B", B)):
+            if not isinstance(X, tuple) or len(X) != self.k:
+                raise ValueError(f"{name} must be a tuple of k = {self.k} token ids; got {X!r}")
+            for i, t in enumerate(X):
+                if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab:
+                    raise ValueError(
+                        f"{name}[{i}] must be a real token id in [0, {vocab - 1}] (the mask id {vocab} is not "
+                        f"allowed); got {t!r}"
+                    )
+                if t in self.relation:
+                    raise ValueError(f"{name}[{i}]={t} must differ from the relation tokens {self.relation}")
+        if A == B:
+            raise ValueError(f"A and B must be distinct entities; got A = B = {A}")
+
+    def sequence(self, first, second) -> list[int]:
+        """``first`` (k tokens), the relation, ``second`` (k tokens)."""
+        return [*first, *self.relation, *second]
+
+
+def entity_forward_queries(template: EntityTemplate, A, B, vocab: int) -> tuple[Query, ...]:
+    """The forward configuration ``[M]^k r B``: query j (1-based) predicts a_j at slot j − 1."""
+    template.check_tokens(vocab, A, B)
+    tokens = tuple(template.sequence((vocab,) * template.k, B))
+    return tuple(Query(tokens, j - 1, A[j - 1], vocab) for j in range(1, template.k + 1))
+
+
+def entity_reverse_queries(template: EntityTemplate, A, B, vocab: int) -> tuple[Query, ...]:
+    """The reverse query ``B r [M]^k``: query j (1-based) predicts a_j at slot k + m + j − 1."""
+    template.check_tokens(vocab, A, B)
+    k, m = template.k, template.m
+    tokens = tuple(template.sequence(B, (vocab,) * k))
+    return tuple(Query(tokens, k + m + j - 1, A[j - 1], vocab) for j in range(1, k + 1))
+
+
+def reversed_forward_queries(template: EntityTemplate, A, B, vocab: int) -> tuple[Query, ...]:
+    """The order-reversed forward configuration ``[M]^k r rev(B)`` (the forward configuration of the fact
+    rev(A) r rev(B)), listed by A's token: query j (1-based) predicts a_j at slot k − j."""
+    return tuple(reversed(entity_forward_queries(template, rev(A), rev(B), vocab)))
+
+
+def arm_entity_forward_queries(template: EntityTemplate, A, B, vocab: int) -> tuple[Query, ...]:
+    """ARM forward (teacher-forced "A r B"): query j predicts b_j at slot k + m + j − 1 from the query
+    position k + m + j − 2 (a causal model reads only the prefix, so the whole sequence is passed)."""
+    template.check_tokens(vocab, A, B)
+    k, m = template.k, template.m
+    tokens = tuple(template.sequence(A, B))
+    return tuple(Query(tokens, k + m + j - 2, B[j - 1], vocab) for j in range(1, k + 1))
+
+
+def arm_entity_reverse_queries(template: EntityTemplate, A, B, vocab: int) -> tuple[Query, ...]:
+    """ARM reverse (teacher-forced "B r A"): query j predicts a_j from the prefix (B, r, a_<j), at the
+    query position k + m + j − 2."""
+    template.check_tokens(vocab, A, B)
+    k, m = template.k, template.m
+    tokens = tuple(template.sequence(B, A))
+    return tuple(Query(tokens, k + m + j - 2, A[j - 1], vocab) for j in range(1, k + 1))
+
+
+def configuration_logprobs(params: dict, cfg: ModelConfig, queries) -> torch.Tensor:
+    """log p (n, V) at the slots of ``queries`` that read one common sequence (one configuration):
+    a single forward pass."""
+    check_params(params, cfg)
+    queries = tuple(queries)
+    if not queries or len({q.tokens for q in queries}) != 1:
+        raise ValueError("queries must be a non-empty sequence of queries that share one token sequence")
+    for q in queries:
+        check_query(q, cfg)
+    out = forward(params, cfg, queries[0].tensor(params["E"].device))
+    slots = torch.tensor([q.slot for q in queries], dtype=torch.long, device=out.logits.device)
+    return torch.log_softmax(out.logits[slots], dim=-1)
+
+
+def configuration_loss(params: dict, cfg: ModelConfig, queries) -> torch.Tensor:
+    """Σ_j −log p(target_j) over the queries of one configuration (the masked loss of its k tokens)."""
+    queries = tuple(queries)
+    logp = configuration_logprobs(params, cfg, queries)
+    targets = torch.tensor([q.target for q in queries], dtype=torch.long, device=logp.device)
+    return -logp.gather(-1, targets[:, None]).sum()
+
+
+def entity_forward_loss(params: dict, cfg: ModelConfig, template: EntityTemplate, A, B) -> torch.Tensor:
+    """L_f = Σ_j −log p(a_j | [M]^k r B; slot j − 1)."""
+    return configuration_loss(params, cfg, entity_forward_queries(template, A, B, cfg.vocab))
+
+
+def entity_reverse_loss(params: dict, cfg: ModelConfig, template: EntityTemplate, A, B) -> torch.Tensor:
+    """L_r = Σ_j −log p(a_j | B r [M]^k; slot k + m + j − 1)."""
+    return configuration_loss(params, cfg, entity_reverse_queries(template, A, B, cfg.vocab))

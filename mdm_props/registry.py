@@ -1,12 +1,15 @@
-"""The claim registry: every claim of THEORY.md with its kind, hypotheses and statement, and where
-each of its pieces lives, one hop each: its checker, runner and bounds (dotted names
-``"mdm_props.claims.<module>:<name>"``), its test file, its doc page; its negative controls are the
-``NEGATIVE_CONTROLS`` of its module.
+"""The claim registry: the generic machinery that collects every claim of THEORY.md.
+
+Each claim module ``mdm_props/claims/c<N>_*.py`` declares its rows as ``CLAIMS = (Claim(...), ...)``: kind,
+hypotheses, statement and where each piece lives, one hop each: its checker, runner and bounds (dotted
+names ``"mdm_props.claims.<module>:<name>"``), its test file, its doc page; its negative controls are the
+``NEGATIVE_CONTROLS`` of its module. :func:`collect` gathers the rows (``registry.CLAIMS``); nothing here
+names a claim. A family is the id up to its first non-digit after ``C`` (:func:`family_of`).
 
 :func:`audit` (run by ``tests/test_registry.py``) imports every name the registry gives and fails when
 a claim lacks a checker, runner or bound that resolves, a test marked ``claim(id)`` in its test file,
-a meta-test marked ``meta(id)``, a doc page that names it, or (where required) a negative control both
-registered and tested; or when a marker names an unknown id.
+a meta-test marked ``meta(id)`` in that same test file, a doc page that names it, or (where required) a
+negative control both registered and tested; or when a marker names an unknown id.
 """
 
 from __future__ import annotations
@@ -77,7 +80,8 @@ class Claim:
 
     @property
     def family(self) -> str:
-        return self.id[:2]
+        """The family id (:func:`family_of`): C1 for C1a, C10 for C10 (never C1)."""
+        return family_of(self.id)
 
     @property
     def module(self) -> str:
@@ -92,396 +96,78 @@ class Claim:
         return [n for n in importlib.import_module(self.module).NEGATIVE_CONTROLS if n.claim == self.id]
 
 
-_C0, _C1, _C2 = "claims/C0-oracles.md", "claims/C1-reusable-evidence.md", "claims/C2-correlated-routes.md"
-_C3, _C4 = "claims/C3-aligned-storage-gradient.md", "claims/C4-reverse-loss-decrease.md"
-_C3V = "claims/C3v-separate-value-path.md"
-C0_, C1_, C2_ = (
-    "mdm_props.claims.c0_oracles:",
-    "mdm_props.claims.c1_reusable_evidence:",
-    "mdm_props.claims.c2_correlated_routes:",
-)
-C3_, C3V_ = "mdm_props.claims.c3_aligned_storage:", "mdm_props.claims.c3v_separate_value_path:"
-C4_ = "mdm_props.claims.c4_reverse_loss_decrease:"
-_C5, C5_ = "claims/C5-reflected-route.md", "mdm_props.claims.c5_reflected_route:"
-R_ = "mdm_props.rounding:"
-_C6, _C7 = "claims/C6-small-branch-alignment.md", "claims/C7-alignment-at-init.md"
-_C8 = "claims/C8-layer-step-decrease.md"
-C68_ = "mdm_props.claims.c6_c8_deep_storage:"
+def _natural(module_name: str) -> tuple:
+    """Sort key of a claim module ``c<number><rest>``: by the number, so that c10 follows c9."""
+    head = module_name.lstrip("c")
+    digits = head[: len(head) - len(head.lstrip("0123456789"))]
+    return (int(digits) if digits else -1, module_name)
 
-CLAIMS: tuple[Claim, ...] = (
-    Claim(
-        id="C0.1",
-        title="RoPE relativity and rotation facts",
-        kind="identity",
-        hypotheses=(),
-        statement="R_δ is orthogonal, R_δᵀ = R_{−δ}, R_a R_b = R_{a+b}, (R_m q)ᵀ(R_n k) = qᵀ R_{n−m} k, to float64 "
-        "rounding.",
-        doc=_C0,
-        checker=C0_ + "rope_checks",
-        runner=C0_ + "run_c01",
-        bounds=(
-            C0_ + "rope_orthogonality_bound",
-            C0_ + "rope_transpose_bound",
-            C0_ + "rope_composition_bound",
-            C0_ + "rope_relativity_bound",
-        ),
-        tests="tests/test_c0_rope.py",
-        needs_negative_control=False,
-        default_draws=50,
-    ),
-    Claim(
-        id="C0.2",
-        title="float64 model against an mpmath oracle",
-        kind="identity",
-        hypotheses=(),
-        statement="Scores, attention, logits and loss agree with a ≥ 50-digit mpmath evaluation within the derived "
-        "dot-product rounding bound.",
-        doc=_C0,
-        checker=C0_ + "oracle_checks",
-        runner=C0_ + "run_c02",
-        bounds=(R_ + "forward_error_bounds",),
-        tests="tests/test_c0_oracle.py",
-        needs_negative_control=False,
-        default_draws=5,
-    ),
-    Claim(
-        id="C0.3",
-        title="autograd against closed-form gradients",
-        kind="identity",
-        hypotheses=(),
-        statement="∂L/∂W_OV = Uᵀ(p − y)cᵀ; ∂s/∂W_Q = R k xᵀ/√d_k, ∂s/∂W_K = Rᵀ q xᵀ/√d_k.",
-        doc=_C0,
-        checker=C0_ + "gradient_checks",
-        runner=C0_ + "run_c03",
-        bounds=(R_ + "storage_gradient_error_bound", R_ + "score_gradient_error_bound"),
-        tests="tests/test_c0_gradients.py",
-        needs_negative_control=False,
-        default_draws=20,
-    ),
-    Claim(
-        id="C0.4",
-        title="masked-diffusion objective",
-        kind="identity",
-        hypotheses=(),
-        statement="The 1/t-weighted masked loss has expectation Σ_S Σ_{i∈S} −log p(x_i | x_S masked)/(|S| C(L,|S|)); "
-        "the Monte Carlo estimator has the matching distribution (false-alarm probability 1e-6).",
-        doc=_C0,
-        checker=C0_ + "objective_checks",
-        runner=C0_ + "run_c04",
-        bounds=(C0_ + "mdm_objective_error_bound",),
-        tests="tests/test_c0_objective.py",
-        needs_negative_control=False,
-        default_draws=3,
-        false_alarm=STATED_FALSE_ALARM,
-    ),
-    Claim(
-        id="C0.5",
-        title="CPU against CUDA",
-        kind="identity",
-        hypotheses=(),
-        statement="The float64 model on CUDA agrees with the CPU within the derived float64 bound.",
-        doc=_C0,
-        checker=C0_ + "device_checks",
-        runner=C0_ + "run_c05",
-        bounds=(R_ + "forward_error_bounds",),
-        tests="tests/test_c0_devices.py",
-        needs_negative_control=False,
-        default_draws=5,
-    ),
-    Claim(
-        id="C1a",
-        title="position-free storage",
-        kind="per-draw",
-        hypotheses=("H-rel",),
-        statement="z_f = U(x_M + W_OV c_f), z_r = U(x_M + W_OV c_r): each token's value contribution is the same in "
-        "both configurations; with token-aligned attention forced equal, forward and reverse logits are "
-        "identical.",
-        doc=_C1,
-        checker=C1_ + "check_c1a",
-        runner=C1_ + "run_c1a",
-        bounds=(C1_ + "value_path_error",),
-        tests="tests/test_c1.py",
-        needs_negative_control=True,
-        default_draws=50,
-    ),
-    Claim(
-        id="C1b",
-        title="evidence strengthening",
-        kind="per-draw",
-        hypotheses=("H-rel", "H-orth"),
-        statement="One storage step W_OV ← W_OV − η ∂L_f/∂W_OV changes ε(A←B) = u_Aᵀ W_OV x_B by exactly "
-        "η (1 − p_f(A)) α^f(B) > 0.",
-        doc=_C1,
-        checker=C1_ + "check_c1b",
-        runner=C1_ + "run_c1b",
-        bounds=(C1_ + "c1b_tolerance",),
-        tests="tests/test_c1.py",
-        needs_negative_control=True,
-        default_draws=50,
-    ),
-    Claim(
-        id="C1c",
-        title="reuse by the reverse query",
-        kind="per-draw",
-        hypotheses=("H-rel", "H-orth"),
-        statement="The same step changes the reverse logits by exactly η (y − p_f)(c_fᵀ c_r); the reverse margin "
-        "z_r(A) − z_r(v) grows by η (1 − p_f(A) + p_f(v)) c_fᵀ c_r > 0 for every v ≠ A.",
-        doc=_C1,
-        checker=C1_ + "check_c1c",
-        runner=C1_ + "run_c1c",
-        bounds=(C1_ + "c1c_tolerances",),
-        tests="tests/test_c1.py",
-        needs_negative_control=True,
-        default_draws=50,
-    ),
-    Claim(
-        id="C2a",
-        title="forward/reverse score correlation at initialisation",
-        kind="distributional",
-        hypotheses=("H-iso",),
-        statement="Corr(S_f, S_r) = tr(R_g)/d_k = (2/d_k) Σ_l cos(g θ_l), g = 2Δ; as d_k → ∞, ∫₀¹ cos(g base^(−u)) du.",
-        doc=_C2,
-        checker=C2_ + "check_score_correlation",
-        runner=C2_ + "run_c2a",
-        bounds=(C2_ + "score_correlation_halfwidth", C2_ + "correlation_formula_error", C2_ + "riemann_limit_bounds"),
-        tests="tests/test_c2.py",
-        needs_negative_control=True,
-        default_draws=2000,
-        false_alarm=STATED_FALSE_ALARM,
-    ),
-    Claim(
-        id="C2b",
-        title="route-gradient identity",
-        kind="identity",
-        hypotheses=(),
-        statement="⟨∇S_f, ∇S_r⟩ over (W_Q, W_K) = Σ_l cos(g θ_l)(‖x_M‖² ‖k_l‖² + ‖x_B‖² ‖q_l‖²) for the unscaled "
-        "scores.",
-        doc=_C2,
-        checker=C2_ + "check_route_gradient",
-        runner=C2_ + "run_c2b",
-        bounds=(C2_ + "route_formula_error",),
-        tests="tests/test_c2.py",
-        needs_negative_control=True,
-        default_draws=50,
-    ),
-    Claim(
-        id="C2c",
-        title="forward training raises reverse attention",
-        kind="typical",
-        hypotheses=("H-rel", "H-bi"),
-        statement="After forward-only training the reverse attention to B rises with the forward attention to B, "
-        "and the across-pair correlation of S_f and S_r rises; reported as a rate with a Clopper–Pearson "
-        "interval.",
-        doc=_C2,
-        checker=C2_ + "check_rate",
-        runner=C2_ + "run_c2c",
-        bounds=("mdm_props.statistics:clopper_pearson",),
-        tests="tests/test_c2.py",
-        needs_negative_control=True,
-        default_draws=30,
-        false_alarm=STATED_FALSE_ALARM,
-    ),
-    Claim(
-        id="C3",
-        title="positively aligned shared-storage gradient",
-        kind="per-draw",
-        hypotheses=("H-rel", "H-orth", "H-bi"),
-        statement="⟨G_f, G_r⟩ = [(1 − p_f(A))(1 − p_r(A)) + Σ_{v≠A} p_f(v) p_r(v)] Σ_t α^f(t) α^r(t) "
-        "≥ (1 − p_f(A))(1 − p_r(A)) Σ_t α^f(t) α^r(t) > 0; multi-head: a sum of such terms.",
-        doc=_C3,
-        checker=C3_ + "check_c3",
-        runner=C3_ + "run_c3",
-        bounds=(C3_ + "c3_tolerances",),
-        tests="tests/test_c3.py",
-        needs_negative_control=True,
-        default_draws=50,
-    ),
-    Claim(
-        id="C3v",
-        title="C3 for a separate value path W_O W_V",
-        kind="per-draw",
-        hypotheses=("H-rel", "H-orth", "H-bi", "H-Oorth"),
-        statement="With W_OV = W_O W_V and W_O square orthogonal, ⟨∂L_f/∂W_V, ∂L_r/∂W_V⟩ equals C3's product "
-        "[(1 − p_f(A))(1 − p_r(A)) + Σ_{v≠A} p_f(v) p_r(v)] Σ_t α^f(t) α^r(t) > 0.",
-        doc=_C3V,
-        checker=C3V_ + "check_c3v",
-        runner=C3V_ + "run_c3v",
-        bounds=(C3V_ + "value_gradient_error_bound",),
-        tests="tests/test_c3v.py",
-        needs_negative_control=True,
-        default_draws=30,
-    ),
-    Claim(
-        id="C4a",
-        title="storage step decreases the reverse loss, with explicit remainder",
-        kind="per-draw",
-        hypotheses=("H-rel", "H-orth", "H-bi"),
-        statement="φ(η) = L_r(W_OV − η G_f) satisfies 0 ≤ φ(η) − φ(0) + η⟨G_r, G_f⟩ ≤ η² spread(a)²/8; the "
-        "reverse loss strictly decreases for 0 < η < η* = 8⟨G_r, G_f⟩/spread(a)².",
-        doc=_C4,
-        checker=C4_ + "check_c4a",
-        runner=C4_ + "run_c4a",
-        bounds=(C4_ + "c4a_tolerances", C4_ + "logit_direction_error"),
-        tests="tests/test_c4.py",
-        needs_negative_control=True,
-        default_draws=50,
-    ),
-    Claim(
-        id="C4b",
-        title="full-parameter Taylor test",
-        kind="per-draw",
-        hypotheses=(),
-        statement="R(η) = L_r(θ − η g_f) − L_r(θ) + η⟨g_r, g_f⟩ = O(η²): observed order ≈ 2 over η = 2^−k until "
-        "the float64 floor, and R(η)/η² → ½ g_fᵀ H_r g_f.",
-        doc=_C4,
-        checker=C4_ + "check_c4b",
-        runner=C4_ + "run_c4b",
-        bounds=(
-            "mdm_props.taylor:taylor_floor",
-            "mdm_props.taylor:taylor_relative_band",
-            "mdm_props.taylor:taylor_order_band",
-        ),
-        tests="tests/test_c4.py",
-        needs_negative_control=True,
-        default_draws=10,
-    ),
-    Claim(
-        id="C4c",
-        title="full-gradient alignment is typical",
-        kind="typical",
-        hypotheses=("H-rel", "H-bi"),
-        statement="⟨g_r, g_f⟩ > 0 for the full gradient is common but not guaranteed; reported as a rate with a "
-        "Clopper–Pearson interval per positional encoding.",
-        doc=_C4,
-        checker=C4_ + "check_c4c",
-        runner=C4_ + "run_c4c",
-        bounds=("mdm_props.statistics:clopper_pearson",),
-        tests="tests/test_c4.py",
-        needs_negative_control=True,
-        default_draws=200,
-        false_alarm=STATED_FALSE_ALARM,
-    ),
-    # depth (THEORY §2b)
-    Claim(
-        id="C5",
-        title="the reverse query is the forward query at a reflected route (any depth)",
-        kind="identity",
-        hypotheses=("H-rel", "H-bi", "H-mirror"),
-        statement="log p_r(·|θ) = log p_f(·|Φθ) and ∇L_r(θ) = Φ∇L_f(Φθ) for the deep block (norms, SwiGLU, GQA, "
-        "biases, either RoPE pairing), Φ the route reflection (J on W_Q, W_K and q/k biases for RoPE; "
-        "b(δ) ↔ b(−δ) for T5; id for ALiBi and NoPE).",
-        doc=_C5,
-        checker=C5_ + "check_c5",
-        runner=C5_ + "run_c5",
-        bounds=("mdm_props.rounding_mode:with_error_bounds",),
-        tests="tests/test_c5.py",
-        needs_negative_control=True,
-        default_draws=3,
-    ),
-    Claim(
-        id="C5b",
-        title="Φ fixes the storage: the reverse query reads what the forward query writes",
-        kind="identity",
-        hypotheses=("H-rel", "H-bi", "H-mirror"),
-        statement="∇_S L_r(θ) = ∇_S L_f(Φθ) on every storage parameter S (embeddings, value path, MLP, norm gains, "
-        "head), at any depth.",
-        doc=_C5,
-        checker=C5_ + "check_c5",
-        runner=C5_ + "run_c5b",
-        bounds=("mdm_props.rounding_mode:with_error_bounds",),
-        tests="tests/test_c5.py",
-        needs_negative_control=True,
-        default_draws=2,
-    ),
-    Claim(
-        id="C6",
-        title="per-layer storage alignment in the small-branch limit",
-        kind="per-draw",
-        hypotheses=("H-rel", "H-bi"),
-        statement="⟨G_f^ℓ, G_r^ℓ⟩ = ‖JᵀUᵀ(p₀ − y)‖² Σ_h ⟨c_f^{ℓ,h}, c_r^{ℓ,h}⟩ + O(ε) for every layer ℓ of a deep "
-        "block with branch scale ε (remainder of observed order 1 over ε = 2^−k); below a computed ε₀ "
-        "the sign is positive where the leading term is.",
-        doc=_C6,
-        checker=C68_ + "check_c6",
-        runner=C68_ + "run_c6",
-        bounds=(C68_ + "c6_relative_band", C68_ + "c6_floor"),
-        tests="tests/test_c6_c8.py",
-        needs_negative_control=True,
-        default_draws=2,
-    ),
-    Claim(
-        id="C6a",
-        title="the ARM's rate of positive alignment in the small-branch limit is at most 10%",
-        kind="typical",
-        hypotheses=("H-rel", "H-orth"),
-        statement="For the ARM (causal, next-token targets B and A) at branch scale 2^−12 under H-orth (tied head, "
-        "no final norm), P(⟨G_f^ℓ, G_r^ℓ⟩ > 0) ≤ 10%: the upper Clopper–Pearson bound (false alarm 1e-6) "
-        "lies below 0.1; per-layer and per-norm rates reported.",
-        doc=_C6,
-        checker=C68_ + "check_c6a",
-        runner=C68_ + "run_c6a",
-        bounds=("mdm_props.statistics:clopper_pearson",),
-        tests="tests/test_c6_c8.py",
-        needs_negative_control=True,
-        default_draws=500,
-        false_alarm=STATED_FALSE_ALARM,
-    ),
-    Claim(
-        id="C7",
-        title="per-layer alignment at standard initialisation: MDM against ARM",
-        kind="typical",
-        hypotheses=("H-rel", "H-bi"),
-        statement="At branch scale 1 with Gaussian embeddings (depth 1–4, plain and preset blocks) the "
-        "Clopper–Pearson lower bound of P(cos(G_f^ℓ, G_r^ℓ) > 0) for the MDM exceeds the ARM's upper "
-        "bound (false alarm 1e-6); per-layer and per-encoding rates reported.",
-        doc=_C7,
-        checker=C68_ + "check_c7",
-        runner=C68_ + "run_c7",
-        bounds=("mdm_props.statistics:clopper_pearson", C68_ + "c7_alpha"),
-        tests="tests/test_c6_c8.py",
-        needs_negative_control=True,
-        default_draws=120,
-        false_alarm=STATED_FALSE_ALARM,
-    ),
-    Claim(
-        id="C8",
-        title="a forward storage step at any layer lowers the reverse loss to first order",
-        kind="per-draw",
-        hypotheses=("H-rel", "H-bi"),
-        statement="φ_ℓ(η) = L_r(θ − η e_ℓ G_f^ℓ) (only W_OV^ℓ moves): φ_ℓ(η) − φ_ℓ(0) + η⟨G_r^ℓ, G_f^ℓ⟩ = O(η²), "
-        "observed order 2; at the last layer without final norm or MLP, C4a's 0 ≤ R(η) ≤ η² spread(a)²/8.",
-        doc=_C8,
-        checker=C68_ + "check_c8",
-        runner=C68_ + "run_c8",
-        bounds=(C68_ + "c6_relative_band", "mdm_props.taylor:taylor_floor", C68_ + "c8_c4a_tolerances"),
-        tests="tests/test_c6_c8.py",
-        needs_negative_control=True,
-        default_draws=3,
-    ),
-)
 
-BY_ID = {c.id: c for c in CLAIMS}
+def collect() -> tuple[Claim, ...]:
+    """Every claim module's ``CLAIMS`` rows (``mdm_props/claims/c*.py``), modules in numeric order, rows in
+    the order each module declares them. A new claim adds its module; nothing here names it."""
+    import pkgutil
+
+    from . import claims as package
+
+    names = sorted((m.name for m in pkgutil.iter_modules(package.__path__) if m.name.startswith("c")), key=_natural)
+    rows: list[Claim] = []
+    for name in names:
+        rows += getattr(importlib.import_module(f"{package.__name__}.{name}"), "CLAIMS", ())
+    ids = [c.id for c in rows]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise ValueError(f"claim ids must be unique across the claim modules; repeated: {dup}")
+    return tuple(rows)
+
+
+_COLLECTED: dict = {}
+
+
+def __getattr__(name: str):
+    """``CLAIMS`` (every row, :func:`collect`) and ``BY_ID`` ({id: row}), collected on first use: the claim
+    modules import :class:`Claim` from here, so they cannot be imported while this module loads."""
+    if name in ("CLAIMS", "BY_ID"):
+        if not _COLLECTED:
+            rows = collect()
+            _COLLECTED.update(CLAIMS=rows, BY_ID={c.id: c for c in rows})
+        return _COLLECTED[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def get(claim_id: str) -> Claim:
+    by_id = __getattr__("BY_ID")
     try:
-        return BY_ID[claim_id]
+        return by_id[claim_id]
     except KeyError:
-        raise ValueError(f"unknown claim id {claim_id!r}; known: {', '.join(BY_ID)}") from None
+        raise ValueError(f"unknown claim id {claim_id!r}; known: {', '.join(by_id)}") from None
+
+
+def family_of(claim_id: str) -> str:
+    """A claim's family: its id up to the first non-digit after the leading ``C`` (C1a → C1, C0.3 → C0,
+    C10 → C10): a family id can never be the prefix of another family's id."""
+    if not isinstance(claim_id, str) or not claim_id.startswith("C"):
+        raise ValueError(f"claim_id must start with 'C'; got {claim_id!r}")
+    rest = claim_id[1:]
+    return "C" + rest[: len(rest) - len(rest.lstrip("0123456789"))]
 
 
 def select(ids) -> list[Claim]:
     """Claims by id; all when ``ids`` is None. An exact claim id wins (``"C3"`` is the claim C3 alone,
     C3v has its own id); an id no claim has selects its family (``"C1"``: C1a, C1b, C1c)."""
+    claims = __getattr__("CLAIMS")
     if ids is None:
-        return list(CLAIMS)
+        return list(claims)
     if isinstance(ids, str) or not ids:
         raise ValueError(f"ids must be a non-empty list of claim ids or families; got {ids!r}")
     chosen = []
     for i in ids:
-        group = [c for c in CLAIMS if c.id == i] or [c for c in CLAIMS if len(i) == 2 and c.family == i]
+        group = [c for c in claims if c.id == i] or [c for c in claims if c.family == i]
         if not group:
-            raise ValueError(f"unknown claim id {i!r}; known: {', '.join(BY_ID)} (or a family C0 … C8)")
+            families = sorted({c.family for c in claims}, key=lambda f: int(f[1:]))
+            raise ValueError(
+                f"unknown claim id {i!r}; known: {', '.join(c.id for c in claims)} (or a family {', '.join(families)})"
+            )
         chosen += [c for c in group if c not in chosen]
     return chosen
 
@@ -509,8 +195,9 @@ def marked_ids(tests_dir) -> dict[str, dict[str, list[str]]]:
     return found
 
 
-def audit(tests_dir, docs_dir=DOCS, claims=CLAIMS) -> list[str]:
-    """Completeness problems (empty when complete); see the module docstring."""
+def audit(tests_dir, docs_dir=DOCS, claims=None) -> list[str]:
+    """Completeness problems (empty when complete; ``claims`` default: every row); see the module docstring."""
+    claims = __getattr__("CLAIMS") if claims is None else claims
     problems = []
     marks = marked_ids(tests_dir)
     ids = {c.id for c in claims}
@@ -525,8 +212,11 @@ def audit(tests_dir, docs_dir=DOCS, claims=CLAIMS) -> list[str]:
             problems.append(f"{c.id}: no bound registered")
         if c.tests not in marks["claim"].get(c.id, []):
             problems.append(f"{c.id}: no test marked claim({c.id!r}) in its test file {c.tests}")
-        if c.id not in marks["meta"]:
-            problems.append(f"{c.id}: no meta-test marked meta({c.id!r}) (a test of its checker or bound on its own)")
+        if c.tests not in marks["meta"].get(c.id, []):
+            problems.append(
+                f"{c.id}: no meta-test marked meta({c.id!r}) in its test file {c.tests} "
+                "(a test of its checker or bound on its own)"
+            )
         page = Path(docs_dir) / c.doc
         if not page.is_file():
             problems.append(f"{c.id}: doc page docs/{c.doc} is missing")

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import product
 
 from hypothesis import strategies as st
 
-from .facts import Template
+from .facts import EntityTemplate, Template, rev
 from .model import POSITIONAL_ENCODINGS, RELATIVE_ENCODINGS, ModelConfig
 from .params import init_params
 
@@ -42,6 +43,8 @@ SCALES = (1.0, 0.5, 2.0, 4.0)  # init scale of the weight matrices
 ETAS = (1e-3, 1e-2, 0.1, 1.0)  # storage step sizes
 N_HEADS = (1, 2, 3)  # heads drawn by the storage claims' runners
 MAX_LENGTH = 5  # template length ∈ [3, MAX_LENGTH]
+ENTITY_K = (1, 4)  # tokens per entity of a k-token fact (THEORY §2c)
+RELATION_M = (1, 3)  # relation length m of a k-token fact
 # INDEX reduced modulo n is uniform on [0, n) for every n ≤ INDEX_UNIFORM (INDEX_MODULUS = lcm(1, …, 32)
 # is a multiple of each), within n/INDEX_MODULUS (< 1e-12 for n < 100) of uniform for larger n
 INDEX_UNIFORM = 32
@@ -229,3 +232,61 @@ def sample_case(
         b = rng.randint(a + 1, length - 1)
         template = Template(length, a, b, tuple(rng.choice(free) for _ in range(length - 2)))
     return Case(cfg, rng.randint(0, MAX_SEED), rng.choice(SCALES), orthonormal, template, A, B)
+
+
+# ---------------------------------------------------------------------------------------------
+# k-token facts (THEORY §2c): one chooser-driven builder for Hypothesis and for seeded samplers
+
+
+def entity_fact(
+    choose,
+    vocab: int,
+    *,
+    k=None,
+    m=None,
+    palindromic: bool = True,
+) -> tuple[EntityTemplate, tuple[int, ...], tuple[int, ...]]:
+    """A k-token fact (template, A, B) over ``vocab`` real tokens: ``choose(options)`` picks one of a
+    sequence (``random.Random.choice``; ``lambda o: pick(draw, o)`` under Hypothesis, where it shrinks to
+    the first option: k = 1, m = 1).
+
+    k ∈ ``k`` (default 1 … ENTITY_K[1]), m ∈ ``m`` (default 1 … RELATION_M[1]); a palindromic relation
+    (the first ⌈m/2⌉ tokens chosen, mirrored), or with ``palindromic=False`` one that does not read the
+    same backwards (m ≥ 2). The relation uses at most V − 2 distinct tokens, so at least two remain for
+    the entities; A and B are k-tuples of the remaining tokens (repeats allowed), A ≠ B. Five choices
+    whatever the sizes (each a whole tuple)."""
+    ks = tuple(range(ENTITY_K[0], ENTITY_K[1] + 1)) if k is None else tuple(k)
+    ms = tuple(range(RELATION_M[0], RELATION_M[1] + 1)) if m is None else tuple(m)
+    if not palindromic:
+        ms = tuple(x for x in ms if x >= 2)
+    if not ks or not ms or min(ks) < 1 or min(ms) < 1:
+        raise ValueError(f"k and m must offer sizes >= 1 (m >= 2 for a non-palindromic relation); got k={ks}, m={ms}")
+    least = 3 if palindromic else 4  # two entity tokens and one relation token (two if not palindromic)
+    if isinstance(vocab, bool) or not isinstance(vocab, int) or vocab < least:
+        raise ValueError(
+            f"vocab must be an integer >= {least} (two entity tokens and the relation's "
+            f"{'one' if palindromic else 'two'} distinct tokens); got {vocab!r}"
+        )
+    size, length = choose(ks), choose(ms)
+    if palindromic:
+        half = product(range(vocab), repeat=(length + 1) // 2)
+        options = [h + rev(h[: length // 2]) for h in half]
+    else:
+        options = [r for r in product(range(vocab), repeat=length) if r != rev(r)]
+    relation = choose(tuple(r for r in options if len(set(r)) <= vocab - 2))
+    free = [t for t in range(vocab) if t not in relation]
+    entities = tuple(product(free, repeat=size))
+    A = choose(entities)
+    B = choose(tuple(e for e in entities if e != A))
+    return EntityTemplate(size, relation), A, B
+
+
+@st.composite
+def entity_facts(draw, vocab: int, **kwargs) -> tuple[EntityTemplate, tuple[int, ...], tuple[int, ...]]:
+    """:func:`entity_fact` under Hypothesis (a fixed schema: five :func:`pick` choices)."""
+    return entity_fact(lambda options: pick(draw, options), vocab, **kwargs)
+
+
+def sample_entity_fact(rng, vocab: int, **kwargs) -> tuple[EntityTemplate, tuple[int, ...], tuple[int, ...]]:
+    """:func:`entity_fact` driven by a ``random.Random`` (runners, negative controls, experiments)."""
+    return entity_fact(rng.choice, vocab, **kwargs)

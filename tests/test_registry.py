@@ -22,28 +22,28 @@ def test_every_claim_is_complete():
 def test_audit_reports_a_claim_without_tests_docs_or_runner(tmp_path):
     ghost = dataclasses.replace(
         registry.get("C3"),
-        id="C9",
-        doc="claims/C9-missing.md",
-        runner="mdm_props.claims.c3_aligned_storage:run_c9",
+        id="Cghost",
+        doc="claims/Cghost-missing.md",
+        runner="mdm_props.claims.c3_aligned_storage:run_cghost",
         checker="mdm_props.claims.c3:check_c3",
         bounds=(),
     )
     problems = registry.audit(TESTS, claims=registry.CLAIMS + (ghost,))
-    assert any("C9: runner 'mdm_props.claims.c3_aligned_storage:run_c9' does not resolve" in p for p in problems)
-    assert any("C9: checker 'mdm_props.claims.c3:check_c3' does not resolve" in p for p in problems)
-    assert any("C9: no bound registered" in p for p in problems)
-    assert any("C9: no meta-test marked meta" in p for p in problems)
-    assert any("C9: no test marked claim" in p for p in problems)
-    assert any("C9: doc page docs/claims/C9-missing.md is missing" in p for p in problems)
-    assert any("C9: no test marked negative_control" in p for p in problems)
+    assert any("Cghost: runner 'mdm_props.claims.c3_aligned_storage:run_cghost' does not resolve" in p for p in problems)
+    assert any("Cghost: checker 'mdm_props.claims.c3:check_c3' does not resolve" in p for p in problems)
+    assert any("Cghost: no bound registered" in p for p in problems)
+    assert any("Cghost: no meta-test marked meta" in p for p in problems)
+    assert any("Cghost: no test marked claim" in p for p in problems)
+    assert any("Cghost: doc page docs/claims/Cghost-missing.md is missing" in p for p in problems)
+    assert any("Cghost: no test marked negative_control" in p for p in problems)
 
 
 def test_audit_reports_a_marker_naming_an_unknown_claim(tmp_path):
     tests = tmp_path / "tests"
     tests.mkdir()
-    (tests / "test_fake.py").write_text('import pytest\n@pytest.mark.claim("C99")\ndef test_x():\n    assert True\n')
+    (tests / "test_fake.py").write_text('import pytest\n@pytest.mark.claim("Cnowhere")\ndef test_x():\n    assert True\n')
     problems = registry.audit(tests, claims=())
-    assert problems == ["marker claim('C99') in tests/test_fake.py names an unknown claim"]
+    assert problems == ["marker claim('Cnowhere') in tests/test_fake.py names an unknown claim"]
 
 
 def test_every_claim_states_a_known_kind_and_the_c1_to_c4_claims_need_negative_controls():
@@ -51,7 +51,7 @@ def test_every_claim_states_a_known_kind_and_the_c1_to_c4_claims_need_negative_c
     assert all(c.needs_negative_control for c in registry.CLAIMS if not c.id.startswith("C0"))
 
 
-@pytest.mark.parametrize("bad", ["C9", "X", ""])
+@pytest.mark.parametrize("bad", ["Cghost", "X", ""])
 def test_unknown_claim_ids_are_refused(bad):
     with pytest.raises(ValueError, match="unknown claim id"):
         registry.select([bad]) if bad else registry.get(bad)
@@ -103,3 +103,20 @@ def test_every_dotted_name_in_the_docs_resolves():
         except (ImportError, AttributeError):
             bad.append(f"{page}: {name}")
     assert not bad, "\n".join(bad)
+
+
+def test_a_family_is_never_the_prefix_of_another_familys_id():
+    """C10 is its own family: selecting C1 can never take it (a family is the id up to its first non-digit)."""
+    c10 = dataclasses.replace(registry.get("C1a"), id="C10")
+    assert c10.family == "C10" and registry.get("C1a").family == "C1"
+    assert [registry.family_of(i) for i in ("C0.3", "C1b", "C3v", "C10", "C12a")] == ["C0", "C1", "C3", "C10", "C12"]
+    with pytest.raises(ValueError, match="claim_id must start with 'C'"):
+        registry.family_of("x1")
+
+
+def test_the_rows_are_collected_from_the_claim_modules():
+    """Every row comes from its claim module's ``CLAIMS`` (registry.py names no claim), in numeric module order."""
+    for c in registry.CLAIMS:
+        assert c in importlib.import_module(c.module).CLAIMS
+    families = [int(c.family[1:]) for c in registry.CLAIMS]
+    assert families == sorted(families)

@@ -48,6 +48,7 @@ from ..facts import (
 from ..gradients import score_gradient_closed_form, storage_gradient_closed_form
 from ..model import ATTENTIONS, POSITIONAL_ENCODINGS, ModelConfig, forward, rope_frequencies, rope_matrix, rope_rotate
 from ..params import init_params, resolve_device
+from ..registry import STATED_FALSE_ALARM, Claim
 from ..rounding import (
     FORWARD_SAFETY,
     FUNCTION_REL,
@@ -651,3 +652,93 @@ def run_c05(draws: int, seed: int, device: str) -> list[CheckResult]:
 
 
 NEGATIVE_CONTROLS: list = []  # C0 claims are identities of the implementation: nothing to drop
+
+
+# ---------------------------------------------------------------------------------------------
+# the registry rows (collected by mdm_props.registry)
+
+_M = __name__ + ":"
+CLAIMS = (
+    Claim(
+        id="C0.1",
+        title="RoPE relativity and rotation facts",
+        kind="identity",
+        hypotheses=(),
+        statement="R_δ is orthogonal, R_δᵀ = R_{−δ}, R_a R_b = R_{a+b}, (R_m q)ᵀ(R_n k) = qᵀ R_{n−m} k, to float64 "
+        "rounding.",
+        doc="claims/C0-oracles.md",
+        checker=_M + "rope_checks",
+        runner=_M + "run_c01",
+        bounds=(
+            _M + "rope_orthogonality_bound",
+            _M + "rope_transpose_bound",
+            _M + "rope_composition_bound",
+            _M + "rope_relativity_bound",
+        ),
+        tests="tests/test_c0_rope.py",
+        needs_negative_control=False,
+        default_draws=50,
+    ),
+    Claim(
+        id="C0.2",
+        title="float64 model against an mpmath oracle",
+        kind="identity",
+        hypotheses=(),
+        statement="Scores, attention, logits and loss agree with a ≥ 50-digit mpmath evaluation within the derived "
+        "dot-product rounding bound.",
+        doc="claims/C0-oracles.md",
+        checker=_M + "oracle_checks",
+        runner=_M + "run_c02",
+        bounds=("mdm_props.rounding:" + "forward_error_bounds",),
+        tests="tests/test_c0_oracle.py",
+        needs_negative_control=False,
+        default_draws=5,
+    ),
+    Claim(
+        id="C0.3",
+        title="autograd against closed-form gradients",
+        kind="identity",
+        hypotheses=(),
+        statement="∂L/∂W_OV = Uᵀ(p − y)cᵀ; ∂s/∂W_Q = R k xᵀ/√d_k, ∂s/∂W_K = Rᵀ q xᵀ/√d_k.",
+        doc="claims/C0-oracles.md",
+        checker=_M + "gradient_checks",
+        runner=_M + "run_c03",
+        bounds=(
+            "mdm_props.rounding:" + "storage_gradient_error_bound",
+            "mdm_props.rounding:" + "score_gradient_error_bound",
+        ),
+        tests="tests/test_c0_gradients.py",
+        needs_negative_control=False,
+        default_draws=20,
+    ),
+    Claim(
+        id="C0.4",
+        title="masked-diffusion objective",
+        kind="identity",
+        hypotheses=(),
+        statement="The 1/t-weighted masked loss has expectation Σ_S Σ_{i∈S} −log p(x_i | x_S masked)/(|S| C(L,|S|)); "
+        "the Monte Carlo estimator has the matching distribution (false-alarm probability 1e-6).",
+        doc="claims/C0-oracles.md",
+        checker=_M + "objective_checks",
+        runner=_M + "run_c04",
+        bounds=(_M + "mdm_objective_error_bound",),
+        tests="tests/test_c0_objective.py",
+        needs_negative_control=False,
+        default_draws=3,
+        false_alarm=STATED_FALSE_ALARM,
+    ),
+    Claim(
+        id="C0.5",
+        title="CPU against CUDA",
+        kind="identity",
+        hypotheses=(),
+        statement="The float64 model on CUDA agrees with the CPU within the derived float64 bound.",
+        doc="claims/C0-oracles.md",
+        checker=_M + "device_checks",
+        runner=_M + "run_c05",
+        bounds=("mdm_props.rounding:" + "forward_error_bounds",),
+        tests="tests/test_c0_devices.py",
+        needs_negative_control=False,
+        default_draws=5,
+    ),
+)

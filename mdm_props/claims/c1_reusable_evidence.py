@@ -26,6 +26,7 @@ from ..checks import CheckResult, Counterexample, NegativeControl, inequality, n
 from ..facts import Template, forward_query
 from ..model import ModelConfig, embed, unembedding, value_matrix
 from ..params import require_step, resolve_device
+from ..registry import Claim
 from ..rounding import STORAGE_SAFETY, UNIT_ROUNDOFF, gamma, gram_defect
 from ..search import (
     all_pairs,
@@ -655,3 +656,57 @@ NEGATIVE_CONTROLS = [
         20,
     ),
 ]
+
+
+# ---------------------------------------------------------------------------------------------
+# the registry rows (collected by mdm_props.registry)
+
+_M = __name__ + ":"
+CLAIMS = (
+    Claim(
+        id="C1a",
+        title="position-free storage",
+        kind="per-draw",
+        hypotheses=("H-rel",),
+        statement="z_f = U(x_M + W_OV c_f), z_r = U(x_M + W_OV c_r): each token's value contribution is the same in "
+        "both configurations; with token-aligned attention forced equal, forward and reverse logits are "
+        "identical.",
+        doc="claims/C1-reusable-evidence.md",
+        checker=_M + "check_c1a",
+        runner=_M + "run_c1a",
+        bounds=(_M + "value_path_error",),
+        tests="tests/test_c1.py",
+        needs_negative_control=True,
+        default_draws=50,
+    ),
+    Claim(
+        id="C1b",
+        title="evidence strengthening",
+        kind="per-draw",
+        hypotheses=("H-rel", "H-orth"),
+        statement="One storage step W_OV ← W_OV − η ∂L_f/∂W_OV changes ε(A←B) = u_Aᵀ W_OV x_B by exactly "
+        "η (1 − p_f(A)) α^f(B) > 0.",
+        doc="claims/C1-reusable-evidence.md",
+        checker=_M + "check_c1b",
+        runner=_M + "run_c1b",
+        bounds=(_M + "c1b_tolerance",),
+        tests="tests/test_c1.py",
+        needs_negative_control=True,
+        default_draws=50,
+    ),
+    Claim(
+        id="C1c",
+        title="reuse by the reverse query",
+        kind="per-draw",
+        hypotheses=("H-rel", "H-orth"),
+        statement="The same step changes the reverse logits by exactly η (y − p_f)(c_fᵀ c_r); the reverse margin "
+        "z_r(A) − z_r(v) grows by η (1 − p_f(A) + p_f(v)) c_fᵀ c_r > 0 for every v ≠ A.",
+        doc="claims/C1-reusable-evidence.md",
+        checker=_M + "check_c1c",
+        runner=_M + "run_c1c",
+        bounds=(_M + "c1c_tolerances",),
+        tests="tests/test_c1.py",
+        needs_negative_control=True,
+        default_draws=50,
+    ),
+)

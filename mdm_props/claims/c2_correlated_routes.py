@@ -25,6 +25,7 @@ from ..checks import CheckResult, ClaimSkipped, Counterexample, NegativeControl,
 from ..facts import Template, canonical_template, forward_query, mean_query_loss, reverse_query
 from ..model import ModelConfig, forward, rope_frequencies, rope_matrix
 from ..params import init_params, resolve_device
+from ..registry import STATED_FALSE_ALARM, Claim
 from ..rounding import (
     FORWARD_SAFETY,
     FUNCTION_REL,
@@ -936,3 +937,58 @@ NEGATIVE_CONTROLS = [
         20,
     ),
 ]
+
+
+# ---------------------------------------------------------------------------------------------
+# the registry rows (collected by mdm_props.registry)
+
+_M = __name__ + ":"
+CLAIMS = (
+    Claim(
+        id="C2a",
+        title="forward/reverse score correlation at initialisation",
+        kind="distributional",
+        hypotheses=("H-iso",),
+        statement="Corr(S_f, S_r) = tr(R_g)/d_k = (2/d_k) Σ_l cos(g θ_l), g = 2Δ; as d_k → ∞, ∫₀¹ cos(g base^(−u)) du.",
+        doc="claims/C2-correlated-routes.md",
+        checker=_M + "check_score_correlation",
+        runner=_M + "run_c2a",
+        bounds=(_M + "score_correlation_halfwidth", _M + "correlation_formula_error", _M + "riemann_limit_bounds"),
+        tests="tests/test_c2.py",
+        needs_negative_control=True,
+        default_draws=2000,
+        false_alarm=STATED_FALSE_ALARM,
+    ),
+    Claim(
+        id="C2b",
+        title="route-gradient identity",
+        kind="identity",
+        hypotheses=(),
+        statement="⟨∇S_f, ∇S_r⟩ over (W_Q, W_K) = Σ_l cos(g θ_l)(‖x_M‖² ‖k_l‖² + ‖x_B‖² ‖q_l‖²) for the unscaled "
+        "scores.",
+        doc="claims/C2-correlated-routes.md",
+        checker=_M + "check_route_gradient",
+        runner=_M + "run_c2b",
+        bounds=(_M + "route_formula_error",),
+        tests="tests/test_c2.py",
+        needs_negative_control=True,
+        default_draws=50,
+    ),
+    Claim(
+        id="C2c",
+        title="forward training raises reverse attention",
+        kind="typical",
+        hypotheses=("H-rel", "H-bi"),
+        statement="After forward-only training the reverse attention to B rises with the forward attention to B, "
+        "and the across-pair correlation of S_f and S_r rises; reported as a rate with a Clopper–Pearson "
+        "interval.",
+        doc="claims/C2-correlated-routes.md",
+        checker=_M + "check_rate",
+        runner=_M + "run_c2c",
+        bounds=("mdm_props.statistics:clopper_pearson",),
+        tests="tests/test_c2.py",
+        needs_negative_control=True,
+        default_draws=30,
+        false_alarm=STATED_FALSE_ALARM,
+    ),
+)

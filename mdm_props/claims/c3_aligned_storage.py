@@ -17,16 +17,17 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import batched
-from ..checks import CheckResult, Counterexample, NegativeControl, identity, inequality, not_applicable
+from .. import batched, certified, claim
+from ..checks import CheckResult, Counterexample, NegativeControl
+from ..claim import Certified, Draw, Identity, Inequality, Proof, Spec
 from ..facts import Template
 from ..model import ModelConfig
 from ..params import resolve_device
+from ..registry import Claim
 from ..rounding import (
     STORAGE_SAFETY,
     UNIT_ROUNDOFF,
     gamma,
-    gram_defect,
     gram_defect_batch,
     storage_inner_product_error_batch,
 )
@@ -36,19 +37,15 @@ from ..search import (
     learned_positions,
     mdm_case_queries,
     per_draw_cases,
-    run_per_draw,
     search_arm,
     search_negative_alignment,
     seeded_cases,
 )
 from ..storage import (
-    Alignment,
     QueryState,
+    arm_queries,
     first_factor,
     pair_queries,
-    require_storage_inputs,
-    storage_alignment,
-    unmet_hypotheses,
 )
 from ..strategies import N_HEADS
 from ..tightness import TIGHT_SEED, tightness_check
@@ -155,46 +152,136 @@ def first_factor_bound(p_f: torch.Tensor, y_f: int, p_r: torch.Tensor, y_r: int,
 
 
 # ---------------------------------------------------------------------------------------------
-# the checker and its runner
+# the declaration: quantities, checks, certified path
+
+
+def c3_quantities(xp) -> dict:
+    """C3's quantities over a float64 backend ``xp`` (:mod:`mdm_props.claim`), per draw (K,): ip = ⟨Ĝ_f, Ĝ_r⟩
+    (autograd), the product F = P·S and the lower bound LB (:func:`storage_product_batch`), their tolerances
+    t_F, t_LB (:func:`c3_tolerances_batch`), t_pos = STORAGE_SAFETY × the inner product's own rounding
+    (:func:`~mdm_props.rounding.storage_inner_product_error_batch`) and the cosine scale ‖G_f‖‖G_r‖."""
+    V, A = xp.cfg.vocab, xp.A
+    fq, rq = pair_queries(xp.template, A, xp.B, V)
+    G_f, f = xp.gradient(fq)
+    G_r, r = xp.gradient(rq)
+    e_f, e_r = xp.gradient_error(fq, f), xp.gradient_error(rq, r)
+    ip_err = storage_inner_product_error_batch(G_f, G_r, e_f, e_r)
+    prod = storage_product_batch(f, r, A, V)
+    t_F, t_LB = c3_tolerances_batch(f, r, A, V, gram_defect_batch(xp.params["E"]), ip_err)
+    return {
+        "ip": (G_f * G_r).sum((-1, -2, -3)),
+        "F": prod.F,
+        "LB": prod.LB,
+        "P": prod.P,
+        "S": prod.S,
+        "|F|": prod.F.abs(),
+        "norms": G_f.flatten(1).norm(dim=-1) * G_r.flatten(1).norm(dim=-1),
+        "t_F": t_F,
+        "t_LB": t_LB,
+        "t_pos": STORAGE_SAFETY * ip_err,
+        "n_heads": xp.cfg.n_heads,
+    }
+
+
+_DETAILS = (("first_factor", "P"), ("token_overlap", "S"), ("n_heads", "n_heads"))
+C3_CHECKS = (
+    Identity(
+        "identity",
+        "⟨G_f, G_r⟩ = [(1−p_f(A))(1−p_r(A)) + Σ_{v≠A} p_f(v)p_r(v)] Σ_t α^f(t)α^r(t)",
+        "ip",
+        "F",
+        "t_F",
+        _DETAILS,
+    ),
+    Inequality(
+        "lower bound",
+        "⟨G_f, G_r⟩ ≥ (1 − p_f(A))(1 − p_r(A)) Σ_t α^f(t)α^r(t)",
+        "ip",
+        ">=",
+        "LB",
+        "|F|",
+        "t_LB",
+        _DETAILS,
+    ),
+    Inequality("positivity", "⟨G_f, G_r⟩ > 0 (margin: cosine)", "ip", ">", 0.0, "norms", "t_pos", _DETAILS),
+)
+
+
+def c3_exact(ap: dict, draw: Draw) -> dict:
+    """Balls for C3 (:mod:`mdm_props.certified`'s exact model): ip = ⟨G_f, G_r⟩, P = (p_f − y)ᵀ(p_r − y),
+    S = Σ_h Σ_t α^f_h(t) α^r_h(t) (token-aligned), the closed form F = P S, the lower bound
+    LB = (1 − p_f(A))(1 − p_r(A)) S and gap = ip − LB."""
+    cfg = draw.cfg
+    fq, rq = pair_queries(draw.template, draw.A, draw.B, cfg.vocab)
+    f, r = certified.evaluate_query(ap, cfg, fq), certified.evaluate_query(ap, cfg, rq)
+    S = certified.token_overlap(f, r, cfg.vocab + 1)
+    P = certified.dot(f.resid, r.resid)
+    LB = f.resid[fq.target] * r.resid[rq.target] * S
+    ip = certified.storage_inner_product(f, r)
+    return {"ip": ip, "P": P, "S": S, "F": P * S, "LB": LB, "gap": ip - LB, "f": f, "r": r}
+
+
+def _c3_certificate_details(v: dict, draw: Draw) -> dict:
+    lower, upper = certified.lower, certified.upper
+    return {
+        "ip": float(v["ip"].mid()),
+        "ip_lower": lower(v["ip"]),
+        "lower_bound": float(v["LB"].mid()),
+        "gap_lower": lower(v["gap"]),
+        "closed_form": float(v["F"].mid()),
+        "orth_defect": upper(abs(v["ip"] - v["F"])),
+        "n_heads": draw.cfg.n_heads,
+        "pos": draw.cfg.pos,
+    }
+
+
+def c3_soundness(draw: Draw, ap: dict) -> dict:
+    """(certified true error)/(tolerance) of C3's three checks on one H-orth draw: the observed ⟨Ĝ_f, Ĝ_r⟩'s
+    distance to the exact ip, H-orth's defect |ip − F| (the exact F, LB are the closed forms of the stored
+    parameters) and the float64 reference's distance to its exact value."""
+    res = claim.results_by_key(SPEC, draw)
+    eu, up, ratio = certified.error_upper, certified.upper, certified.ratio
+    v = c3_exact(ap, draw)
+    e_ip, defect = eu(res["identity"].observed, v["ip"]), up(abs(v["ip"] - v["F"]))
+    return {
+        "identity": ratio(e_ip + defect + eu(res["identity"].reference, v["F"]), res["identity"].tolerance),
+        "lower bound": ratio(e_ip + defect + eu(res["lower bound"].reference, v["LB"]), res["lower bound"].tolerance),
+        "positivity": ratio(e_ip, res["positivity"].tolerance),
+    }
+
+
+SPEC = Spec(
+    id="C3",
+    title="positively aligned storage gradients",
+    hypotheses=("H-rel", "H-orth", "H-bi"),
+    quantities=c3_quantities,
+    checks=C3_CHECKS,
+    sample={"n_heads": N_HEADS},
+    certified=Certified(
+        statement="⟨G_f, G_r⟩ ≥ (1 − p_f(A))(1 − p_r(A)) Σ_t α^f(t)α^r(t) and > 0",
+        values=c3_exact,
+        proofs=(Proof("positivity", "ip", ">"), Proof("lower bound", "gap", ">=")),
+        value="ip",
+        details=_c3_certificate_details,
+        soundness=c3_soundness,
+        sources={
+            "identity": "c3_tolerances[0] (check_c3 identity)",
+            "lower bound": "c3_tolerances[1] (check_c3 lower bound)",
+            "positivity": "2·storage_inner_product_error (check_c3 > 0)",
+        },
+    ),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# the checker and its runners (the declaration on each backend)
 
 
 def check_c3(params: dict, cfg: ModelConfig, template: Template, A: int, B: int) -> list[CheckResult]:
     """C3 on one draw: the identity, the lower bound and strict positivity of ⟨G_f, G_r⟩_F;
     not-applicable outside H-rel, H-orth, H-bi (off H-orth the Gram defect would be folded into the
     tolerance and the identity pass vacuously; the negative controls compute ⟨G_f, G_r⟩ directly)."""
-    require_storage_inputs(params, cfg)
-    unmet = unmet_hypotheses(params, cfg)
-    if unmet:
-        return [not_applicable("C3", "positively aligned storage gradients", "; ".join(unmet))]
-    V = cfg.vocab
-    fq, rq = pair_queries(template, A, B, V)
-    al: Alignment = storage_alignment(params, cfg, fq, rq)
-    prod = storage_product(al.f, al.r, A, V)
-    t_F, t_LB = c3_tolerances(al.f, al.r, A, V, gram_defect(params["E"]), al.ip_err)
-    details = {"first_factor": prod.P, "token_overlap": prod.S, "n_heads": cfg.n_heads}
-    return [
-        identity(
-            "C3",
-            "⟨G_f, G_r⟩ = [(1−p_f(A))(1−p_r(A)) + Σ_{v≠A} p_f(v)p_r(v)] Σ_t α^f(t)α^r(t)",
-            al.ip,
-            prod.F,
-            t_F,
-            **details,
-        ),
-        inequality(
-            "C3",
-            "⟨G_f, G_r⟩ ≥ (1 − p_f(A))(1 − p_r(A)) Σ_t α^f(t)α^r(t)",
-            al.ip,
-            prod.LB,
-            ">=",
-            abs(prod.F),
-            t_LB,
-            **details,
-        ),
-        inequality(
-            "C3", "⟨G_f, G_r⟩ > 0 (margin: cosine)", al.ip, 0.0, ">", al.norms, STORAGE_SAFETY * al.ip_err, **details
-        ),
-    ]
+    return claim.check(SPEC, Draw(params, cfg, template, A, B))
 
 
 # tightness of c3_tolerances: on the storage claims' fixed draws (TIGHT_DRAWS, seed TIGHT_SEED) the largest
@@ -215,60 +302,17 @@ def run_c3(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
     """C3 on ``draws`` seeded draws under H-rel + H-orth + H-bi, split over the relative encodings, 1–3 heads,
     checked in batches of draws that share a structure (:func:`check_c3_batch`): the worst draw of each check
     and every failing draw; plus the tightness check of its bound."""
-    return batched.run_over_encodings(check_c3_batch, draws, seed, device, n_heads=N_HEADS) + c3_tightness(device)
+    return claim.run(SPEC, draws, seed, device) + c3_tightness(device)
 
 
 def run_c3_per_draw(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
     """C3 on ``draws`` seeded draws, one :func:`check_c3` call each (the reference the batched path agrees with)."""
-    return run_per_draw(check_c3, draws, seed, device, n_heads=N_HEADS)
-
-
-# ---------------------------------------------------------------------------------------------
-# the batched checker: one structure, K parameter draws
+    return claim.run_per_draw(SPEC, draws, seed, device)
 
 
 def check_c3_batch(batch: batched.Batch, device: str = "cpu") -> batched.BatchReport:
     """:func:`check_c3` on every draw of ``batch`` at once (same three checks, same bounds, per draw)."""
-    cfg, A, V = batch.cfg, batch.A, batch.cfg.vocab
-    params = batch.params(device)
-    batched.require_batch_params(params, cfg, hypotheses=("H-rel", "H-orth", "H-bi"))
-    fq, rq = pair_queries(batch.template, A, batch.B, V)
-    G_f, f = batched.storage_gradients(params, cfg, fq)
-    G_r, r = batched.storage_gradients(params, cfg, rq)
-    e_f = batched.storage_gradient_error_bound(params, cfg, f)
-    e_r = batched.storage_gradient_error_bound(params, cfg, r)
-    ip = (G_f * G_r).sum((-1, -2, -3))
-    ip_err = storage_inner_product_error_batch(G_f, G_r, e_f, e_r)
-    prod = storage_product_batch(f, r, A, V)
-    t_F, t_LB = c3_tolerances_batch(f, r, A, V, gram_defect_batch(params["E"]), ip_err)
-    norms = G_f.flatten(1).norm(dim=-1) * G_r.flatten(1).norm(dim=-1)
-    details = {"first_factor": prod.P, "token_overlap": prod.S, "n_heads": cfg.n_heads}
-    return batched.BatchReport(
-        batch,
-        [
-            batched.identity_check(
-                "C3",
-                "⟨G_f, G_r⟩ = [(1−p_f(A))(1−p_r(A)) + Σ_{v≠A} p_f(v)p_r(v)] Σ_t α^f(t)α^r(t)",
-                ip,
-                prod.F,
-                t_F,
-                **details,
-            ),
-            batched.inequality_check(
-                "C3",
-                "⟨G_f, G_r⟩ ≥ (1 − p_f(A))(1 − p_r(A)) Σ_t α^f(t)α^r(t)",
-                ip,
-                prod.LB,
-                ">=",
-                prod.F.abs(),
-                t_LB,
-                **details,
-            ),
-            batched.inequality_check(
-                "C3", "⟨G_f, G_r⟩ > 0 (margin: cosine)", ip, 0.0, ">", norms, STORAGE_SAFETY * ip_err, **details
-            ),
-        ],
-    )
+    return claim.check_batch(SPEC, batch, device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,6 +361,33 @@ def c3_absolute(draws: int, seed: int, device: str = "cpu") -> Counterexample:
     )
 
 
+def certify_alignment(params: dict, cfg, fq, rq, max_bits: int = certified.PRECISIONS[-1]):
+    """⟨G_f, G_r⟩ > 0 in ball arithmetic for any two queries (e.g. the ARM's, whose targets differ); the value
+    is a certified upper bound when refuted, else a lower bound."""
+    ap = certified.arb_params(params, cfg)
+
+    def evaluate():
+        f, r = certified.evaluate_query(ap, cfg, fq), certified.evaluate_query(ap, cfg, rq)
+        ip = certified.storage_inner_product(f, r)
+        status = certified.all_hold([certified.sign(ip, ">")])
+        bound = certified.upper(ip) if status == "refuted" else certified.lower(ip)
+        return status, bound, {"ip": float(ip.mid()), "first_factor": float(certified.dot(f.resid, r.resid).mid())}
+
+    return certified.decide("C3", "⟨G_f, G_r⟩ > 0", evaluate, max_bits)
+
+
+def certify_arm_example(example: dict, max_bits: int = certified.PRECISIONS[-1]):
+    """C3~arm's counterexample: ⟨G_f, G_r⟩ of the ARM's two queries, exactly."""
+    params, cfg, _, _, _, fq, rq = certified.example_draw(example, arm_queries)
+    return certify_alignment(params, cfg, fq, rq, max_bits)
+
+
+def certify_mdm_example(example: dict, max_bits: int = certified.PRECISIONS[-1]):
+    """C3~non-orth's and C3~absolute's counterexamples: C3's own certified statement on the recorded draw."""
+    params, cfg, t, A, B, _, _ = certified.example_draw(example, pair_queries)
+    return certified.certify(SPEC, Draw(params, cfg, t, A, B), max_bits)
+
+
 NEGATIVE_CONTROLS = [
     NegativeControl(
         "C3~arm",
@@ -326,6 +397,7 @@ NEGATIVE_CONTROLS = [
         "and ⟨G_f, G_r⟩ < 0 on some draw",
         c3_arm,
         20,
+        certify_arm_example,
     ),
     NegativeControl(
         "C3~non-orth",
@@ -334,6 +406,7 @@ NEGATIVE_CONTROLS = [
         "with overlapping embeddings (V = 20, d = 4) some pair has ⟨G_f, G_r⟩ < 0",
         c3_non_orth,
         20,
+        certify_mdm_example,
     ),
     NegativeControl(
         "C3~absolute",
@@ -342,5 +415,30 @@ NEGATIVE_CONTROLS = [
         "position vectors enter c_f and c_r: some pair has ⟨G_f, G_r⟩ < 0",
         c3_absolute,
         20,
+        certify_mdm_example,
     ),
 ]
+
+
+# ---------------------------------------------------------------------------------------------
+# the registry rows (collected by mdm_props.registry)
+
+SPECS = (SPEC,)
+_M = __name__ + ":"
+CLAIMS = (
+    Claim(
+        id="C3",
+        title="positively aligned shared-storage gradient",
+        kind="per-draw",
+        hypotheses=("H-rel", "H-orth", "H-bi"),
+        statement="⟨G_f, G_r⟩ = [(1 − p_f(A))(1 − p_r(A)) + Σ_{v≠A} p_f(v) p_r(v)] Σ_t α^f(t) α^r(t) "
+        "≥ (1 − p_f(A))(1 − p_r(A)) Σ_t α^f(t) α^r(t) > 0; multi-head: a sum of such terms.",
+        doc="claims/C3-aligned-storage-gradient.md",
+        checker=_M + "check_c3",
+        runner=_M + "run_c3",
+        bounds=(_M + "c3_tolerances",),
+        tests="tests/test_c3.py",
+        needs_negative_control=True,
+        default_draws=50,
+    ),
+)

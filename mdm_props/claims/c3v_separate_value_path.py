@@ -19,6 +19,7 @@ from ..checks import CheckResult, NegativeControl, identity, inequality, not_app
 from ..facts import Template, query_loss
 from ..model import ModelConfig, forward
 from ..params import check_params, orthonormal_rows, require_finite, require_float64, resolve_device
+from ..registry import Claim
 from ..rounding import (
     STORAGE_SAFETY,
     gamma,
@@ -270,3 +271,26 @@ NEGATIVE_CONTROLS = [
         default_draws=200,
     ),
 ]
+
+
+# ---------------------------------------------------------------------------------------------
+# the registry rows (collected by mdm_props.registry)
+
+_M = __name__ + ":"
+CLAIMS = (
+    Claim(
+        id="C3v",
+        title="C3 for a separate value path W_O W_V",
+        kind="per-draw",
+        hypotheses=("H-rel", "H-orth", "H-bi", "H-Oorth"),
+        statement="With W_OV = W_O W_V and W_O square orthogonal, ⟨∂L_f/∂W_V, ∂L_r/∂W_V⟩ equals C3's product "
+        "[(1 − p_f(A))(1 − p_r(A)) + Σ_{v≠A} p_f(v) p_r(v)] Σ_t α^f(t) α^r(t) > 0.",
+        doc="claims/C3v-separate-value-path.md",
+        checker=_M + "check_c3v",
+        runner=_M + "run_c3v",
+        bounds=(_M + "value_gradient_error_bound",),
+        tests="tests/test_c3v.py",
+        needs_negative_control=True,
+        default_draws=30,
+    ),
+)

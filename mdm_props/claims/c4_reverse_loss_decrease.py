@@ -25,6 +25,7 @@ from ..coverage import split_draws
 from ..facts import Query, Template, query_loss
 from ..model import POSITIONAL_ENCODINGS, RELATIVE_ENCODINGS, ModelConfig, unembedding
 from ..params import check_params, require_step, resolve_device
+from ..registry import STATED_FALSE_ALARM, Claim
 from ..rounding import (
     STORAGE_SAFETY,
     UNIT_ROUNDOFF,
@@ -640,3 +641,61 @@ NEGATIVE_CONTROLS = [
         20,
     ),
 ]
+
+
+# ---------------------------------------------------------------------------------------------
+# the registry rows (collected by mdm_props.registry)
+
+_M = __name__ + ":"
+CLAIMS = (
+    Claim(
+        id="C4a",
+        title="storage step decreases the reverse loss, with explicit remainder",
+        kind="per-draw",
+        hypotheses=("H-rel", "H-orth", "H-bi"),
+        statement="φ(η) = L_r(W_OV − η G_f) satisfies 0 ≤ φ(η) − φ(0) + η⟨G_r, G_f⟩ ≤ η² spread(a)²/8; the "
+        "reverse loss strictly decreases for 0 < η < η* = 8⟨G_r, G_f⟩/spread(a)².",
+        doc="claims/C4-reverse-loss-decrease.md",
+        checker=_M + "check_c4a",
+        runner=_M + "run_c4a",
+        bounds=(_M + "c4a_tolerances", _M + "logit_direction_error"),
+        tests="tests/test_c4.py",
+        needs_negative_control=True,
+        default_draws=50,
+    ),
+    Claim(
+        id="C4b",
+        title="full-parameter Taylor test",
+        kind="per-draw",
+        hypotheses=(),
+        statement="R(η) = L_r(θ − η g_f) − L_r(θ) + η⟨g_r, g_f⟩ = O(η²): observed order ≈ 2 over η = 2^−k until "
+        "the float64 floor, and R(η)/η² → ½ g_fᵀ H_r g_f.",
+        doc="claims/C4-reverse-loss-decrease.md",
+        checker=_M + "check_c4b",
+        runner=_M + "run_c4b",
+        bounds=(
+            "mdm_props.taylor:taylor_floor",
+            "mdm_props.taylor:taylor_relative_band",
+            "mdm_props.taylor:taylor_order_band",
+        ),
+        tests="tests/test_c4.py",
+        needs_negative_control=True,
+        default_draws=10,
+    ),
+    Claim(
+        id="C4c",
+        title="full-gradient alignment is typical",
+        kind="typical",
+        hypotheses=("H-rel", "H-bi"),
+        statement="⟨g_r, g_f⟩ > 0 for the full gradient is common but not guaranteed; reported as a rate with a "
+        "Clopper–Pearson interval per positional encoding.",
+        doc="claims/C4-reverse-loss-decrease.md",
+        checker=_M + "check_c4c",
+        runner=_M + "run_c4c",
+        bounds=("mdm_props.statistics:clopper_pearson",),
+        tests="tests/test_c4.py",
+        needs_negative_control=True,
+        default_draws=200,
+        false_alarm=STATED_FALSE_ALARM,
+    ),
+)

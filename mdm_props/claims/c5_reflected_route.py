@@ -493,3 +493,44 @@ NEGATIVE_CONTROLS = [
         5,
     ),
 ]
+
+
+# ---------------------------------------------------------------------------------------------
+# the registry rows (collected by mdm_props.registry)
+
+from ..registry import Claim  # noqa: E402  (the rows sit at the end of the module)
+
+_M = __name__ + ":"
+CLAIMS = (
+    Claim(
+        id="C5",
+        title="the reverse query is the forward query at a reflected route (any depth)",
+        kind="identity",
+        hypotheses=("H-rel", "H-bi", "H-mirror"),
+        statement="log p_r(·|θ) = log p_f(·|Φθ) and ∇L_r(θ) = Φ∇L_f(Φθ) for the deep block (norms, SwiGLU, GQA, "
+        "biases, either RoPE pairing), Φ the route reflection (J on W_Q, W_K and q/k biases for RoPE; "
+        "b(δ) ↔ b(−δ) for T5; id for ALiBi and NoPE).",
+        doc="claims/C5-reflected-route.md",
+        checker=_M + "check_c5",
+        runner=_M + "run_c5",
+        bounds=("mdm_props.rounding_mode:with_error_bounds",),
+        tests="tests/test_c5.py",
+        needs_negative_control=True,
+        default_draws=3,
+    ),
+    Claim(
+        id="C5b",
+        title="Φ fixes the storage: the reverse query reads what the forward query writes",
+        kind="identity",
+        hypotheses=("H-rel", "H-bi", "H-mirror"),
+        statement="∇_S L_r(θ) = ∇_S L_f(Φθ) on every storage parameter S (embeddings, value path, MLP, norm gains, "
+        "head), at any depth.",
+        doc="claims/C5-reflected-route.md",
+        checker=_M + "check_c5",
+        runner=_M + "run_c5b",
+        bounds=("mdm_props.rounding_mode:with_error_bounds",),
+        tests="tests/test_c5.py",
+        needs_negative_control=True,
+        default_draws=2,
+    ),
+)

@@ -1020,3 +1020,78 @@ NEGATIVE_CONTROLS = [
         10,
     ),
 ]
+
+
+# ---------------------------------------------------------------------------------------------
+# the registry rows (collected by mdm_props.registry)
+
+from ..registry import STATED_FALSE_ALARM, Claim  # noqa: E402  (the rows sit at the end of the module)
+
+_M = __name__ + ":"
+CLAIMS = (
+    Claim(
+        id="C6",
+        title="per-layer storage alignment in the small-branch limit",
+        kind="per-draw",
+        hypotheses=("H-rel", "H-bi"),
+        statement="⟨G_f^ℓ, G_r^ℓ⟩ = ‖JᵀUᵀ(p₀ − y)‖² Σ_h ⟨c_f^{ℓ,h}, c_r^{ℓ,h}⟩ + O(ε) for every layer ℓ of a deep "
+        "block with branch scale ε (remainder of observed order 1 over ε = 2^−k); below a computed ε₀ "
+        "the sign is positive where the leading term is.",
+        doc="claims/C6-small-branch-alignment.md",
+        checker=_M + "check_c6",
+        runner=_M + "run_c6",
+        bounds=(_M + "c6_relative_band", _M + "c6_floor"),
+        tests="tests/test_c6_c8.py",
+        needs_negative_control=True,
+        default_draws=2,
+    ),
+    Claim(
+        id="C6a",
+        title="the ARM's rate of positive alignment in the small-branch limit is at most 10%",
+        kind="typical",
+        hypotheses=("H-rel", "H-orth"),
+        statement="For the ARM (causal, next-token targets B and A) at branch scale 2^−12 under H-orth (tied head, "
+        "no final norm), P(⟨G_f^ℓ, G_r^ℓ⟩ > 0) ≤ 10%: the upper Clopper–Pearson bound (false alarm 1e-6) "
+        "lies below 0.1; per-layer and per-norm rates reported.",
+        doc="claims/C6-small-branch-alignment.md",
+        checker=_M + "check_c6a",
+        runner=_M + "run_c6a",
+        bounds=("mdm_props.statistics:clopper_pearson",),
+        tests="tests/test_c6_c8.py",
+        needs_negative_control=True,
+        default_draws=500,
+        false_alarm=STATED_FALSE_ALARM,
+    ),
+    Claim(
+        id="C7",
+        title="per-layer alignment at standard initialisation: MDM against ARM",
+        kind="typical",
+        hypotheses=("H-rel", "H-bi"),
+        statement="At branch scale 1 with Gaussian embeddings (depth 1–4, plain and preset blocks) the "
+        "Clopper–Pearson lower bound of P(cos(G_f^ℓ, G_r^ℓ) > 0) for the MDM exceeds the ARM's upper "
+        "bound (false alarm 1e-6); per-layer and per-encoding rates reported.",
+        doc="claims/C7-alignment-at-init.md",
+        checker=_M + "check_c7",
+        runner=_M + "run_c7",
+        bounds=("mdm_props.statistics:clopper_pearson", _M + "c7_alpha"),
+        tests="tests/test_c6_c8.py",
+        needs_negative_control=True,
+        default_draws=120,
+        false_alarm=STATED_FALSE_ALARM,
+    ),
+    Claim(
+        id="C8",
+        title="a forward storage step at any layer lowers the reverse loss to first order",
+        kind="per-draw",
+        hypotheses=("H-rel", "H-bi"),
+        statement="φ_ℓ(η) = L_r(θ − η e_ℓ G_f^ℓ) (only W_OV^ℓ moves): φ_ℓ(η) − φ_ℓ(0) + η⟨G_r^ℓ, G_f^ℓ⟩ = O(η²), "
+        "observed order 2; at the last layer without final norm or MLP, C4a's 0 ≤ R(η) ≤ η² spread(a)²/8.",
+        doc="claims/C8-layer-step-decrease.md",
+        checker=_M + "check_c8",
+        runner=_M + "run_c8",
+        bounds=(_M + "c6_relative_band", "mdm_props.taylor:taylor_floor", _M + "c8_c4a_tolerances"),
+        tests="tests/test_c6_c8.py",
+        needs_negative_control=True,
+        default_draws=3,
+    ),
+)
