@@ -39,11 +39,20 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch.func import grad, vmap
 
+from .facts import (
+    EntityTemplate,
+    arm_entity_forward_queries,
+    arm_entity_reverse_queries,
+    entity_forward_queries,
+    entity_reverse_queries,
+)
 from .model import POSITIONAL_ENCODINGS, ModelConfig, forward, preset
 from .options import option, validate
 from .params import init_params, resolve_device
@@ -58,6 +67,8 @@ DEPTH_CHOICES = (1, 2, 3, 4, 6, 8)
 ACCURACIES = ("exact", "per_token", "bag", "reversed")
 SIGNATURES = ("cos", "score_corr", "attn_fwd", "attn_rev")
 CHECKPOINTS = ("none", "first-seed", "all")
+# option() types its choices as strings; require_subset compares any values, so int choices work
+_INT_CHOICES = cast(Callable[[tuple[int, ...]], Sequence[str]], tuple)
 # the default grid (fits 15 minutes on the shared 2-core machine); the full grid of THEORY E2 is
 # --ks 1 2 3 4 --encodings rope alibi t5 none absolute (docs/experiments.md states its time)
 DEFAULT_KS = (1, 2, 3)
@@ -79,8 +90,10 @@ class EntitiesConfig:
     on the facts drawn by ``seed`` for that k (the same facts for every regime, encoding, depth, seed).
     """
 
-    ks: tuple[int, ...] = option(DEFAULT_KS, "entity lengths k", choices=K_CHOICES, flag=None)
-    depths: tuple[int, ...] = option((1, 2, 4), "depths (layers of the LLaDA-like block)", choices=DEPTH_CHOICES, flag=None)
+    ks: tuple[int, ...] = option(DEFAULT_KS, "entity lengths k", choices=_INT_CHOICES(K_CHOICES), flag=None)
+    depths: tuple[int, ...] = option(
+        (1, 2, 4), "depths (layers of the LLaDA-like block)", choices=_INT_CHOICES(DEPTH_CHOICES), flag=None
+    )
     regimes: tuple[str, ...] = option(REGIMES, f"any of {', '.join(REGIMES)}", choices=REGIMES)
     encodings: tuple[str, ...] = option(
         DEFAULT_ENCODINGS, f"any of {', '.join(ENCODINGS)}; absolute = learned", choices=ENCODINGS
@@ -96,9 +109,7 @@ class EntitiesConfig:
     seeds: int = option(3, "seeds per cell (trained together, vectorised)", minimum=1)
     seed: int = option(0, "first seed; run i uses seed + i; the facts use seed", minimum=0)
     log_every: int = option(30, "log the per-layer signatures every n steps", minimum=1)
-    checkpoints: str = option(
-        "first-seed", "which RoPE runs to save as transformers checkpoints", choices=CHECKPOINTS
-    )
+    checkpoints: str = option("first-seed", "which RoPE runs to save as transformers checkpoints", choices=CHECKPOINTS)
     device: str = option("cpu", "cpu or cuda", choices=("cpu", "cuda"))
     threads: int = option(1, "torch CPU threads while training", minimum=1, flag=None)
 
@@ -150,10 +161,14 @@ class EntityFacts:
     def k(self) -> int:
         return self.A.shape[1]
 
+    @property
+    def template(self) -> EntityTemplate:
+        return EntityTemplate(self.k, (self.relation,))
+
     def sequences(self) -> torch.Tensor:
         """(N, 2k + 1): A r B."""
-        r = torch.full((len(self.A), 1), self.relation, dtype=torch.long)
-        return torch.cat([self.A, r, self.B], dim=1)
+        rows = zip(self.A.tolist(), self.B.tolist(), strict=True)
+        return torch.tensor([self.template.sequence(a, b) for a, b in rows], dtype=torch.long, device=self.A.device)
 
 
 def entity_facts(n: int, k: int, seed: int) -> EntityFacts:
@@ -166,7 +181,7 @@ def entity_facts(n: int, k: int, seed: int) -> EntityFacts:
         if k == 1:
             return (torch.randperm(n, generator=gen) + offset)[:, None]
         seen: set[tuple[int, ...]] = set()
-        rows = []
+        rows: list[tuple[int, ...]] = []
         while len(rows) < n:
             t = tuple(int(x) + offset for x in torch.randperm(n, generator=gen)[:k])
             if t not in seen:
@@ -180,8 +195,8 @@ def entity_facts(n: int, k: int, seed: int) -> EntityFacts:
 @dataclass(frozen=True)
 class Queries:
     """One regime's forward and reverse queries: input tokens (N, T), the prediction slots (k,), the
-    targets (N, k) and the given entity's slots (k,). For the ARM the inputs are teacher-forced
-    prefixes "A r B[:-1]" and "B r A[:-1]" and the slots the positions that predict the next token."""
+    targets (N, k) and the given entity's slots (k,). For the ARM the inputs are the teacher-forced
+    sequences "A r B" and "B r A" and the slots the positions that predict the next token."""
 
     fwd_tokens: torch.Tensor
     rev_tokens: torch.Tensor
@@ -192,19 +207,34 @@ class Queries:
     fwd_entity: torch.Tensor
     rev_entity: torch.Tensor
 
+    @property
+    def relation_length(self) -> int:
+        """m = T − 2k (the ARM's prompt is the given entity and the relation: k + m tokens)."""
+        return self.rev_tokens.shape[1] - 2 * len(self.rev_slots)
+
 
 def make_queries(facts: EntityFacts, regime: str) -> Queries:
-    A, B, k, M = facts.A, facts.B, facts.k, facts.vocab
-    N = len(A)
-    r = torch.full((N, 1), facts.relation, dtype=torch.long)
-    masks = torch.full((N, k), M, dtype=torch.long)
-    first, last = torch.arange(k), torch.arange(k + 1, 2 * k + 1)
-    if regime == "arm":
-        pred = torch.arange(k, 2 * k)  # position i predicts token i + 1
-        return Queries(
-            torch.cat([A, r, B[:, :-1]], 1), torch.cat([B, r, A[:, :-1]], 1), pred, pred, B, A, first, first
-        )
-    return Queries(torch.cat([masks, r, B], 1), torch.cat([B, r, masks], 1), first, last, A, A, last, first)
+    """Stack the k-token queries of :mod:`mdm_props.facts` (``EntityTemplate``) for every fact: MDM
+    ``[M]^k r B`` / ``B r [M]^k`` (given entity B), ARM teacher-forced "A r B" / "B r A" (given entity
+    in A's slots)."""
+    template = facts.template
+    V = facts.vocab
+    rows = [(tuple(a), tuple(b)) for a, b in zip(facts.A.tolist(), facts.B.tolist(), strict=True)]
+    arm = regime == "arm"
+    fwd_q = arm_entity_forward_queries if arm else entity_forward_queries
+    rev_q = arm_entity_reverse_queries if arm else entity_reverse_queries
+    fq = [fwd_q(template, A, B, V) for A, B in rows]
+    rq = [rev_q(template, A, B, V) for A, B in rows]
+
+    def stack(qs):
+        tokens = torch.tensor([q[0].tokens for q in qs], dtype=torch.long)
+        slots = torch.tensor([q.slot for q in qs[0]], dtype=torch.long)
+        targets = torch.tensor([[q.target for q in row] for row in qs], dtype=torch.long)
+        return tokens, slots, targets
+
+    (ft, fs, ftg), (rt, rs, rtg) = stack(fq), stack(rq)
+    a_slots, b_slots = torch.tensor(template.a_slots), torch.tensor(template.b_slots)
+    return Queries(ft, rt, fs, rs, ftg, rtg, a_slots if arm else b_slots, a_slots)
 
 
 def entity_units(k: int) -> torch.Tensor:
@@ -288,7 +318,7 @@ def predict(p: dict, cfg: ModelConfig, q: Queries, reverse: bool, arm: bool) -> 
     if not arm:
         return forward(p, cfg, tokens).logits[:, slots].argmax(-1)
     k = len(slots)
-    seq = tokens[:, : k + 1]
+    seq = tokens[:, : k + q.relation_length]
     out = []
     for _ in range(k):
         nxt = forward(p, cfg, seq).logits[:, -1].argmax(-1)
@@ -360,7 +390,7 @@ def regime_loss(regime: str, cfg: ModelConfig, facts: EntityFacts, q: Queries, c
     gen = torch.Generator().manual_seed(config.seed + 7919 * facts.k + (1 if units is not None else 0))
     tok = seq[:, None, :].expand(N, config.mask_draws, T)
 
-    def one(p, mask, weight):
+    def masked(p, mask, weight):
         return (_masked_nll(p, cfg, tok, mask).sum(-1) * weight).mean(-1).mean()
 
     def loss(P):
@@ -369,7 +399,7 @@ def regime_loss(regime: str, cfg: ModelConfig, facts: EntityFacts, q: Queries, c
         if units is not None:  # (S, N, draws, 3) @ (3, T): a token is masked when its unit is
             mask = (mask.to(torch.float64) @ units.to(torch.float64)) > 0
         dev = P["E"].device
-        return vmap(one)(P, mask.to(dev), weight.to(dev)).sum()
+        return vmap(masked)(P, mask.to(dev), weight.to(dev)).sum()
 
     return loss
 
@@ -425,8 +455,17 @@ def run_job(
         diverged = not finite or not math.isfinite(own) or any(not math.isfinite(h["loss"]) for h in histories[i])
         records.append(
             RunRecord(
-                k, regime, encoding, depth, config.seed + i, diverged, own, fwd[0] / fwd[1], with_intervals(rev),
-                seconds, histories[i],
+                k,
+                regime,
+                encoding,
+                depth,
+                config.seed + i,
+                diverged,
+                own,
+                fwd[0] / fwd[1],
+                with_intervals(rev),
+                seconds,
+                histories[i],
             )
         )
         params.append(p)
@@ -438,5 +477,7 @@ def _own_loss(regime, cfg, facts, q, p) -> float:
     Σ_j −log p(a_j) for the MDMs, the next-token loss of "A r B" for the ARM."""
     seq = facts.sequences()
     if regime == "arm":
-        return float(_query_nll(p, cfg, seq[:, :-1], torch.arange(seq.shape[1] - 1, device=seq.device), seq[:, 1:]).mean())
+        return float(
+            _query_nll(p, cfg, seq[:, :-1], torch.arange(seq.shape[1] - 1, device=seq.device), seq[:, 1:]).mean()
+        )
     return float(_query_nll(p, cfg, q.fwd_tokens, q.fwd_slots, q.fwd_targets).mean())

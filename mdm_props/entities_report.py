@@ -64,7 +64,7 @@ def run_grid(config: EntitiesConfig, out: Path | None, on_job=None) -> list[RunR
         for k, regime, encoding, depth in config.jobs:
             recs, params = run_job(config, k, regime, encoding, depth)
             cfg = config.model_config(k, regime, encoding, depth)
-            for i, (rec, p) in enumerate(zip(recs, params)):
+            for i, (rec, p) in enumerate(zip(recs, params, strict=True)):
                 if out is not None and wants_checkpoint(config, encoding, i):
                     fmt = "llada" if regime in MDM_REGIMES else "llama"
                     path = out / "checkpoints" / checkpoint_name(rec)
@@ -236,10 +236,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``mdm-props experiment entities``: ``--ks``, ``--depths``, one flag per other
     field of EntitiesConfig (:func:`mdm_props.options.add_arguments`), ``--out``, ``--no-plot``, ``--quiet``."""
     parser.add_argument(
-        "--ks", type=int, nargs="+", choices=K_CHOICES, default=list(DEFAULT_KS), metavar="K", help="entity lengths k (default 1 2 3)"
+        "--ks",
+        type=int,
+        nargs="+",
+        choices=K_CHOICES,
+        default=list(DEFAULT_KS),
+        metavar="K",
+        help="entity lengths k (default 1 2 3)",
     )
     parser.add_argument(
-        "--depths", type=int, nargs="+", choices=DEPTH_CHOICES, default=[1, 2, 4], metavar="L", help="depths of the LLaDA-like block (default 1 2 4)"
+        "--depths",
+        type=int,
+        nargs="+",
+        choices=DEPTH_CHOICES,
+        default=[1, 2, 4],
+        metavar="L",
+        help="depths of the LLaDA-like block (default 1 2 4)",
     )
     options.add_arguments(parser, EntitiesConfig)
     parser.add_argument("--out", metavar="DIR", required=True, help="results.json, table.md, figures, checkpoints/")

@@ -76,7 +76,9 @@ def test_results_json_has_one_record_per_cell_and_seed_with_four_accuracies(tiny
     out, doc = tiny_run
     assert doc["complete"] is True and doc["jobs_done"] == doc["jobs"] == 2 * 2 * 2 * 4
     keys = [(r["k"], r["regime"], r["encoding"], r["depth"], r["seed"]) for r in doc["records"]]
-    expected = {(k, g, e, L, s) for k in (1, 2) for g in ex.REGIMES for e in ("rope", "alibi") for L in (1, 2) for s in (0, 1)}
+    expected = {
+        (k, g, e, L, s) for k in (1, 2) for g in ex.REGIMES for e in ("rope", "alibi") for L in (1, 2) for s in (0, 1)
+    }
     assert len(keys) == len(set(keys)) and set(keys) == expected
     for r in doc["records"]:
         assert set(r["reverse"]) == set(ex.ACCURACIES)
@@ -114,7 +116,12 @@ def test_checkpoints_are_written_for_rope_seed_0_only_in_the_right_format(tiny_r
 def test_accuracies_count_exact_per_token_bag_and_reversed():
     target = torch.tensor([[1, 2, 3], [4, 5, 6], [7, 8, 9]])
     pred = torch.tensor([[1, 2, 3], [6, 5, 4], [7, 9, 8]])
-    assert ex.accuracies(pred, target) == {"exact": (1, 3), "per_token": (3 + 1 + 1, 9), "bag": (3, 3), "reversed": (1, 3)}
+    assert ex.accuracies(pred, target) == {
+        "exact": (1, 3),
+        "per_token": (3 + 1 + 1, 9),
+        "bag": (3, 3),
+        "reversed": (1, 3),
+    }
 
 
 def test_queries_never_show_b_before_a_in_training_and_read_a_in_the_reverse_query():
@@ -143,7 +150,9 @@ def test_subset_masks_are_unbiased_for_the_exact_masked_objective():
 
 
 def test_a_diverged_run_is_reported_and_kept(tmp_path):
-    cfg = ex.EntitiesConfig(ks=(1,), depths=(1,), encodings=("rope",), regimes=("mdm-forward",), facts=4, steps=3, seeds=2, lr=1e300)
+    cfg = ex.EntitiesConfig(
+        ks=(1,), depths=(1,), encodings=("rope",), regimes=("mdm-forward",), facts=4, steps=3, seeds=2, lr=1e300
+    )
     records, _ = ex.run_job(cfg, 1, "mdm-forward", "rope", 1)
     assert all(r.diverged for r in records) and len(records) == 2
     row = report.summary(records)[0]
