@@ -72,7 +72,7 @@ _INT_CHOICES = cast(Callable[[tuple[int, ...]], Sequence[str]], tuple)
 # the default grid (fits 15 minutes on the shared 2-core machine); the full grid of THEORY E2 is
 # --ks 1 2 3 4 --encodings rope alibi t5 none absolute (docs/experiments.md states its time)
 DEFAULT_KS = (1, 2, 3)
-DEFAULT_ENCODINGS = ("rope",)
+DEFAULT_ENCODINGS = ("rope", "alibi")
 # encodings a transformers Llama/LLaDA checkpoint can express: RoPE only (ALiBi, T5 buckets, learned
 # absolute positions and no positions have no place in LLaDA's or Llama's config and tensors)
 CHECKPOINT_ENCODINGS = ("rope",)
@@ -119,6 +119,16 @@ class EntitiesConfig:
             raise ValueError(f"d_head must be even (RoPE rotates pairs); got {self.d_head}")
         if self.facts > 10_000:
             raise ValueError(f"facts must be <= 10000; got {self.facts}")
+        if max(self.ks) > self.facts:
+            raise ValueError(
+                f"ks must not exceed facts={self.facts} (an entity has k distinct of N tokens); got {self.ks}"
+            )
+        saving = self.checkpoints != "none" and set(self.encodings) & set(CHECKPOINT_ENCODINGS)
+        if saving and self.d_head * self.n_heads != self.d_model:
+            raise ValueError(
+                f"d_head * n_heads must equal d_model when RoPE checkpoints are saved (LLaDA's config has no "
+                f"head width); got {self.d_head} * {self.n_heads} != {self.d_model}; or pass --checkpoints none"
+            )
 
     @property
     def jobs(self) -> list[tuple[int, str, str, int]]:

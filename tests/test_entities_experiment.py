@@ -42,6 +42,8 @@ def tiny_run(tmp_path_factory):
         (["--d-head", "3"], "d_head"),
         (["--checkpoints", "some"], "--checkpoints"),
         (["--steps", "x"], "--steps"),
+        (["--facts", "4", "--ks", "5"], "ks"),
+        (["--d-head", "6"], "d_head * n_heads"),
     ],
 )
 def test_bad_arguments_exit_2_before_training(argv, name, tmp_path, capsys):
@@ -236,3 +238,24 @@ def test_saved_init_is_the_seeded_initialisation(tiny_run):
     _, back = project_model_from_hf(load_hf(f"{out / r['checkpoint']}@init", weights=True))
     init = init_params(cfg, r["seed"])
     assert all(torch.equal(back[n], init[n]) for n in init)
+
+
+def test_figures_are_drawn_and_a_missing_matplotlib_is_named(tiny_run, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("matplotlib")
+    out, doc = tiny_run
+    config = ex.EntitiesConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in doc["config"].items()})
+    records = [ex.RunRecord(**r) for r in doc["records"]]
+    paths = report.plot_figures(config, records, doc["summary"], tmp_path)
+    assert [p.name for p in paths] == ["accuracy_vs_k.png", "layer_cosine.png"]
+    assert all(p.stat().st_size > 1000 for p in paths)
+
+    import mdm_props.plots
+
+    def missing():
+        raise ImportError("plotting needs matplotlib: pip install 'mdm_props[plot]'")
+
+    monkeypatch.setattr(mdm_props.plots, "_pyplot", missing)
+    argv = [a for a in TINY if a != "--no-plot"] + ["--ks", "1", "--depths", "1", "--encodings", "alibi"]
+    assert cli.main(["experiment", "entities", "--out", str(tmp_path / "np"), *argv]) == 0
+    assert "no figures: plotting needs matplotlib: pip install 'mdm_props[plot]'" in capsys.readouterr().err
+    assert not (tmp_path / "np" / "accuracy_vs_k.png").exists()
