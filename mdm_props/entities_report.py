@@ -164,9 +164,10 @@ def markdown(config: EntitiesConfig, rows: list[dict], accuracy: str = "exact") 
 
 
 def plot_figures(config: EntitiesConfig, records: list[RunRecord], rows: list[dict], out: Path) -> list[Path]:
-    """``accuracy_vs_k.png`` (reverse exact against k, one line per regime; a panel per depth ×
-    encoding) and ``layer_cosine.png`` (per-layer storage-gradient cosine over training, mean over
-    seeds, RoPE at the largest depth; a panel per regime × k). Needs matplotlib (the ``plot`` extra)."""
+    """``accuracy_vs_k.png`` (reverse exact against k, one line per regime, and dashed the reversed-order
+    accuracy, rev(A); a panel per depth × encoding) and ``layer_cosine.png`` (per-layer storage-gradient
+    cosine over training, mean over seeds, RoPE at the largest depth; a panel per regime × k). Needs
+    matplotlib (the ``plot`` extra)."""
     from .plots import _pyplot
 
     plt = _pyplot()
@@ -180,14 +181,16 @@ def plot_figures(config: EntitiesConfig, records: list[RunRecord], rows: list[di
             for reg in config.regimes:
                 ks = [k for k in config.ks if by.get((k, reg, enc, depth)) and by[(k, reg, enc, depth)]["exact"]]
                 ys = [by[(k, reg, enc, depth)]["exact"]["rate"] for k in ks]
-                ax.plot(ks, ys, marker="o", label=reg)
+                (line,) = ax.plot(ks, ys, marker="o", label=reg)
+                rs = [by[(k, reg, enc, depth)]["reversed"]["rate"] for k in ks]
+                ax.plot(ks, rs, marker="x", ls="--", color=line.get_color())
             ax.set_title(f"{enc}, depth {depth}", fontsize=9)
             ax.set_ylim(-0.05, 1.05)
             ax.set_xticks(list(config.ks))
             if i == nd - 1:
                 ax.set_xlabel("entity length k")
             if j == 0:
-                ax.set_ylabel("reverse exact acc.")
+                ax.set_ylabel("reverse acc. (dashed: rev(A))")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     paths.append(out / "accuracy_vs_k.png")
