@@ -117,11 +117,22 @@ def results_document(config: EntitiesConfig, records: list[RunRecord], seconds: 
     }
 
 
+def _finite_or_null(x):
+    """Standard JSON: a NaN or infinite float (a diverged run, an undefined correlation) becomes null."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite_or_null(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite_or_null(v) for v in x]
+    return x
+
+
 def write_results(out: Path, doc: dict) -> Path:
-    """Write ``results.json`` atomically (a temporary file renamed over it)."""
+    """Write ``results.json`` atomically (a temporary file renamed over it); non-finite floats as null."""
     path = out / "results.json"
     tmp = out / ".results.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=1, allow_nan=True) + "\n")
+    tmp.write_text(json.dumps(_finite_or_null(doc), indent=1, allow_nan=False) + "\n")
     tmp.replace(path)
     return path
 

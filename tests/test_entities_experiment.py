@@ -259,3 +259,15 @@ def test_figures_are_drawn_and_a_missing_matplotlib_is_named(tiny_run, tmp_path,
     assert cli.main(["experiment", "entities", "--out", str(tmp_path / "np"), *argv]) == 0
     assert "no figures: plotting needs matplotlib: pip install 'mdm_props[plot]'" in capsys.readouterr().err
     assert not (tmp_path / "np" / "accuracy_vs_k.png").exists()
+
+
+def test_results_json_is_standard_json_with_null_for_non_finite_values(tmp_path):
+    cfg = ex.EntitiesConfig(
+        ks=(1,), depths=(1,), encodings=("rope",), regimes=("mdm-forward",), facts=4, steps=3, seeds=1, lr=1e300
+    )
+    records, _ = ex.run_job(cfg, 1, "mdm-forward", "rope", 1)
+    path = report.write_results(tmp_path, report.results_document(cfg, records, 1.0, complete=True))
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    doc = json.loads(text)
+    assert doc["records"][0]["diverged"] is True and doc["summary"][0]["forward_exact"] is None
