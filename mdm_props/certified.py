@@ -447,6 +447,21 @@ def dot(a, b):
     return _dot(a, b)
 
 
+def matvec(M, v):
+    """M v for M given by rows (lists of balls)."""
+    return _matvec(M, v)
+
+
+def outer(a, b):
+    """a bᵀ as nested lists."""
+    return _outer(a, b)
+
+
+def rotate(k: list, delta: int, base: float) -> list:
+    """R_δ k (RoPE, interleaved pairs), exactly."""
+    return _rotate(k, delta, base)
+
+
 def token_overlap(f: ArbQuery, r: ArbQuery, n_tokens: int):
     """S = Σ_h Σ_t α^f_h(t) α^r_h(t), the token-aligned attention overlap (exact)."""
     return sum(

@@ -28,16 +28,14 @@ from typing import Any
 
 import torch
 
-from . import batched, rounding
+from . import batched, rounding, storage
 from .checks import CheckResult, not_applicable
 from .facts import Query, Template
 from .model import ModelConfig
 from .storage import (
     STORAGE_HYPOTHESES,
     QueryState,
-    evaluate,
     require_storage_inputs,
-    storage_gradient,
     unmet_hypotheses,
 )
 from .validation import require_int
@@ -88,7 +86,7 @@ class PerDraw:
 
     def gradient(self, query: Query) -> tuple[torch.Tensor, QueryState]:
         """(G (1, H, d, d), state): ∂(−log p(target))/∂W_OV by autograd and the query's state."""
-        G, s = storage_gradient(self.draw.params, self.cfg, query)
+        G, s = storage.storage_gradient(self.draw.params, self.cfg, query)  # looked up at call time
         return G[None], batched.one_state(s)
 
     def gradient_error(self, query: Query, state: QueryState) -> torch.Tensor:
@@ -98,14 +96,14 @@ class PerDraw:
     def state(self, query: Query, params: dict | None = None) -> QueryState:
         """The query's state (a batch of one) at the stacked ``params`` (default: the draw's)."""
         p = self.draw.params if params is None else batched.unstack_params(params, 0)
-        return batched.one_state(evaluate(p, self.cfg, query))
+        return batched.one_state(storage.evaluate(p, self.cfg, query))
 
     def unembeddings(self) -> torch.Tensor:
         return batched.unembeddings(self.params, self.cfg)
 
     def map(self, fn: Callable, *args):
         """``fn`` on the draw's slice of each (1, …) argument, re-stacked (what ``vmap`` does for a batch)."""
-        out = fn(*(a[0] for a in args))
+        out = fn(*(batched.unstack_params(a, 0) if isinstance(a, dict) else a[0] for a in args))
         return tuple(o[None] for o in out) if isinstance(out, tuple) else out[None]
 
 

@@ -14,7 +14,7 @@ from mdm_props import rounding, strategies
 from mdm_props.checks import assert_holds
 from mdm_props.claims import c0_oracles as c0
 from mdm_props.facts import canonical_template, forward_query, query_loss, reverse_query
-from mdm_props.model import ATTENTIONS, POSITIONAL_ENCODINGS, ModelConfig
+from mdm_props.model import ATTENTIONS, POSITIONAL_ENCODINGS, ModelConfig, forward
 from mdm_props.params import init_params
 
 
@@ -91,3 +91,35 @@ def test_meta_gradient_bound_rejects_a_wrong_storage_gradient():
     assert ((auto - good * (1 + 1e-10)).abs() > bound).any()
     wrong_slot = dataclasses.replace(query, slot=(query.slot + 1) % len(query.tokens))
     assert ((auto - storage_gradient_closed_form(params, cfg, wrong_slot)).abs() > bound).any()
+
+
+# ---------------------------------------------------------------------------------------------
+# meta-tests: the checkers and their bounds on their own (the registry audit looks for them in this file)
+
+
+@pytest.mark.parametrize("pos", POSITIONAL_ENCODINGS)
+@pytest.mark.meta("C0.3")
+def test_gradient_bounds_hold_are_small_and_reject_perturbed_closed_forms(pos):
+    from mdm_props.facts import query_loss
+    from mdm_props.gradients import score_gradient_closed_form, storage_gradient_closed_form
+
+    cfg = ModelConfig(vocab=5, d_model=7, d_head=4, n_heads=2, pos=pos, rope_base=5e5)
+    params = init_params(cfg, 6, scale=2.0)
+    query = reverse_query(canonical_template(2), 0, 1, cfg.vocab)
+    auto = torch.func.grad(lambda p: query_loss(p, cfg, query))(params)["W_OV"][0]
+    closed = storage_gradient_closed_form(params, cfg, query)
+    b = 2 * rounding.storage_gradient_error_bound(params, cfg, query)
+    assert ((auto - closed).abs() <= b).all()
+    nudged = {**params, "E": params["E"] * (1 + 1e-9)}  # the closed form at embeddings off by 1e-9
+    assert ((auto - storage_gradient_closed_form(nudged, cfg, query)).abs() > b).any()
+    assert float(b.max()) < 1e-11 * float(closed.abs().max())  # measured up to ~2e-12 at scale 2
+    tokens = query.tensor()
+    g = torch.func.grad(lambda p: forward(p, cfg, tokens).scores[0, 1, 2, 0])(params)
+    dQ, dK = score_gradient_closed_form(params, cfg, tokens, 2, 0, head=1)
+    bQ, bK = rounding.score_gradient_error_bound(params, cfg, tokens, 2, 0, head=1)
+    # the closed forms at W_K resp. W_Q off by 1e-9 (∂s/∂W_Q reads k, ∂s/∂W_K reads q)
+    dQ_off, _ = score_gradient_closed_form({**params, "W_K": params["W_K"] * (1 + 1e-9)}, cfg, tokens, 2, 0, head=1)
+    _, dK_off = score_gradient_closed_form({**params, "W_Q": params["W_Q"] * (1 + 1e-9)}, cfg, tokens, 2, 0, head=1)
+    for a, c, off, bb in ((g["W_Q"][0, 1], dQ, dQ_off, 2 * bQ), (g["W_K"][0, 1], dK, dK_off, 2 * bK)):
+        assert ((a - c).abs() <= bb).all() and ((a - off).abs() > bb).any()
+        assert float(bb.max()) < 1e-11 * float(c.abs().max())

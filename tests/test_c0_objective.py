@@ -28,6 +28,8 @@ from mdm_props.model import ATTENTIONS, POSITIONAL_ENCODINGS, ModelConfig
 from mdm_props.params import init_params
 from mdm_props.statistics import FALSE_ALARM
 
+u = rounding.UNIT_ROUNDOFF
+
 
 @pytest.mark.claim("C0.4")
 @pytest.mark.parametrize("L", range(1, 7))
@@ -176,3 +178,23 @@ def test_meta_the_atom_at_zero_counts_the_zero_loss_masks():
     forgetful = lambda x: np.where(np.asarray(x) >= 0, 1 / 3, 0.0)  # noqa: E731  the old atom, P(∅) only
     _, p_old = c0.ks_test_with_atom_at_zero(zeros, forgetful)
     assert p_old < FALSE_ALARM
+
+
+# ---------------------------------------------------------------------------------------------
+# meta-tests: the checkers and their bounds on their own (the registry audit looks for them in this file)
+
+
+@pytest.mark.meta("C0.4")
+def test_objective_bound_holds_and_rejects_a_perturbed_model():
+    """The float64 objective is within the bound of the mpmath enumeration; the objective of a model
+    whose W_OV is off by one part in 1e9 is not."""
+    cfg = ModelConfig(vocab=4, d_model=5, d_head=2, pos="alibi")
+    params = init_params(cfg, 3)
+    tokens = torch.tensor([1, 3, 0])
+    exact = float(c0.enumerate_objective_oracle(params, cfg, tokens))
+    computed = float(mdm_objective_exact(params, cfg, tokens))
+    bound = c0.mdm_objective_error_bound(params, cfg, tokens)
+    assert abs(computed - exact) <= bound + u * abs(exact) and bound < 1e-12 * abs(exact)
+    mutant = {**params, "W_OV": params["W_OV"] * (1 + 1e-9)}
+    off = float(mdm_objective_exact(mutant, cfg, tokens))
+    assert abs(off - exact) > c0.mdm_objective_error_bound(mutant, cfg, tokens) + u * abs(exact)

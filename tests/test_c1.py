@@ -6,6 +6,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
+from meta.storage_draws import DRAWS, ETA, A, B, _ten_bounds, draw, relative_scaling  # the meta-tests' fixed draws
 
 from mdm_props import batched, registry, search, storage, strategies
 from mdm_props.checks import assert_holds
@@ -161,3 +162,39 @@ def test_c1b_identity_fails_without_orthonormal_embeddings():
 
 def test_negative_controls_are_registered():
     assert {n.id for n in c1.NEGATIVE_CONTROLS} == {"C1a~absolute", "C1b~non-orth", "C1c~non-orth"}
+
+
+# ---------------------------------------------------------------------------------------------
+# meta-tests: the checkers and their bounds on their own (the registry audit looks for them in this file)
+
+
+@pytest.mark.parametrize("n", range(len(DRAWS)))
+@pytest.mark.meta("C1a")
+def test_c1a_rejects_positions_aligned_in_the_same_order(n):
+    """Giving reverse position j the forward attention of position j (not of the position holding
+    the same token) swaps the weights of M and B: rejected by many bounds."""
+    params, cfg, template = draw(n)
+    T = template.length
+    forced = c1.check_c1a(params, cfg, template, A, B, alignment=list(range(T)))[-1]
+    assert not forced.holds and forced.error_ratio > 1e6, str(forced)
+
+
+@pytest.mark.parametrize("n", range(len(DRAWS)))
+@pytest.mark.meta("C1b")
+def test_c1b_rejects_a_gradient_off_by_ten_bounds(n, monkeypatch):
+    params, cfg, template = draw(n)
+    r = c1.check_c1b(params, cfg, template, A, B, ETA)[0]
+    assert r.holds
+    relative_scaling(monkeypatch, lambda q: _ten_bounds(r))
+    bad = c1.check_c1b(params, cfg, template, A, B, ETA)[0]
+    assert not bad.holds and bad.error_ratio > 5, str(bad)
+
+
+@pytest.mark.parametrize("n", range(len(DRAWS)))
+@pytest.mark.meta("C1c")
+def test_c1c_rejects_a_gradient_off_by_ten_bounds(n, monkeypatch):
+    params, cfg, template = draw(n)
+    r = c1.check_c1c(params, cfg, template, A, B, ETA)[0]
+    relative_scaling(monkeypatch, lambda q: _ten_bounds(r))
+    bad = c1.check_c1c(params, cfg, template, A, B, ETA)[0]
+    assert not bad.holds and bad.error_ratio > 5, str(bad)

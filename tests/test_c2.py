@@ -20,6 +20,8 @@ from mdm_props.claims import c2_correlated_routes as c2
 from mdm_props.model import rope_matrix
 from mdm_props.statistics import clopper_pearson
 
+D_K, BASE, DELTA = 64, 1e4, 2  # the structure of the C2a meta-test (as tests/meta/test_checkers_c2.py)
+
 d_ks = st.integers(1, 128).map(lambda h: 2 * h)
 gaps = st.integers(1, 64).map(lambda dl: 2.0 * dl)
 
@@ -251,3 +253,53 @@ def test_c2_inputs_are_validated():
         c2.score_correlation_limit(4.0, 1e4, method="simpson")
     with pytest.raises(ValueError, match="unknown training settings"):
         c2.forward_training_trial(0, epochs=3)
+
+
+# ---------------------------------------------------------------------------------------------
+# meta-tests: the checkers and their bounds on their own (the registry audit looks for them in this file)
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return c2.sample_scores(16, D_K, BASE, DELTA, 2000, seed=5)
+
+
+@pytest.mark.meta("C2a")
+def test_correlation_check_rejects_g_equal_delta(sample):
+    """Claiming g = Δ (0.885) instead of g = 2Δ (0.748) is rejected by 2000 draws."""
+    r = c2.check_score_correlation(sample["s_f"], sample["s_r"], D_K, BASE, float(DELTA))
+    assert not r.holds and r.error_ratio > 2, str(r)
+
+
+@pytest.mark.meta("C2b")
+def test_route_gradient_check_rejects_a_gradient_ten_bounds_off():
+    """Perturb ∇S_f along ∇S_r so that the inner product moves by 10× the bound: rejected; the bound is
+    ≤ 1e-11 relative to the scale of the terms (not vacuous)."""
+    import random
+
+    rng = random.Random(0)
+    for _ in range(5):
+        case = strategies.sample_case(rng, pos=("rope",), orthonormal=False)
+        params = case.params()
+        gf, gr = c2.route_gradients(params, case.cfg, case.template, case.A, case.B)
+        ok = c2.check_route_gradient(params, case.cfg, case.template, case.A, case.B, gf, gr)
+        assert ok.holds, str(ok)
+        norm2 = float((gr["W_Q"] ** 2).sum() + (gr["W_K"] ** 2).sum())
+        step = 10 * ok.tolerance / norm2
+        bad = {k: gf[k] + step * gr[k] for k in gf}
+        res = c2.check_route_gradient(params, case.cfg, case.template, case.A, case.B, bad, gr)
+        assert not res.holds and res.error_ratio > 5, str(res)
+        q = params["W_Q"][0, 0] @ params["E"][case.cfg.mask_id]
+        k = params["W_K"][0, 0] @ params["E"][case.B]
+        scale = (
+            float(params["E"][case.cfg.mask_id].norm()) ** 2 * float(k.norm()) ** 2
+            + float(params["E"][case.B].norm()) ** 2 * float(q.norm()) ** 2
+        ) / case.cfg.d_head
+        assert ok.tolerance < 1e-11 * scale
+
+
+@pytest.mark.meta("C2c")
+def test_rate_check_needs_more_than_half():
+    assert c2.check_rate("C2c", "x", 30, 30).holds
+    assert not c2.check_rate("C2c", "x", 20, 20).holds  # CP lower bound 0.484 at 1 − 1e-6
+    assert not c2.check_rate("C2c", "x", 40, 60).holds

@@ -6,8 +6,9 @@ import pytest
 import torch
 from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
+from meta.storage_draws import DRAWS, A, B, _ten_bounds, draw, relative_scaling  # the meta-tests' fixed draws
 
-from mdm_props import batched, search, storage, strategies
+from mdm_props import batched, rounding, search, storage, strategies
 from mdm_props.checks import assert_holds
 from mdm_props.claims import c3_aligned_storage as c3
 from mdm_props.facts import canonical_template
@@ -114,3 +115,35 @@ def test_absolute_positions_flip_the_sign(device):
 
 def test_negative_controls_are_registered():
     assert {n.id for n in c3.NEGATIVE_CONTROLS} == {"C3~arm", "C3~non-orth", "C3~absolute"}
+
+
+# ---------------------------------------------------------------------------------------------
+# meta-tests: the checkers and their bounds on their own (the registry audit looks for them in this file)
+
+
+@pytest.mark.parametrize("n", range(len(DRAWS)))
+@pytest.mark.meta("C3")
+def test_c3_rejects_a_reverse_gradient_off_by_ten_bounds(n, monkeypatch):
+    params, cfg, template = draw(n)
+    r = c3.check_c3(params, cfg, template, A, B)[0]
+    relative_scaling(monkeypatch, lambda q: _ten_bounds(r) if q.slot == template.b else 0.0)
+    bad = c3.check_c3(params, cfg, template, A, B)[0]
+    assert not bad.holds and bad.error_ratio > 5, str(bad)
+
+
+@pytest.mark.parametrize("n", range(len(DRAWS)))
+@pytest.mark.meta("C3")
+def test_c3_formula_with_position_aligned_attention_is_rejected(n):
+    """Σ_j α^f_j α^r_j position by position (forward M meets reverse B) instead of token by token:
+    the identity's bound rejects the wrong formula."""
+    params, cfg, template = draw(n)
+    V = cfg.vocab
+    fq, rq = storage.pair_queries(template, A, B, V)
+    al = storage.storage_alignment(params, cfg, fq, rq)
+    f, r = al.f, al.r
+    P = float(storage.first_factor(f.p, A, r.p, A))
+    S_right = float((f.token_attention(V + 1) * r.token_attention(V + 1)).sum())
+    S_wrong = float((f.attn * r.attn).sum())
+    t_F, _ = c3.c3_tolerances(f, r, A, V, rounding.gram_defect(params["E"]), al.ip_err)
+    assert abs(al.ip - P * S_right) <= t_F
+    assert abs(al.ip - P * S_wrong) > 1e6 * t_F

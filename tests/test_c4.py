@@ -4,9 +4,13 @@ Kinds: C4a per draw (H-rel + H-orth + H-bi; explicit second-order remainder), C4
 Taylor test on the full parameter dict, any encoding), C4c typical (a rate over fixed seeds with a
 Clopper–Pearson interval at false-alarm probability 1e-6; never asserted per draw)."""
 
+import math
+
 import pytest
+import torch
 from hypothesis import event, example, given
 from hypothesis import strategies as st
+from meta.storage_draws import DRAWS, A, B, draw  # the meta-tests' fixed draws
 
 from mdm_props import batched, registry, search, storage, strategies, taylor
 from mdm_props.checks import assert_holds
@@ -178,3 +182,44 @@ def test_arm_alignment_rate_is_below_the_mdm_rate():
 
 def test_negative_controls_are_registered():
     assert {n.id for n in c4.NEGATIVE_CONTROLS} == {"C4a~arm", "C4b~wrong-gradient", "C4c~arm"}
+
+
+# ---------------------------------------------------------------------------------------------
+# meta-tests: the checkers and their bounds on their own (the registry audit looks for them in this file)
+
+
+@pytest.mark.parametrize("n", range(len(DRAWS)))
+@pytest.mark.meta("C4a")
+def test_c4a_rejects_a_step_of_the_wrong_sign(n, monkeypatch):
+    """Ascending the forward loss raises φ by ≈ η⟨G_r, G_f⟩: the remainder R ≈ 2η⟨G_r, G_f⟩ breaks
+    the upper bound η² spread²/8 at η = 1e-3."""
+    params, cfg, template = draw(n)
+    real = storage.storage_step
+    monkeypatch.setattr(batched, "storage_step", lambda p, G, eta: real(p, G, -eta))  # both backends' step
+    results = c4.check_c4a(params, cfg, template, A, B, etas=(1e-3,))
+    assert not results[1].holds, str(results[1])
+
+
+@pytest.mark.parametrize("n", [0, 2, 3])
+@pytest.mark.meta("C4b")
+def test_c4b_rejects_a_remainder_built_with_a_perturbed_gradient(n):
+    """g_r + δ with ‖δ‖ = 1e-4‖g_r‖ (a random direction): the remainder has a first-order term and the
+    Taylor test rejects it (observed order ≈ 1 on the window, or R/η² off the band)."""
+    params, cfg, template = draw(n)
+    fq, rq = storage.pair_queries(template, A, B, cfg.vocab)
+    g_r = c4.full_gradient(params, cfg, rq)
+    gen = torch.Generator().manual_seed(n)
+    noise = {k: torch.randn(v.shape, generator=gen, dtype=torch.float64) for k, v in g_r.items()}
+    scale = 1e-4 * math.sqrt(c4.inner(g_r, g_r) / c4.inner(noise, noise))
+    wrong = {k: g_r[k] + scale * noise[k] for k in g_r}
+    assert all(r.holds for r in c4.check_c4b(params, cfg, template, A, B))
+    bad = c4.check_c4b(params, cfg, template, A, B, gradient=wrong)
+    assert any(r.status == "violated" for r in bad), [str(r) for r in bad]
+
+
+@pytest.mark.meta("C4c")
+def test_c4c_assertion_fails_for_a_coin_flip_rate(monkeypatch):
+    """The typical-claim assertion is not vacuous: with half the draws aligned it fails."""
+    monkeypatch.setattr(c4, "alignment_counts", lambda *a, **k: {e: (30, 60) for e in RELATIVE_ENCODINGS})
+    (r,) = c4.run_c4c(240, 0, "cpu")
+    assert not r.holds and r.observed < 0.5

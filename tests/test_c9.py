@@ -196,6 +196,29 @@ def test_entity_case_draws_satisfy_the_hypotheses():
     assert not c9.sample_entity_case(rng, palindromic=False).template.palindromic
 
 
+def test_entity_case_fits_the_fixed_schema():
+    """At most strategies.CHOICES choices whatever is drawn (strategies.chosen refuses more)."""
+    rng = random.Random(1)
+    counts = []
+
+    def choose(options):
+        counts[-1] += 1
+        return rng.choice(tuple(options))
+
+    for _ in range(300):
+        counts.append(0)
+        c9.entity_case(choose, 0)
+    assert max(counts) <= strategies.CHOICES
+
+
+def test_verify_selects_c9_alone():
+    from mdm_props import registry
+
+    assert [c.id for c in registry.select(["C9"])] == ["C9"]
+    assert [c.id for c in registry.select(["C9b"])] == ["C9b"]
+    assert {n.claim for n in registry.get("C9").negative_controls()} == {"C9"}
+
+
 def test_bad_input_is_refused():
     cfg = ModelConfig(vocab=5, d_model=8, d_head=4)
     args = (init_params(cfg, 0), cfg, EntityTemplate(2, (4,)), (0, 1), (1, 2))

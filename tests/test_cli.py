@@ -81,7 +81,7 @@ def test_verify_exits_1_when_a_checker_crashes(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["verify", "--claims", "C9"], "unknown claim id 'C9'"),
+        (["verify", "--claims", "C99"], "unknown claim id 'C99'"),
         (["verify", "--device", "tpu"], "invalid choice: 'tpu'"),
         (["verify", "--examples", "0"], "argument --examples: must be an integer >= 1; got 0"),
         (["verify", "--examples", "-3"], "argument --examples: must be an integer >= 1; got -3"),
@@ -184,7 +184,7 @@ def test_an_unwritable_json_path_is_refused_before_any_work(tmp_path, capsys, wh
     [
         (["verify", "--claims", ""], "--claims must name at least one"),
         (["verify", "--claims", "C1b,,C3"], "empty item"),
-        (["explain", "C9"], "unknown claim id"),
+        (["explain", "C99"], "unknown claim id"),
     ],
 )
 def test_bad_selections_exit_2_with_the_subcommand_usage(argv, message, capsys):

@@ -29,7 +29,9 @@ def test_audit_reports_a_claim_without_tests_docs_or_runner(tmp_path):
         bounds=(),
     )
     problems = registry.audit(TESTS, claims=registry.CLAIMS + (ghost,))
-    assert any("Cghost: runner 'mdm_props.claims.c3_aligned_storage:run_cghost' does not resolve" in p for p in problems)
+    assert any(
+        "Cghost: runner 'mdm_props.claims.c3_aligned_storage:run_cghost' does not resolve" in p for p in problems
+    )
     assert any("Cghost: checker 'mdm_props.claims.c3:check_c3' does not resolve" in p for p in problems)
     assert any("Cghost: no bound registered" in p for p in problems)
     assert any("Cghost: no meta-test marked meta" in p for p in problems)
@@ -41,7 +43,9 @@ def test_audit_reports_a_claim_without_tests_docs_or_runner(tmp_path):
 def test_audit_reports_a_marker_naming_an_unknown_claim(tmp_path):
     tests = tmp_path / "tests"
     tests.mkdir()
-    (tests / "test_fake.py").write_text('import pytest\n@pytest.mark.claim("Cnowhere")\ndef test_x():\n    assert True\n')
+    (tests / "test_fake.py").write_text(
+        'import pytest\n@pytest.mark.claim("Cnowhere")\ndef test_x():\n    assert True\n'
+    )
     problems = registry.audit(tests, claims=())
     assert problems == ["marker claim('Cnowhere') in tests/test_fake.py names an unknown claim"]
 

@@ -21,19 +21,19 @@ from __future__ import annotations
 
 import torch
 
-from .. import batched, rounding
-from ..checks import CheckResult, Counterexample, NegativeControl, inequality, not_applicable, worst_entry
+from .. import batched, certified, claim, rounding
+from ..checks import CheckResult, Counterexample, NegativeControl
+from ..claim import Certified, Draw, Inequality, Proof, Spec, WorstEntry
 from ..facts import Template, forward_query
-from ..model import ModelConfig, embed, unembedding, value_matrix
+from ..model import ModelConfig, embed, value_matrix
 from ..params import require_step, resolve_device
 from ..registry import Claim
-from ..rounding import STORAGE_SAFETY, UNIT_ROUNDOFF, gamma, gram_defect
+from ..rounding import STORAGE_SAFETY, UNIT_ROUNDOFF, gamma
 from ..search import (
     all_pairs,
     case_args,
     describe,
     per_draw_cases,
-    run_per_draw,
     search,
     seeded_cases,
     small_d_cases,
@@ -43,12 +43,7 @@ from ..storage import (
     QueryState,
     ReverseStep,
     aligned_positions,
-    evaluate,
     pair_queries,
-    require_storage_inputs,
-    reverse_step,
-    storage_gradient,
-    unmet_hypotheses,
     value_path_logits,
 )
 from ..strategies import ETAS, N_HEADS
@@ -235,15 +230,80 @@ def c1c_tolerances_batch(
 # C1a
 
 
+def c1a_quantities(xp, alignment: list[int] | None = None) -> dict:
+    """C1a's quantities over a float64 backend ``xp`` (:mod:`mdm_props.claim`): the forward and reverse logits
+    with :func:`value_path_formula` of their token-aligned attention, and the reverse logits under the
+    forward query's attention imposed (``alignment``: each reverse position's forward source, default the
+    token alignment :func:`~mdm_props.storage.aligned_positions`) against z_f; bounds :func:`c1a_tolerance`."""
+    cfg, V = xp.cfg, xp.cfg.vocab
+    fq, rq = pair_queries(xp.template, xp.A, xp.B, V)
+    f, r = xp.state(fq), xp.state(rq)
+    E, U = xp.params["E"], xp.unembeddings()
+    W = xp.map(lambda p: value_matrix(p, cfg, 0), xp.params)
+    T = len(fq.tokens)
+    out: dict = {}
+    for name, s in (("z_f", f), ("z_r", r)):
+        alpha, e_alpha = s.token_attention(V + 1), s.token_attention(V + 1, error=True)
+        out[name] = s.logits
+        out[f"{name} formula"] = xp.map(value_path_formula, U, E[:, V], W, alpha, E)
+        out[f"t_{name}"] = xp.map(
+            lambda e, u, xq, w, a, ea, X: c1a_tolerance(e, u, xq, w, a, ea, X, 2 * T),
+            s.e_logits,
+            U,
+            E[:, V],
+            W,
+            alpha,
+            e_alpha,
+            E,
+        )
+    align = aligned_positions(fq.tokens, rq.tokens) if alignment is None else list(alignment)
+    if sorted(align) != list(range(T)):
+        raise ValueError(f"alignment must be a permutation of range({T}); got {align}")
+    forced, e_forced = f.attn[..., align], f.e_attn[..., align]
+    out["forced"] = xp.map(lambda p, a: value_path_logits(p, cfg, r.tokens, rq.slot, a), xp.params, forced)
+    x = xp.map(lambda p: embed(p, cfg, r.tokens), xp.params)
+    out["t_forced"] = xp.map(
+        lambda e, u, xq, w, a, ea, X: c1a_tolerance(e, u, xq, w, a, ea, X, T),
+        f.e_logits,
+        U,
+        x[:, rq.slot],
+        W,
+        forced,
+        e_forced,
+        x,
+    )
+    out["alignment"] = align
+    return out
+
+
+C1A_CHECKS = (
+    WorstEntry("z_f", "z_f = U(x_M + Σ_h W_OV^h Σ_t α(t) x_t)", "z_f", "z_f formula", "t_z_f"),
+    WorstEntry("z_r", "z_r = U(x_M + Σ_h W_OV^h Σ_t α(t) x_t)", "z_r", "z_r formula", "t_z_r"),
+    WorstEntry(
+        "forced",
+        "reverse logits with α^r forced to α^f (token-aligned) = z_f",
+        "forced",
+        "z_f",
+        "t_forced",
+        (("alignment", "alignment"),),
+    ),
+)
+C1A = Spec(
+    id="C1a",
+    title="position-free storage",
+    hypotheses=("H-rel",),
+    quantities=c1a_quantities,
+    checks=C1A_CHECKS,
+    tied=False,
+    sample={"either_orthonormal": True, "n_heads": N_HEADS},
+)
+
+
 def check_c1a(
     params: dict, cfg: ModelConfig, template: Template, A: int, B: int, *, alignment: list[int] | None = None
 ) -> list[CheckResult]:
     """C1a on one draw (:func:`c1a_comparisons`); not-applicable outside H-rel (absolute positions)."""
-    require_storage_inputs(params, cfg, tied=False)
-    unmet = unmet_hypotheses(params, cfg, ("H-rel",))
-    if unmet:
-        return [not_applicable("C1a", "position-free storage", "; ".join(unmet))]
-    return c1a_comparisons(params, cfg, template, A, B, alignment=alignment)
+    return claim.check(C1A, Draw(params, cfg, template, A, B), alignment=alignment)
 
 
 def c1a_comparisons(
@@ -251,59 +311,137 @@ def c1a_comparisons(
 ) -> list[CheckResult]:
     """C1a's comparisons whatever the hypotheses (its negative control reads them): the forward and
     reverse logits equal U(x_M + Σ_h W_OV^h Σ_t α^h(t) x_t), and the reverse logits under the forward
-    query's token-aligned attention equal the forward logits.
+    query's token-aligned attention equal the forward logits (:func:`c1a_quantities`)."""
+    return claim.comparisons(C1A, Draw(params, cfg, template, A, B), alignment=alignment)
 
-    ``alignment`` maps each reverse position to the forward position whose attention it receives
-    (default :func:`~mdm_props.storage.aligned_positions`, the token alignment)."""
-    require_storage_inputs(params, cfg, tied=False)
-    V = cfg.vocab
-    fq, rq = pair_queries(template, A, B, V)
-    f, r = evaluate(params, cfg, fq), evaluate(params, cfg, rq)
-    E, U, W = params["E"], unembedding(params, cfg), value_matrix(params, cfg, 0)
-    T = len(fq.tokens)
-    results = []
-    for name, s in (("z_f", f), ("z_r", r)):
-        alpha, e_alpha = s.token_attention(V + 1), s.token_attention(V + 1, error=True)
-        formula = value_path_formula(U, E[V], W, alpha, E)
-        bound = c1a_tolerance(s.e_logits, U, E[V], W, alpha, e_alpha, E, 2 * T)
-        results.append(
-            worst_entry(
-                "C1a", f"{name} = U(x_M + Σ_h W_OV^h Σ_t α(t) x_t)", s.logits, formula, bound, reference_rounding=False
-            )
+
+def certify_forced(example: dict, max_bits: int = certified.PRECISIONS[-1]):
+    """C1a~absolute's counterexample: the reverse logits with the forward query's token-aligned attention
+    imposed equal z_f, in ball arithmetic. Balls cannot prove an equality: ``refuted`` when some entry
+    certainly differs (the value is the largest certified |difference|), ``undecided`` otherwise (the exact
+    H-rel identity)."""
+    params, cfg, template, A, B, fq, rq = certified.example_draw(example, pair_queries)
+    ap = certified.arb_params(params, cfg)
+    align = aligned_positions(fq.tokens, rq.tokens)
+
+    def evaluate():
+        f = certified.evaluate_query(ap, cfg, fq)
+        x = certified.inputs(ap, cfg, rq.tokens)
+        h = list(x[rq.slot])
+        for Wh, a in zip(ap["W_OV"], f.attn, strict=False):
+            c = [certified.arb(0)] * cfg.d_model
+            for j, src in enumerate(align):
+                c = [ci + a[src] * xi for ci, xi in zip(c, x[j], strict=False)]
+            h = [u + certified.dot(row, c) for u, row in zip(h, Wh, strict=False)]
+        z = [certified.dot(u, h) for u in ap["U"]]
+        diff = [zv - fv for zv, fv in zip(z, f.logits, strict=False)]
+        off = [certified.lower(abs(v)) for v in diff if abs(v) > 0]
+        return (
+            ("refuted" if off else "undecided"),
+            (max(off) if off else None),
+            {"max_diff": max(float(abs(v).mid()) for v in diff)},
         )
-    align = aligned_positions(fq.tokens, rq.tokens) if alignment is None else list(alignment)
-    if sorted(align) != list(range(T)):
-        raise ValueError(f"alignment must be a permutation of range({T}); got {align}")
-    forced, e_forced = f.attn[:, align], f.e_attn[:, align]
-    z = value_path_logits(params, cfg, r.tokens, rq.slot, forced)
-    x = embed(params, cfg, r.tokens)
-    bound = c1a_tolerance(f.e_logits, U, x[rq.slot], W, forced, e_forced, x, T)
-    results.append(
-        worst_entry(
-            "C1a",
-            "reverse logits with α^r forced to α^f (token-aligned) = z_f",
-            z,
-            f.logits,
-            bound,
-            reference_rounding=False,
-            alignment=align,
-        )
-    )
-    return results
+
+    return certified.decide("C1a", "reverse logits with α^r forced to α^f (token-aligned) = z_f", evaluate, max_bits)
 
 
 # ---------------------------------------------------------------------------------------------
 # C1b
 
 
+def c1b_quantities(xp) -> dict:
+    """C1b's quantities over a float64 backend: Δε_h(A←B) per head after the step (:func:`evidence_change_batch`)
+    against η(1 − p_f(A)) α^f_h(B) within :func:`c1b_tolerance_batch`; the head k with the smallest
+    Δε/(η α^f(B)) for the positivity check, its scale η α^f_k(B) and its rounding-only tolerance (no H-orth
+    defect term)."""
+    cfg, A, B = xp.cfg, xp.A, xp.B
+    eta, params = xp.eta, xp.params
+    fq = forward_query(xp.template, A, B, cfg.vocab)
+    G, f = xp.gradient(fq)
+    e_G = xp.gradient_error(fq, f)
+    observed, formula = evidence_change_batch(params, cfg, f, G, eta, A, B)
+    alpha_B = f.token_attention(cfg.vocab + 1)[..., B]
+    args = (params, cfg, f, G, e_G, eta, A, B)
+    k = torch.argmin(observed / (eta[:, None] * alpha_B), dim=-1)
+    pick = lambda t: t.gather(1, k[:, None])[:, 0]  # noqa: E731
+    return {
+        "delta": observed,
+        "formula": formula,
+        "t": c1b_tolerance_batch(*args, rounding.gram_defect_batch(params["E"])),
+        "delta_k": pick(observed),
+        "scale": eta * pick(alpha_B),
+        "t_rounding": pick(c1b_tolerance_batch(*args, torch.zeros_like(eta))),
+        "head": k,
+        "eta": eta,
+    }
+
+
+C1B_CHECKS = (
+    WorstEntry("identity", "Δε(A←B) = η (1 − p_f(A)) α^f(B)", "delta", "formula", "t", (("eta", "eta"),)),
+    Inequality(
+        "positivity", "Δε(A←B) > 0", "delta_k", ">", 0.0, "scale", "t_rounding", (("head", "head"), ("eta", "eta"))
+    ),
+)
+
+
+def c1b_exact(ap: dict, draw: Draw) -> dict:
+    """Balls (per head) for C1b: Δε_h = −η u_Aᵀ G^h x_B = −η (u_Aᵀg)(c^hᵀx_B) (exact: ε is linear in
+    W_OV) and the closed form η (1 − p_f(A)) α^f_h(B)."""
+    cfg, A, B = draw.cfg, draw.A, draw.B
+    f = certified.evaluate_query(ap, cfg, forward_query(draw.template, A, B, cfg.vocab))
+    e = certified.arb(require_step(draw.eta))
+    uA_g = certified.dot(ap["U"][A], f.g)
+    delta = [-e * uA_g * certified.dot(c, ap["E"][B]) for c in f.context]
+    formula = [e * f.resid[A] * a[B] for a in f.token_attention(cfg.vocab + 1)]  # resid = y − p
+    return {"delta": delta, "formula": formula, "f": f}
+
+
+def _c1b_certificate_details(v: dict, draw: Draw) -> dict:
+    return {
+        "delta_eps": [float(x.mid()) for x in v["delta"]],
+        "closed_form": [float(x.mid()) for x in v["formula"]],
+        "orth_defect": max(certified.upper(abs(x - y)) for x, y in zip(v["delta"], v["formula"], strict=False)),
+        "eta": draw.eta,
+        "n_heads": draw.cfg.n_heads,
+        "pos": draw.cfg.pos,
+    }
+
+
+def c1b_soundness(draw: Draw, ap: dict) -> dict:
+    """(certified true error)/(tolerance) of C1b's identity at its worst head k: |Δε̂ − Δε| + H-orth's defect
+    |Δε − formula| + |formulâ − formula|."""
+    res = claim.results_by_key(C1B, draw)["identity"]
+    (k,) = res.details["index"]
+    v = c1b_exact(ap, draw)
+    eu = certified.error_upper
+    true = eu(res.observed, v["delta"][k]) + certified.upper(abs(v["delta"][k] - v["formula"][k]))
+    return {"identity": certified.ratio(true + eu(res.reference, v["formula"][k]), res.tolerance)}
+
+
+C1B = Spec(
+    id="C1b",
+    title="evidence strengthening",
+    hypotheses=("H-rel", "H-orth", "H-bi"),
+    quantities=c1b_quantities,
+    checks=C1B_CHECKS,
+    step=True,
+    sample={"n_heads": N_HEADS},
+    certified=Certified(
+        statement="Δε_h(A←B) > 0 for every head",
+        values=c1b_exact,
+        proofs=(Proof("positivity", "delta", ">"),),
+        value="delta",
+        details=_c1b_certificate_details,
+        soundness=c1b_soundness,
+        sources={"identity": "c1b_tolerance (check_c1b identity)"},
+    ),
+)
+
+
 def check_c1b(params: dict, cfg: ModelConfig, template: Template, A: int, B: int, eta: float) -> list[CheckResult]:
     """C1b on one draw (:func:`c1b_comparisons`); not-applicable outside H-rel, H-orth, H-bi (under causal
     attention the forward query at slot a < b cannot see B: α^f(B) = 0 and nothing is stored)."""
-    require_storage_inputs(params, cfg)
-    unmet = unmet_hypotheses(params, cfg)
-    if unmet:
-        return [not_applicable("C1b", "evidence strengthening", "; ".join(unmet), eta=eta)]
-    return c1b_comparisons(params, cfg, template, A, B, eta)
+    return claim.check(C1B, Draw(params, cfg, template, A, B, require_step(eta)))
 
 
 def c1b_comparisons(
@@ -311,45 +449,91 @@ def c1b_comparisons(
 ) -> list[CheckResult]:
     """C1b's comparisons whatever the hypotheses (its negative control reads them): Δε_h(A←B) after one
     step on L_f equals η(1 − p_f(A)) α^f_h(B) (worst head) and is > 0."""
-    require_storage_inputs(params, cfg)
-    eta = require_step(eta)
-    fq = forward_query(template, A, B, cfg.vocab)
-    G, f = storage_gradient(params, cfg, fq)
-    e_G = rounding.storage_gradient_error_bound(params, cfg, fq, safety=1.0)
-    observed, formula = evidence_change(params, cfg, f, G, eta, A, B)
-    bound = c1b_tolerance(params, cfg, f, G, e_G, eta, A, B, gram_defect(params["E"]))
-    rounding_only = c1b_tolerance(params, cfg, f, G, e_G, eta, A, B, 0.0)  # without the H-orth defect term
-    alpha_B = f.token_attention(cfg.vocab + 1)[:, B]
-    k = int(torch.argmin(observed / (eta * alpha_B)))
-    return [
-        worst_entry(
-            "C1b", "Δε(A←B) = η (1 − p_f(A)) α^f(B)", observed, formula, bound, reference_rounding=False, eta=eta
-        ),
-        inequality(
-            "C1b",
-            "Δε(A←B) > 0",
-            float(observed[k]),
-            0.0,
-            ">",
-            float(eta * alpha_B[k]),
-            float(rounding_only[k]),
-            head=k,
-            eta=eta,
-        ),
-    ]
+    return claim.comparisons(C1B, Draw(params, cfg, template, A, B, require_step(eta)))
+
+
+def certify_c1b_example(example: dict, max_bits: int = certified.PRECISIONS[-1]):
+    """C1b~non-orth's counterexample: C1b's certified statement on the recorded draw and step."""
+    params, cfg, t, A, B, _, _ = certified.example_draw(example, pair_queries)
+    return certified.certify(C1B, Draw(params, cfg, t, A, B, example["eta"]), max_bits)
 
 
 # ---------------------------------------------------------------------------------------------
 # C1c
 
 
+def c1c_quantities(xp) -> dict:
+    """C1c's quantities over a float64 backend: one storage step on L_f, the reverse logits before and after
+    (:func:`reverse_logit_change_batch`) against η(y − p_f)Ŝ and the margin changes against
+    η(1 − p_f(A) + p_f(v))Ŝ within :func:`c1c_tolerances_batch`; the smallest margin change (v ≠ A), its
+    scale η Σ_h ‖c_f^h‖‖c_r^h‖ and its rounding-only tolerance."""
+    cfg, A, B, eta = xp.cfg, xp.A, xp.B, xp.eta
+    params = xp.params
+    fq, rq = pair_queries(xp.template, A, B, cfg.vocab)
+    G, f = xp.gradient(fq)
+    e_G = xp.gradient_error(fq, f)
+    r0, r1 = xp.state(rq), xp.state(rq, batched.storage_steps(params, G, eta))
+    S = (f.context * r0.context).sum((-1, -2))
+    e_S = rounding.context_overlap_error_batch(f.context, r0.context, f.e_context, r0.e_context)
+    U = xp.unembeddings()
+    step_err = rounding.storage_step_logit_error_batch(U, params["W_OV"][:, 0], G, e_G, eta, r0.context, r0.e_context)
+    dz, formula, dm, fm = reverse_logit_change_batch(eta, S, f, r0, r1, A)
+    omega = rounding.gram_defect_batch(params["E"])
+    bound, bound_m = c1c_tolerances_batch(eta, S, e_S, f, r0, r1, step_err, A, omega)
+    rounding_m = c1c_tolerances_batch(eta, S, e_S, f, r0, r1, step_err, A, torch.zeros_like(eta))[1]
+    others = torch.tensor([v for v in range(cfg.vocab) if v != A], device=dz.device)
+    k = others[torch.argmin(dm[:, others], dim=-1)]
+    pick = lambda t: t.gather(1, k[:, None])[:, 0]  # noqa: E731
+    return {
+        "dz": dz,
+        "dz formula": formula,
+        "t_dz": bound,
+        "dm": dm[:, others],
+        "dm formula": fm[:, others],
+        "t_dm": bound_m[:, others],
+        "dm_min": pick(dm),
+        "scale": eta * (f.context.norm(dim=-1) * r0.context.norm(dim=-1)).sum(-1),
+        "t_rounding": pick(rounding_m),
+        "v": k,
+        "eta": eta,
+    }
+
+
+C1C_CHECKS = (
+    WorstEntry("logits", "Δz_r = η (y − p_f)(c_fᵀc_r)", "dz", "dz formula", "t_dz", (("eta", "eta"),)),
+    WorstEntry(
+        "margins",
+        "Δ(z_r(A) − z_r(v)) = η (1 − p_f(A) + p_f(v)) c_fᵀc_r",
+        "dm",
+        "dm formula",
+        "t_dm",
+        (("eta", "eta"),),
+    ),
+    Inequality(
+        "positivity",
+        "min_{v≠A} Δ(z_r(A) − z_r(v)) > 0",
+        "dm_min",
+        ">",
+        0.0,
+        "scale",
+        "t_rounding",
+        (("v", "v"), ("eta", "eta")),
+    ),
+)
+C1C = Spec(
+    id="C1c",
+    title="reuse by the reverse query",
+    hypotheses=("H-rel", "H-orth", "H-bi"),
+    quantities=c1c_quantities,
+    checks=C1C_CHECKS,
+    step=True,
+    sample={"n_heads": N_HEADS},
+)
+
+
 def check_c1c(params: dict, cfg: ModelConfig, template: Template, A: int, B: int, eta: float) -> list[CheckResult]:
     """C1c on one draw (:func:`c1c_comparisons`); not-applicable outside H-rel, H-orth, H-bi."""
-    require_storage_inputs(params, cfg)
-    unmet = unmet_hypotheses(params, cfg)
-    if unmet:
-        return [not_applicable("C1c", "reuse by the reverse query", "; ".join(unmet), eta=eta)]
-    return c1c_comparisons(params, cfg, template, A, B, eta)
+    return claim.check(C1C, Draw(params, cfg, template, A, B, require_step(eta)))
 
 
 def c1c_comparisons(
@@ -358,30 +542,24 @@ def c1c_comparisons(
     """C1c's comparisons whatever the hypotheses (its negative control reads them): Δz_r =
     η(y − p_f)(c_fᵀc_r) (worst token), the margin changes equal η(1 − p_f(A) + p_f(v)) c_fᵀc_r
     (worst v ≠ A), and the smallest margin change is > 0."""
-    require_storage_inputs(params, cfg)
-    eta = require_step(eta)
-    st = reverse_step(params, cfg, template, A, B, eta)
-    dz, formula, dm, fm = reverse_logit_change(st, A)
-    bound, bound_m = c1c_tolerances(st, A, st.omega)
-    rounding_m = c1c_tolerances(st, A, 0.0)[1]  # without the H-orth defect term
-    others = torch.tensor([v for v in range(cfg.vocab) if v != A], device=dz.device)
-    scale = eta * float((st.f.context.norm(dim=-1) * st.r0.context.norm(dim=-1)).sum())
-    k = int(others[torch.argmin(dm[others])])
-    return [
-        worst_entry("C1c", "Δz_r = η (y − p_f)(c_fᵀc_r)", dz, formula, bound, reference_rounding=False, eta=eta),
-        worst_entry(
-            "C1c",
-            "Δ(z_r(A) − z_r(v)) = η (1 − p_f(A) + p_f(v)) c_fᵀc_r",
-            dm[others],
-            fm[others],
-            bound_m[others],
-            reference_rounding=False,
-            eta=eta,
-        ),
-        inequality(
-            "C1c", "min_{v≠A} Δ(z_r(A) − z_r(v)) > 0", float(dm[k]), 0.0, ">", scale, float(rounding_m[k]), v=k, eta=eta
-        ),
-    ]
+    return claim.comparisons(C1C, Draw(params, cfg, template, A, B, require_step(eta)))
+
+
+def certify_c1c_example(example: dict, max_bits: int = certified.PRECISIONS[-1]):
+    """C1c~non-orth's counterexample: after the exact step every reverse margin grows,
+    Δ(z_r(A) − z_r(v)) = η(a_A − a_v) > 0, in ball arithmetic (refuted: some margin certainly shrinks)."""
+    params, cfg, _, A, _, fq, rq = certified.example_draw(example, pair_queries)
+    ap, eta = certified.arb_params(params, cfg), example["eta"]
+
+    def evaluate():
+        f, r = certified.evaluate_query(ap, cfg, fq), certified.evaluate_query(ap, cfg, rq)
+        a, e = certified.logit_direction(ap, cfg, f, r), certified.arb(float(eta))
+        dm = {v: e * (a[A] - a[v]) for v in range(cfg.vocab) if v != A}
+        worst = min(dm, key=lambda v: float(dm[v].mid()))
+        status = certified.all_hold(certified.sign(x, ">") for x in dm.values())
+        return status, float(dm[worst].mid()), {"v": worst, "eta": eta}
+
+    return certified.decide("C1c", "Δ(z_r(A) − z_r(v)) > 0 for every v ≠ A", evaluate, max_bits)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -412,164 +590,55 @@ def c1c_tightness(device: str = "cpu") -> list[CheckResult]:
 
 
 # ---------------------------------------------------------------------------------------------
-# runners
+# runners and batched checkers: the declarations on the batched backend (mdm_props.claim)
 
 
 def run_c1a(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
     """C1a on ``draws`` seeded draws split over the relative encodings (orthonormal embeddings or not: C1a
     needs H-rel only), 1–3 heads, in batches of draws that share a structure (:func:`check_c1a_batch`)."""
-    return batched.run_over_encodings(check_c1a_batch, draws, seed, device, either_orthonormal=True, n_heads=N_HEADS)
+    return claim.run(C1A, draws, seed, device)
 
 
 def run_c1b(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
     """C1b on ``draws`` seeded H-orth draws split over the relative encodings, 1–3 heads, η from ETAS, in
     batches (:func:`check_c1b_batch`); plus the tightness check of its bound."""
-    return batched.run_over_encodings(check_c1b_batch, draws, seed, device, step=True, n_heads=N_HEADS) + c1b_tightness(
-        device
-    )
+    return claim.run(C1B, draws, seed, device) + c1b_tightness(device)
 
 
 def run_c1c(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
     """C1c on ``draws`` seeded H-orth draws split over the relative encodings, 1–3 heads, η from ETAS, in
     batches (:func:`check_c1c_batch`); plus the tightness check of its bound."""
-    return batched.run_over_encodings(check_c1c_batch, draws, seed, device, step=True, n_heads=N_HEADS) + c1c_tightness(
-        device
-    )
+    return claim.run(C1C, draws, seed, device) + c1c_tightness(device)
 
 
 def run_c1a_per_draw(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
     """C1a, one :func:`check_c1a` call per draw (the reference the batched path agrees with)."""
-    return run_per_draw(check_c1a, draws, seed, device, either_orthonormal=True, n_heads=N_HEADS)
+    return claim.run_per_draw(C1A, draws, seed, device)
 
 
 def run_c1b_per_draw(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
     """C1b, one :func:`check_c1b` call per draw."""
-    return run_per_draw(check_c1b, draws, seed, device, step=True, n_heads=N_HEADS)
+    return claim.run_per_draw(C1B, draws, seed, device)
 
 
 def run_c1c_per_draw(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
     """C1c, one :func:`check_c1c` call per draw."""
-    return run_per_draw(check_c1c, draws, seed, device, step=True, n_heads=N_HEADS)
-
-
-# ---------------------------------------------------------------------------------------------
-# batched checkers: one structure, K parameter draws (mdm_props.batched), the same checks and bounds
+    return claim.run_per_draw(C1C, draws, seed, device)
 
 
 def check_c1a_batch(batch: batched.Batch, device: str = "cpu") -> batched.BatchReport:
-    """:func:`check_c1a` on every draw of ``batch`` (the token alignment); the formula
-    (:func:`value_path_formula`) and its bound (:func:`c1a_tolerance`) are the per-draw functions under ``vmap``."""
-    cfg, V = batch.cfg, batch.cfg.vocab
-    params = batch.params(device)
-    batched.require_batch_params(params, cfg, tied=False)
-    fq, rq = pair_queries(batch.template, batch.A, batch.B, V)
-    f, r = batched.query_state(params, cfg, fq), batched.query_state(params, cfg, rq)
-    E, U = params["E"], batched.unembeddings(params, cfg)
-    W = torch.func.vmap(lambda p: value_matrix(p, cfg, 0))(params)
-    T = len(fq.tokens)
-    formula_fn = torch.func.vmap(value_path_formula)
-    bound_fn = torch.func.vmap(c1a_tolerance, in_dims=(0, 0, 0, 0, 0, 0, 0, None))
-    checks = []
-    for name, s in (("z_f", f), ("z_r", r)):
-        alpha, e_alpha = s.token_attention(V + 1), s.token_attention(V + 1, error=True)
-        bound = bound_fn(s.e_logits, U, E[:, V], W, alpha, e_alpha, E, 2 * T)
-        checks.append(
-            batched.worst_entry_check(
-                "C1a",
-                f"{name} = U(x_M + Σ_h W_OV^h Σ_t α(t) x_t)",
-                s.logits,
-                formula_fn(U, E[:, V], W, alpha, E),
-                bound,
-            )
-        )
-    align = aligned_positions(fq.tokens, rq.tokens)
-    forced, e_forced = f.attn[..., align], f.e_attn[..., align]
-    z = torch.func.vmap(lambda p, a: value_path_logits(p, cfg, r.tokens, rq.slot, a))(params, forced)
-    x = torch.func.vmap(lambda p: embed(p, cfg, r.tokens))(params)
-    bound = bound_fn(f.e_logits, U, x[:, rq.slot], W, forced, e_forced, x, T)
-    checks.append(
-        batched.worst_entry_check(
-            "C1a", "reverse logits with α^r forced to α^f (token-aligned) = z_f", z, f.logits, bound, alignment=align
-        )
-    )
-    return batched.BatchReport(batch, checks)
+    """:func:`check_c1a` on every draw of ``batch`` (the token alignment)."""
+    return claim.check_batch(C1A, batch, device)
 
 
 def check_c1b_batch(batch: batched.Batch, device: str = "cpu") -> batched.BatchReport:
     """:func:`check_c1b` on every draw of ``batch`` (η per draw: ``batch.etas``)."""
-    cfg, A, B = batch.cfg, batch.A, batch.B
-    params = batch.params(device)
-    batched.require_batch_params(params, cfg)
-    eta = batch.eta_tensor(device)
-    fq = forward_query(batch.template, A, B, cfg.vocab)
-    G, f = batched.storage_gradients(params, cfg, fq)
-    e_G = batched.storage_gradient_error_bound(params, cfg, f)
-    observed, formula = evidence_change_batch(params, cfg, f, G, eta, A, B)
-    alpha_B = f.token_attention(cfg.vocab + 1)[..., B]
-    args = (params, cfg, f, G, e_G, eta, A, B)
-    bound = c1b_tolerance_batch(*args, rounding.gram_defect_batch(params["E"]))
-    rounding_only = c1b_tolerance_batch(*args, torch.zeros_like(eta))
-    k = torch.argmin(observed / (eta[:, None] * alpha_B), dim=-1)
-    pick = lambda t: t.gather(1, k[:, None])[:, 0]  # noqa: E731
-    return batched.BatchReport(
-        batch,
-        [
-            batched.worst_entry_check("C1b", "Δε(A←B) = η (1 − p_f(A)) α^f(B)", observed, formula, bound, eta=eta),
-            batched.inequality_check(
-                "C1b",
-                "Δε(A←B) > 0",
-                pick(observed),
-                0.0,
-                ">",
-                eta * pick(alpha_B),
-                pick(rounding_only),
-                head=k,
-                eta=eta,
-            ),
-        ],
-    )
+    return claim.check_batch(C1B, batch, device)
 
 
 def check_c1c_batch(batch: batched.Batch, device: str = "cpu") -> batched.BatchReport:
     """:func:`check_c1c` on every draw of ``batch`` (η per draw: ``batch.etas``)."""
-    cfg, A, B = batch.cfg, batch.A, batch.B
-    params = batch.params(device)
-    batched.require_batch_params(params, cfg)
-    eta = batch.eta_tensor(device)
-    fq, rq = pair_queries(batch.template, A, B, cfg.vocab)
-    G, f = batched.storage_gradients(params, cfg, fq)
-    e_G = batched.storage_gradient_error_bound(params, cfg, f)
-    new = batched.storage_steps(params, G, eta)
-    r0, r1 = batched.query_state(params, cfg, rq), batched.query_state(new, cfg, rq)
-    S = (f.context * r0.context).sum((-1, -2))
-    e_S = rounding.context_overlap_error_batch(f.context, r0.context, f.e_context, r0.e_context)
-    U = batched.unembeddings(params, cfg)
-    step_err = rounding.storage_step_logit_error_batch(U, params["W_OV"][:, 0], G, e_G, eta, r0.context, r0.e_context)
-    dz, formula, dm, fm = reverse_logit_change_batch(eta, S, f, r0, r1, A)
-    omega = rounding.gram_defect_batch(params["E"])
-    bound, bound_m = c1c_tolerances_batch(eta, S, e_S, f, r0, r1, step_err, A, omega)
-    rounding_m = c1c_tolerances_batch(eta, S, e_S, f, r0, r1, step_err, A, torch.zeros_like(eta))[1]
-    others = torch.tensor([v for v in range(cfg.vocab) if v != A], device=dz.device)
-    scale = eta * (f.context.norm(dim=-1) * r0.context.norm(dim=-1)).sum(-1)
-    k = others[torch.argmin(dm[:, others], dim=-1)]
-    pick = lambda t: t.gather(1, k[:, None])[:, 0]  # noqa: E731
-    return batched.BatchReport(
-        batch,
-        [
-            batched.worst_entry_check("C1c", "Δz_r = η (y − p_f)(c_fᵀc_r)", dz, formula, bound, eta=eta),
-            batched.worst_entry_check(
-                "C1c",
-                "Δ(z_r(A) − z_r(v)) = η (1 − p_f(A) + p_f(v)) c_fᵀc_r",
-                dm[:, others],
-                fm[:, others],
-                bound_m[:, others],
-                eta=eta,
-            ),
-            batched.inequality_check(
-                "C1c", "min_{v≠A} Δ(z_r(A) − z_r(v)) > 0", pick(dm), 0.0, ">", scale, pick(rounding_m), v=k, eta=eta
-            ),
-        ],
-    )
+    return claim.check_batch(C1C, batch, device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -638,6 +707,7 @@ NEGATIVE_CONTROLS = [
         "absolute positions enter the values: forcing token-aligned attention equal leaves z_r ≠ z_f",
         c1a_absolute,
         20,
+        certify_forced,
     ),
     NegativeControl(
         "C1b~non-orth",
@@ -646,6 +716,7 @@ NEGATIVE_CONTROLS = [
         "without orthonormal embeddings a forward step can lower the stored evidence ε(A←B)",
         c1b_non_orth,
         20,
+        certify_c1b_example,
     ),
     NegativeControl(
         "C1c~non-orth",
@@ -654,6 +725,7 @@ NEGATIVE_CONTROLS = [
         "without orthonormal embeddings a forward step can shrink a reverse margin",
         c1c_non_orth,
         20,
+        certify_c1c_example,
     ),
 ]
 
@@ -661,6 +733,7 @@ NEGATIVE_CONTROLS = [
 # ---------------------------------------------------------------------------------------------
 # the registry rows (collected by mdm_props.registry)
 
+SPECS = (C1A, C1B, C1C)
 _M = __name__ + ":"
 CLAIMS = (
     Claim(

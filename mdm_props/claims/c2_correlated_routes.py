@@ -21,6 +21,7 @@ import mpmath
 import torch
 from scipy import stats
 
+from .. import certified
 from ..checks import CheckResult, ClaimSkipped, Counterexample, NegativeControl, identity, inequality
 from ..facts import Template, canonical_template, forward_query, mean_query_loss, reverse_query
 from ..model import ModelConfig, forward, rope_frequencies, rope_matrix
@@ -895,6 +896,147 @@ def small_head_training_search(draws: int, seed: int, device: str) -> Counterexa
     return _training_search("tr(R_g) > 0 (d_head = 2)", draws, seed, device, d_head=2)
 
 
+# ---------------------------------------------------------------------------------------------
+# certified counterexamples (ball arithmetic, mdm_props.certified): each control's own certification
+
+
+def certify_route_gradient(params: dict, cfg, template, A: int, B: int, max_bits: int = certified.PRECISIONS[-1]):
+    """⟨∇S_f, ∇S_r⟩ > 0 over (W_Q, W_K) of head 0 for the model's scaled mask-to-B scores (C2b's inner
+    product): forward s_ab = q_aᵀ R_{b−a} k_b/√d_k, reverse s_ba = q_bᵀ R_{a−b} k_a/√d_k with the mask's query
+    and B's key, ∇_{W_Q} s_ij = (R_{j−i} k_j) x_iᵀ/√d_k, ∇_{W_K} s_ij = (R_{i−j} q_i) x_jᵀ/√d_k, exactly."""
+    if cfg.pos != "rope":
+        raise ValueError(f"cfg.pos must be 'rope' (C2b concerns RoPE scores); got {cfg.pos!r}")
+    ap = certified.arb_params(params, cfg)
+    a, b = template.a, template.b
+
+    def evaluate():
+        inv = certified.arb(cfg.d_head).rsqrt()
+        grads = []
+        for query, i, j in (
+            (forward_query(template, A, B, cfg.vocab), a, b),
+            (reverse_query(template, A, B, cfg.vocab), b, a),
+        ):
+            x = certified.inputs(ap, cfg, [int(t) for t in query.tokens])
+            q, k = certified.matvec(ap["W_Q"][0], x[i]), certified.matvec(ap["W_K"][0], x[j])
+            gq = certified.outer([inv * v for v in certified.rotate(k, j - i, cfg.rope_base)], x[i])
+            gk = certified.outer([inv * v for v in certified.rotate(q, i - j, cfg.rope_base)], x[j])
+            grads.append({"W_Q": gq, "W_K": gk})
+        ip = certified.gradient_inner(grads[0], grads[1])
+        status = certified.all_hold([certified.sign(ip, ">")])
+        return (
+            status,
+            (certified.upper(ip) if status == "refuted" else certified.lower(ip)),
+            {"ip": float(ip.mid()), "d_k": cfg.d_head},
+        )
+
+    return certified.decide("C2b", "⟨∇S_f, ∇S_r⟩ > 0 (route gradients of the mask-to-B scores)", evaluate, max_bits)
+
+
+def certify_score_correlation(d_k: int, base: float, delta: int, max_bits: int = certified.PRECISIONS[-1]):
+    """C2a's closed form Corr(S_f, S_r) = tr(R_g)/d_k = (2/d_k) Σ_l cos(2Δ θ_l), θ_l = base^(−2l/d_k), is
+    > 0: enclosed exactly (the identity Corr = tr(R_g)/d_k itself is the proof on the claim page)."""
+    certified.require_flint()
+
+    def evaluate():
+        rho = (
+            2
+            * sum(((2 * delta) * certified.arb(base) ** (certified.arb(-2 * l) / d_k)).cos() for l in range(d_k // 2))
+            / d_k
+        )
+        status = certified.all_hold([certified.sign(rho, ">")])
+        return (
+            status,
+            (certified.upper(rho) if status == "refuted" else certified.lower(rho)),
+            {"formula": float(rho.mid())},
+        )
+
+    return certified.decide("C2a", f"tr(R_g)/d_k > 0 (d_k = {d_k}, base {base:g}, Δ = {delta})", evaluate, max_bits)
+
+
+def certify_anisotropic_correlation(
+    d_k: int, base: float, delta: int, row_scales, max_bits: int = certified.PRECISIONS[-1]
+):
+    """C2a without H-iso: W_Q's rows scaled by D = diag(row_scales), W_Q = D G, G and W_K iid N(0, σ²). Then
+    E[S_f S_r] = E[qᵀR_Δ kkᵀ R_Δ q] = σ²‖x_B‖² E[qᵀR_{2Δ}q] = σ⁴‖x_B‖²‖x_M‖² tr(D²R_g) and
+    Var S_f = Var S_r = σ⁴‖x_B‖²‖x_M‖² tr(D²) (means 0), so Corr(S_f, S_r) = tr(D²R_g)/tr(D²) exactly, with
+    tr(D²R_g) = Σ_l (s_2l² + s_2l+1²) cos(g θ_l) (interleaved pairs). ``refuted`` when that ball and C2a's
+    tr(R_g)/d_k certainly differ (the value: a certified lower bound of |difference|)."""
+    certified.require_flint()
+    if len(row_scales) != d_k:
+        raise ValueError(f"row_scales must have d_k = {d_k} entries; got {len(row_scales)}")
+
+    def evaluate():
+        cos = [((2 * delta) * certified.arb(base) ** (certified.arb(-2 * l) / d_k)).cos() for l in range(d_k // 2)]
+        sq = [certified.arb(float(v)) ** 2 for v in row_scales]
+        rho_D = sum((c * (sq[2 * l] + sq[2 * l + 1]) for l, c in enumerate(cos)), certified.arb(0)) / sum(
+            sq, certified.arb(0)
+        )
+        rho = 2 * sum(cos, certified.arb(0)) / d_k
+        diff = rho_D - rho
+        differs = diff > 0 or diff < 0
+        return (
+            ("refuted" if differs else "undecided"),
+            (certified.lower(abs(diff)) if differs else None),
+            {"anisotropic": float(rho_D.mid()), "formula": float(rho.mid())},
+        )
+
+    return certified.decide("C2a", "Corr(S_f, S_r) = tr(R_g)/d_k (row-scaled W_Q)", evaluate, max_bits)
+
+
+def certify_training_rise(example: dict, max_bits: int = certified.PRECISIONS[-1]):
+    """C2c's per-seed statement, "forward-only training raises the reverse attention to B": the mean over the
+    facts of the reverse query's attention from slot b to B (slot a), head 0, after training exceeds the mean
+    before, evaluated exactly on the float64 parameters before and after the training run that the record
+    names (re-trained from its seed and settings: the run is deterministic on the CPU)."""
+    settings = {k: example[k] for k in ("pos", "d_head", "absolute_kind") if k in example}
+    if "seed" not in example:
+        raise ValueError("example is missing the key 'seed' of the C2c control's record")
+    run = forward_training_run(example["seed"], **settings)
+    cfg, template, pairs = run["cfg"], run["template"], run["pairs"]
+    queries = [reverse_query(template, A, B, cfg.vocab) for A, B in pairs]
+    before, after = certified.arb_params(run["before"], cfg), certified.arb_params(run["after"], cfg)
+
+    def mean_attention(ap):
+        total = sum((certified.evaluate_query(ap, cfg, q).attn[0][template.a] for q in queries), certified.arb(0))
+        return total / len(queries)
+
+    def evaluate():
+        rise = mean_attention(after) - mean_attention(before)
+        status = certified.all_hold([certified.sign(rise, ">")])
+        return (
+            status,
+            (certified.upper(rise) if status == "refuted" else certified.lower(rise)),
+            {"rise": float(rise.mid()), **settings},
+        )
+
+    return certified.decide("C2c", "mean reverse attention to B after training > before", evaluate, max_bits)
+
+
+def certify_route_example(example: dict, max_bits: int = certified.PRECISIONS[-1]):
+    """The C2b control's draw (a one-layer RoPE model with d_head = 2, rebuilt from its record)."""
+    try:
+        cfg = ModelConfig(vocab=example["vocab"], d_model=example["d_model"], d_head=2, rope_base=example["base"])
+        length, a, b, fillers = example["template"]
+        template, A, B, seed = Template(length, a, b, tuple(fillers)), example["A"], example["B"], example["seed"]
+    except KeyError as exc:
+        raise ValueError(f"example is missing the key {exc.args[0]!r} of the C2b control's record") from None
+    return certify_route_gradient(init_params(cfg, seed), cfg, template, A, B, max_bits)
+
+
+def certify_correlation_example(example: dict, max_bits: int = certified.PRECISIONS[-1]):
+    """C2a~d_k=2's counterexample: the closed form tr(R_g)/d_k of its structure, exactly."""
+    certified.require_keys(example, ("d_k", "base", "delta"), "C2a")
+    return certify_score_correlation(example["d_k"], example["base"], example["delta"], max_bits)
+
+
+def certify_anisotropic_example(example: dict, max_bits: int = certified.PRECISIONS[-1]):
+    """C2a~anisotropic's counterexample: the exact anisotropic correlation against tr(R_g)/d_k."""
+    certified.require_keys(example, ("d_k", "base", "delta", "row_scales"), "C2a")
+    return certify_anisotropic_correlation(
+        example["d_k"], example["base"], example["delta"], example["row_scales"], max_bits
+    )
+
+
 NEGATIVE_CONTROLS = [
     NegativeControl(
         "C2a~d_k=2",
@@ -903,6 +1045,7 @@ NEGATIVE_CONTROLS = [
         "a structure with a negative forward/reverse score correlation, confirmed by Monte Carlo",
         negative_correlation_search,
         2000,
+        certify_correlation_example,
     ),
     NegativeControl(
         "C2a~anisotropic",
@@ -911,6 +1054,7 @@ NEGATIVE_CONTROLS = [
         "row-scaled W_Q whose Monte Carlo correlation rejects tr(R_g)/d_k at 1e-6",
         anisotropic_search,
         2000,
+        certify_anisotropic_example,
     ),
     NegativeControl(
         "C2b~d_k=2",
@@ -919,6 +1063,7 @@ NEGATIVE_CONTROLS = [
         "a draw with a negative route-gradient inner product",
         negative_route_gradient_search,
         50,
+        certify_route_example,
     ),
     NegativeControl(
         "C2c~absolute",
@@ -927,6 +1072,7 @@ NEGATIVE_CONTROLS = [
         "a seed where forward-only training does not raise the reverse attention to B",
         absolute_training_search,
         20,
+        certify_training_rise,
     ),
     NegativeControl(
         "C2c~d_k=2",
@@ -935,6 +1081,7 @@ NEGATIVE_CONTROLS = [
         "a RoPE d_head = 2 seed where forward-only training does not raise the reverse attention to B",
         small_head_training_search,
         20,
+        certify_training_rise,
     ),
 ]
 

@@ -14,7 +14,7 @@ import dataclasses
 
 import torch
 
-from .. import batched
+from .. import batched, certified
 from ..checks import CheckResult, NegativeControl, identity, inequality, not_applicable
 from ..facts import Template, query_loss
 from ..model import ModelConfig, forward
@@ -261,6 +261,38 @@ def c3v_gaussian_output(draws: int, seed: int, device: str = "cpu"):
     )
 
 
+def certify_value_alignment(params: dict, cfg, fq, rq, max_bits: int = certified.PRECISIONS[-1]):
+    """⟨G^V_f, G^V_r⟩ > 0 for the factored value path (G^V = ∂L/∂W_V = W_Oᵀ g cᵀ per head, exactly:
+    :func:`parameter_gradient`); the value is a certified upper bound when refuted, else a lower bound."""
+    if cfg.merged_ov:
+        raise ValueError("cfg.merged_ov must be False: G^V is the gradient of the factored W_V")
+    ap = certified.arb_params(params, cfg)
+
+    def evaluate():
+        f, r = certified.evaluate_query(ap, cfg, fq), certified.evaluate_query(ap, cfg, rq)
+        ip = certified.gradient_inner(
+            certified.parameter_gradient(ap, cfg, f), certified.parameter_gradient(ap, cfg, r), ("W_V",)
+        )
+        status = certified.all_hold([certified.sign(ip, ">")])
+        return (
+            status,
+            (certified.upper(ip) if status == "refuted" else certified.lower(ip)),
+            {
+                "ip": float(ip.mid()),
+                "ip_merged": float(certified.storage_inner_product(f, r).mid()),
+                "d_head": cfg.d_head,
+            },
+        )
+
+    return certified.decide("C3v", "⟨G^V_f, G^V_r⟩ > 0 (factored value path)", evaluate, max_bits)
+
+
+def certify_gaussian_example(example: dict, max_bits: int = certified.PRECISIONS[-1]):
+    """C3v~gaussian-W_O's counterexample: ⟨G^V_f, G^V_r⟩ of the recorded factored draw, exactly."""
+    params, cfg, _, _, _, fq, rq = certified.example_draw(example, pair_queries)
+    return certify_value_alignment(params, cfg, fq, rq, max_bits)
+
+
 NEGATIVE_CONTROLS = [
     NegativeControl(
         "C3v~gaussian-W_O",
@@ -269,6 +301,7 @@ NEGATIVE_CONTROLS = [
         "a Gaussian low-rank W_O projects Uᵀ(p − y) onto a random subspace: ⟨G^V_f, G^V_r⟩ < 0 exists",
         c3v_gaussian_output,
         default_draws=200,
+        certify=certify_gaussian_example,
     ),
 ]
 

@@ -13,36 +13,34 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 
 import mpmath
 import torch
 
-from .. import batched, oracles, taylor
-from ..checks import CheckResult, Counterexample, NegativeControl, inequality, not_applicable
+from .. import batched, certified, claim, oracles, taylor
+from ..checks import CheckResult, Counterexample, NegativeControl, inequality
+from ..claim import Certified, Check, Draw, Inequality, Proof, Spec
 from ..coverage import split_draws
 from ..facts import Query, Template, query_loss
-from ..model import POSITIONAL_ENCODINGS, RELATIVE_ENCODINGS, ModelConfig, unembedding
+from ..model import POSITIONAL_ENCODINGS, RELATIVE_ENCODINGS, ModelConfig
 from ..params import check_params, require_step, resolve_device
 from ..registry import STATED_FALSE_ALARM, Claim
 from ..rounding import (
     STORAGE_SAFETY,
     UNIT_ROUNDOFF,
-    context_overlap_error,
     context_overlap_error_batch,
     gamma,
-    gram_defect,
     gram_defect_batch,
     query_loss_error_bound,
     storage_inner_product_error_batch,
-    storage_step_logit_error,
     storage_step_logit_error_batch,
 )
 from ..search import (
     ARM_DROPPED,
     arm_case_queries,
-    case_args,
     describe,
     per_draw_cases,
     run_per_draw,
@@ -54,13 +52,12 @@ from ..statistics import FALSE_ALARM, clopper_pearson
 from ..storage import (
     Alignment,
     QueryState,
+    arm_queries,
     evaluate,
     pair_queries,
     require_storage_inputs,
-    storage_alignment,
     storage_gradient,
     storage_step,
-    unmet_hypotheses,
 )
 from ..strategies import ETAS, N_HEADS, sample_case
 from ..tightness import TIGHT_SEED, tightness_check
@@ -159,59 +156,242 @@ def c4a_tolerances_batch(
 # ---------------------------------------------------------------------------------------------
 # C4a
 
+DECREASE_STEPS = ("η*/2", "η*(1 − 1e-3)")  # the decrease is checked at η*/2 and just below η*
+
+
+def c4a_quantities(xp, etas=C4A_ETAS) -> dict:
+    """C4a's quantities over a float64 backend (:mod:`mdm_props.claim`): ip = ⟨Ĝ_r, Ĝ_f⟩, the reverse logits'
+    direction a = (y − p_f) Ŝ, spread(a), η* = 8 ip/spread²; at each η of ``etas`` (index i) the remainder
+    R_i = φ(η) − φ(0) + η ip and quad_i = η² spread²/8 with the allowances of :func:`c4a_tolerances_batch`
+    (δ from :func:`logit_direction_error_batch`); at η*/2 and η*(1 − 1e-3) (index j) the decrease
+    φ(η) − φ(0) against −η ip + quad."""
+    cfg, A, B = xp.cfg, xp.A, xp.B
+    params = xp.params
+    fq, rq = pair_queries(xp.template, A, B, cfg.vocab)
+    G_f, f = xp.gradient(fq)
+    G_r, r = xp.gradient(rq)
+    e_G_f, e_G_r = xp.gradient_error(fq, f), xp.gradient_error(rq, r)
+    ip = (G_f * G_r).sum((-1, -2, -3))
+    ip_err = storage_inner_product_error_batch(G_f, G_r, e_G_f, e_G_r)
+    S = (f.context * r.context).sum((-1, -2))
+    e_S = context_overlap_error_batch(f.context, r.context, f.e_context, r.e_context)
+    a = f.resid * S[:, None]
+    spread = a.amax(-1) - a.amin(-1)
+    eta_star = 8 * ip / spread**2
+    omega = gram_defect_batch(params["E"])
+    U, W = xp.unembeddings(), params["W_OV"][:, 0]
+    phi0 = -r.logp[:, A]
+    out = {"ip": ip, "spread": spread, "eta_star": eta_star}
+    steps = [(f"{i}", torch.full_like(ip, float(e))) for i, e in enumerate(etas)]
+    steps += [(label, eta_star / 2 if j == 0 else eta_star * (1 - 1e-3)) for j, label in enumerate(DECREASE_STEPS)]
+    for key, eta in steps:
+        r1 = xp.state(rq, batched.storage_steps(params, G_f, eta))
+        phi1 = -r1.logp[:, A]
+        step_err = storage_step_logit_error_batch(U, W, G_f, e_G_f, eta, r.context, r.e_context)
+        delta_a = logit_direction_error_batch(f, step_err, eta, S, e_S, omega, a).amax(-1)
+        t_lo, t_hi = c4a_tolerances_batch(r, r1, G_r, G_f, e_G_f, ip, ip_err, W, eta, spread, delta_a)
+        quad = eta**2 * spread**2 / 8
+        out.update({f"eta {key}": eta, f"quad {key}": quad, f"t_lo {key}": t_lo, f"t_hi {key}": t_hi})
+        out[f"R {key}"] = (phi1 - phi0) + eta * ip
+        out[f"dphi {key}"] = phi1 - phi0
+        out[f"dphi bound {key}"] = -eta * ip + quad  # = −η⟨G_r, G_f⟩(1 − η/η*) < 0
+        out[f"eta ip {key}"] = eta * ip
+        out[f"resolved {key}"] = phi1 - phi0 < -t_hi
+    return out
+
+
+def c4a_checks(etas=C4A_ETAS) -> tuple[Check, ...]:
+    """C4a's checks for the step sizes ``etas``: keys ``lower i``, ``upper i`` (0 ≤ R(η_i) ≤ η_i² spread²/8)
+    and ``decrease <step>`` (φ(η) − φ(0) ≤ −η ip(1 − η/η*) at the steps of :data:`DECREASE_STEPS`)."""
+
+    def info(key):
+        return (("eta", f"eta {key}"), ("eta_star", "eta_star"), ("inner_product", "ip"), ("spread", "spread"))
+
+    out: list[Check] = []
+    for i in range(len(etas)):
+        k = f"{i}"
+        out.append(
+            Inequality(
+                f"lower {k}",
+                "R(η) = φ(η) − φ(0) + η⟨G_r, G_f⟩ ≥ 0",
+                f"R {k}",
+                ">=",
+                0.0,
+                f"quad {k}",
+                f"t_lo {k}",
+                info(k),
+            )
+        )
+        out.append(
+            Inequality(
+                f"upper {k}", "R(η) ≤ η² spread(a)²/8", f"R {k}", "<=", f"quad {k}", f"quad {k}", f"t_hi {k}", info(k)
+            )
+        )
+    for label in DECREASE_STEPS:
+        out.append(
+            Inequality(
+                f"decrease {label}",
+                f"φ(η) − φ(0) ≤ −η⟨G_r, G_f⟩(1 − η/η*) < 0 at η = {label}",
+                f"dphi {label}",
+                "<=",
+                f"dphi bound {label}",
+                f"eta ip {label}",
+                f"t_hi {label}",
+                (("decrease_resolved", f"resolved {label}"),) + info(label),
+            )
+        )
+    return tuple(out)
+
+
+def c4a_exact(ap: dict, draw: Draw, etas=C4A_ETAS) -> dict:
+    """Balls for C4a (:mod:`mdm_props.certified`'s exact model): ip = ⟨G_r, G_f⟩, spread(a) for the exact
+    logit direction a, η* = 8 ip/spread², φ(0) and, per η of ``etas``, φ(η) (a fresh exact evaluation of the
+    reverse query after the exact step W_OV − η G_f), R(η) = φ(η) − φ(0) + η ip (≥ 0) and η²spread²/8 − R (≥ 0);
+    when ip is certainly > 0, the decrease φ(0) − φ(η) (> 0) at η*_lo/2 and η*_lo(1 − 10⁻³), η*_lo the
+    certified lower bound of η*."""
+    cfg = draw.cfg
+    fq, rq = pair_queries(draw.template, draw.A, draw.B, cfg.vocab)
+    f, r = certified.evaluate_query(ap, cfg, fq), certified.evaluate_query(ap, cfg, rq)
+    ip = certified.storage_inner_product(f, r)
+    if certified.sign(ip, ">") is not True:
+        return {"ip": ip}
+    a = certified.logit_direction(ap, cfg, f, r)
+    hi, lo = a[0], a[0]
+    for v in a[1:]:
+        hi, lo = hi.max(v), lo.min(v)
+    spread = hi - lo
+    A, G = rq.target, f.gradient()
+    phi0 = -r.logp[A]
+
+    def phi(eta):
+        return -certified.evaluate_query(ap, cfg, rq, W_OV=certified.storage_step(ap, G, eta)).logp[A]
+
+    eta_star = 8 * ip / (spread * spread)
+    R = [phi(e) - phi0 + certified.arb(float(e)) * ip for e in etas]
+    quad = [certified.arb(float(e)) ** 2 * spread * spread / 8 for e in etas]
+    star = certified.lower(eta_star)
+    decrease = [phi0 - phi(e) for e in (star / 2, star * (1 - 1e-3))]
+    return {
+        "ip": ip,
+        "spread": spread,
+        "eta_star": eta_star,
+        "R": R,
+        "quad - R": [q - x for q, x in zip(quad, R, strict=True)],
+        "decrease": decrease,
+        "rows": [
+            {"eta": float(e), "R": float(x.mid()), "quad": float(q.mid())}
+            for e, x, q in zip(etas, R, quad, strict=True)
+        ]
+        + [
+            {"eta": e, "decrease": float(-d.mid())}
+            for e, d in zip((star / 2, star * (1 - 1e-3)), decrease, strict=True)
+        ],
+    }
+
+
+def _c4a_certificate_details(v: dict, draw: Draw) -> dict:
+    if "spread" not in v:
+        return {"ip": float(v["ip"].mid())}
+    return {
+        "ip": float(v["ip"].mid()),
+        "ip_lower": certified.lower(v["ip"]),
+        "spread": float(v["spread"].mid()),
+        "eta_star": float(v["eta_star"].mid()),
+        "steps": v["rows"],
+        "n_heads": draw.cfg.n_heads,
+        "pos": draw.cfg.pos,
+    }
+
+
+def c4a_soundness(draw: Draw, ap: dict) -> dict:
+    """(true error)/(tolerance) of C4a's allowances on one H-orth draw (worst over its checks): the exact
+    statement is the one for the step actually taken, D = (W − Ŵ')/η (Ŵ' the float64 step), so the true
+    error is |R̂ − R_D| (lower), plus the spread's excess η²(spread(a_D)² − spread(â)²)/8 (upper), and for the
+    decrease |φ̂(η) − φ̂(0) − (φ_D(η) − φ(0))| + η|⟨Ĝ_r, Ĝ_f⟩ − ⟨G_r, D⟩| + that excess."""
+    from ..storage import storage_gradient
+    from ..storage import storage_step as float_step
+
+    cfg, A, params = draw.cfg, draw.A, draw.params
+    _, rq = pair_queries(draw.template, A, draw.B, cfg.vocab)
+    fq = pair_queries(draw.template, A, draw.B, cfg.vocab)[0]
+    results = claim.results_by_key(C4A, Draw(params, cfg, draw.template, A, draw.B))
+    G_hat, _ = storage_gradient(params, cfg, fq)
+    W = params["W_OV"][0]
+    r = certified.evaluate_query(ap, cfg, rq)
+    phi0 = -r.logp[A]
+    eu, up = certified.error_upper, certified.upper
+    out = {"lower": 0.0, "upper": 0.0, "decrease": 0.0}
+    for key, res in results.items():
+        eta_k = res.details["eta"]
+        e = certified.arb(eta_k)
+        W1 = float_step(params, G_hat, eta_k)["W_OV"][0]
+        D = [
+            [[(w - w1) / e for w, w1 in zip(a, b, strict=False)] for a, b in zip(Wh, W1h, strict=False)]
+            for Wh, W1h in zip(certified.to_arb(W), certified.to_arb(W1), strict=False)
+        ]
+        Dc = [[certified.dot(row, ch) for row in Dh] for Dh, ch in zip(D, r.context, strict=False)]  # D^h c_r^h
+        gD = sum((certified.dot(r.g, v) for v in Dc), certified.arb(0))  # ⟨G_r, D⟩ = Σ_h g_rᵀ D^h c_r^h
+        DC = [certified.arb(0)] * cfg.d_model
+        for v in Dc:
+            DC = [x + y for x, y in zip(DC, v, strict=False)]
+        phi1 = -certified.evaluate_query(ap, cfg, rq, W_OV=certified.to_arb(W1)).logp[A]
+        a_D = [-certified.dot(u, DC) for u in ap["U"]]
+        hi, lo = a_D[0], a_D[0]
+        for x in a_D[1:]:
+            hi, lo = hi.max(x), lo.min(x)
+        s_hat = certified.arb(res.details["spread"])
+        excess = max(0.0, up(e * e * ((hi - lo) ** 2 - s_hat * s_hat) / 8))
+        group = key.split(" ")[0]
+        if group == "lower":
+            true = eu(res.observed, phi1 - phi0 + e * gD)
+        elif group == "upper":
+            true = eu(res.observed, phi1 - phi0 + e * gD) + excess
+        else:
+            ip_hat = certified.arb(res.details["inner_product"])
+            true = eu(res.observed, phi1 - phi0) + up(abs(e * ip_hat - e * gD)) + excess
+        out[group] = max(out[group], certified.ratio(true, res.tolerance))
+    return out
+
+
+C4A = Spec(
+    id="C4a",
+    title="storage step decreases the reverse loss",
+    hypotheses=("H-rel", "H-orth", "H-bi"),
+    quantities=c4a_quantities,
+    checks=c4a_checks,
+    sample={"n_heads": N_HEADS},
+    certified=Certified(
+        statement="⟨G_r, G_f⟩ > 0, η* > 0, 0 ≤ R(η) ≤ η² spread(a)²/8, decrease below η*",
+        values=c4a_exact,
+        proofs=(
+            Proof("alignment", "ip", ">"),
+            Proof("lower", "R", ">="),
+            Proof("upper", "quad - R", ">="),
+            Proof("decrease", "decrease", ">"),
+        ),
+        value="eta_star",
+        details=_c4a_certificate_details,
+        soundness=c4a_soundness,
+        sources={
+            "lower": "c4a_tolerances[0] (0 ≤ R(η))",
+            "upper": "c4a_tolerances[1] (R(η) ≤ η² spread²/8)",
+            "decrease": "c4a_tolerances[1] (decrease at η*/2, η*(1 − 1e-3))",
+        },
+    ),
+)
+
+
+def _require_etas(etas) -> tuple[float, ...]:
+    if isinstance(etas, (str, bytes)) or not hasattr(etas, "__iter__") or not list(etas):
+        raise ValueError(f"etas must be a non-empty sequence of step sizes > 0; got {etas!r}")
+    return tuple(require_step(e) for e in etas)
+
 
 def check_c4a(params: dict, cfg: ModelConfig, template: Template, A: int, B: int, etas=C4A_ETAS) -> list[CheckResult]:
     """C4a on one draw: the remainder bounds at each η of ``etas`` and the decrease at η*/2, η*(1 − 10⁻³);
     not-applicable outside H-rel, H-orth, H-bi."""
     require_storage_inputs(params, cfg)
-    if isinstance(etas, (str, bytes)) or not hasattr(etas, "__iter__") or not list(etas):
-        raise ValueError(f"etas must be a non-empty sequence of step sizes > 0; got {etas!r}")
-    etas = [require_step(e) for e in etas]
-    unmet = unmet_hypotheses(params, cfg)
-    if unmet:
-        return [not_applicable("C4a", "storage step decreases the reverse loss", "; ".join(unmet))]
-    V = cfg.vocab
-    fq, rq = pair_queries(template, A, B, V)
-    al = storage_alignment(params, cfg, fq, rq)
-    f, r, G_f, ip = al.f, al.r, al.G_f, al.ip
-    S = float((f.context * r.context).sum())
-    e_S = context_overlap_error(f.context, r.context, f.e_context, r.e_context)
-    a = f.resid * S  # the reverse logits' direction, (y − p_f) c_fᵀc_r
-    spread = float(a.max() - a.min())
-    eta_star = 8 * ip / spread**2
-    omega = gram_defect(params["E"])
-    U, W = unembedding(params, cfg), params["W_OV"][0]
-    phi0 = -float(r.logp[A])
-    results = []
-    steps = [(float(e), None) for e in etas] + [(eta_star / 2, "η*/2"), (eta_star * (1 - 1e-3), "η*(1 − 1e-3)")]
-    for eta, label in steps:
-        r1 = evaluate(storage_step(params, G_f, eta), cfg, rq)
-        phi1 = -float(r1.logp[A])
-        R = (phi1 - phi0) + eta * ip
-        step_err = storage_step_logit_error(U, W, G_f, al.e_G_f, eta, r.context, r.e_context)
-        delta_a = float(logit_direction_error(f, step_err, eta, S, e_S, omega, a).max())
-        t_lo, t_hi = c4a_tolerances(al, W, eta, r1, spread, delta_a)
-        quad = eta**2 * spread**2 / 8
-        info = {"eta": eta, "eta_star": eta_star, "inner_product": ip, "spread": spread}
-        if label is None:
-            results.append(inequality("C4a", "R(η) = φ(η) − φ(0) + η⟨G_r, G_f⟩ ≥ 0", R, 0.0, ">=", quad, t_lo, **info))
-            results.append(inequality("C4a", "R(η) ≤ η² spread(a)²/8", R, quad, "<=", quad, t_hi, **info))
-        else:
-            bound = -eta * ip + quad  # = −η⟨G_r, G_f⟩(1 − η/η*) < 0
-            results.append(
-                inequality(
-                    "C4a",
-                    f"φ(η) − φ(0) ≤ −η⟨G_r, G_f⟩(1 − η/η*) < 0 at η = {label}",
-                    phi1 - phi0,
-                    bound,
-                    "<=",
-                    eta * ip,
-                    t_hi,
-                    decrease_resolved=bool(phi1 - phi0 < -t_hi),
-                    **info,
-                )
-            )
-    return results
+    return claim.check(C4A, Draw(params, cfg, template, A, B), etas=_require_etas(etas))
 
 
 # tightness of c4a_tolerances: at η ∈ C4A_TIGHT_ETAS the exact remainder lies in [0, η² spread²/8] (≤ 1e-16
@@ -225,83 +405,29 @@ C4A_TIGHT_SHARE = 0.004
 
 def c4a_tightness(device: str = "cpu") -> list[CheckResult]:
     """:func:`c4a_tolerances` is not loose: max over the fixed draws and ``C4A_TIGHT_ETAS`` of the remainder
-    checks' error/allowance ≥ ``C4A_TIGHT_SHARE``."""
-    ratios = [
-        max(r.error_ratio for r in check_c4a(*case_args(c, device), etas=C4A_TIGHT_ETAS) if "R(η)" in r.quantity)
-        for c in per_draw_cases(TIGHT_DRAWS, TIGHT_SEED, n_heads=N_HEADS)
-    ]
+    checks' (keys ``lower i``, ``upper i``) error/allowance ≥ ``C4A_TIGHT_SHARE``."""
+    ratios = []
+    for c in per_draw_cases(TIGHT_DRAWS, TIGHT_SEED, n_heads=N_HEADS):
+        res = claim.results_by_key(C4A, Draw.from_case(c, device), etas=C4A_TIGHT_ETAS)
+        ratios.append(max(r.error_ratio for k, r in res.items() if k.startswith(("lower", "upper"))))
     return [tightness_check("C4a", "c4a_tolerances (R(η) at η ≤ 1e-8)", ratios, C4A_TIGHT_SHARE)]
 
 
 def run_c4a(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
     """C4a on ``draws`` seeded draws under H-rel + H-orth + H-bi, split over the relative encodings, 1–3 heads,
     in batches of draws that share a structure (:func:`check_c4a_batch`); plus the tightness check of its bound."""
-    return batched.run_over_encodings(check_c4a_batch, draws, seed, device, n_heads=N_HEADS) + c4a_tightness(device)
+    return claim.run(C4A, draws, seed, device) + c4a_tightness(device)
 
 
 def run_c4a_per_draw(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
     """C4a, one :func:`check_c4a` call per draw (the reference the batched path agrees with)."""
-    return run_per_draw(check_c4a, draws, seed, device, n_heads=N_HEADS)
+    return claim.run_per_draw(C4A, draws, seed, device)
 
 
 def check_c4a_batch(batch: batched.Batch, device: str = "cpu", etas=C4A_ETAS) -> batched.BatchReport:
     """:func:`check_c4a` on every draw of ``batch``: the same checks in the same order, with the same bounds
     (:func:`logit_direction_error_batch`, :func:`c4a_tolerances_batch`)."""
-    cfg, A, B, V = batch.cfg, batch.A, batch.B, batch.cfg.vocab
-    params = batch.params(device)
-    batched.require_batch_params(params, cfg, hypotheses=("H-rel", "H-orth", "H-bi"))
-    fq, rq = pair_queries(batch.template, A, B, V)
-    G_f, f = batched.storage_gradients(params, cfg, fq)
-    G_r, r = batched.storage_gradients(params, cfg, rq)
-    e_G_f = batched.storage_gradient_error_bound(params, cfg, f)
-    e_G_r = batched.storage_gradient_error_bound(params, cfg, r)
-    ip = (G_f * G_r).sum((-1, -2, -3))
-    ip_err = storage_inner_product_error_batch(G_f, G_r, e_G_f, e_G_r)
-    S = (f.context * r.context).sum((-1, -2))
-    e_S = context_overlap_error_batch(f.context, r.context, f.e_context, r.e_context)
-    a = f.resid * S[:, None]
-    spread = a.amax(-1) - a.amin(-1)
-    eta_star = 8 * ip / spread**2
-    omega = gram_defect_batch(params["E"])
-    U, W = batched.unembeddings(params, cfg), params["W_OV"][:, 0]
-    phi0 = -r.logp[:, A]
-    info = {"eta_star": eta_star, "inner_product": ip, "spread": spread}
-    checks = []
-    steps: list[tuple[torch.Tensor, str | None]] = [(torch.full_like(ip, float(e)), None) for e in etas]
-    steps += [(eta_star / 2, "η*/2"), (eta_star * (1 - 1e-3), "η*(1 − 1e-3)")]
-    for eta, label in steps:
-        r1 = batched.query_state(batched.storage_steps(params, G_f, eta), cfg, rq)
-        phi1 = -r1.logp[:, A]
-        R = (phi1 - phi0) + eta * ip
-        step_err = storage_step_logit_error_batch(U, W, G_f, e_G_f, eta, r.context, r.e_context)
-        delta_a = logit_direction_error_batch(f, step_err, eta, S, e_S, omega, a).amax(-1)
-        t_lo, t_hi = c4a_tolerances_batch(r, r1, G_r, G_f, e_G_f, ip, ip_err, W, eta, spread, delta_a)
-        quad = eta**2 * spread**2 / 8
-        if label is None:
-            checks.append(
-                batched.inequality_check(
-                    "C4a", "R(η) = φ(η) − φ(0) + η⟨G_r, G_f⟩ ≥ 0", R, 0.0, ">=", quad, t_lo, eta=eta, **info
-                )
-            )
-            checks.append(
-                batched.inequality_check("C4a", "R(η) ≤ η² spread(a)²/8", R, quad, "<=", quad, t_hi, eta=eta, **info)
-            )
-        else:
-            checks.append(
-                batched.inequality_check(
-                    "C4a",
-                    f"φ(η) − φ(0) ≤ −η⟨G_r, G_f⟩(1 − η/η*) < 0 at η = {label}",
-                    phi1 - phi0,
-                    -eta * ip + quad,
-                    "<=",
-                    eta * ip,
-                    t_hi,
-                    decrease_resolved=(phi1 - phi0 < -t_hi),
-                    eta=eta,
-                    **info,
-                )
-            )
-    return batched.BatchReport(batch, checks)
+    return claim.check_batch(C4A, batch, device, etas=_require_etas(etas))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -615,6 +741,110 @@ def c4c_arm(draws: int, seed: int, device: str = "cpu") -> Counterexample:
     return search_arm("C4c", draws, seed, device, confirm=full_step_raises)
 
 
+def certify_storage_decrease(params: dict, cfg, fq, rq, eta: float, max_bits: int = certified.PRECISIONS[-1]):
+    """One exact storage step W_OV − η G_f (G_f of ``fq``) does not raise the loss of ``rq``."""
+    ap = certified.arb_params(params, cfg)
+
+    def evaluate():
+        f, r = certified.evaluate_query(ap, cfg, fq), certified.evaluate_query(ap, cfg, rq)
+        r1 = certified.evaluate_query(ap, cfg, rq, W_OV=certified.storage_step(ap, f.gradient(), eta))
+        delta = r.logp[rq.target] - r1.logp[rq.target]  # φ(η) − φ(0)
+        return (
+            {True: "proved", False: "refuted"}.get(certified.sign(delta, "<="), "undecided"),
+            float(delta.mid()),
+            {"eta": eta, "loss_change": float(delta.mid())},
+        )
+
+    return certified.decide("C4a", "φ(η) ≤ φ(0) after the exact storage step", evaluate, max_bits)
+
+
+def certify_full_step(params: dict, cfg, fq, rq, eta: float, max_bits: int = certified.PRECISIONS[-1]):
+    """A full-parameter step θ − η ĝ_f (ĝ_f: autograd's float64 gradient of the loss of ``fq``, a concrete
+    direction; the moved parameters rounded to float64 as the search took them) does not raise the
+    exact loss of ``rq``."""
+    g = full_gradient(params, cfg, fq)
+    moved = {k: params[k] - eta * g[k] for k in params}
+    ap0, ap1 = certified.arb_params(params, cfg), certified.arb_params(moved, cfg)
+
+    def evaluate():
+        l0 = -certified.evaluate_query(ap0, cfg, rq).logp[rq.target]
+        l1 = -certified.evaluate_query(ap1, cfg, rq).logp[rq.target]
+        delta = l1 - l0
+        return (
+            {True: "proved", False: "refuted"}.get(certified.sign(delta, "<="), "undecided"),
+            float(delta.mid()),
+            {"eta": eta, "loss_change": float(delta.mid())},
+        )
+
+    return certified.decide("C4c", "L_r(θ − η ĝ_f) ≤ L_r(θ)", evaluate, max_bits)
+
+
+def certify_full_alignment(params: dict, cfg, fq, rq, max_bits: int = certified.PRECISIONS[-1]):
+    """⟨g_r, g_f⟩ > 0 for the full gradients over every parameter (exact gradients of both losses,
+    :func:`parameter_gradient`); the value is a certified upper bound when refuted, else a lower bound."""
+    ap = certified.arb_params(params, cfg)
+
+    def evaluate():
+        g_f = certified.parameter_gradient(ap, cfg, certified.evaluate_query(ap, cfg, fq))
+        g_r = certified.parameter_gradient(ap, cfg, certified.evaluate_query(ap, cfg, rq))
+        ip = certified.gradient_inner(g_r, g_f)
+        status = certified.all_hold([certified.sign(ip, ">")])
+        per = {n: float(certified.gradient_inner(g_r, g_f, (n,)).mid()) for n in g_f}
+        return (
+            status,
+            (certified.upper(ip) if status == "refuted" else certified.lower(ip)),
+            {"ip": float(ip.mid()), "per_parameter": per},
+        )
+
+    return certified.decide("C4c", "⟨g_r, g_f⟩ > 0 (full gradient)", evaluate, max_bits)
+
+
+def certify_linear_term(params: dict, cfg, fq, rq, max_bits: int = certified.PRECISIONS[-1]):
+    """C4b with g_f in place of g_r in the linear term: R̃(η) = L_r(θ − η g_f) − L_r(θ) + η⟨g_f, g_f⟩ has
+    R̃'(0) = ⟨g_f, g_f⟩ − ⟨g_r, g_f⟩ exactly (φ'(0) = −⟨g_r, g_f⟩), so R̃ = O(η²) only if that coefficient is 0.
+    ``refuted`` when the ball of ⟨g_f, g_f − g_r⟩ excludes 0 (the value: a certified lower bound of its
+    modulus): the remainder is then exactly first order."""
+    ap = certified.arb_params(params, cfg)
+
+    def evaluate():
+        g_f = certified.parameter_gradient(ap, cfg, certified.evaluate_query(ap, cfg, fq))
+        g_r = certified.parameter_gradient(ap, cfg, certified.evaluate_query(ap, cfg, rq))
+        c1 = certified.gradient_inner(g_f, g_f) - certified.gradient_inner(g_r, g_f)
+        nonzero = c1 > 0 or c1 < 0
+        return (
+            ("refuted" if nonzero else "undecided"),
+            (certified.lower(abs(c1)) if nonzero else None),
+            {"first_order_coefficient": float(c1.mid()), "ip": float(certified.gradient_inner(g_r, g_f).mid())},
+        )
+
+    return certified.decide(
+        "C4b", "R̃(η) = O(η²) with g_f in the linear term, i.e. ⟨g_f, g_f − g_r⟩ = 0", evaluate, max_bits
+    )
+
+
+def certify_arm_step_example(example: dict, max_bits: int = certified.PRECISIONS[-1]):
+    """C4a~arm's counterexample: one exact storage step on the ARM's forward loss raises its reverse loss."""
+    certified.require_keys(example, ("eta",), "C4a~arm")
+    params, cfg, _, _, _, fq, rq = certified.example_draw(example, arm_queries)
+    return certify_storage_decrease(params, cfg, fq, rq, example["eta"], max_bits)
+
+
+def certify_wrong_gradient_example(example: dict, max_bits: int = certified.PRECISIONS[-1]):
+    """C4b~wrong-gradient's counterexample: the first-order coefficient ⟨g_f, g_f − g_r⟩ is certainly ≠ 0."""
+    params, cfg, _, _, _, fq, rq = certified.example_draw(example, pair_queries)
+    return certify_linear_term(params, cfg, fq, rq, max_bits)
+
+
+def certify_arm_alignment_example(example: dict, max_bits: int = certified.PRECISIONS[-1]):
+    """C4c~arm's counterexample: the claim's statement ⟨g_r, g_f⟩ > 0 refuted exactly; the search's evidence
+    (the exact loss rises along the float64 step θ − η ĝ_f) certified beside it (``details["full_step"]``)."""
+    certified.require_keys(example, ("eta",), "C4c~arm")
+    params, cfg, _, _, _, fq, rq = certified.example_draw(example, arm_queries)
+    cert = certify_full_alignment(params, cfg, fq, rq, max_bits)
+    step = certify_full_step(params, cfg, fq, rq, example["eta"], max_bits)
+    return dataclasses.replace(cert, details={**cert.details, "full_step": step.to_dict()})
+
+
 NEGATIVE_CONTROLS = [
     NegativeControl(
         "C4a~arm",
@@ -623,6 +853,7 @@ NEGATIVE_CONTROLS = [
         "a storage step on the ARM's forward loss raises its reverse loss",
         c4a_arm,
         20,
+        certify_arm_step_example,
     ),
     NegativeControl(
         "C4b~wrong-gradient",
@@ -631,6 +862,7 @@ NEGATIVE_CONTROLS = [
         "with g_f in place of g_r the remainder is first order: observed order ≈ 1",
         c4b_wrong_gradient,
         5,
+        certify_wrong_gradient_example,
     ),
     NegativeControl(
         "C4c~arm",
@@ -639,6 +871,7 @@ NEGATIVE_CONTROLS = [
         "a full forward step raises the ARM's reverse loss (negative full-gradient alignment)",
         c4c_arm,
         20,
+        certify_arm_alignment_example,
     ),
 ]
 
@@ -646,6 +879,7 @@ NEGATIVE_CONTROLS = [
 # ---------------------------------------------------------------------------------------------
 # the registry rows (collected by mdm_props.registry)
 
+SPECS = (C4A,)
 _M = __name__ + ":"
 CLAIMS = (
     Claim(
