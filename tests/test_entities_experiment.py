@@ -186,6 +186,14 @@ def test_only_rope_llada_like_models_can_be_saved():
         require_checkpointable(cfg)
 
 
+def _project_model_from_checkpoint():
+    """The probe's map from a loaded checkpoint back to the project's parameters (``project_model_from_hf``;
+    issue 23 renames it ``project_model_from_checkpoint``)."""
+    from mdm_props import adapters
+
+    return getattr(adapters, "project_model_from_checkpoint", None) or adapters.project_model_from_hf
+
+
 @pytest.mark.parametrize("regime", ["mdm-forward", "arm"])
 def test_checkpoint_round_trip_through_the_probe_adapter(regime, tmp_path):
     """The saved checkpoint, read by the probe's loader (``adapters.load_hf``) and mapped back by
@@ -196,8 +204,9 @@ def test_checkpoint_round_trip_through_the_probe_adapter(regime, tmp_path):
     in float32). Meta: the same check rejects a checkpoint whose head is perturbed by 10 tolerances."""
     pytest.importorskip("transformers")
     pytest.importorskip("safetensors")
-    from mdm_props.adapters import load_hf, project_model_from_hf
+    from mdm_props.adapters import load_hf
 
+    project_model_from_hf = _project_model_from_checkpoint()
     config = ex.EntitiesConfig(facts=5, steps=6, seeds=1, ks=(2,), depths=(2,), encodings=("rope",))
     (record,), (params,) = ex.run_job(config, 2, regime, "rope", 2)
     cfg = config.model_config(2, regime, "rope", 2)
@@ -230,8 +239,9 @@ def test_checkpoint_round_trip_through_the_probe_adapter(regime, tmp_path):
 
 def test_saved_init_is_the_seeded_initialisation(tiny_run):
     pytest.importorskip("transformers")
-    from mdm_props.adapters import load_hf, project_model_from_hf
+    from mdm_props.adapters import load_hf
 
+    project_model_from_hf = _project_model_from_checkpoint()
     out, doc = tiny_run
     r = next(r for r in doc["records"] if r["checkpoint"] and r["regime"] == "mdm-entity")
     cfg = ex.EntitiesConfig(facts=5).model_config(r["k"], r["regime"], "rope", r["depth"])
