@@ -449,6 +449,12 @@ def cmd_reversal(args, parser) -> int:
     return reversal_report.run_from_args(args, parser)
 
 
+def cmd_entities(args, parser) -> int:
+    from . import entities_report
+
+    return entities_report.run_from_args(args, parser)
+
+
 def cmd_report(args, parser) -> int:
     from .params import resolve_device
     from .report import render, verify_report
@@ -507,6 +513,12 @@ def _reversal_arguments(parser: argparse.ArgumentParser) -> None:
     from . import reversal_report
 
     reversal_report.add_arguments(parser)
+
+
+def _entities_arguments(parser: argparse.ArgumentParser) -> None:
+    from . import entities_report
+
+    entities_report.add_arguments(parser)
 
 
 def _probe_arguments(parser: argparse.ArgumentParser) -> None:
@@ -613,6 +625,13 @@ def build_parser() -> argparse.ArgumentParser:
         "reversal", help="MDM vs ARM reverse accuracy across positional encodings", populate=_reversal_arguments
     )
     r.set_defaults(func=cmd_reversal, subparser=r)
+
+    e = xs.add_parser(
+        "entities",
+        help="E2: reverse accuracy of k-token facts against k, depth and masking",
+        populate=_entities_arguments,
+    )
+    e.set_defaults(func=cmd_entities, subparser=e)
 
     rp = sub.add_parser("report", help="run verify and write the results page (docs/results.md), stamped")
     rp.add_argument("--out", default="docs/results.md", help="the .md file to write (default docs/results.md)")
