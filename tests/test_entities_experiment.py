@@ -281,3 +281,22 @@ def test_results_json_is_standard_json_with_null_for_non_finite_values(tmp_path)
     assert "NaN" not in text and "Infinity" not in text
     doc = json.loads(text)
     assert doc["records"][0]["diverged"] is True and doc["summary"][0]["forward_exact"] is None
+
+
+@pytest.mark.parametrize("regime, attention", [("mdm-forward", "bidirectional"), ("arm", "causal")])
+def test_the_probe_reads_a_saved_checkpoint_with_the_attention_it_was_trained_with(regime, attention, tmp_path):
+    """A saved E2 checkpoint is identified by the probe (LLaDA: an MDM; plain Llama: an ARM) and its attention
+    self-test measures that attention. Regression: the self-test compared two sequences in one batched call,
+    where BLAS rounds the rows differently (1.8e-15) and a causal checkpoint read as "partially causal"."""
+    pytest.importorskip("safetensors")
+    from mdm_props.adapters import load_hf
+    from mdm_props.probe import bidirectionality
+
+    config = ex.EntitiesConfig(facts=5, steps=6, seeds=1, ks=(1,), depths=(1,), encodings=("rope",))
+    (_,), (params,) = ex.run_job(config, 1, regime, "rope", 1)
+    cfg = config.model_config(1, regime, "rope", 1)
+    save_checkpoint(tmp_path / "ckpt", params, cfg, "llama" if regime == "arm" else "llada")
+    adapter = load_hf(str(tmp_path / "ckpt"), weights=True)
+    result = bidirectionality(adapter)
+    assert adapter.arch.attention == attention
+    assert result["verdict"] == attention and result["passed"], result["detail"]
