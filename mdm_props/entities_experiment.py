@@ -266,13 +266,13 @@ def subset_masks(n_seeds: int, n_facts: int, draws: int, units: int, gen: torch.
 def _masked_nll(p: dict, cfg: ModelConfig, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """−log p(x_i | masked) at every masked position, zero elsewhere; tokens (..., T) real ids."""
     corrupted = torch.where(mask, torch.full_like(tokens, cfg.mask_id), tokens)
-    logp = torch.log_softmax(forward(p, cfg, corrupted).logits, dim=-1)
+    logp = torch.log_softmax(forward(p, cfg, corrupted, checked=True).logits, dim=-1)
     return -logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) * mask.to(logp.dtype)
 
 
 def _query_nll(p: dict, cfg: ModelConfig, tokens, slots, targets) -> torch.Tensor:
     """Σ_j −log p(target_j) at slot_j, per fact (N,)."""
-    logp = torch.log_softmax(forward(p, cfg, tokens).logits[:, slots], dim=-1)  # (N, k, V)
+    logp = torch.log_softmax(forward(p, cfg, tokens, checked=True).logits[:, slots], dim=-1)  # (N, k, V)
     return -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1).sum(-1)
 
 
@@ -326,12 +326,12 @@ def predict(p: dict, cfg: ModelConfig, q: Queries, reverse: bool, arm: bool) -> 
     tokens = q.rev_tokens if reverse else q.fwd_tokens
     slots = q.rev_slots if reverse else q.fwd_slots
     if not arm:
-        return forward(p, cfg, tokens).logits[:, slots].argmax(-1)
+        return forward(p, cfg, tokens, checked=True).logits[:, slots].argmax(-1)
     k = len(slots)
     seq = tokens[:, : k + q.relation_length]
     out = []
     for _ in range(k):
-        nxt = forward(p, cfg, seq).logits[:, -1].argmax(-1)
+        nxt = forward(p, cfg, seq, checked=True).logits[:, -1].argmax(-1)
         out.append(nxt)
         seq = torch.cat([seq, nxt[:, None]], 1)
     return torch.stack(out, 1)
@@ -367,7 +367,7 @@ def signatures(p: dict, cfg: ModelConfig, q: Queries) -> dict[str, list[float]]:
     g_f = grad(loss)(p, q.fwd_tokens, q.fwd_slots, q.fwd_targets)
     g_r = grad(loss)(p, q.rev_tokens, q.rev_slots, q.rev_targets)
     with torch.no_grad():
-        of, orv = forward(p, cfg, q.fwd_tokens), forward(p, cfg, q.rev_tokens)
+        of, orv = forward(p, cfg, q.fwd_tokens, checked=True), forward(p, cfg, q.rev_tokens, checked=True)
     out: dict[str, list[float]] = {s: [] for s in SIGNATURES}
     for layer in range(cfg.n_layers):
         f = torch.cat([g_f[n][layer].reshape(-1) for n in names])

@@ -364,6 +364,16 @@ BATTERY = {
         (["--regimes", "bogus"], ["argument --regimes", "invalid choice"]),
         (["--lr", "nan"], ["argument --lr", "finite number > 0"]),
     ],
+    "report": [
+        (["report", "--out", ""], ["--out"]),
+        (["report", "--out", "{tmp}"], ["--out", "directory"]),
+        (["report", "--out", "{tmp}/missing/results.md"], ["--out: the folder", "does not exist"]),
+        (["report", "--out", "{tmp}/results.txt"], ["--out must end in .md"]),
+        (["report", "--out", "{ro}/results.md"], ["--out: cannot write"]),
+        (["report", "--out", "{tmp}/r.md", "--experiment", "nodir"], ["--experiment must be NAME=DIR"]),
+        (["report", "--out", "{tmp}/r.md", "--experiment", "e2={tmp}/missing"], ["--experiment must be NAME=DIR"]),
+        (["report", "--out", "{tmp}/r.md", "--seed", str(2**64)], ["argument --seed: must be a non-negative integer"]),
+    ],
     "explain": [
         ([""], ["claim: unknown claim id ''"]),
         (["C42"], ["claim: unknown claim id 'C42'"]),
@@ -383,7 +393,7 @@ def _argv(command, argv, tmp, ro):
 @pytest.fixture
 def no_work(monkeypatch):
     """Replace every function that does a subcommand's work with one that fails the test."""
-    from mdm_props import bench, certified, plots, reversal_report, search
+    from mdm_props import bench, certified, plots, report, reversal_report, search
 
     def work(*args, **kwargs):
         raise AssertionError("work started before the arguments were refused")
@@ -397,6 +407,7 @@ def no_work(monkeypatch):
         (plots, "plot_depth"),
         (certified, "run_certify"),
         (reversal_report, "run_reversal_experiment"),
+        (report, "verify_report"),
     ]:
         monkeypatch.setattr(module, name, work)
 
