@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted((ROOT / "docs").rglob("*.md")) + [ROOT / "README.md", ROOT / "CONTRIBUTING.md"]
 SECTION = re.compile(r"^### (C[0-9A-Za-z.]+)\s*$", re.M)
 PATH = re.compile(r"`((?:mdm_props|tests|docs|scripts)/[\w./-]+\.(?:py|md|png|sh))`")
-SHORT_DOTTED = re.compile(r"`(claims\.[a-z0-9_]+(?:[.:][A-Za-z_]\w*)*)`")
+SHORT_DOTTED = re.compile(r"`([a-z][a-z0-9_]*(?:[.:][A-Za-z_]\w*)+)`")  # `model.forward`, `claims.c3_x:check`
+MODULES = {p.stem for p in (ROOT / "mdm_props").glob("*.py")} | {"claims"}
 COMMAND = re.compile(r"^\s*(?:\$ )?mdm-props ([^\n#`]*)", re.M)
 
 
@@ -41,7 +42,11 @@ def test_theory_sections_fail_for_a_ghost_id():
 def test_every_path_and_short_dotted_name_on_a_page_resolves(page):
     text = page.read_text()
     bad = [p for p in PATH.findall(text) if "*" not in p and not (ROOT / p).exists()]
-    for name in SHORT_DOTTED.findall(text):
+    for name in (n for n in SHORT_DOTTED.findall(text) if re.split(r"[.:]", n)[0] in MODULES):
+        if name.endswith(".py"):  # a module's file name
+            if not (ROOT / "mdm_props" / name.replace(".py", "").replace(".", "/")).with_suffix(".py").exists():
+                bad.append(name)
+            continue
         full = "mdm_props." + name.replace(":", ".")
         module, _, attr = full.rpartition(".")
         try:
