@@ -457,7 +457,7 @@ def cmd_entities(args, parser) -> int:
 
 def cmd_report(args, parser) -> int:
     from .params import resolve_device
-    from .report import render, verify_report
+    from .report import copy_figures, render, verify_report
 
     try:
         out = require_output_file("--out", args.out, (".md",))
@@ -471,7 +471,7 @@ def cmd_report(args, parser) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     doc = verify_report(args.seed, args.device)
-    out.write_text(render(doc, experiments))
+    out.write_text(render(doc, experiments, copy_figures(experiments, out)))
     print(f"wrote {out}")
     return doc["exit_status"]
 

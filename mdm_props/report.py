@@ -13,7 +13,7 @@ import json
 import math
 from pathlib import Path
 
-__all__ = ["render", "verify_report"]
+__all__ = ["copy_figures", "render", "verify_report"]
 
 COLUMNS = ("id", "kind", "status", "draws", "checks", "undecided", "worst margin", "worst err/tol", "s")
 
@@ -41,8 +41,11 @@ def verify_report(seed: int, device: str = "cpu", claims: str | None = None) -> 
     return doc
 
 
-def render(verify_doc: dict, experiments: dict[str, Path] | None = None) -> str:
-    """The markdown of the results page from a verify JSON document and experiment output folders."""
+def render(
+    verify_doc: dict, experiments: dict[str, Path] | None = None, figures: dict[str, list[str]] | None = None
+) -> str:
+    """The markdown of the results page from a verify JSON document, experiment output folders (their
+    ``table.md``) and, per experiment, links to its figures (``copy_figures``)."""
     env = verify_doc.get("environment", {})
     rows = verify_doc.get("claims", [])
     versions = ", ".join(
@@ -86,4 +89,23 @@ def render(verify_doc: dict, experiments: dict[str, Path] | None = None) -> str:
         out += ["", f"## Experiment: {name}", ""]
         table = Path(folder) / "table.md"
         out.append(table.read_text().strip() if table.is_file() else f"(no table.md in `{folder}`)")
+        for link in (figures or {}).get(name, []):
+            out += ["", f"![{name}: {Path(link).stem}]({link})"]
     return "\n".join(out) + "\n"
+
+
+def copy_figures(experiments: dict[str, Path], page: Path) -> dict[str, list[str]]:
+    """Copy each experiment folder's ``*.png`` to ``figures/results-NAME-FILE.png`` beside the page and
+    return, per experiment, the links relative to the page (the page must not point into a temporary
+    output folder)."""
+    import shutil
+
+    links: dict[str, list[str]] = {}
+    target = page.parent / "figures"
+    for name, folder in experiments.items():
+        for png in sorted(Path(folder).glob("*.png")):
+            target.mkdir(exist_ok=True)
+            dest = target / f"results-{name}-{png.name}"
+            shutil.copyfile(png, dest)
+            links.setdefault(name, []).append(f"figures/{dest.name}")
+    return links

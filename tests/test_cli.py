@@ -752,3 +752,29 @@ def test_the_battery_would_see_work_start(argv, tmp_path, no_work):
         pytest.importorskip("matplotlib")
     with pytest.raises(AssertionError, match="work started before the arguments were refused"):
         cli.main([a.replace("{tmp}", str(tmp_path)) for a in argv])
+
+
+def test_report_writes_the_stamped_page_with_each_experiments_table_and_figures(tmp_path, monkeypatch):
+    """`mdm-props report`: verify's rows, the stamp, and per experiment its table.md and its figures copied
+    beside the page (a link into the experiment's own folder would break when that folder goes)."""
+    import mdm_props.report as report
+
+    doc = {
+        "claims": [{"id": "C3", "kind": "per-draw", "status": "holds", "draws": 4, "checks": 12, "worst_margin": 0.5}],
+        "environment": {"git_commit": "abc1234", "seed": 7, "device": "cpu", "torch": "2.x"},
+        "complete": True,
+        "exit_status": 0,
+    }
+    monkeypatch.setattr(report, "verify_report", lambda seed, device: dict(doc))
+    exp = tmp_path / "rev"
+    exp.mkdir()
+    (exp / "table.md").write_text("| a | b |\n|---|---|\n| 1 | 2 |\n")
+    (exp / "signatures.png").write_bytes(b"\x89PNG fake")
+    page = tmp_path / "site" / "results.md"
+    page.parent.mkdir()
+    assert cli.main(["report", "--out", str(page), "--seed", "7", "--experiment", f"rev={exp}"]) == 0
+    text = page.read_text()
+    assert "- commit: `abc1234`" in text and "| C3 | per-draw | holds | 4 | 12 |" in text
+    assert "## Experiment: rev" in text and "| 1 | 2 |" in text
+    assert "![rev: results-rev-signatures](figures/results-rev-signatures.png)" in text
+    assert (page.parent / "figures" / "results-rev-signatures.png").read_bytes() == b"\x89PNG fake"
