@@ -35,7 +35,6 @@ from dataclasses import dataclass
 
 import torch
 
-from ..batched import init_params_batch
 from ..checks import CheckResult, Counterexample, NegativeControl
 from ..claim import WorstEntry, evaluate_checks
 from ..facts import EntityTemplate, Query, entity_forward_queries, entity_reverse_queries, reversed_forward_queries
@@ -416,8 +415,10 @@ class EntityBatch:
         return dataclasses.replace(self.case, seed=self.seeds[i], scale=self.scales[i])
 
     def params(self, device="cpu") -> dict:
-        """The draws' parameters stacked on a leading axis (bit for bit ``init_params`` of each draw)."""
-        return init_params_batch(self.case.cfg, self.seeds, self.scales, device=device)
+        """The draws' parameters (``init_params`` of each draw: the deep block's, norm gains included)
+        stacked on a leading axis."""
+        draws = [self.draw(i).params(device) for i in range(self.size)]
+        return {n: torch.stack([p[n] for p in draws]) for n in draws[0]}
 
 
 def entity_batches(draws: int, seed: int, size: int = PER_STRUCTURE) -> list[EntityBatch]:
