@@ -500,6 +500,16 @@ def test_the_extras_are_those_pyproject_states():
         assert len(modules) == len(requirements)
 
 
+def test_the_certify_install_hint_asks_for_the_version_pyproject_requires():
+    """certified.INSTALL_HINT (printed when python-flint is missing) names the requirement of EXTRAS, the
+    one copy of pyproject's (before: it asked for python-flint>=0.6 while pyproject requires >=0.9)."""
+    from mdm_props import certified
+    from mdm_props.arguments import EXTRAS
+
+    (requirement,) = EXTRAS["certify"][1]
+    assert f'"{requirement}"' in certified.INSTALL_HINT and "0.6" not in certified.INSTALL_HINT
+
+
 # ---------------------------------------------------------------------------------------------
 # replay reads data, never code
 

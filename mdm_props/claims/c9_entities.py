@@ -813,6 +813,6 @@ CLAIMS = (
         bounds=("mdm_props.rounding_mode:with_error_bounds", _M + "storage_gradient_state"),
         tests="tests/test_c9.py",
         needs_negative_control=True,
-        default_draws=100,
+        default_draws=200,
     ),
 )
