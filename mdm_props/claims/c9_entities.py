@@ -25,6 +25,14 @@ float64, so both sides are float64 evaluations of one exact number and ``|lhs �
 each ``e`` that evaluation's first-order rounding bound × SAFETY 2: the adjoint bound for log p
 (:func:`~mdm_props.rounding_mode.adjoint_error_bounds`), the running radii of the forward and autograd
 backward pass for gradients (:func:`~mdm_props.rounding_mode.with_error_bounds`). Margins: 1 − error/tolerance.
+
+Batched (docs/claims/C9-multi-token-entities.md): the quantities take K parameter draws of one structure
+stacked on a leading axis (the per-draw checkers are a batch of one). log p's bound is
+:func:`~mdm_props.rounding_mode.adjoint_error_bounds_batch` (draw by draw the adjoint bound); C9b's radii
+are those of the ``vmap``-ed forward and autograd backward pass. The runners take :data:`PER_STRUCTURE`
+draws per structure, the structures chosen to cover every value of :data:`COVERAGE`
+(:func:`entity_batches`), and record each draw in full (:func:`describe`) for ``verify --replay``
+(:func:`recorded_case`, :data:`RECORDED_ARGS`).
 """
 
 from __future__ import annotations
@@ -795,7 +803,7 @@ CLAIMS = (
         doc=_DOC,
         checker=_M + "check_c9",
         runner=_M + "run_c9",
-        bounds=("mdm_props.rounding_mode:adjoint_error_bounds", _M + "logprob_state"),
+        bounds=("mdm_props.rounding_mode:adjoint_error_bounds_batch", _M + "logprob_state_batch"),
         tests="tests/test_c9.py",
         needs_negative_control=True,
         default_draws=200,
@@ -810,7 +818,7 @@ CLAIMS = (
         doc=_DOC,
         checker=_M + "check_c9b",
         runner=_M + "run_c9b",
-        bounds=("mdm_props.rounding_mode:with_error_bounds", _M + "storage_gradient_state"),
+        bounds=("mdm_props.rounding_mode:with_error_bounds", _M + "storage_gradient_state_batch"),
         tests="tests/test_c9.py",
         needs_negative_control=True,
         default_draws=200,
