@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .arguments import EXTRAS
 from .facts import Query
 from .validation import require_int
 
@@ -56,9 +57,11 @@ try:  # optional extra
 except ImportError:  # pragma: no cover - exercised only where python-flint is absent
     flint = arb = arb_mat = None  # type: ignore[assignment,misc]  # require_flint() names the extra
 
+# the requirement as pyproject states it, from its one copy in mdm_props.arguments.EXTRAS (tests/test_cli.py
+# compares that with pyproject)
 INSTALL_HINT = (
     "python-flint is needed for certified (ball-arithmetic) evaluation; install it with "
-    'pip install -e ".[certify]"  (or: pip install "python-flint>=0.6")'
+    'pip install -e ".[certify]"  (or: pip install ' + " ".join(f'"{r}"' for r in EXTRAS["certify"][1]) + ")"
 )
 PRECISIONS = (64, 128, 256, 512, 1024)  # bits, tried in order until the decision is made
 SOUNDNESS_BITS = 128  # enclosures of the exact values for the soundness meta-test (radius ≪ u)
@@ -606,11 +609,18 @@ def certify(spec, draw, max_bits: int = PRECISIONS[-1]) -> Certificate:
 def claim_draws(claim: str, draws: int, seed: int) -> list:
     """[(case, η or None)]: the draws the claim's per-draw runner makes for ``seed``
     (:func:`mdm_props.claim.per_draw_cases`; ``verify`` batches and splits draws over encodings)."""
-    from .claim import per_draw_cases
+    return list(iter_claim_draws(claim, draws, seed))
+
+
+def iter_claim_draws(claim: str, draws: int, seed: int):
+    """:func:`claim_draws` one at a time (the arguments checked at once, each draw built when it is
+    needed: ``certify --draws 100000`` starts certifying at once instead of building every draw first)."""
+    from .search import per_draw_cases
     from .validation import require_int, require_seed
 
     spec = spec_of(claim)
-    return per_draw_cases(spec, require_int("draws", draws, 1), require_seed("seed", seed))
+    items = per_draw_cases(require_int("draws", draws, 1), require_seed("seed", seed), step=spec.step, **spec.sample)
+    return (item if spec.step else (item, None) for item in items)
 
 
 def certify_case(claim: str, case, eta=None, max_bits: int = PRECISIONS[-1]) -> Certificate:
@@ -942,10 +952,8 @@ def run_certify(
                 file=out,
             )
         else:
-            if draws >= 1000:  # the draws are built first (a few seconds for 10^5)
-                print(f"certify {target}: drawing {draws} cases ...", file=sys.stderr, flush=True)
-            with Progress(draws, f"certify {target}") as bar:
-                for n, (case, eta) in enumerate(claim_draws(target, draws, seed)):
+            with Progress(draws, f"certify {target}") as bar:  # each draw built when it is certified
+                for n, (case, eta) in enumerate(iter_claim_draws(target, draws, seed)):
                     cert = certify_case(target, case, eta, max_bits)
                     rows.append({"draw": n, **cert.to_dict()})
                     v = "" if cert.value is None else f"  certified bound {cert.value:.6g}"

@@ -286,8 +286,8 @@ def cmd_replay(args, parser) -> int:
     claim's registered checker, print its results; exit 0 when they hold, 1 otherwise. The report is
     data (:mod:`mdm_props.recorded_draws`): every field is checked and nothing it names is imported;
     anything else exits 2."""
-    from .recorded_draws import read_report, recorded_draw
-    from .search import case_from_description, replay
+    from .recorded_draws import read_report, replay_arguments
+    from .search import replay
 
     path, row_id = args.replay
     try:
@@ -305,14 +305,10 @@ def cmd_replay(args, parser) -> int:
                 f"row {row_id} records no draw (its runner does not record per-draw descriptions; "
                 f"re-run it with: mdm-props verify --claims {row_id} --seed {'S' if seed is None else seed})"
             )
-        check = registry.resolve(claim.checker)  # the registry's name, never the report's
-        draw = recorded_draw(claim, row["draw"], check)
-        case = case_from_description(draw)  # the model and template check their own fields
-        case.template.check_tokens(case.cfg.vocab, case.A, case.B)
-        case.params("cpu")  # the parameters can be drawn (e.g. orthonormal needs d_model >= vocab + 1)
+        replay_arguments(claim, row["draw"])  # every field checked, before any work; nothing named is imported
     except ValueError as err:
         parser.error(f"--replay: {err}")
-    results = replay(check, draw, args.device)
+    results = replay(claim, row["draw"], args.device)  # the same checks again, then the claim's checker
     print(f"{row_id}: replaying draw {json.dumps(row['draw'])}")
     for r in results:
         print(f"  {r}")

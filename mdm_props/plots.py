@@ -98,17 +98,24 @@ def plot_depth(
     scales=(0.5, 1.0, 2.0, 3.0, 5.0, 10.0),
     depths=(1, 2, 3, 4),
     pos: str = "rope",
+    quiet: bool = False,
 ) -> Path:
     """C7: the rate of cos(G_f^ℓ, G_r^ℓ) > 0 over every layer against the init scale, one line per depth,
     MDM (solid) and ARM (dashed), ``draws`` draws per point (plain and preset blocks, encoding ``pos``;
-    :func:`mdm_props.claims.c6_c8_deep_storage.depth_rates`). Writes a PNG to ``path`` and returns it."""
-    from .claims.c6_c8_deep_storage import depth_rates
+    :func:`mdm_props.claims.c6_c8_deep_storage.depth_rates`), with a progress bar on stderr over the
+    points (:class:`mdm_props.progress.Progress`; ``quiet=True``: none). Writes a PNG to ``path`` and
+    returns it."""
+    from .claims.c6_c8_deep_storage import QUERY_KINDS, depth_rates
+    from .progress import Progress
 
     if not scales or any(isinstance(s, bool) or not isinstance(s, (int, float)) or not s > 0 for s in scales):
         raise ValueError(f"scales must be numbers > 0; got {scales!r}")
     path = require_output_file("path", path, PNG_SUFFIX)
     plt = _pyplot()
-    rates = depth_rates(draws, seed, "cpu", scales=tuple(scales), depths=tuple(depths), pos=pos)
+    with Progress(len(QUERY_KINDS) * len(depths) * len(scales), "plot depth", quiet=quiet) as bar:
+        rates = depth_rates(
+            draws, seed, "cpu", scales=tuple(scales), depths=tuple(depths), pos=pos, progress=bar.callback
+        )
     fig, ax = plt.subplots(figsize=(6, 3.8), dpi=100)
     for i, L in enumerate(depths):
         for kind, ls in (("mdm", "-"), ("arm", "--")):

@@ -9,6 +9,12 @@ report naming any other ``module:name`` is refused without importing anything.
 
 Ranges are those of the seeded draws (:func:`mdm_props.strategies.sample_case`): a replay re-runs a
 draw that a runner could have made, so a hand-edited size cannot allocate beyond them.
+
+A claim whose draws are not one-layer :class:`~mdm_props.strategies.Case` s (C9's deep blocks and
+k-token facts) reads its own: its runner's module (named by the registry, never by the report) defines
+``RECORDED_ARGS(draw) -> (device -> the checker's positional arguments)``, which checks every field the
+same way. :func:`replay_arguments` is the one entry for both kinds, used by the CLI and by
+:func:`mdm_props.search.replay` alike.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any
 from . import registry
 from .validation import require_bool, require_choice, require_int, require_number, require_seed
 
-__all__ = ["read_report", "recorded_draw"]
+__all__ = ["read_report", "recorded_draw", "replay_arguments"]
 
 
 def read_report(path: str | Path) -> tuple[dict[str, dict], int | None]:
@@ -115,3 +121,30 @@ def recorded_draw(claim: registry.Claim, draw: Any, check) -> dict:
     if steps:
         out["eta"] = _in_range("draw['eta']", draw["eta"], min(ETAS), max(ETAS))
     return out
+
+
+def replay_arguments(claim: registry.Claim, draw: Any):
+    """``(check, arguments)`` for re-running a recorded draw of ``claim``: its registered checker and a
+    function ``device -> the checker's positional arguments``, after every field of ``draw`` is checked
+    (:func:`recorded_draw`, or the claim module's ``RECORDED_ARGS``) and the case is built once on the CPU
+    (its tokens and parameters are checked too). Nothing the report names is imported: the checker, the
+    argument builder and the reader all come from the registry. A ValueError says what is wrong."""
+    import importlib
+
+    from .search import case_args, case_from_description
+
+    if not isinstance(claim, registry.Claim):
+        raise ValueError(f"claim must be a registered Claim (registry.get(id)); got {type(claim).__name__}")
+    check = registry.resolve(claim.checker)  # the registry's name, never the report's
+    reader = getattr(importlib.import_module(claim.module), "RECORDED_ARGS", None)
+    if reader is not None:
+        arguments = reader(draw)
+        arguments("cpu")  # the parameters can be drawn
+        return check, arguments
+    checked = recorded_draw(claim, draw, check)
+    case = case_from_description(checked)  # the model and template check their own fields
+    case.template.check_tokens(case.cfg.vocab, case.A, case.B)
+    case.params("cpu")  # the parameters can be drawn (e.g. orthonormal needs d_model >= vocab + 1)
+    build = registry.resolve(claim.builder) if claim.builder else case_args
+    extra = (checked["eta"],) if "eta" in checked else ()
+    return check, lambda device: (*build(case, device), *extra)

@@ -83,18 +83,16 @@ def run_per_draw(
     return out
 
 
-def replay(check: Callable[..., list[CheckResult]], draw: dict, device="cpu") -> list[CheckResult]:
-    """Re-run ``check`` on the draw that :func:`run_per_draw` recorded (``details["draw"]``): the case of
-    :func:`case_from_description`, the runner's argument builder (``draw["args"]``, a
-    ``"module:name"``; default :func:`case_args`) and its step size ``draw["eta"]`` when it took one."""
-    from .registry import resolve
+def replay(claim, draw: dict, device="cpu") -> list[CheckResult]:
+    """Re-run the draw that a runner recorded (``details["draw"]``) for ``claim`` (a registered id or
+    :class:`~mdm_props.registry.Claim`) with the claim's registered checker. The draw is data: every field
+    is checked and the argument builder comes from the registry, exactly as for ``verify --replay``
+    (:func:`mdm_props.recorded_draws.replay_arguments`); a ValueError says what is wrong."""
+    from . import registry
+    from .recorded_draws import replay_arguments
 
-    if not isinstance(draw, dict):
-        raise ValueError(f"draw must be a dict written by describe(); got {type(draw).__name__}")
-    case = case_from_description(draw)
-    build = resolve(draw["args"]) if "args" in draw else case_args
-    extra = (draw["eta"],) if "eta" in draw else ()
-    return check(*build(case, resolve_device(device)), *extra)
+    check, arguments = replay_arguments(registry.get(claim) if isinstance(claim, str) else claim, draw)
+    return check(*arguments(resolve_device(device)))
 
 
 def search(claim: str, dropped: str, draws: int, candidates: Iterable, violation) -> Counterexample:

@@ -4,7 +4,9 @@ error bounds of both float64 evaluations (C5's: the adjoint bound for log p, the
 gradients); C9b: Φ fixes the storage, so the storage gradients of the reverse query and of the
 order-reversed forward configuration are equal."""
 
+import json
 import random
+import re
 
 import pytest
 import torch
@@ -15,7 +17,7 @@ from mdm_props.checks import assert_holds, summarize
 from mdm_props.claims import c5_reflected_route as c5
 from mdm_props.claims import c9_entities as c9
 from mdm_props.facts import EntityTemplate, entity_reverse_queries, reversed_forward_queries
-from mdm_props.model import ModelConfig, preset
+from mdm_props.model import ModelConfig, forward, preset
 from mdm_props.params import init_params
 
 
@@ -233,3 +235,143 @@ def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="seed"):
         c9.run_c9b(1, -1)
     assert torch.equal(torch.tensor(c9.dream_forward_slots(EntityTemplate(3, (4,)))), torch.tensor([4, 3, 2]))
+
+
+# ---------------------------------------------------------------------------------------------
+# batched runners: K parameter draws of one structure at once, the same bounds draw by draw
+
+
+@pytest.mark.meta("C9")
+def test_the_batched_adjoint_bound_is_the_per_draw_adjoint_bound():
+    """rounding_mode.adjoint_error_bounds_batch on K stacked draws gives, draw by draw, the bound of
+    adjoint_error_bounds (same operations, rules and adjoint: equal to 1e-12 relative), and values within it."""
+    from mdm_props.rounding_mode import adjoint_error_bounds, adjoint_error_bounds_batch
+
+    for batch in c9.entity_batches(12, 4, size=3):
+        c = batch.case
+        rq = entity_reverse_queries(c.template, c.A, c.B, c.cfg.vocab)
+        tok, at = torch.tensor(rq[0].tokens), torch.tensor([q.slot for q in rq])
+
+        def fn(p, cfg=c.cfg, tok=tok, at=at):
+            return torch.log_softmax(forward(p, cfg, tok, checked=True).logits[at], dim=-1)
+
+        P = batch.params()
+        values, bounds = adjoint_error_bounds_batch(fn, P)
+        for i in range(batch.size):
+            p = {n: v[i] for n, v in P.items()}
+            value, bound = adjoint_error_bounds(lambda p=p: fn(p))
+            assert bool(((bounds[i] - bound).abs() <= 1e-12 * bound).all()), c.cfg
+            assert bool(((values[i] - value).abs() <= bounds[i] + bound).all()), c.cfg
+
+
+@pytest.mark.meta("C9b")
+def test_a_batched_draw_agrees_with_its_batch_of_one():
+    """The runner's numbers for a draw (a batch of 4) and the per-draw checker's (a batch of one, what
+    ``verify --replay`` runs): the gradients within the summed tolerance, the running radii within 1.5x
+    of each other (measured up to 1.21x: vmap runs other kernels for another K; each bound is the radius of
+    the computation it bounds)."""
+    for batch in c9.entity_batches(16, 3, size=4):
+        c = batch.case
+        P = batch.params()
+        rq = entity_reverse_queries(c.template, c.A, c.B, c.cfg.vocab)
+        args = (rq[0].tokens, [q.slot for q in rq], [q.target for q in rq], c5.value_read_parameters(c.cfg))
+        g, e = c9.storage_gradient_state_batch(P, c.cfg, *args)
+        for i in range(batch.size):
+            g1, e1 = c9.storage_gradient_state({n: v[i] for n, v in P.items()}, c.cfg, *args)
+            assert bool(((g[i] - g1).abs() <= e[i] + e1).all())
+            assert bool(((e[i] <= 1.5 * e1) & (e1 <= 1.5 * e[i])).all())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 7])
+def test_the_runners_cover_every_value_of_every_factor(seed):
+    """verify's defaults (C9: 200 draws at seed s, C9b: 100 at s + 1) examine every k, m, depth 1–4,
+    relative encoding, RoPE pairing, block (drawn, llada-like, smdm-like), head count, GQA ratio, norm,
+    SwiGLU, bias and tying option; every batch shares one structure; the draws add up."""
+    for draws, s in ((200, seed), (100, seed + 1)):
+        batches = c9.entity_batches(draws, s)
+        seen = set().union(*(c9._factors(b.case) for b in batches))
+        assert c9.COVERAGE <= seen, sorted(c9.COVERAGE - seen, key=str)
+        assert sum(b.size for b in batches) == draws and all(b.size <= c9.PER_STRUCTURE for b in batches)
+        assert all(b.case.cfg.n_layers <= c9.RUN_MAX_LAYERS and b.case.template.palindromic for b in batches)
+        for b in batches[:3]:  # stacked parameters are each draw's own
+            P = b.params()
+            for i in range(b.size):
+                p = b.draw(i).params()
+                assert all(torch.equal(P[n][i], p[n]) for n in p)
+
+
+def test_runner_results_carry_a_replayable_draw():
+    """One result per draw; each carries its full description, which recorded_case reads back to the draw."""
+    results = c9.run_c9(10, 5)
+    assert len(results) == 10 and all(r.holds for r in results)
+    for r in results:
+        case = c9.recorded_case(json.loads(json.dumps(r.details["draw"])))
+        assert c9.describe(case) == r.details["draw"]
+
+
+def test_recorded_case_round_trips_every_drawn_structure():
+    """Whatever the runners draw, its description reads back to the same case (json: tuples become lists),
+    and deep_case's options are those DRAWN_OPTIONS allows (the two stay in step)."""
+    rng = random.Random(3)
+    for _ in range(300):
+        case = c9.sample_entity_case(rng, max_layers=c9.RUN_MAX_LAYERS)
+        assert c9.recorded_case(json.loads(json.dumps(c9.describe(case)))) == case
+        if case.block == "drawn":
+            d = c9.describe(case)
+            assert all(d[name] in options for name, options in c9.DRAWN_OPTIONS.items()), d
+
+
+def _c9_draw(**fields):
+    case = c9.sample_entity_case(random.Random(11), max_layers=c9.RUN_MAX_LAYERS, blocks=("drawn",), pos=("rope",))
+    draw = {**json.loads(json.dumps(c9.describe(case))), **fields}
+    return {k: v for k, v in draw.items() if v is not _DROP}
+
+
+_DROP = object()
+C9_REPLAY_BATTERY = [
+    (_c9_draw(seed=_DROP), "the draw lacks seed"),
+    (_c9_draw(args="this:s"), "the draw has fields a C9 draw does not: args"),
+    (_c9_draw(block="huge"), "draw['block'] must be one of"),
+    (_c9_draw(pos="absolute"), "draw['pos'] must be one of"),
+    (_c9_draw(attention="causal"), "draw['attention'] must be one of"),
+    (_c9_draw(n_layers=10**6), "draw['n_layers'] must be one of"),
+    (_c9_draw(d_model=10**9), "draw['d_model'] must be one of"),
+    (_c9_draw(tied=1), "draw['tied'] must be True or False"),
+    (_c9_draw(scale=4.0), "draw['scale'] must be one of"),
+    (_c9_draw(seed=-1), "draw['seed'] must be a non-negative integer"),
+    (_c9_draw(k=9), "draw['k'] must be an integer"),
+    (_c9_draw(relation=[0, 1]), "draw['relation'] must read the same backwards"),
+    (_c9_draw(relation=[99]), "draw['relation'] token must be an integer in"),
+    (_c9_draw(A="ab"), "draw['A'] must be a list of"),
+    (_c9_draw(block="llada-like", n_layers=2), "is not the llada-like preset's"),
+    ("a string", "the draw must be a JSON object"),
+]
+
+
+@pytest.mark.parametrize("draw, message", C9_REPLAY_BATTERY, ids=[m for _, m in C9_REPLAY_BATTERY])
+def test_a_malformed_c9_draw_is_refused_by_the_cli_and_the_library(draw, message, tmp_path, capsys):
+    from mdm_props import cli, search
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        search.replay("C9", draw)
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"claims": [{"id": "C9b", "draw": draw}]}))
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["verify", "--replay", str(path), "C9b"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and message in err and "Traceback" not in err, err
+
+
+def test_c9_rows_replay_from_a_verify_report(tmp_path, capsys):
+    """Before: C9's rows recorded a partial draw (no scale, no structure) that replay refused."""
+    from mdm_props import cli
+
+    path = tmp_path / "report.json"
+    assert cli.main(["verify", "--claims", "C9,C9b", "--examples", "10", "--seed", "4", "--json", str(path)]) == 0
+    rows = {r["id"]: r for r in json.loads(path.read_text())["claims"]}
+    capsys.readouterr()
+    for cid in ("C9", "C9b"):
+        assert cli.main(["verify", "--replay", str(path), cid]) == 0
+        out = capsys.readouterr().out
+        assert "replaying draw" in out and f"{cid} " in out and "holds" in out
+        assert rows[cid]["draw"]["scale"] in c9.DRAWN_SCALES

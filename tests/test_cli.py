@@ -500,6 +500,16 @@ def test_the_extras_are_those_pyproject_states():
         assert len(modules) == len(requirements)
 
 
+def test_the_certify_install_hint_asks_for_the_version_pyproject_requires():
+    """certified.INSTALL_HINT (printed when python-flint is missing) names the requirement of EXTRAS, the
+    one copy of pyproject's (before: it asked for python-flint>=0.6 while pyproject requires >=0.9)."""
+    from mdm_props import certified
+    from mdm_props.arguments import EXTRAS
+
+    (requirement,) = EXTRAS["certify"][1]
+    assert f'"{requirement}"' in certified.INSTALL_HINT and "0.6" not in certified.INSTALL_HINT
+
+
 # ---------------------------------------------------------------------------------------------
 # replay reads data, never code
 
@@ -592,6 +602,26 @@ def test_every_registered_builder_resolves():
     for claim in registry.CLAIMS:
         if claim.builder is not None:
             assert callable(registry.resolve(claim.builder)), claim.id
+
+
+def test_the_library_replay_validates_as_the_cli_does(tmp_path, monkeypatch):
+    """search.replay (the library path) checks every field and takes the builder from the registry, as
+    ``verify --replay`` does. Before: replay(check, draw) imported draw['args']'s module and called it."""
+    from mdm_props import search
+
+    spy = tmp_path / "spy_module_lib.py"
+    marker = tmp_path / "imported"
+    spy.write_text(f"open({str(marker)!r}, 'w').close()\ndef s(case, device):\n    return ()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for claim_id in ("C3v", "C3"):
+        with pytest.raises(ValueError, match="args"):
+            search.replay(claim_id, _edited(claim_id, args="spy_module_lib:s")["claims"][0]["draw"])
+        assert not marker.exists() and "spy_module_lib" not in sys.modules
+    with pytest.raises(ValueError, match="draw\\['orthonormal'\\] must be True or False"):
+        search.replay("C3", _edited("C3", orthonormal="yes")["claims"][0]["draw"])
+    with pytest.raises(ValueError, match="unknown claim id"):
+        search.replay("C99", _draw("C3"))
+    assert all(r.holds for r in search.replay("C3v", _draw("C3v")))  # the positive control
 
 
 # ---------------------------------------------------------------------------------------------

@@ -56,3 +56,13 @@ def test_plot_depth_writes_a_png(tmp_path):
     assert out.read_bytes()[:8] == PNG and out.stat().st_size > 1000
     with pytest.raises(ValueError, match="scales must be numbers > 0"):
         plots.plot_depth(tmp_path / "x.png", scales=(0.0,))
+
+
+def test_plot_depth_shows_progress(tmp_path, capsys):
+    """One progress line per tenth of the points on stderr (before: a minute without output)."""
+    pytest.importorskip("matplotlib")
+    plots.plot_depth(tmp_path / "depth.png", draws=1, scales=(1.0,), depths=(1,))
+    err = capsys.readouterr().err
+    assert "plot depth  2/2  100%" in err, err
+    plots.plot_depth(tmp_path / "depth.png", draws=1, scales=(1.0,), depths=(1,), quiet=True)
+    assert capsys.readouterr().err == ""

@@ -362,11 +362,19 @@ def run_c7(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
 
 
 def depth_rates(
-    draws: int, seed: int, device: str = "cpu", scales=C7_SCALES, depths=(1, 2, 3, 4), pos: str = "rope"
+    draws: int,
+    seed: int,
+    device: str = "cpu",
+    scales=C7_SCALES,
+    depths=(1, 2, 3, 4),
+    pos: str = "rope",
+    *,
+    progress=None,
 ) -> dict:
     """{(kind, depth, scale): rate of cos > 0 over every layer} for the depth figure (plain and preset
-    blocks, MDM with ``pos`` and the ARM)."""
-    out = {}
+    blocks, MDM with ``pos`` and the ARM); ``progress(k, n)`` is called after each of the n points."""
+    out: dict = {}
+    total = len(QUERY_KINDS) * len(depths) * len(scales)
     for kind in QUERY_KINDS:
         for L in depths:
             for s in scales:
@@ -374,6 +382,8 @@ def depth_rates(
                 k = sum(c[0] for c in g["per_layer"].values())
                 n = sum(c[1] for c in g["per_layer"].values())
                 out[(kind, L, s)] = k / n
+                if progress:
+                    progress(len(out), total)
     return out
 
 

@@ -25,6 +25,14 @@ float64, so both sides are float64 evaluations of one exact number and ``|lhs �
 each ``e`` that evaluation's first-order rounding bound × SAFETY 2: the adjoint bound for log p
 (:func:`~mdm_props.rounding_mode.adjoint_error_bounds`), the running radii of the forward and autograd
 backward pass for gradients (:func:`~mdm_props.rounding_mode.with_error_bounds`). Margins: 1 − error/tolerance.
+
+Batched (docs/claims/C9-multi-token-entities.md): the quantities take K parameter draws of one structure
+stacked on a leading axis (the per-draw checkers are a batch of one). log p's bound is
+:func:`~mdm_props.rounding_mode.adjoint_error_bounds_batch` (draw by draw the adjoint bound); C9b's radii
+are those of the ``vmap``-ed forward and autograd backward pass. The runners take :data:`PER_STRUCTURE`
+draws per structure, the structures chosen to cover every value of :data:`COVERAGE`
+(:func:`entity_batches`), and record each draw in full (:func:`describe`) for ``verify --replay``
+(:func:`recorded_case`, :data:`RECORDED_ARGS`).
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ from ..claim import WorstEntry, evaluate_checks
 from ..facts import EntityTemplate, Query, entity_forward_queries, entity_reverse_queries, reversed_forward_queries
 from ..model import RELATIVE_ENCODINGS, ModelConfig, forward, preset
 from ..params import check_params, init_params, resolve_device
-from ..rounding_mode import adjoint_error_bounds, with_error_bounds
+from ..rounding_mode import adjoint_error_bounds_batch, with_error_bounds
 from ..search import search
 from ..strategies import entity_fact
 from ..validation import require_int, require_seed
@@ -80,52 +88,105 @@ def _slots(queries, slots, T: int) -> tuple[int, ...]:
 
 
 # ---------------------------------------------------------------------------------------------
-# one side: log p at the slots of a configuration, and the storage gradient of its summed loss
+# one side: log p at the slots of a configuration, and the storage gradient of its summed loss, for K
+# parameter draws of one structure at once (a leading draw axis K; the per-draw functions are a batch of one)
+
+
+def _stacked(params: dict) -> dict:
+    """One draw's parameters as a batch of one (leading axis 1)."""
+    return {n: v.detach()[None] for n, v in params.items()}
+
+
+def _check_batch(params: dict, cfg: ModelConfig) -> int:
+    """K, after checking every draw of the stacked ``params`` (names, shapes, float64, finite)."""
+    sizes = {int(v.shape[0]) if v.dim() else -1 for v in params.values()}
+    if len(sizes) != 1 or -1 in sizes:
+        raise ValueError("params must hold every parameter stacked on one leading draw axis K")
+    K = sizes.pop()
+    for i in range(K):
+        check_params({n: v[i] for n, v in params.items()}, cfg)
+    return K
+
+
+def logprob_state_batch(params: dict, cfg: ModelConfig, tokens, slots) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p (K, k, V) at ``slots`` of one token sequence for the K stacked draws ``params``, and each
+    draw's first-order error bound (the adjoint bound, :func:`mdm_props.rounding_mode.adjoint_error_bounds_batch`:
+    draw by draw the bound of :func:`mdm_props.rounding_mode.adjoint_error_bounds`)."""
+    tok = torch.as_tensor(tokens, dtype=torch.long, device=params["E"].device)
+    at = torch.as_tensor(slots, dtype=torch.long, device=tok.device)
+    return adjoint_error_bounds_batch(
+        lambda p: torch.log_softmax(forward(p, cfg, tok, checked=True).logits[at], dim=-1), params
+    )
 
 
 def logprob_state(params: dict, cfg: ModelConfig, tokens, slots) -> tuple[torch.Tensor, torch.Tensor]:
-    """log p (k, V) at ``slots`` of one token sequence and its first-order error bound (the adjoint
-    bound, :func:`mdm_props.rounding_mode.adjoint_error_bounds`)."""
-    plain = {n: v.detach() for n, v in params.items()}
+    """log p (k, V) at ``slots`` of one token sequence and its first-order error bound: a batch of one of
+    :func:`logprob_state_batch`."""
+    check_params(params, cfg)
+    value, bound = logprob_state_batch(_stacked(params), cfg, tokens, slots)
+    return value[0], bound[0]
+
+
+def storage_gradient_state_batch(
+    params: dict, cfg: ModelConfig, tokens, slots, targets, storage
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """∇_S Σ_j −log p(target_j at slot_j) on the storage ``storage`` for the K stacked draws ``params``
+    (K, |S|), and its running-error bound (:func:`mdm_props.rounding_mode.with_error_bounds`, × SAFETY 2).
+
+    The K losses come from the model under ``torch.func.vmap``; autograd differentiates their sum (the draws
+    share no parameter, so draw i's gradient is ∂L_i/∂θ_i; the sum's backward hands each draw an exact 1).
+    The radii are those of the aten operations that actually run, forward and backward: under vmap the
+    batched kernels, each rule applied to them as to any operation (a contraction's length, a reduction's
+    count are per draw; an accumulating scatter may count the draw axis as well, which only enlarges its
+    γ_n). So the bound is the derivation of C5b for the computation performed; it is not bit for bit the
+    radius of the unbatched autograd pass (another sequence of kernels), and a batch of one
+    (:func:`storage_gradient_state`) runs the same kernels as the runner's batches."""
     tok = torch.as_tensor(tokens, dtype=torch.long, device=params["E"].device)
     at = torch.as_tensor(slots, dtype=torch.long, device=tok.device)
-    return adjoint_error_bounds(lambda: torch.log_softmax(forward(plain, cfg, tok).logits[at], dim=-1))
+    y = torch.as_tensor(targets, dtype=torch.long, device=tok.device)
+    S = tuple(storage)
+
+    def loss(p: dict) -> torch.Tensor:
+        logp = torch.log_softmax(forward(p, cfg, tok, checked=True).logits[at], dim=-1)
+        return -logp.gather(-1, y[:, None]).sum()
+
+    leaves = {n: v.detach().requires_grad_(True) for n, v in params.items()}
+
+    def run() -> dict:
+        with torch.enable_grad():
+            # the draws are independent: ∂(Σ_i L_i)/∂θ_i = ∂L_i/∂θ_i (the sum's backward hands each draw a 1)
+            total = torch.func.vmap(loss)(leaves).sum()
+            grads = torch.autograd.grad(total, [leaves[n] for n in S], allow_unused=True)
+        return dict(zip(S, grads, strict=True))
+
+    grad, bound = with_error_bounds(run)
+    K = params["E"].shape[0]
+
+    def flat(d):
+        return torch.cat([(torch.zeros_like(params[n]) if d[n] is None else d[n]).reshape(K, -1) for n in S], dim=1)
+
+    return flat(grad), flat(bound)
 
 
 def storage_gradient_state(
     params: dict, cfg: ModelConfig, tokens, slots, targets, storage
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """∇_S Σ_j −log p(target_j at slot_j) on the storage ``storage`` (flattened, autograd) and its
-    running-error bound (:func:`mdm_props.rounding_mode.with_error_bounds`: forward and backward pass)."""
-    tok = torch.as_tensor(tokens, dtype=torch.long, device=params["E"].device)
-    at = torch.as_tensor(slots, dtype=torch.long, device=tok.device)
-    y = torch.as_tensor(targets, dtype=torch.long, device=tok.device)
-    leaves = {n: v.detach().requires_grad_(True) for n, v in params.items()}
-
-    def run():
-        with torch.enable_grad():
-            logp = torch.log_softmax(forward(leaves, cfg, tok).logits[at], dim=-1)
-            loss = -logp.gather(-1, y[:, None]).sum()
-            grads = torch.autograd.grad(loss, [leaves[n] for n in storage], allow_unused=True)
-            return dict(zip(storage, grads, strict=True))
-
-    grad, bound = with_error_bounds(run)
-
-    def flat(d):
-        return torch.cat([(torch.zeros_like(params[n]) if d[n] is None else d[n]).reshape(-1) for n in storage])
-
-    return flat(grad), flat(bound)
+    """∇_S Σ_j −log p(target_j at slot_j) on the storage ``storage`` (flattened) and its running-error bound:
+    a batch of one of :func:`storage_gradient_state_batch`."""
+    check_params(params, cfg)
+    value, bound = storage_gradient_state_batch(_stacked(params), cfg, tokens, slots, targets, storage)
+    return value[0], bound[0]
 
 
 # ---------------------------------------------------------------------------------------------
-# C9 and C9b declared once: the quantities (a leading draw axis of one) and the checks as data
-# (mdm_props.claim's WorstEntry, evaluated by claim.evaluate_checks). Not a claim.Spec: its backends are
-# the one-layer storage model (claim.check requires n_layers = 1, a merged W_OV and a single-token Draw);
-# C9 is about the deep block and k-token facts.
+# C9 and C9b declared once: the quantities (a leading draw axis K: K parameter draws of one structure,
+# one for the per-draw checkers) and the checks as data (mdm_props.claim's WorstEntry, evaluated by
+# claim.evaluate_checks). Not a claim.Spec: its backends are the one-layer storage model (claim.check
+# requires n_layers = 1, a merged W_OV and a single-token Draw); C9 is about the deep block and k-token facts.
 
 
 def _sides(params, cfg, template, A, B, forward_map, forward_slots):
-    check_params(params, cfg)
+    _check_batch(params, cfg)
     rq = entity_reverse_queries(template, A, B, cfg.vocab)
     fq = forward_side(template, A, B, cfg.vocab, forward_map)
     return rq, fq, _slots(fq, forward_slots, template.length)
@@ -145,7 +206,12 @@ def _info(cfg: ModelConfig, template: EntityTemplate, forward_map: str, slots) -
 _DETAILS = tuple((name, name) for name in ("pos", "n_layers", "k", "m", "forward_map", "forward_slots"))
 
 
-def c9_quantities(
+def reflect_batch(params: dict, cfg: ModelConfig, length: int) -> dict:
+    """Φθ of C5 (:func:`~mdm_props.claims.c5_reflected_route.reflect`) for each of the K stacked draws."""
+    return torch.func.vmap(lambda p: reflect(p, cfg, length))(params)
+
+
+def c9_quantities_batch(
     params: dict,
     cfg: ModelConfig,
     template: EntityTemplate,
@@ -155,17 +221,24 @@ def c9_quantities(
     forward_map: str = "order-reversed",
     forward_slots=None,
 ) -> dict:
-    """``lhs`` = log p(·|B r [M]^k; slot k+m+j−1; θ) and ``rhs`` = log p(·|forward side; Φθ), (1, k, V), with
-    ``tol`` = e_lhs + e_rhs (the adjoint bounds, C5's derivation); the forward side is the order-reversed
-    configuration at slot k − j unless ``forward_map``/``forward_slots`` say otherwise."""
+    """For K stacked draws ``params`` of one structure: ``lhs`` = log p(·|B r [M]^k; slot k+m+j−1; θ) and
+    ``rhs`` = log p(·|forward side; Φθ), (K, k, V), with ``tol`` = e_lhs + e_rhs (the adjoint bounds, C5's
+    derivation); the forward side is the order-reversed configuration at slot k − j unless
+    ``forward_map``/``forward_slots`` say otherwise."""
     rq, fq, slots = _sides(params, cfg, template, A, B, forward_map, forward_slots)
-    lhs, e_lhs = logprob_state(params, cfg, rq[0].tokens, [q.slot for q in rq])
-    rhs, e_rhs = logprob_state(reflect(params, cfg, template.length), cfg, fq[0].tokens, slots)
+    lhs, e_lhs = logprob_state_batch(params, cfg, rq[0].tokens, [q.slot for q in rq])
+    rhs, e_rhs = logprob_state_batch(reflect_batch(params, cfg, template.length), cfg, fq[0].tokens, slots)
     tol = (e_lhs + e_rhs).clamp_min(TINY)
-    return {"lhs": lhs[None], "rhs": rhs[None], "tol": tol[None], **_info(cfg, template, forward_map, slots)}
+    return {"lhs": lhs, "rhs": rhs, "tol": tol, **_info(cfg, template, forward_map, slots)}
 
 
-def c9b_quantities(
+def c9_quantities(params: dict, cfg: ModelConfig, template: EntityTemplate, A, B, **options) -> dict:
+    """:func:`c9_quantities_batch` for one draw (a leading draw axis of one)."""
+    check_params(params, cfg)
+    return c9_quantities_batch(_stacked(params), cfg, template, A, B, **options)
+
+
+def c9b_quantities_batch(
     params: dict,
     cfg: ModelConfig,
     template: EntityTemplate,
@@ -175,21 +248,21 @@ def c9b_quantities(
     forward_map: str = "order-reversed",
     forward_slots=None,
 ) -> dict:
-    """``g_r`` = ∇_S L_r(θ) and ``g_f`` = ∇_S L_f̄(Φθ) on the storage S (flattened, (1, |S|)), with ``tol``
-    = e_r + e_f (the running radii, C5b's derivation)."""
+    """For K stacked draws: ``g_r`` = ∇_S L_r(θ) and ``g_f`` = ∇_S L_f̄(Φθ) on the storage S (flattened,
+    (K, |S|)), with ``tol`` = e_r + e_f (the running radii, C5b's derivation)."""
     rq, fq, slots = _sides(params, cfg, template, A, B, forward_map, forward_slots)
     S = value_read_parameters(cfg)
-    g_r, e_r = storage_gradient_state(params, cfg, rq[0].tokens, [q.slot for q in rq], [q.target for q in rq], S)
-    phi = reflect(params, cfg, template.length)
-    g_f, e_f = storage_gradient_state(phi, cfg, fq[0].tokens, slots, [q.target for q in fq], S)
+    g_r, e_r = storage_gradient_state_batch(params, cfg, rq[0].tokens, [q.slot for q in rq], [q.target for q in rq], S)
+    phi = reflect_batch(params, cfg, template.length)
+    g_f, e_f = storage_gradient_state_batch(phi, cfg, fq[0].tokens, slots, [q.target for q in fq], S)
     tol = (e_r + e_f).clamp_min(TINY)
-    return {
-        "g_r": g_r[None],
-        "g_f": g_f[None],
-        "tol": tol[None],
-        "storage": S,
-        **_info(cfg, template, forward_map, slots),
-    }
+    return {"g_r": g_r, "g_f": g_f, "tol": tol, "storage": S, **_info(cfg, template, forward_map, slots)}
+
+
+def c9b_quantities(params: dict, cfg: ModelConfig, template: EntityTemplate, A, B, **options) -> dict:
+    """:func:`c9b_quantities_batch` for one draw (a leading draw axis of one)."""
+    check_params(params, cfg)
+    return c9b_quantities_batch(_stacked(params), cfg, template, A, B, **options)
 
 
 C9_CHECKS = (
@@ -285,50 +358,263 @@ def sample_entity_case(rng: random.Random, **kwargs) -> EntityCase:
     return entity_case(rng.choice, rng.randint(0, MAX_SEED), **kwargs)
 
 
-def _run(check, draws: int, seed: int, device: str) -> list[CheckResult]:
-    resolve_device(device)
+# ---------------------------------------------------------------------------------------------
+# the runners: structures covering every value of every factor, each with PER_STRUCTURE parameter draws
+# checked in one batched evaluation
+
+PER_STRUCTURE = 8  # parameter draws per structure, checked in one vmap-ed evaluation
+RUN_MAX_LAYERS = 4  # the runners draw depth 1 … 4
+DRAWN_SCALES = (1.0, 0.5, 2.0)  # deep_case's parameter scales
+CANDIDATES = 16  # structures examined per slot while some factor value is still uncovered
+
+
+def _factors(case: EntityCase) -> set[tuple[str, object]]:
+    """The (factor, value) pairs a draw's structure exhibits (the RoPE pairing only under RoPE)."""
+    c = case.cfg
+    out = {
+        ("k", case.template.k),
+        ("m", case.template.m),
+        ("n_layers", c.n_layers),
+        ("pos", c.pos),
+        ("block", case.block),
+        ("n_heads", c.n_heads),
+        ("group", c.n_heads // c.kv_heads),
+        ("norm", c.norm),
+        ("final_norm", c.final_norm),
+        ("mlp", c.mlp),
+        ("qk_bias", c.qk_bias),
+        ("v_bias", c.v_bias),
+        ("tied", c.tied),
+        ("merged_ov", c.merged_ov),
+    }
+    return out | ({("rope_pairing", c.rope_pairing)} if c.pos == "rope" else set())
+
+
+# every value the runners must examine at least once (given enough structures: verify's defaults need 8 or so)
+COVERAGE = frozenset(
+    [("k", k) for k in range(1, 5)]
+    + [("m", m) for m in range(1, 4)]
+    + [("n_layers", n) for n in range(1, RUN_MAX_LAYERS + 1)]
+    + [("pos", p) for p in RELATIVE_ENCODINGS]
+    + [("block", b) for b in set(BLOCKS)]
+    + [("n_heads", h) for h in (1, 2, 4)]
+    + [("group", g) for g in (1, 2, 4)]
+    + [("norm", n) for n in ("none", "rms")]
+    + [("mlp", n) for n in ("none", "swiglu")]
+    + [(f, v) for f in ("final_norm", "qk_bias", "v_bias", "tied", "merged_ov") for v in (False, True)]
+    + [("rope_pairing", p) for p in ("interleaved", "half-split")]
+)
+
+
+@dataclass(frozen=True)
+class EntityBatch:
+    """One structure (``case``, its draw 0) and the parameter draws (seed, scale) checked with it."""
+
+    case: EntityCase
+    seeds: tuple[int, ...]
+    scales: tuple[float, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.seeds)
+
+    def draw(self, i: int) -> EntityCase:
+        """Draw i as a per-draw :class:`EntityCase` (what :func:`check_c9` replays)."""
+        return dataclasses.replace(self.case, seed=self.seeds[i], scale=self.scales[i])
+
+    def params(self, device="cpu") -> dict:
+        """The draws' parameters (``init_params`` of each draw: the deep block's, norm gains included)
+        stacked on a leading axis."""
+        draws = [self.draw(i).params(device) for i in range(self.size)]
+        return {n: torch.stack([p[n] for p in draws]) for n in draws[0]}
+
+
+def entity_batches(draws: int, seed: int, size: int = PER_STRUCTURE) -> list[EntityBatch]:
+    """``draws`` seeded draws in ⌈draws/size⌉ structures of ``size`` parameter draws (the last one fewer).
+
+    Coverage: while some (factor, value) of :data:`COVERAGE` has not been drawn, each structure is the one,
+    among the next :data:`CANDIDATES` of the seeded stream (:func:`sample_entity_case`, depth 1 …
+    :data:`RUN_MAX_LAYERS`), that adds the most uncovered values (the first on a tie); afterwards structures
+    are taken as drawn. Every further draw of a structure takes a seed and a scale from the same stream."""
+    require_int("draws", draws, 1)
+    require_int("size", size, 1)
     rng = random.Random(require_seed("seed", seed))
+    seen: set = set()
     out = []
-    for _ in range(require_int("draws", draws, 1)):
-        case = sample_entity_case(rng)
-        out += [
-            dataclasses.replace(r, details={**r.details, "draw": describe(case)}) for r in check(*case.args(device))
-        ]
+    for start in range(0, draws, size):
+        missing = COVERAGE - seen
+        case = sample_entity_case(rng, max_layers=RUN_MAX_LAYERS)
+        if missing:
+            for _ in range(CANDIDATES - 1):
+                other = sample_entity_case(rng, max_layers=RUN_MAX_LAYERS)
+                if len(_factors(other) & missing) > len(_factors(case) & missing):
+                    case = other
+        seen |= _factors(case)
+        K = min(size, draws - start)
+        seeds = (case.seed,) + tuple(rng.randint(0, MAX_SEED) for _ in range(K - 1))
+        scales = (case.scale,) + tuple(rng.choice(DRAWN_SCALES) for _ in range(K - 1))
+        out.append(EntityBatch(case, seeds, scales))
+    return out
+
+
+def _run(claim: str, quantities, checks, draws: int, seed: int, device: str) -> list[CheckResult]:
+    """One result per draw (each carrying its full description, ``details["draw"]``, for ``verify --replay``)."""
+    dev = resolve_device(device)
+    out = []
+    for batch in entity_batches(draws, seed):
+        c = batch.case
+        values = quantities(batch.params(dev), c.cfg, c.template, c.A, c.B)
+        for check in evaluate_checks(claim, checks, values):
+            for i in range(batch.size):
+                r = check.result(i)
+                out.append(dataclasses.replace(r, details={**r.details, "draw": describe(batch.draw(i))}))
     return out
 
 
 def run_c9(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
-    """C9 (log-probabilities at every j) on ``draws`` seeded draws: depth 1–3, every relative encoding, the
-    presets."""
-    return _run(check_c9, draws, seed, device)
+    """C9 (log-probabilities at every j) on ``draws`` seeded draws, :data:`PER_STRUCTURE` per structure
+    (:func:`entity_batches`: every k, m, depth 1–4, relative encoding, RoPE pairing and preset)."""
+    return _run("C9", c9_quantities_batch, C9_CHECKS, draws, seed, device)
 
 
 def run_c9b(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
     """C9b (storage gradients) on ``draws`` seeded draws (a stream of its own: seed + 1)."""
-    return _run(check_c9b, draws, require_seed("seed", seed) + 1, device)
+    return _run("C9b", c9b_quantities_batch, C9B_CHECKS, draws, require_seed("seed", seed) + 1, device)
 
 
 # ---------------------------------------------------------------------------------------------
 # negative controls: seeded searches for an O(1) violation once a hypothesis is dropped
 
 
+CONFIG_FIELDS = (
+    "vocab",
+    "d_model",
+    "d_head",
+    "n_heads",
+    "n_kv_heads",
+    "n_layers",
+    "pos",
+    "rope_base",
+    "attention",
+    "tied",
+    "merged_ov",
+    "norm",
+    "final_norm",
+    "mlp",
+    "d_mlp",
+    "qk_bias",
+    "v_bias",
+    "rope_pairing",
+    "readout_offset",
+)
+DRAW_FIELDS = ("block",) + CONFIG_FIELDS + ("seed", "scale", "k", "relation", "A", "B")
+
+
 def describe(case: EntityCase, **more) -> dict:
-    """A draw as a plain dict (enough to re-create it with :func:`sample_entity_case`'s stream)."""
+    """A draw as a plain dict: the block, every structural field :func:`entity_case` draws, the parameter
+    seed and scale, the fact: enough to re-create it (:func:`recorded_case`, ``verify --replay``)."""
     c = case.cfg
+    config = {name: getattr(c, name) for name in CONFIG_FIELDS if name != "n_kv_heads"}
     return {
         "block": case.block,
-        "pos": c.pos,
-        "n_layers": c.n_layers,
-        "n_heads": c.n_heads,
-        "attention": c.attention,
-        "readout_offset": c.readout_offset,
+        **config,
+        "n_kv_heads": c.kv_heads,
         "seed": case.seed,
+        "scale": case.scale,
         "k": case.template.k,
         "relation": case.template.relation,
         "A": case.A,
         "B": case.B,
         **more,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# replay: a recorded draw read back as data (mdm_props.recorded_draws looks up RECORDED_ARGS through
+# the registry's runner module, never through the report)
+
+# the options deep_case draws from (tests/test_c9.py checks that every drawn structure is within them)
+DRAWN_OPTIONS = {
+    "vocab": (4, 5, 6, 8),
+    "d_model": (4, 6, 8, 12),
+    "d_head": (2, 4, 6),
+    "n_heads": (1, 2, 4),
+    "n_kv_heads": (1, 2, 4),
+    "n_layers": tuple(range(1, RUN_MAX_LAYERS + 1)),
+    "rope_base": (1e4, 100.0, 5e5),
+    "d_mlp": (8, 12),
+    "pos": RELATIVE_ENCODINGS,
+    "attention": ("bidirectional",),
+    "readout_offset": (0,),
+    "norm": ("none", "rms"),
+    "mlp": ("none", "swiglu"),
+    "rope_pairing": ("interleaved", "half-split"),
+}
+_BOOL_FIELDS = ("tied", "merged_ov", "final_norm", "qk_bias", "v_bias")
+
+
+def _tokens(name: str, value, length: tuple[int, int], vocab: int) -> tuple[int, ...]:
+    if not isinstance(value, (list, tuple)) or not length[0] <= len(value) <= length[1]:
+        raise ValueError(f"draw[{name!r}] must be a list of {length[0]}…{length[1]} token ids; got {value!r}")
+    return tuple(require_int(f"draw[{name!r}] token", t, minimum=0, maximum=vocab - 1) for t in value)
+
+
+def recorded_case(draw) -> EntityCase:
+    """The :class:`EntityCase` of a draw that :func:`describe` recorded for a C9/C9b runner row, every field
+    checked (type, and a value the runners could have drawn: a block of :data:`BLOCKS`, the options of
+    :data:`DRAWN_OPTIONS` or the block's preset, a scale of :data:`DRAWN_SCALES`, a palindromic relation,
+    entities of k tokens outside it); a ValueError names the field."""
+    from ..strategies import ENTITY_K, RELATION_M
+    from ..validation import require_bool, require_choice, require_number
+
+    if not isinstance(draw, dict):
+        raise ValueError(f"the draw must be a JSON object written by describe(); got {type(draw).__name__}")
+    missing, unknown = sorted(set(DRAW_FIELDS) - set(draw)), sorted(set(draw) - set(DRAW_FIELDS))
+    if missing:
+        raise ValueError(f"the draw lacks {', '.join(missing)}; a C9 draw has the fields {', '.join(DRAW_FIELDS)}")
+    if unknown:
+        raise ValueError(
+            f"the draw has fields a C9 draw does not: {', '.join(unknown)}; allowed: {', '.join(DRAW_FIELDS)}"
+        )
+    block = require_choice("draw['block']", draw["block"], tuple(dict.fromkeys(BLOCKS)))
+    fields: dict = {}
+    for name in _BOOL_FIELDS:
+        fields[name] = require_bool(f"draw[{name!r}]", draw[name])
+    for name, options in DRAWN_OPTIONS.items():
+        value = draw[name]
+        if name == "rope_base":
+            value = require_number("draw['rope_base']", value, positive=True)
+        elif name not in ("pos", "attention", "norm", "mlp", "rope_pairing"):
+            value = require_int(f"draw[{name!r}]", value, minimum=0)
+        fields[name] = value if block != "drawn" else require_choice(f"draw[{name!r}]", value, options)
+    if block == "drawn":
+        cfg = ModelConfig(**fields)
+    else:  # a preset at the drawn depth: every recorded field must be the preset's
+        cfg = preset(block, n_layers=require_choice("draw['n_layers']", fields["n_layers"], DRAWN_OPTIONS["n_layers"]))
+        wrong = [n for n in CONFIG_FIELDS if (cfg.kv_heads if n == "n_kv_heads" else getattr(cfg, n)) != fields[n]]
+        if wrong:
+            raise ValueError(f"draw[{wrong[0]!r}] is not the {block} preset's ({', '.join(wrong)} differ)")
+    k = require_int("draw['k']", draw["k"], minimum=ENTITY_K[0], maximum=ENTITY_K[1])
+    relation = _tokens("relation", draw["relation"], RELATION_M, cfg.vocab)
+    template = EntityTemplate(k, relation)
+    if not template.palindromic:
+        raise ValueError(f"draw['relation'] must read the same backwards (C9's hypothesis); got {list(relation)}")
+    A, B = (_tokens(name, draw[name], (k, k), cfg.vocab) for name in ("A", "B"))
+    if A == B or set(A + B) & set(relation):
+        raise ValueError("draw['A'] and draw['B'] must be distinct k-token entities outside the relation")
+    seed = require_seed("draw['seed']", draw["seed"], maximum=MAX_SEED)
+    scale = require_choice("draw['scale']", require_number("draw['scale']", draw["scale"]), DRAWN_SCALES)
+    return EntityCase(cfg, seed, scale, template, A, B, block)
+
+
+def recorded_args(draw):
+    """For ``verify --replay``: ``device -> (params, cfg, template, A, B)`` of the recorded draw (checked
+    by :func:`recorded_case`), the positional arguments of :func:`check_c9` and :func:`check_c9b`."""
+    case = recorded_case(draw)
+    return case.args
+
+
+RECORDED_ARGS = recorded_args  # the hook mdm_props.recorded_draws looks up in the runner's module
 
 
 def _cases(seed: int, **kwargs):
@@ -517,10 +803,10 @@ CLAIMS = (
         doc=_DOC,
         checker=_M + "check_c9",
         runner=_M + "run_c9",
-        bounds=("mdm_props.rounding_mode:adjoint_error_bounds", _M + "logprob_state"),
+        bounds=("mdm_props.rounding_mode:adjoint_error_bounds_batch", _M + "logprob_state_batch"),
         tests="tests/test_c9.py",
         needs_negative_control=True,
-        default_draws=25,
+        default_draws=200,
     ),
     Claim(
         id="C9b",
@@ -532,9 +818,9 @@ CLAIMS = (
         doc=_DOC,
         checker=_M + "check_c9b",
         runner=_M + "run_c9b",
-        bounds=("mdm_props.rounding_mode:with_error_bounds", _M + "storage_gradient_state"),
+        bounds=("mdm_props.rounding_mode:with_error_bounds", _M + "storage_gradient_state_batch"),
         tests="tests/test_c9.py",
         needs_negative_control=True,
-        default_draws=6,
+        default_draws=200,
     ),
 )
