@@ -102,10 +102,10 @@ def plot_depth(
 ) -> Path:
     """C7: the rate of cos(G_f^ℓ, G_r^ℓ) > 0 over every layer against the init scale, one line per depth,
     MDM (solid) and ARM (dashed), ``draws`` draws per point (plain and preset blocks, encoding ``pos``;
-    :func:`mdm_props.claims.c6_c8_deep_storage.depth_rates`), with a progress bar on stderr over the
+    :func:`mdm_props.claims.c7_alignment_at_init.depth_rates`), with a progress bar on stderr over the
     points (:class:`mdm_props.progress.Progress`; ``quiet=True``: none). Writes a PNG to ``path`` and
     returns it."""
-    from .claims.c6_c8_deep_storage import QUERY_KINDS, depth_rates
+    from .claims.c7_alignment_at_init import QUERY_KINDS, depth_rates
     from .progress import Progress
 
     if not scales or any(isinstance(s, bool) or not isinstance(s, (int, float)) or not s > 0 for s in scales):

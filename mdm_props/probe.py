@@ -421,7 +421,7 @@ def storage_cosines(adapter, grads) -> torch.Tensor:
     """``cos(G_f^ℓ, G_r^ℓ)`` per fact and layer, ``(N, L)``: the cosine of the forward and reverse gradients
     restricted to layer ℓ's value path (``value`` and ``output`` handles: W_OV^ℓ when merged, else W_V^ℓ,
     W_O^ℓ and the value bias). With a merged value path this is C7's statistic
-    (:func:`mdm_props.claims.c6_c8_deep_storage.layer_cosines`) for the fact's queries."""
+    (:func:`mdm_props.layer_storage.layer_cosines`) for the fact's queries."""
     hs = [
         [x for role in ("value", "output") for x in adapter.handles(layer)[role]]
         for layer in range(adapter.arch.n_layers)

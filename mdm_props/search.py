@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 from collections.abc import Callable, Iterable, Iterator
 
@@ -45,15 +46,23 @@ def case_args(case: Case, device) -> tuple[dict, ModelConfig, Template, int, int
 
 
 def per_draw_cases(
-    draws: int, seed: int, *, either_orthonormal: bool = False, step: bool = False, **sample_kwargs
+    draws: int,
+    seed: int,
+    *,
+    either_orthonormal: bool = False,
+    step: bool = False,
+    sample: Callable = sample_case,
+    **sample_kwargs,
 ) -> Iterator:
-    """``draws`` seeded draws: a :class:`~mdm_props.strategies.Case` each (orthonormal embeddings with
-    probability ½ when ``either_orthonormal``), paired with a step size from ``ETAS`` when ``step``."""
+    """``draws`` seeded draws: ``sample(rng, **sample_kwargs)`` each (default a
+    :class:`~mdm_props.strategies.Case`; a deep claim passes its own sampler, e.g.
+    :func:`mdm_props.layer_storage.sample_storage_case`), with orthonormal embeddings with probability ½
+    when ``either_orthonormal``, paired with a step size from ``ETAS`` when ``step``."""
     require_int("draws", draws, 1)
     rng = random.Random(require_seed("seed", seed))
     for _ in range(draws):
         extra: dict = {"orthonormal": rng.random() < 0.5} if either_orthonormal else {}
-        case = sample_case(rng, **extra, **sample_kwargs)
+        case = sample(rng, **extra, **sample_kwargs)
         yield (case, rng.choice(ETAS)) if step else case
 
 
@@ -66,16 +75,20 @@ def run_per_draw(
     args: Callable = case_args,
     step: bool = False,
     either_orthonormal: bool = False,
+    sample: Callable = sample_case,
     **sample_kwargs,
 ) -> list[CheckResult]:
-    """``check(*args(case, device)[, eta])`` on each of :func:`per_draw_cases`; every result carries the
-    draw (``details["draw"]``, :func:`describe`) so a failure can be replayed from its report."""
+    """``check(*args(case, device)[, eta])`` on each of :func:`per_draw_cases` (``sample`` draws the cases);
+    every result carries the draw (``details["draw"]``: the case's own ``describe()`` when it has one, else
+    :func:`describe`) so a failure can be replayed from its report."""
     resolve_device(device)
     out = []
-    for item in per_draw_cases(draws, seed, either_orthonormal=either_orthonormal, step=step, **sample_kwargs):
+    for item in per_draw_cases(
+        draws, seed, either_orthonormal=either_orthonormal, step=step, sample=sample, **sample_kwargs
+    ):
         case, extra = (item[0], (item[1],)) if step else (item, ())
-        draw = describe(
-            case,
+        record = case.describe if hasattr(case, "describe") else functools.partial(describe, case)
+        draw = record(
             **({"eta": item[1]} if step else {}),
             **({} if args is case_args else {"args": f"{args.__module__}:{args.__qualname__}"}),
         )

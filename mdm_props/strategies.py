@@ -90,7 +90,7 @@ CHOICES = 32  # INDEX choices drawn up front by :func:`chosen`; the deep case bu
 @st.composite
 def chosen(draw, make, **kwargs):
     """``make(choose, seed, **kwargs)`` under Hypothesis, for the deep claims' case builders
-    (``c5_reflected_route.deep_case``, ``c6_c8_deep_storage.storage_case``), which take a chooser so that
+    (``c5_reflected_route.deep_case``, ``layer_storage.storage_case``), which take a chooser so that
     their runners can drive them with ``random.Random.choice``. A fixed schema whatever the builder does:
     :data:`CHOICES` INDEX choices and a seed are drawn first, and the k-th ``choose(options)`` is
     ``options[index_k mod len(options)]`` (as :func:`pick`; shrinks to ``options[0]``). A builder that

@@ -1,5 +1,17 @@
-"""The Taylor test (pyadjoint's ``taylor_test(J, m, h)``, JAX's ``check_grads``), shared by every
-first-order claim (C4b, later C8).
+"""The one Taylor / asymptotic-fit engine: the Taylor test (pyadjoint's ``taylor_test(J, m, h)``, JAX's
+``check_grads``) and the fitted-series test of a remainder of a stated order, shared by every claim that
+checks an expansion (C4b's Taylor check, C6's small-branch limit, C8's per-layer Taylor check).
+
+Two entries, one set of bands (:func:`taylor_order_band`, :func:`observed_order`, TAYLOR_WINDOW,
+TAYLOR_SAFETY):
+
+* :func:`taylor_test` — a remainder R(η) = O(η²) with computed Taylor coefficients and an optional exact
+  evaluation (below).
+* :func:`fit_series` and :func:`series_checks` — a remainder R(ε) = O(ε^order) with no computed
+  coefficients: the series R(ε)/ε^order = c₁ + c₂ε + c₃ε² is fitted through three points of a geometric
+  scan (:func:`series_coefficients`, Richardson) at the first start where it settles, then the observed
+  order is read further down, within the band the fit gives (:func:`series_band`); a fit that does not
+  settle only because of the float64 floor is ``undecided`` (:func:`window_result`).
 
 A claim "J(m + ηh) = J(m) + η dJ·h + O(η²)" is checked on the remainder
 ``R(η) = J(m + ηh) − J(m) − η dJ·h`` over ``η = 2^−k``: the observed order ``log2(R(η)/R(η/2))`` is 2
@@ -46,7 +58,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .checks import CheckResult, identity, undecided
+from .checks import CheckResult, identity, inequality, undecided
 from .rounding import STORAGE_SAFETY, gamma
 
 TAYLOR_WINDOW = 0.1  # the asymptotic window: neglected terms + floor ≤ 10% of the leading term
@@ -468,3 +480,148 @@ def check_results(claim: str, result: TaylorResult, leading_name: str, **extra) 
     worst = max(result.ratios(), key=lambda r: abs(r[1] - result.leading) / r[2] if r[2] > 0 else math.inf)
     out.append(identity(claim, f"R(η)/η² = {leading_name}", worst[1], result.leading, worst[2], k=worst[0], **info))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the fitted-series test: a remainder of a stated order over a geometric scan, fitted where it settles
+
+
+@dataclass(frozen=True)
+class SeriesFit:
+    """The series r(ε) = R(ε)/ε^order = c₁ + c₂ε + c₃ε² fitted through ε = 2^−k₀, 2^−(k₀+1), 2^−(k₀+2)
+    (:func:`fit_series`): ``coefficients`` (c₁, c₂, c₃) and the fitted correction x₀ at ε = 2^−k₀
+    (:func:`series_band` without floor)."""
+
+    order: int
+    k0: int
+    coefficients: tuple[float, float, float]
+    x0: float
+
+    @property
+    def eps(self) -> list[float]:
+        """The three fit points 2^−k₀, 2^−(k₀+1), 2^−(k₀+2)."""
+        return [2.0**-k for k in (self.k0, self.k0 + 1, self.k0 + 2)]
+
+
+def series_coefficients(eps: list[float], R: list[float], order: int = 1) -> tuple[float, float, float]:
+    """(c₁, c₂, c₃) of r(ε) = R(ε)/ε^order = c₁ + c₂ε + c₃ε² through the three points given (exact
+    quadratic interpolation in ε: Richardson extrapolation of r to ε = 0)."""
+    if len(eps) != 3 or len(R) != 3:
+        raise ValueError(f"eps and R must hold 3 values each; got {len(eps)} and {len(R)}")
+    import numpy as np
+
+    e = np.asarray(eps, dtype=float)
+    coef = np.linalg.solve(np.vander(e, 3, increasing=True), np.asarray(R, dtype=float) / e**order)
+    return float(coef[0]), float(coef[1]), float(coef[2])
+
+
+def series_band(c: tuple[float, float, float], floor: float, eps: float, order: int = 1) -> float:
+    """x(ε) with |R(ε)/ε^order − c₁| ≤ x(ε)|c₁|, R computed in float64 with error ≤ ``floor``.
+
+    Assumption (stated): on ε ≤ 2^−k₀ the series r(ε) = c₁ + c₂ε + c₃ε² + … is dominated by the terms
+    fitted at ε = 2^−k₀ … 2^−(k₀+2) (:func:`fit_series`); the terms not fitted are covered by
+    TAYLOR_SAFETY = 2 on the fitted ones: x = (2(|c₂|ε + |c₃|ε²) + floor/ε^order)/|c₁|."""
+    c1, c2, c3 = c
+    if c1 == 0:
+        return math.inf
+    return (TAYLOR_SAFETY * (abs(c2) * eps + abs(c3) * eps**2) + floor / eps**order) / abs(c1)
+
+
+def fit_series(R_at: Callable[[int], float], order: int, starts: tuple[int, ...]) -> SeriesFit:
+    """The first k₀ of ``starts`` at which the series fitted through ε = 2^−k₀, 2^−(k₀+1), 2^−(k₀+2)
+    (:func:`series_coefficients`) says its own fit points lie in the asymptotic window (the fitted
+    correction x₀ = 2(|c₂|ε + |c₃|ε²)/|c₁| ≤ TAYLOR_WINDOW/2 at ε = 2^−k₀); the last start when none does
+    (then x₀ > TAYLOR_WINDOW/2, which :func:`series_checks` reports as a failure: a remainder of the wrong
+    order never settles). ``R_at(k)`` gives the remainder at ε = 2^−k (scaled by the caller)."""
+    if not starts:
+        raise ValueError("starts must name at least one first exponent")
+    for k0 in starts:
+        eps = [2.0**-k for k in (k0, k0 + 1, k0 + 2)]
+        c = series_coefficients(eps, [R_at(k) for k in (k0, k0 + 1, k0 + 2)], order)
+        x0 = series_band(c, 0.0, eps[0], order)
+        if x0 <= TAYLOR_WINDOW / 2:
+            break
+    return SeriesFit(order, k0, c, x0)
+
+
+def fit_uncertainty(eps: list[float], floor: float, order: int) -> tuple[float, float, float]:
+    """(Δ₁, Δ₂, Δ₃) with |ĉ_j − c_j| ≤ Δ_j for the series fitted through ε_i (:func:`series_coefficients`)
+    when every R(ε_i) is off by at most ``floor``: the fit is linear, ĉ = V⁻¹ r with V the Vandermonde
+    matrix of the ε_i and r_i = R(ε_i)/ε_i^order, so |ĉ − c| ≤ |V⁻¹| (floor/ε_i^order) entrywise."""
+    import numpy as np
+
+    e = np.asarray(eps, dtype=float)
+    delta = np.abs(np.linalg.inv(np.vander(e, 3, increasing=True))) @ (floor / e**order)
+    return float(delta[0]), float(delta[1]), float(delta[2])
+
+
+def settled_within_floor(c: tuple[float, float, float], delta: tuple[float, float, float], eps0: float, order: int):
+    """The smallest fitted correction x₀ (:func:`series_band` without floor, at ε₀) of any series within
+    ``delta`` of ``c`` (:func:`fit_uncertainty`): (|c₁| + Δ₁, max(|c₂| − Δ₂, 0), max(|c₃| − Δ₃, 0))."""
+    low = (abs(c[0]) + delta[0], max(abs(c[1]) - delta[1], 0.0), max(abs(c[2]) - delta[2], 0.0))
+    return series_band(low, 0.0, eps0, order)
+
+
+def window_result(
+    claim: str, x0: float, floor_share: float, x0_floor: float = math.inf, /, **info
+) -> list[CheckResult]:
+    """The fit found an asymptotic window: x₀ ≤ TAYLOR_WINDOW/2 (:func:`fit_series`). When it did not, and
+    either the float64 floor is ≥ TAYLOR_WINDOW/2 of the fitted leading term at the last fit start
+    (``floor_share``) or a series within the floor's reach of the fitted one would settle (``x0_floor``
+    ≤ TAYLOR_WINDOW/2, :func:`settled_within_floor`: the fitted corrections are rounding noise), the regime
+    lies below what float64 resolves: ``undecided`` with the reason (counted, never a pass), as
+    :func:`taylor_test` reports it."""
+    if x0 > TAYLOR_WINDOW / 2 and (floor_share >= TAYLOR_WINDOW / 2 or x0_floor <= TAYLOR_WINDOW / 2):
+        reason = (
+            f"no fit start settles (x₀ = {x0:.3g}); at the last start the float64 floor is {floor_share:.3g} of "
+            f"the fitted leading term and within the floor's reach the fit settles to x₀ = {x0_floor:.3g}: the "
+            f"regime lies below what float64 resolves"
+        )
+        return [undecided(claim, "the remainder's fitted series settles", reason, **info)]
+    return [
+        inequality(
+            claim,
+            "the remainder's fitted series settles (x₀ ≤ TAYLOR_WINDOW/2 at some fit start)",
+            x0 if math.isfinite(x0) else 1e300,
+            TAYLOR_WINDOW / 2,
+            "<=",
+            TAYLOR_WINDOW / 2,
+            **info,
+        )
+    ]
+
+
+SERIES_PROBES = (4, 8)  # the observed order is read at ε = 2^−(k₀+4) and 2^−(k₀+8), each against ε/2
+
+
+def series_checks(
+    claim: str, quantity: str, R_at: Callable[[int], float], fit: SeriesFit, floor: float, /, **info
+) -> list[CheckResult]:
+    """The fitted-series test of a remainder R(ε) = O(ε^order) (``fit`` = :func:`fit_series` of ``R_at``):
+
+    * the fit settles (:func:`window_result`; ``undecided`` where the float64 floor could explain that it
+      does not: :func:`fit_uncertainty`, :func:`settled_within_floor`);
+    * observed order :func:`observed_order` (log2(R(ε)/R(ε/2))) = ``order`` at ε = 2^−(k₀+j), j in
+      SERIES_PROBES, within :func:`taylor_order_band` of x = max(x(ε), x(ε/2)) (:func:`series_band` with
+      ``floor``), where x ≤ TAYLOR_WINDOW (beyond it the probe is not judged)."""
+    c, order, eps = fit.coefficients, fit.order, fit.eps
+    x0_floor = settled_within_floor(c, fit_uncertainty(eps, floor, order), eps[0], order)
+    share = floor / (eps[0] ** order * abs(c[0])) if c[0] else math.inf
+    results = window_result(claim, fit.x0, share, x0_floor, **info)
+    for k in (fit.k0 + j for j in SERIES_PROBES):
+        x = max(series_band(c, floor, 2.0**-k, order), series_band(c, floor, 2.0 ** -(k + 1), order))
+        if x > TAYLOR_WINDOW:
+            continue
+        results.append(
+            identity(
+                claim,
+                quantity,
+                observed_order(R_at(k), R_at(k + 1)),
+                float(order),
+                taylor_order_band(x, x),
+                k=k,
+                x=x,
+                **info,
+            )
+        )
+    return results

@@ -11,7 +11,7 @@ import torch
 
 from mdm_props import probe as P
 from mdm_props.adapters import ProbeError, ProjectAdapter
-from mdm_props.claims import c6_c8_deep_storage as deep
+from mdm_props.claims import c7_alignment_at_init as deep
 from mdm_props.claims.c5_reflected_route import check_c5
 from mdm_props.cli import main
 from mdm_props.facts import Template

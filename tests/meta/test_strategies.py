@@ -8,9 +8,9 @@ import torch
 from hypothesis import find, given, settings
 from hypothesis import strategies as st
 
+from mdm_props import layer_storage as deep
 from mdm_props import strategies
 from mdm_props.claims import c5_reflected_route as c5
-from mdm_props.claims import c6_c8_deep_storage as deep
 from mdm_props.model import ATTENTIONS, POSITIONAL_ENCODINGS
 
 
