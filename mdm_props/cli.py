@@ -114,11 +114,16 @@ def _run_claim(claim, draws, seed, device) -> dict:
         violated = [r for r in results if r.status == "violated"]
         outside = [r for r in results if r.status == "not-applicable"]
         undecided = [r for r in results if r.status == "undecided"]
+        decided = [r for r in results if r.applicable and not r.undecided]
+        # a not-applicable check fails the row, except for a claim asserted only where a per-check precondition
+        # holds (Claim.counts_not_applicable, e.g. C8 at aligned layers): there it is counted, and the row fails
+        # only when nothing was decided
+        failing_outside = outside and (not claim.counts_not_applicable or not decided)
         status = (
             "violated"
             if violated
             else "not-applicable"
-            if outside
+            if failing_outside
             else "undecided"
             if len(undecided) == len(results)
             else "holds"
@@ -130,9 +135,12 @@ def _run_claim(claim, draws, seed, device) -> dict:
             worst_error_ratio=_finite(s["worst_error_ratio"]),
             status=status,
             undecided=len(undecided),
+            not_applicable=len(outside),
         )
+        if outside:
+            row["not_applicable_reasons"] = not_applicable_reasons(outside)
         applicable = [r for r in results if r.applicable and not r.undecided and not math.isnan(r.margin)]
-        if violated or outside:
+        if violated or failing_outside:
             pick = (violated or outside)[0]
         else:
             pick = min(applicable, key=lambda r: r.margin) if applicable else results[0]
@@ -142,6 +150,10 @@ def _run_claim(claim, draws, seed, device) -> dict:
             row["reason"] = str(pick)
         elif undecided:
             row["reason"] = f"{len(undecided)} of {len(results)} checks undecided; first: {undecided[0]}"
+        if status == "holds" and outside:
+            counts = "; ".join(f"{n} {why}" for why, n in row["not_applicable_reasons"].items())
+            note = f"{len(outside)} of {len(results)} checks not-applicable (counted, not judged: {counts})"
+            row["reason"] = note + (f"; {row['reason']}" if "reason" in row else "")
         if claim.false_alarm is not None:  # the level the statistical checks used must be the one the claim states
             from .statistics import level_problem, reported_levels
 
@@ -155,6 +167,16 @@ def _run_claim(claim, draws, seed, device) -> dict:
         row.update(status="error", reason=f"{type(exc).__name__}: {exc}")
     row["seconds"] = round(time.perf_counter() - start, 3)
     return row
+
+
+def not_applicable_reasons(outside) -> dict[str, int]:
+    """{reason: count} of the not-applicable checks, a reason cut at its first colon (its kind, e.g. "not
+    aligned" for C8's layers), most frequent first."""
+    counts: dict[str, int] = {}
+    for r in outside:
+        key = r.reason.split(":")[0].strip()
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def _run_negative(control, draws, seed, device) -> dict:
@@ -202,7 +224,7 @@ def _fmt(x, spec):
 def print_table(rows, out=None) -> None:
     out = out or sys.stdout
     header = (
-        f"{'id':<20} {'kind':<16} {'hypotheses':<30} {'draws':>6} {'checks':>6} {'undec':>5} {'margin':>10} "
+        f"{'id':<20} {'kind':<16} {'hypotheses':<30} {'draws':>6} {'checks':>6} {'undec':>5} {'n/a':>5} {'margin':>10} "
         f"{'err/tol':>9} {'status':<21} {'s':>6}"
     )
     print(header, file=out)
@@ -211,13 +233,13 @@ def print_table(rows, out=None) -> None:
         hyp = ",".join(r["hypotheses"]) or "-"
         print(
             f"{r['id']:<20} {r['kind']:<16} {hyp[:30]:<30} {r['draws']:>6} {r.get('checks', 0):>6} "
-            f"{r.get('undecided', 0):>5} "
+            f"{r.get('undecided', 0):>5} {r.get('not_applicable', 0):>5} "
             f"{_fmt(r['worst_margin'], '10.3g')} {_fmt(r['worst_error_ratio'], '9.3g')} {r['status']:<21} "
             f"{r['seconds']:>6.2f}",
             file=out,
         )
     for r in rows:
-        if r["status"] not in STATUS_OK[:2] or r.get("undecided"):
+        if r["status"] not in STATUS_OK[:2] or r.get("undecided") or r.get("not_applicable"):
             print(f"  {r['id']}: {r['status']}: {r.get('reason', '')}", file=out)
     for r in rows:
         if r["id"] in ERROR_RATIO_NOTES:

@@ -135,6 +135,8 @@ class StorageCase:
             "mlp": c.mlp,
             "qk_bias": c.qk_bias,
             "rope_pairing": c.rope_pairing,
+            "rope_base": c.rope_base,
+            "d_mlp": c.d_mlp,
             "vocab": c.vocab,
             "d_model": c.d_model,
             "d_head": c.d_head,
@@ -161,10 +163,11 @@ def storage_case(
     mlp=("none", "swiglu"),
     scale=(0.5, 1.0, 2.0),
     tied=(True, False),
+    norm=("none", "rms"),
 ) -> StorageCase:
     """A deep draw: ``choose(options)`` picks one of a sequence (``random.Random.choice``, or a
     Hypothesis ``sampled_from``); ``seed`` seeds the parameters. Depth 1 … ``max_layers``, 1 or 2 query
-    heads with every GQA ratio, RMSNorm pre-norm or none, the final norm, MLP and head (tied or not) options
+    heads with every GQA ratio, RMSNorm pre-norm or none (``norm``), the final norm, MLP and head (tied or not) options
     given, q/k biases, either RoPE pairing, a template "A r₁ … B" of length 3–5 (A in slot 0, B last).
     ``orthonormal``: orthonormal embeddings (H-orth, d_model = 12 ≥ V + 1), else Gaussian."""
     require_choice("kind", kind, QUERY_KINDS)
@@ -181,7 +184,7 @@ def storage_case(
         rope_base=choose((1e4, 100.0)),
         attention="causal" if kind == "arm" else "bidirectional",
         tied=choose(tuple(tied)),
-        norm=choose(("none", "rms")),
+        norm=choose(tuple(norm)),
         final_norm=choose(tuple(final_norm)),
         mlp=choose(tuple(mlp)),
         d_mlp=8,

@@ -65,6 +65,11 @@ from ..validation import require_int, require_seed
 from .c1_reusable_evidence import TIGHT_DRAWS
 
 C4A_ETAS = ETAS  # the C4a remainder is checked at every storage step size of the case space
+# φ'' = Var_p(a) ≤ spread(a)²/4 (Popoviciu: a variable in an interval of length spread has variance ≤ spread²/4),
+# so R(η) = ∫₀^η (η − t) φ''(t) dt ≤ η² spread²/8 and η* = 8⟨G_r, G_f⟩/spread²: the one place of the constant 8
+# (C4a, its certified path and C8's last layer read it; the tightness check c4a_bound_tightness shows it is
+# reached to ≥ 60% on draws near Popoviciu's equality case, so a looser constant is caught)
+C4A_BOUND_DENOMINATOR = 8
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,7 +154,7 @@ def c4a_tolerances_batch(
     lin = eta * ip_err + (G_r.abs() * (et4 * e_G_f + gamma(2) * (W.abs() + 2 * et4 * G_f.abs()))).sum((-1, -2, -3))
     arith = gamma(3) * (phi1.abs() + phi0.abs() + eta * ip.abs())
     lower = e_L0 + e_L1 + lin + arith
-    upper = lower + eta**2 * (4 * delta_a * spread + 4 * delta_a**2) / 8
+    upper = lower + eta**2 * (4 * delta_a * spread + 4 * delta_a**2) / C4A_BOUND_DENOMINATOR
     return STORAGE_SAFETY * lower, STORAGE_SAFETY * upper
 
 
@@ -177,7 +182,7 @@ def c4a_quantities(xp, etas=C4A_ETAS) -> dict:
     e_S = context_overlap_error_batch(f.context, r.context, f.e_context, r.e_context)
     a = f.resid * S[:, None]
     spread = a.amax(-1) - a.amin(-1)
-    eta_star = 8 * ip / spread**2
+    eta_star = C4A_BOUND_DENOMINATOR * ip / spread**2
     omega = gram_defect_batch(params["E"])
     U, W = xp.unembeddings(), params["W_OV"][:, 0]
     phi0 = -r.logp[:, A]
@@ -190,7 +195,7 @@ def c4a_quantities(xp, etas=C4A_ETAS) -> dict:
         step_err = storage_step_logit_error_batch(U, W, G_f, e_G_f, eta, r.context, r.e_context)
         delta_a = logit_direction_error_batch(f, step_err, eta, S, e_S, omega, a).amax(-1)
         t_lo, t_hi = c4a_tolerances_batch(r, r1, G_r, G_f, e_G_f, ip, ip_err, W, eta, spread, delta_a)
-        quad = eta**2 * spread**2 / 8
+        quad = eta**2 * spread**2 / C4A_BOUND_DENOMINATOR
         out.update({f"eta {key}": eta, f"quad {key}": quad, f"t_lo {key}": t_lo, f"t_hi {key}": t_hi})
         out[f"R {key}"] = (phi1 - phi0) + eta * ip
         out[f"dphi {key}"] = phi1 - phi0
@@ -266,9 +271,9 @@ def c4a_exact(ap: dict, draw: Draw, etas=C4A_ETAS) -> dict:
     def phi(eta):
         return -certified.evaluate_query(ap, cfg, rq, W_OV=certified.storage_step(ap, G, eta)).logp[A]
 
-    eta_star = 8 * ip / (spread * spread)
+    eta_star = C4A_BOUND_DENOMINATOR * ip / (spread * spread)
     R = [phi(e) - phi0 + certified.arb(float(e)) * ip for e in etas]
-    quad = [certified.arb(float(e)) ** 2 * spread * spread / 8 for e in etas]
+    quad = [certified.arb(float(e)) ** 2 * spread * spread / C4A_BOUND_DENOMINATOR for e in etas]
     star = certified.lower(eta_star)
     decrease = [phi0 - phi(e) for e in (star / 2, star * (1 - 1e-3))]
     return {
@@ -340,7 +345,7 @@ def c4a_soundness(draw: Draw, ap: dict) -> dict:
         for x in a_D[1:]:
             hi, lo = hi.max(x), lo.min(x)
         s_hat = certified.arb(res.details["spread"])
-        excess = max(0.0, up(e * e * ((hi - lo) ** 2 - s_hat * s_hat) / 8))
+        excess = max(0.0, up(e * e * ((hi - lo) ** 2 - s_hat * s_hat) / C4A_BOUND_DENOMINATOR))
         group = key.split(" ")[0]
         if group == "lower":
             true = eu(res.observed, phi1 - phi0 + e * gD)
@@ -898,7 +903,7 @@ CLAIMS = (
     ),
     Claim(
         id="C4b",
-        title="full-parameter Taylor test",
+        title="Taylor check of C4's first-order term (full gradient, observed order 2; not the decrease claim)",
         kind="per-draw",
         hypotheses=(),
         statement="R(η) = L_r(θ − η g_f) − L_r(θ) + η⟨g_r, g_f⟩ = O(η²): observed order ≈ 2 over η = 2^−k until "
