@@ -22,7 +22,11 @@ from mdm_props.params import init_params
 def test_c6_remainder_has_order_one_and_the_sign_is_positive_below_eps0(device, case):
     res = deep.check_c6(case.params(device), case.cfg, case.template, case.A, case.B)
     assert res, case.describe()
-    assert_holds(res)
+    outside = [r for r in res if not r.applicable]  # the sign outside H-orth without pre-norm: counted, with reason
+    assert all("sign not asserted" in r.reason for r in outside)
+    assert_holds([r for r in res if r.applicable])
+    if case.cfg.norm == "none":  # orthonormal embeddings: the sign is asserted at every layer
+        assert not outside and sum("lead_ℓ > 0" in r.quantity for r in res) == case.cfg.n_layers
 
 
 @pytest.mark.claim("C6")
@@ -60,6 +64,42 @@ def test_the_leading_term_is_the_inner_product_at_zero_branch_scale_and_a_wrong_
     wrong = deep.leading_term(moved, cfg, fq, rq)
     res = deep.check_c6(params, cfg, case.template, 0, 1, lead=wrong)
     assert any(not r.holds for r in res if r.relation == "==")
+
+
+@pytest.mark.meta("C6")
+def test_the_sign_is_asserted_under_h_orth_without_pre_norm_and_counted_outside():
+    """Under H-orth without pre-norm a non-positive leading term is a violation (the leading term negated: an input
+    moved); under NoPE the sign check is ≥ 0; with Gaussian embeddings or pre-norm a non-positive lead_ℓ is
+    not-applicable with its reason, never silently dropped."""
+    cfg = ModelConfig(vocab=5, d_model=12, d_head=4, n_heads=2, n_layers=2)
+    params = init_params(cfg, 3, orthonormal=True)
+    template = deep.Template(3, 0, 2, (2,))
+    assert deep.sign_hypothesis(params, cfg)[0] == "H-orth"
+    fq, rq = layer_storage.StorageCase(cfg, 3, 1.0, True, template, 0, 1).queries()
+    lead = deep.leading_term(params, cfg, fq, rq)
+    res = deep.check_c6(params, cfg, template, 0, 1)
+    assert all(r.holds for r in res) and sum("lead_ℓ > 0" in r.quantity for r in res) == 2
+    sign = [r for r in deep.check_c6(params, cfg, template, 0, 1, lead=-lead) if "lead_ℓ > 0" in r.quantity]
+    assert len(sign) == 2 and all(r.status == "violated" for r in sign)
+    nope = dataclasses.replace(cfg, pos="none", norm="rms")
+    assert deep.sign_hypothesis(init_params(nope, 3, orthonormal=True), nope)[0] == "NoPE"
+    gauss = init_params(cfg, 3)
+    hyp, why = deep.sign_hypothesis(gauss, cfg)
+    assert hyp is None and "Gram defect" in why
+    res = deep.check_c6(gauss, cfg, template, 0, 1, lead=-deep.leading_term(gauss, cfg, fq, rq).abs())
+    outside = [r for r in res if not r.applicable]
+    assert len(outside) == 2 and all("sign not asserted" in r.reason for r in outside)
+
+
+@pytest.mark.claim("C6")
+def test_c6_runner_counts_the_sign_outside_h_orth():
+    """Seed 0, 50 draws (orthonormal and Gaussian in turn): the sign asserted on every layer of the H-orth draws
+    without pre-norm and under NoPE; one layer (orthonormal with RMSNorm pre-norm, lead −5.0) counted n/a."""
+    res = deep.run_c6(50, 0, "cpu")
+    assert summarize([r for r in res if r.applicable])["holds"]
+    outside = [r for r in res if not r.applicable]
+    assert outside and all("sign not asserted" in r.reason for r in outside)
+    assert any("lead_ℓ > 0" in r.quantity for r in res) and any("lead_ℓ ≥ 0" in r.quantity for r in res)
 
 
 @pytest.mark.meta("C6")

@@ -11,13 +11,14 @@ The deep draw, the branch scale and the per-layer storage gradients are :mod:`md
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 
 import torch
 
 from .. import taylor
-from ..checks import CheckResult, Counterexample, NegativeControl, inequality
+from ..checks import CheckResult, Counterexample, NegativeControl, inequality, not_applicable
 from ..facts import Query, Template
 from ..layer_storage import (
     QUERY_KINDS,
@@ -31,7 +32,7 @@ from ..layer_storage import (
 )
 from ..model import ModelConfig, forward, unembedding
 from ..params import resolve_device
-from ..rounding import STORAGE_SAFETY
+from ..rounding import STORAGE_SAFETY, gram_defect, gram_defect_limit
 from ..rounding_mode import with_error_bounds
 from ..search import run_per_draw, search
 from ..statistics import FALSE_ALARM, clopper_pearson
@@ -90,6 +91,31 @@ def _leading_term(params: dict, cfg: ModelConfig, fq: Query, rq: Query) -> torch
     return (w_f @ w_r) * (c_f * c_r).sum((1, 2))
 
 
+def leading_scale(params: dict, cfg: ModelConfig, fq: Query, rq: Query) -> torch.Tensor:
+    """|w_f||w_r| Σ_h ‖c_f^{ℓ,h}‖‖c_r^{ℓ,h}‖ per layer (L,): the Cauchy–Schwarz bound of |lead_ℓ|, the scale of the
+    sign check's margin (a cosine-like number in [−1, 1])."""
+    w_f, c_f = _leading_factors(params, cfg, fq)
+    w_r, c_r = _leading_factors(params, cfg, rq)
+    return w_f.norm() * w_r.norm() * (c_f.norm(dim=-1) * c_r.norm(dim=-1)).sum(-1)
+
+
+def sign_hypothesis(params: dict, cfg: ModelConfig) -> tuple[str | None, str]:
+    """Which sign C6 asserts for lead_ℓ on this draw: ("H-orth", …) with orthonormal embeddings (the Gram defect
+    of E within :func:`mdm_props.rounding.gram_defect_limit`, rounding alone) and no pre-norm: Γ (the Gram
+    matrix of the layer inputs M, r, B, … at ε = 0) is the identity, so Σ_h ⟨c_f^h, c_r^h⟩ = Σ_h Σ_t α_f^h(t)α_r^h(t')
+    over equal tokens > 0 and lead_ℓ > 0; ("NoPE", …) under ``pos = "none"``: α_f = α_r per token (both queries
+    are the mask over the same multiset of keys), Γ ⪰ 0, so lead_ℓ ≥ 0; (None, why) otherwise: the sign is not
+    asserted and a non-positive lead_ℓ is not-applicable."""
+    omega, limit = gram_defect(params["E"]), gram_defect_limit(cfg.d_model)
+    if omega <= limit and cfg.norm == "none":
+        return "H-orth", "orthonormal embeddings, no pre-norm"
+    if cfg.pos == "none":
+        return "NoPE", "pos = none: α_f = α_r, Γ ⪰ 0"
+    why = [f"Gram defect of E ω = {omega:.3g} > {limit:.3g}"] if omega > limit else []
+    why += [f"pre-norm {cfg.norm!r}"] if cfg.norm != "none" else []
+    return None, "outside H-orth without pre-norm (" + ", ".join(why) + ")"
+
+
 def c6_floor(params: dict, cfg: ModelConfig, fq: Query, rq: Query, eps: float) -> torch.Tensor:
     """Per layer, a bound on |fl(ip(ε)) − ip(ε)| + |fl(lead) − lead| (:mod:`mdm_props.rounding_mode`,
     × its SAFETY), evaluated at the smallest ε of the scan and used for every ε of the scan: the radii
@@ -134,6 +160,9 @@ def check_c6(
         return cache[k]
 
     floor = c6_floor(params, cfg, fq, rq, 2.0 ** -(C6_STARTS[-1] + 9))
+    _, e_lead = with_error_bounds(_leading_term, params, cfg, fq, rq)
+    scale = leading_scale(params, cfg, fq, rq)
+    hypothesis, why = sign_hypothesis(params, cfg)
     results = []
     for layer in range(cfg.n_layers):
 
@@ -145,7 +174,19 @@ def check_c6(
         fl = float(floor[layer])
         info = {"layer": layer, "lead": float(ld[layer]), "c1": c[0], "c2": c[1], "c3": c[2], "floor": fl, "fit_k": k0}
         results += taylor.series_checks("C6", C6_ORDER, R_at, fit, fl, **info)
-        if ld[layer] > 0 and c[0] != 0:
+        lead_l, e_l, sc = float(ld[layer]), float(e_lead[layer]), max(float(scale[layer]), 1e-300)
+        if hypothesis == "H-orth":
+            results.append(
+                inequality("C6", "lead_ℓ > 0 (H-orth embeddings, no pre-norm)", lead_l, 0.0, ">", sc, e_l, **info)
+            )
+        elif hypothesis == "NoPE":
+            results.append(inequality("C6", "lead_ℓ ≥ 0 (NoPE: α_f = α_r, Γ ⪰ 0)", lead_l, 0.0, ">=", sc, e_l, **info))
+        elif not lead_l > e_l:
+            reason = (
+                f"{why}: lead_ℓ = {lead_l:.3g} is not positive beyond its rounding bound {e_l:.3g}; sign not asserted"
+            )
+            results.append(not_applicable("C6", "the sign of ⟨G_f^ℓ, G_r^ℓ⟩ below ε₀", reason, **info))
+        if lead_l > e_l and c[0] != 0:
             eps0 = min(2.0 ** -(k0 + 2), float(ld[layer]) / (STORAGE_SAFETY * (1 + taylor.TAYLOR_WINDOW) * abs(c[0])))
             mantissa, exponent = math.frexp(eps0 / 2)  # a power of two 2^−k: the scan's evaluation, shared
             at = (
@@ -161,9 +202,14 @@ def check_c6(
 
 
 def run_c6(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
-    """C6 on ``draws`` seeded deep MDM draws (H-orth embeddings, every relative encoding, depth 1–4):
-    :func:`mdm_props.search.run_per_draw` over :func:`mdm_props.layer_storage.sample_storage_case`."""
-    return run_per_draw(check_c6, draws, seed, device, sample=sample_storage_case)
+    """C6 on ``draws`` seeded deep MDM draws (orthonormal and Gaussian embeddings in turn, every relative encoding,
+    depth 1–4, pre-norm or none): :func:`mdm_props.search.run_per_draw` over
+    :func:`mdm_props.layer_storage.sample_storage_case`. The sign is asserted under H-orth without pre-norm
+    (and under NoPE); elsewhere a non-positive lead_ℓ is counted not-applicable (:func:`sign_hypothesis`)."""
+    turn = itertools.count()
+    return run_per_draw(
+        check_c6, draws, seed, device, sample=lambda rng: sample_storage_case(rng, orthonormal=not next(turn) % 2)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,19 +367,21 @@ _M = __name__ + ":"
 CLAIMS = (
     Claim(
         id="C6",
-        title="per-layer storage alignment in the small-branch limit",
+        title="per-layer storage alignment in the small-branch limit, with its sign under H-orth without pre-norm",
         kind="per-draw",
         hypotheses=("H-rel", "H-bi"),
         statement="⟨G_f^ℓ, G_r^ℓ⟩ = ‖JᵀUᵀ(p₀ − y)‖² Σ_h ⟨c_f^{ℓ,h}, c_r^{ℓ,h}⟩ + O(ε) for every layer ℓ of a deep "
-        "block with branch scale ε (remainder of observed order 1 over ε = 2^−k); below a computed ε₀ "
-        "the sign is positive where the leading term is.",
+        "block with branch scale ε (remainder of observed order 1 over ε = 2^−k); lead_ℓ > 0 asserted under "
+        "H-orth embeddings without pre-norm, lead_ℓ ≥ 0 under NoPE (elsewhere a non-positive lead_ℓ is "
+        "not-applicable for the sign, counted); below a computed ε₀ the sign is positive where the leading term is.",
         doc="claims/C6-small-branch-alignment.md",
         checker=_M + "check_c6",
         runner=_M + "run_c6",
-        bounds=("mdm_props.taylor:series_band", _M + "c6_floor"),
+        bounds=("mdm_props.taylor:series_band", _M + "c6_floor", _M + "leading_scale"),
         tests="tests/test_c6.py",
         needs_negative_control=True,
         default_draws=2,
+        counts_not_applicable=True,
     ),
     Claim(
         id="C6a",
