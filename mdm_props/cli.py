@@ -4,17 +4,19 @@ Subcommands: ``verify``, ``bench``, ``explain``, ``plot``, ``certify``, ``probe`
 
 Exit codes: 0 everything holds (and every negative control found its counterexample); 1 something
 was violated (or a negative control found nothing, a checker raised, a runner drew outside its
-claim's hypotheses: not-applicable, or a claim's statistical checks used another false-alarm level
-than the one the registry states: wrong-level); 2 bad arguments (checked before any work, including that
-``--json``/``--out`` can be written).
+claim's hypotheses: not-applicable, more than half of a row's decidable checks were undecided:
+undecided, or a claim's statistical checks used another false-alarm level than the one the registry
+states: wrong-level); 2 bad arguments (checked before any work, including that ``--json``/``--out``
+can be written).
 
 Selection: ``--claims`` takes claim ids and family ids; an exact claim id wins, so ``C3`` is the
 claim C3 alone (C3v is selected by its own id), while ``C0``, ``C1``, ``C2``, ``C4`` (no claim has
 those ids) select their families.
 An *undecided* check (the checker could not decide, e.g. a Taylor test whose asymptotic regime
-neither float64 nor the 50-digit oracle resolves) is not a failure: it does not change the exit
-code; the ``undec`` column counts such checks, a row with nothing decided has status ``undecided``,
-and the reason is printed under the table.
+neither float64 nor the 50-digit oracle resolves) is counted, never a pass: the ``undec`` column counts
+such checks and the reason is printed under the table; a row with more than half of its decidable checks
+undecided (UNDECIDED_SHARE, derivation beside it) has status ``undecided`` and verify exits 1. The ``n/a``
+column counts not-applicable checks.
 """
 
 from __future__ import annotations
@@ -48,7 +50,15 @@ from .arguments import (
 # ``experiment reversal`` and ``probe`` (defined beside torch code) are added when that subcommand
 # is parsed (:class:`LazyParser`).
 
-STATUS_OK = ("holds", "counterexample-found", "skipped", "undecided")
+STATUS_OK = ("holds", "counterexample-found", "skipped")
+# A row is ``undecided`` (not a pass: exit 1) when more than this share of its decidable checks (those not
+# not-applicable) are undecided. Derivation: a row reports "holds" for the whole claim on the evidence of its
+# decided checks; with undecided > ½ of the decidable checks, the comparisons left open outnumber those made,
+# so most of what the row set out to check was not checked and "holds" would report less than half of it.
+# At ≤ ½ the decided checks are at least as many as the open ones (each counted, with its reason, in undec).
+# ½ is the largest share with that property; any smaller share would fail rows whose decided checks already
+# form the majority.
+UNDECIDED_SHARE = 0.5
 # err/tol says nothing for these claims; the table prints this note under them
 ERROR_RATIO_NOTES = {
     "C4b": "err/tol of C4b is ≈ 0.5 by construction (its band is the size of the next Taylor terms, which "
@@ -125,7 +135,7 @@ def _run_claim(claim, draws, seed, device) -> dict:
             else "not-applicable"
             if failing_outside
             else "undecided"
-            if len(undecided) == len(results)
+            if undecided_share(len(undecided), len(results) - len(outside)) > UNDECIDED_SHARE
             else "holds"
         )
         row.update(
@@ -146,7 +156,12 @@ def _run_claim(claim, draws, seed, device) -> dict:
             pick = min(applicable, key=lambda r: r.margin) if applicable else results[0]
         row["worst_check"] = _check_summary(pick)  # the failing check, else the one with the smallest margin
         row["draw"] = jsonable(pick.details.get("draw"))  # its draw (search.describe), for --replay; None if unrecorded
-        if status != "holds":
+        if status == "undecided":
+            row["reason"] = (
+                f"{len(undecided)} of {len(results) - len(outside)} decidable checks undecided (more than "
+                f"{UNDECIDED_SHARE:g}); first: {undecided[0]}"
+            )
+        elif status != "holds":
             row["reason"] = str(pick)
         elif undecided:
             row["reason"] = f"{len(undecided)} of {len(results)} checks undecided; first: {undecided[0]}"
@@ -167,6 +182,12 @@ def _run_claim(claim, draws, seed, device) -> dict:
         row.update(status="error", reason=f"{type(exc).__name__}: {exc}")
     row["seconds"] = round(time.perf_counter() - start, 3)
     return row
+
+
+def undecided_share(undecided: int, decidable: int) -> float:
+    """The share of a row's decidable checks (all but the not-applicable ones) that are undecided (1 when the
+    row has no decidable check: nothing was decided)."""
+    return undecided / decidable if decidable else 1.0
 
 
 def not_applicable_reasons(outside) -> dict[str, int]:
@@ -379,7 +400,7 @@ def cmd_verify(args, parser) -> int:
     undec = sum(r.get("undecided", 0) for r in rows)
     print(
         f"\n{len(rows) - len(bad)}/{len(rows)} rows hold or found their counterexample"
-        f"{f'; {undec} checks undecided (not failures)' if undec else ''}"
+        f"{f'; {undec} checks undecided (counted; a row with more than half undecided fails)' if undec else ''}"
         f"{'' if not bad else '; FAILED: ' + ', '.join(r['id'] for r in bad)}"
     )
     return 1 if bad else 0

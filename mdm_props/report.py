@@ -15,7 +15,7 @@ from pathlib import Path
 
 __all__ = ["copy_figures", "render", "verify_report"]
 
-COLUMNS = ("id", "kind", "status", "draws", "checks", "undecided", "worst margin", "worst err/tol", "s")
+COLUMNS = ("id", "kind", "status", "draws", "checks", "undecided", "n/a", "worst margin", "worst err/tol", "s")
 
 
 def _num(x, fmt: str = ".3g") -> str:
@@ -78,6 +78,7 @@ def render(
                     _num(r.get("draws")),
                     _num(r.get("checks")),
                     _num(r.get("undecided", 0)),
+                    _num(r.get("not_applicable", 0)),
                     _num(r.get("worst_margin")),
                     _num(r.get("worst_error_ratio")),
                     _num(r.get("seconds"), ".1f"),

@@ -49,22 +49,47 @@ def test_verify_exits_1_when_a_checker_reports_a_violation(tmp_path, monkeypatch
     assert row["status"] == "violated" and row["worst_error_ratio"] > 1e8
 
 
-@pytest.mark.parametrize("decided", [True, False])
-def test_undecided_checks_are_counted_not_failed(tmp_path, monkeypatch, capsys, decided):
+@pytest.mark.parametrize(
+    ("undecided", "decided", "status"), [(1, 1, "holds"), (1, 0, "undecided"), (2, 1, "undecided")]
+)
+def test_undecided_checks_are_counted_and_a_mostly_undecided_row_fails(
+    tmp_path, monkeypatch, capsys, undecided, decided, status
+):
+    """A row holds while at most half of its decidable checks are undecided (cli.UNDECIDED_SHARE); beyond that it
+    is undecided and verify exits 1. Not-applicable checks are not decidable: they do not count in the share."""
     module = importlib.import_module(registry.get("C4b").module)
 
     def runner(draws, seed, device):
-        out = [checks.undecided("C4b", "Taylor test", "regime below every floor tried", window=[30, 31])]
-        return out + ([checks.identity("C4b", "order", 2.0, 2.0, 0.1)] if decided else [])
+        out = [checks.undecided("C4b", "Taylor test", "regime below every floor tried", window=[30, 31])] * undecided
+        return out + [checks.identity("C4b", "order", 2.0, 2.0, 0.1)] * decided
 
     monkeypatch.setattr(module, "run_c4b", runner)
     monkeypatch.setattr(module, "NEGATIVE_CONTROLS", [])
     code, report = verify(tmp_path, "--claims", "C4b", "--examples", "1")
     row = report["claims"][0]
-    assert code == 0 and row["undecided"] == 1 and row["status"] == ("holds" if decided else "undecided")
+    assert row["undecided"] == undecided and row["status"] == status and code == (0 if status == "holds" else 1)
     assert "regime below every floor tried" in row["reason"]
     out = capsys.readouterr().out
-    assert "undec" in out and "1 checks undecided" in out
+    assert "undec" in out and f"{undecided} checks undecided" in out
+
+
+def test_not_applicable_checks_are_counted_only_for_a_claim_that_declares_them(tmp_path, monkeypatch):
+    """C8 (counts_not_applicable) holds with n/a layers and fails when nothing was decided; C3 fails on any."""
+    na = checks.not_applicable("C8", "decrease", "not aligned: ⟨G_f, G_r⟩ < 0", layer=0)
+    ok = checks.identity("C8", "decrease", 1.0, 1.0, 0.1)
+    module = importlib.import_module(registry.get("C8").module)
+    monkeypatch.setattr(module, "NEGATIVE_CONTROLS", [])
+    for results, status in (([na, ok, ok], "holds"), ([na], "not-applicable")):
+        monkeypatch.setattr(module, "run_c8", lambda draws, seed, device, results=results: results)
+        code, report = verify(tmp_path, "--claims", "C8", "--examples", "1")
+        row = report["claims"][0]
+        assert row["status"] == status and row["not_applicable"] == 1 and code == (0 if status == "holds" else 1)
+        assert row["not_applicable_reasons"] == {"not aligned": 1}
+    c3 = importlib.import_module(registry.get("C3").module)
+    monkeypatch.setattr(c3, "run_c3", lambda draws, seed, device: [checks.not_applicable("C3", "q", "H-orth fails: x")])
+    monkeypatch.setattr(c3, "NEGATIVE_CONTROLS", [])
+    code, report = verify(tmp_path, "--claims", "C3", "--examples", "1")
+    assert code == 1 and report["claims"][0]["status"] == "not-applicable"
 
 
 def test_verify_exits_1_when_a_checker_crashes(tmp_path, monkeypatch):

@@ -88,3 +88,27 @@ def test_c0_runner_structures_cover_every_encoding_attention_and_base():
     first = [c0.structure(i) for i in range(10)]
     assert {(s["pos"], s["attention"]) for s in first} == {(p, a) for p in POSITIONAL_ENCODINGS for a in ATTENTIONS}
     assert {c0.structure(i)["rope_base"] for i in range(0, 15, 5)} == set(ROPE_BASES)
+
+
+@pytest.mark.meta("C4a")
+def test_c4a_bound_constant_is_tight_and_a_constant_twice_as_loose_fails(monkeypatch):
+    """The bound itself, not its allowance: max R(η)/(η² spread²/8) over the 40 fixed draws is 0.940 (CPU) ≥ 0.6;
+    with the constant 1/4 in place of 1/8 every ratio halves (≤ 1/2 on any draw) and the check fails."""
+    (r,) = c4.c4a_bound_tightness()
+    assert r.holds and 0.6 <= r.observed <= 1.0, str(r)
+    monkeypatch.setattr(c4, "C4A_BOUND_DENOMINATOR", 4)
+    (loose,) = c4.c4a_bound_tightness()
+    assert not loose.holds and loose.observed <= 0.5, str(loose)
+
+
+@pytest.mark.meta("C8")
+def test_c8_last_layer_bound_constant_is_tight_and_a_constant_twice_as_loose_fails(monkeypatch):
+    """C8's last layer, C4a verbatim: max R(η)/(η² spread²/8) over the 40 fixed deep draws is 0.887 (CPU) ≥ 0.6;
+    with the constant 1/4 the check fails."""
+    from mdm_props.claims import c8_layer_step_decrease as c8
+
+    (r,) = c8.c8_bound_tightness()
+    assert r.holds and 0.6 <= r.observed <= 1.0, str(r)
+    monkeypatch.setattr(c8, "C4A_BOUND_DENOMINATOR", 4)
+    (loose,) = c8.c8_bound_tightness()
+    assert not loose.holds and loose.observed <= 0.5, str(loose)
