@@ -209,3 +209,31 @@ def test_c8t_is_undecided_not_violated_where_float64_cannot_resolve_the_remainde
     )
     res = deep.check_c8t(case.params(), case.cfg, case.template, case.A, case.B)
     assert [r.status for r in res] == ["undecided"] * 3 and all("exactly 0" in r.reason for r in res)
+
+
+@pytest.mark.parametrize("claim", ["C6", "C8", "C8s"])
+def test_default_draws_cover_every_encoding_pairing_head_layout_and_depth(claim):
+    """The default verify draws at seed 0 (the runners' own samplers, replayed): every relative encoding, both RoPE
+    pairings, GQA and plain heads, depth 1–4, pre-norm (where drawn), SwiGLU and the final norm either way."""
+    import itertools
+
+    from mdm_props import registry
+
+    row = registry.get(claim)
+    turn = itertools.count()
+    options = {
+        "C6": lambda: {"orthonormal": not next(turn) % 2},
+        "C8": lambda: {"orthonormal": bool(next(turn) % 2)},
+        "C8s": lambda: {"norm": ("none",)},
+    }[claim]
+    rng = random.Random(0)
+    cases = [layer_storage.sample_storage_case(rng, **options()) for _ in range(row.default_draws)]
+    cfgs = [c.cfg for c in cases]
+    assert row.default_draws >= (20 if claim == "C8s" else 50)
+    assert {c.pos for c in cfgs} == {"rope", "alibi", "t5", "none"}
+    assert {c.rope_pairing for c in cfgs if c.pos == "rope"} == {"interleaved", "half-split"}
+    assert any(c.kv_heads < c.n_heads for c in cfgs) and any(c.kv_heads == c.n_heads for c in cfgs)
+    assert {c.n_layers for c in cfgs} == {1, 2, 3, 4}
+    assert {c.mlp for c in cfgs} == {"none", "swiglu"} and {c.final_norm for c in cfgs} == {False, True}
+    if claim != "C8s":
+        assert {c.norm for c in cfgs} == {"none", "rms"}

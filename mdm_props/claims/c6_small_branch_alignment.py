@@ -380,7 +380,7 @@ CLAIMS = (
         bounds=("mdm_props.taylor:series_band", _M + "c6_floor", _M + "leading_scale"),
         tests="tests/test_c6.py",
         needs_negative_control=True,
-        default_draws=2,
+        default_draws=50,
         counts_not_applicable=True,
     ),
     Claim(

@@ -424,5 +424,38 @@ def table(rows) -> None:
         print("killed by only one of them: " + ", ".join(only))
 
 
+# depth (issue 21 item 6): the route reflection Φ, C4a's constant and the one Taylor engine's logarithm
+MUTANTS += [
+    Mutant(
+        "phi-queries-only",
+        "mdm_props/claims/c5_reflected_route.py",
+        'for name in ("W_Q", "W_K"):',
+        'for name in ("W_Q",):',
+        "Φ reflects one side only: J on every head's W_Q, not on W_K (the scores are no longer those at −δ)",
+    ),
+    Mutant(
+        "phi-ignores-pairing",
+        "mdm_props/claims/c5_reflected_route.py",
+        'J = rope_reflection(cfg.d_head, cfg.rope_pairing, device=params["W_Q"].device)',
+        'J = rope_reflection(cfg.d_head, device=params["W_Q"].device)',
+        "Φ ignores the RoPE pairing: the interleaved J also for half-split pairs",
+    ),
+    Mutant(
+        "c4a-bound-1/4",
+        "mdm_props/claims/c4_reverse_loss_decrease.py",
+        "C4A_BOUND_DENOMINATOR = 8\n",
+        "C4A_BOUND_DENOMINATOR = 4\n",
+        "C4a's remainder bound η² spread²/8 loosened to η² spread²/4 (and η* halved): still sound, not tight",
+    ),
+    Mutant(
+        "taylor-order-ln",
+        "mdm_props/taylor.py",
+        "return math.log2(R1 / R2) if R2 != 0 and R1 / R2 > 0 else math.nan",
+        "return math.log(R1 / R2) if R2 != 0 and R1 / R2 > 0 else math.nan",
+        "the Taylor engine's observed order log2(R(η)/R(η/2)) taken as a natural logarithm (order 2 reads 1.39)",
+    ),
+]
+
+
 if __name__ == "__main__":
     sys.exit(main())
