@@ -69,6 +69,7 @@ class Claim:
     false_alarm: float | None = None  # the stated false-alarm level of its statistical checks, if any
     defines: dict = field(default_factory=dict)  # hypotheses this claim introduces: {id: statement}
     builder: str | None = None  # the runner's argument builder ("module:name"), None: search.case_args (replay)
+    note: str | None = None  # printed under verify's table: what err/tol means when it is not a margin
 
     def __post_init__(self):
         if self.kind not in KINDS:
