@@ -100,8 +100,8 @@ def sweep(claim: str, sizes, draws: int, seed: int = 0, device: str = "cpu") -> 
     return out
 
 
-def run(claims, draws: int, per_draw: int, seed: int, device: str, sizes, plot, out) -> list[dict]:
-    """The table of :func:`bench_claim` per claim, then the sweep over ``sizes`` (C3, else the first claim),
+def run(claims, draws: int, per_draw: int, seed: int, device: str, sizes, plot, out, swept=None) -> list[dict]:
+    """The table of :func:`bench_claim` per claim, then the sweep over ``sizes`` of claim ``swept`` (default the first),
     drawn to the PNG file ``plot`` when given (the command checks it, and matplotlib, before any work)."""
     torch.set_num_threads(1)
     print(f"machine: {machine()}", file=out)
@@ -122,8 +122,8 @@ def run(claims, draws: int, per_draw: int, seed: int, device: str, sizes, plot, 
                 flush=True,
             )
             bar.update(1, c)
-        swept = ["C3"] if "C3" in claims else claims[:1]  # the sweep: C3 (the headline claim), else the first
-        curves = {c: sweep(c, sizes, 2 * max(sizes), seed, device) for c in swept} if sizes else {}
+        swept_ids = [swept or claims[0]]
+        curves = {c: sweep(c, sizes, 2 * max(sizes), seed, device) for c in swept_ids} if sizes else {}
         bar.update(1 if sizes else 0, "sweep")
     if sizes:
         for c, pts in curves.items():

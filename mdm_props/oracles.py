@@ -112,16 +112,35 @@ def _oracle_tokens(cfg: ModelConfig, tokens, dps) -> list[int]:
     return tokens
 
 
+# the §1 values of the deep-block options (THEORY §2b); the oracle imports no model code, only ModelConfig
+_ONE_LAYER_OPTIONS = {
+    "norm": "none",
+    "final_norm": False,
+    "mlp": "none",
+    "qk_bias": False,
+    "v_bias": False,
+    "rope_pairing": "interleaved",
+    "readout_offset": 0,
+    "branch_scale": 1.0,
+}
+
+
+def _deep_options(cfg: ModelConfig) -> list[str]:
+    """The deep-block options ``cfg`` sets away from the one-layer block of THEORY §1 (grouped-query
+    attention counts when ``kv_heads`` differs from ``n_heads``)."""
+    out = ["n_kv_heads"] if cfg.kv_heads != cfg.n_heads else []
+    return out + [k for k, v in _ONE_LAYER_OPTIONS.items() if getattr(cfg, k) != v]
+
+
 def oracle_forward(params: dict, cfg: ModelConfig, tokens, dps: int = DEFAULT_DPS) -> dict:
     """Evaluate the model at ``dps`` decimal digits; ``tokens`` is a 1-D tensor or a list of ids.
 
     Returns the nested-list dict described in the module docstring.
     """
-    from .model import deep_options
-
-    if deep_options(cfg):  # written for the §1 block; the deep block's bounds: mdm_props.rounding_mode
+    deep = _deep_options(cfg)
+    if deep:  # written for the §1 block; the deep block: oracle_deep_forward
         raise ValueError(
-            f"cfg sets deep-block options {deep_options(cfg)}; oracle_forward covers the one-layer "
+            f"cfg sets deep-block options {deep}; oracle_forward covers the one-layer "
             "block of THEORY §1 only (use mdm_props.rounding_mode.with_error_bounds)"
         )
     tokens = _oracle_tokens(cfg, tokens, dps)

@@ -69,6 +69,7 @@ class Claim:
     false_alarm: float | None = None  # the stated false-alarm level of its statistical checks, if any
     defines: dict = field(default_factory=dict)  # hypotheses this claim introduces: {id: statement}
     builder: str | None = None  # the runner's argument builder ("module:name"), None: search.case_args (replay)
+    note: str | None = None  # printed under verify's table: what err/tol means when it is not a margin
     # the claim is asserted where a per-check precondition holds (C8: at aligned layers) and its checker reports
     # the other checks not-applicable with their reason: verify counts them (the n/a column) and fails the row
     # only when nothing was decided; for every other claim a not-applicable check fails the row

@@ -52,7 +52,10 @@ def test_for_one_token_c9_is_c5():
     (r9,) = c9.check_c9(params, cfg, EntityTemplate(1, (2, 3, 2)), (0,), (1,))
     r5 = c5.check_c5(params, cfg, c5.mirror_template(5, 0, (2, 3)), 0, 1)[0]
     assert r9.holds and r5.holds
-    assert (r9.observed, r9.reference, r9.tolerance) == (r5.observed, r5.reference, r5.tolerance)
+    assert (r9.observed, r9.reference) == (r5.observed, r5.reference)
+    # the bound: C9's batched adjoint engine (vmap) and C5's per-draw one evaluate one formula; their sums may
+    # round apart in the last bits on some CPUs (seen on AVX-512), a bound's rounding, not the claim's
+    assert r9.tolerance == pytest.approx(r5.tolerance, rel=1e-12)
 
 
 @pytest.mark.claim("C9")

@@ -241,6 +241,64 @@ MUTANTS = [
         "S = (f.token_attention(vocab + 1) * f.token_attention(vocab + 1)).sum((-1, -2))",
         "C3's token overlap Σ_t α^f(t)α^r(t) reads the forward attention twice (storage_product_batch)",
     ),
+    # the deep block (issue 21 item 3): each a wrong component that only the deep oracle (C0.2d) pins for
+    # certain; invariances (C5, C9) hold for several of them
+    Mutant(
+        "deep-norm-eps-outside-sqrt",
+        "mdm_props/model.py",
+        "return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * gain",
+        "return x / (x.pow(2).mean(-1, keepdim=True).sqrt() + eps) * gain",
+        "RMSNorm x / (√mean(x²) + ε) ⊙ g: epsilon outside the square root",
+    ),
+    Mutant(
+        "deep-norm-gain-ignored",
+        "mdm_props/model.py",
+        "return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * gain",
+        "return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)",
+        "RMSNorm ignores its gain g",
+    ),
+    Mutant(
+        "deep-mlp-gate-up-swapped",
+        "mdm_props/model.py",
+        'silu(xm @ params["W_gate"][layer].T) * (xm @ params["W_up"][layer].T)',
+        'silu(xm @ params["W_up"][layer].T) * (xm @ params["W_gate"][layer].T)',
+        "SwiGLU silu(W_up x) ⊙ W_gate x: gate and up swapped",
+    ),
+    Mutant(
+        "deep-gqa-grouping-modulo",
+        "mdm_props/model.py",
+        "k = k.repeat_interleave(group, dim=-3)",
+        "k = k.repeat(*([1] * (k.dim() - 3)), group, 1, 1)",
+        "GQA: query head h reads the keys of kv head h mod K instead of h // (H/K)",
+    ),
+    Mutant(
+        "deep-rope-pairing-swapped",
+        "mdm_props/model.py",
+        '    if pairing == "half-split":\n        half = v.shape[-1] // 2',
+        '    if pairing == "interleaved":\n        half = v.shape[-1] // 2',
+        "RoPE rotates half-split pairs when asked for interleaved ones and the other way round",
+    ),
+    Mutant(
+        "deep-readout-offset-right",
+        "mdm_props/model.py",
+        "read = (positions - cfg.readout_offset).clamp_min(0)",
+        "read = (positions + cfg.readout_offset).clamp_max(T - 1)",
+        "read-out offset s reads slot i at i + s (to the right) instead of i − s",
+    ),
+    Mutant(
+        "deep-final-norm-dropped",
+        "mdm_props/model.py",
+        'x = rms_norm(x, params["norm_final"], cfg.norm_eps)',
+        "x = x",
+        "the final norm is skipped (final_norm=True has no effect)",
+    ),
+    Mutant(
+        "deep-untied-head-ignored",
+        "mdm_props/model.py",
+        'return params["E"][: cfg.vocab] if cfg.tied else params["U"]',
+        'return params["E"][: cfg.vocab]',
+        "the untied head U is ignored: logits always read E[:V]",
+    ),
 ]
 
 
