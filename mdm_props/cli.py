@@ -467,7 +467,8 @@ def cmd_plot(args, parser) -> int:
         parser.error(str(exc))
     import torch
 
-    from .plots import plot_correlation, plot_depth
+    from .claims.c2_correlated_routes import plot_correlation
+    from .claims.c7_alignment_at_init import plot_depth
 
     torch.set_num_threads(1)  # tiny tensors: a second intra-op thread only waits (as in verify)
     path = plot_depth(path) if args.figure == "depth" else plot_correlation(path)

@@ -179,9 +179,9 @@ def plot_figures(config: EntitiesConfig, records: list[RunRecord], rows: list[di
     accuracy, rev(A); a panel per depth × encoding) and ``layer_cosine.png`` (per-layer storage-gradient
     cosine over training, mean over seeds, RoPE at the largest depth; a panel per regime × k). Needs
     matplotlib (the ``plot`` extra)."""
-    from .plots import _pyplot
+    from .plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     paths = []
     by = {(r["k"], r["regime"], r["encoding"], r["depth"]): r for r in rows}
     nd, ne = len(config.depths), len(config.encodings)

@@ -427,7 +427,8 @@ def _argv(command, argv, tmp, ro):
 @pytest.fixture
 def no_work(monkeypatch):
     """Replace every function that does a subcommand's work with one that fails the test."""
-    from mdm_props import bench, certified, plots, report, reversal_report, search
+    from mdm_props import bench, certified, report, reversal_report, search
+    from mdm_props.claims import c2_correlated_routes, c7_alignment_at_init
 
     def work(*args, **kwargs):
         raise AssertionError("work started before the arguments were refused")
@@ -437,8 +438,8 @@ def no_work(monkeypatch):
         (cli, "_run_negative"),
         (search, "replay"),
         (bench, "run"),
-        (plots, "plot_correlation"),
-        (plots, "plot_depth"),
+        (c2_correlated_routes, "plot_correlation"),
+        (c7_alignment_at_init, "plot_depth"),
         (certified, "run_certify"),
         (reversal_report, "run_reversal_experiment"),
         (report, "verify_report"),
@@ -722,7 +723,7 @@ def test_ctrl_c_in_an_experiment_writes_the_finished_runs_marked_incomplete(tmp_
     "argv, module, name",
     [
         (["bench", "--claims", "C3"], "mdm_props.bench", "run"),
-        (["plot", "corr", "--out", "{tmp}/x.png"], "mdm_props.plots", "plot_correlation"),
+        (["plot", "corr", "--out", "{tmp}/x.png"], "mdm_props.claims.c2_correlated_routes", "plot_correlation"),
         (["explain", "C3"], "mdm_props.cli", "explain_claim"),
     ],
 )

@@ -264,7 +264,7 @@ def test_figures_are_drawn_and_a_missing_matplotlib_is_named(tiny_run, tmp_path,
     def missing():
         raise ImportError("plotting needs matplotlib: pip install 'mdm_props[plot]'")
 
-    monkeypatch.setattr(mdm_props.plots, "_pyplot", missing)
+    monkeypatch.setattr(mdm_props.plots, "pyplot", missing)
     argv = [a for a in TINY if a != "--no-plot"] + ["--ks", "1", "--depths", "1", "--encodings", "alibi"]
     assert cli.main(["experiment", "entities", "--out", str(tmp_path / "np"), *argv]) == 0
     assert "no figures: plotting needs matplotlib: pip install 'mdm_props[plot]'" in capsys.readouterr().err

@@ -16,16 +16,19 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import mpmath
 import torch
 from scipy import stats
 
 from .. import certified
+from ..arguments import PNG_SUFFIX, require_output_file
 from ..checks import CheckResult, ClaimSkipped, Counterexample, NegativeControl, identity, inequality
 from ..facts import Template, canonical_template, forward_query, mean_query_loss, reverse_query
 from ..model import ModelConfig, forward, rope_frequencies, rope_matrix
 from ..params import init_params, resolve_device
+from ..plots import pyplot, save
 from ..registry import STATED_FALSE_ALARM, Claim
 from ..rounding import (
     FORWARD_SAFETY,
@@ -1137,3 +1140,71 @@ CLAIMS = (
         false_alarm=STATED_FALSE_ALARM,
     ),
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# the figure (mdm-props plot corr)
+
+
+def plot_correlation(
+    path, bases=(1e4, 5e5), *, delta: int = 2, d_k: int = 64, max_d_k: int = 256, max_delta: int = 64
+) -> Path:
+    """C2a: Corr(S_f, S_r) = tr(R_g)/d_k, g = 2Δ, against d_k (even, 2 … ``max_d_k``, at offset ``delta``)
+    and against the offset Δ (1 … ``max_delta``, at head size ``d_k``), one line per RoPE base; the
+    d_k → ∞ limits ∫₀¹ cos(g base^−u) du are dashed. Writes a PNG to ``path`` and returns it."""
+    if not bases:
+        raise ValueError("bases must name at least one RoPE base")
+    for b in bases:
+        if isinstance(b, bool) or not isinstance(b, (int, float)) or not b > 1:
+            raise ValueError(f"bases must be numbers > 1; got {b!r}")
+    if isinstance(d_k, bool) or not isinstance(d_k, int) or d_k < 2 or d_k % 2:
+        raise ValueError(f"d_k must be an even integer >= 2; got {d_k!r}")
+    if isinstance(max_d_k, bool) or not isinstance(max_d_k, int) or max_d_k < 4:
+        raise ValueError(f"max_d_k must be an integer >= 4; got {max_d_k!r}")
+    for name, v in (("delta", delta), ("max_delta", max_delta)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1; got {v!r}")
+    path = require_output_file("path", path, PNG_SUFFIX)
+    plt = pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100)
+    dks = list(range(2, max_d_k + 1, 2))
+    deltas = list(range(1, max_delta + 1))
+    for i, base in enumerate(bases):
+        color = f"C{i}"
+        label = f"base {base:g}"
+        left.plot(
+            dks,
+            [score_correlation(k, base, 2.0 * delta) for k in dks],
+            color=color,
+            marker=".",
+            ms=3,
+            lw=1,
+            label=label,
+        )
+        left.axhline(float(score_correlation_limit(2.0 * delta, base, dps=20)), color=color, ls="--", lw=1)
+        right.plot(
+            deltas,
+            [score_correlation(d_k, base, 2.0 * dl) for dl in deltas],
+            color=color,
+            lw=1,
+            label=f"{label}, d_k = {d_k}",
+        )
+        right.plot(
+            deltas,
+            [float(score_correlation_limit(2.0 * dl, base, dps=20)) for dl in deltas],
+            color=color,
+            ls="--",
+            lw=1,
+        )
+    left.set(
+        xscale="log",
+        xlabel="head size d_k",
+        ylabel="Corr(S_f, S_r) = tr(R_g)/d_k",
+        title=f"offset Δ = {delta} (g = {2 * delta}); dashed: d_k → ∞",
+    )
+    right.set(xlabel="offset Δ (g = 2Δ)", title=f"d_k = {d_k}; dashed: d_k → ∞")
+    for ax in (left, right):
+        ax.axhline(0.0, color="0.5", lw=0.5)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    return save(plt, fig, path)

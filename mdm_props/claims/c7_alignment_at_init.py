@@ -9,12 +9,16 @@ gradients are :mod:`mdm_props.layer_storage`'s.
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
+from ..arguments import PNG_SUFFIX, require_output_file
 from ..checks import CheckResult, Counterexample, NegativeControl, inequality
 from ..facts import Template
 from ..layer_storage import MAX_SEED, QUERY_KINDS, StorageCase, layer_cosines
 from ..model import RELATIVE_ENCODINGS, ModelConfig, preset
 from ..params import resolve_device
+from ..plots import pyplot, save
+from ..progress import Progress
 from ..statistics import FALSE_ALARM, clopper_pearson
 from ..validation import require_choice, require_int, require_seed
 
@@ -256,3 +260,54 @@ CLAIMS = (
         false_alarm=STATED_FALSE_ALARM,
     ),
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# the figure (mdm-props plot depth)
+
+
+def plot_depth(
+    path,
+    *,
+    draws: int = 40,
+    seed: int = 0,
+    scales=(0.5, 1.0, 2.0, 3.0, 5.0, 10.0),
+    depths=(1, 2, 3, 4),
+    pos: str = "rope",
+    quiet: bool = False,
+) -> Path:
+    """C7: the rate of cos(G_f^ℓ, G_r^ℓ) > 0 over every layer against the init scale, one line per depth,
+    MDM (solid) and ARM (dashed), ``draws`` draws per point (plain and preset blocks, encoding ``pos``;
+    :func:`mdm_props.claims.c7_alignment_at_init.depth_rates`), with a progress bar on stderr over the
+    points (:class:`mdm_props.progress.Progress`; ``quiet=True``: none). Writes a PNG to ``path`` and
+    returns it."""
+    if not scales or any(isinstance(s, bool) or not isinstance(s, (int, float)) or not s > 0 for s in scales):
+        raise ValueError(f"scales must be numbers > 0; got {scales!r}")
+    path = require_output_file("path", path, PNG_SUFFIX)
+    plt = pyplot()
+    with Progress(len(QUERY_KINDS) * len(depths) * len(scales), "plot depth", quiet=quiet) as bar:
+        rates = depth_rates(
+            draws, seed, "cpu", scales=tuple(scales), depths=tuple(depths), pos=pos, progress=bar.callback
+        )
+    fig, ax = plt.subplots(figsize=(6, 3.8), dpi=100)
+    for i, L in enumerate(depths):
+        for kind, ls in (("mdm", "-"), ("arm", "--")):
+            ax.plot(
+                scales,
+                [rates[(kind, L, s)] for s in scales],
+                color=f"C{i}",
+                ls=ls,
+                marker=".",
+                label=f"{kind.upper()}, depth {L}",
+            )
+    ax.axhline(0.5, color="0.5", lw=0.5)
+    ax.set(
+        xscale="log",
+        xlabel="init scale",
+        ylabel="rate of cos(G_f^ℓ, G_r^ℓ) > 0 (all layers)",
+        ylim=(0, 1.02),
+        title=f"C7: storage-gradient alignment at init ({pos}, {draws} draws a point)",
+    )
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    return save(plt, fig, path)
