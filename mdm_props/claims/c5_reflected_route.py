@@ -23,6 +23,15 @@ with each side's first-order error bound (× SAFETY 2): for log p the adjoint bo
 for gradients the running radii of every aten operation, forward and autograd backward
 (:func:`~mdm_props.rounding_mode.with_error_bounds`; sound, loose on deep blocks). Margins:
 ``1 − error/tolerance``.
+
+Batched (docs/claims/C5-reflected-route.md): the quantities (:func:`c5_quantities_batch`) take K parameter
+draws of one structure stacked on a leading axis (:mod:`mdm_props.claims.deep_batches`, shared with C9);
+:func:`check_c5` is a batch of one. log p's bound is
+:func:`~mdm_props.rounding_mode.adjoint_error_bounds_batch` (draw by draw the adjoint bound); the gradients'
+radii are those of the ``vmap``-ed forward and autograd backward pass. The runners take
+:data:`~mdm_props.claims.deep_batches.PER_STRUCTURE` draws per structure, the structures covering every value
+of :data:`COVERAGE` (:func:`c5_batches`), and record each draw in full (:func:`describe`) for
+``verify --replay`` (:func:`recorded_case`, :data:`RECORDED_ARGS`).
 """
 
 from __future__ import annotations
@@ -134,7 +143,9 @@ def value_read_parameters(cfg: ModelConfig) -> tuple[str, ...]:
 
 
 def query_state(params: dict, cfg: ModelConfig, tokens, slot: int, target: int) -> dict:
-    """``logp`` (V,) at ``slot`` with its first-order error bound ``e_logp`` (the adjoint bound,
+    """The unbatched per-draw evaluation (the reference the 50-digit oracle meta-tests compare with; the
+    checker and runners use :func:`c5_quantities_batch`): ``logp`` (V,) at ``slot`` with its first-order
+    error bound ``e_logp`` (the adjoint bound,
     :func:`mdm_props.rounding_mode.adjoint_error_bounds`), and ``grad`` (dict) of −log p(target) by autograd
     with its running-error bound ``e_grad`` (:func:`mdm_props.rounding_mode.with_error_bounds`)."""
     device = params["E"].device
