@@ -12,6 +12,7 @@ from hypothesis import given
 from mdm_props import strategies
 from mdm_props.checks import assert_holds, summarize
 from mdm_props.claims import c5_reflected_route as c5
+from mdm_props.claims import deep_batches
 from mdm_props.facts import Template, forward_query, reverse_query
 from mdm_props.model import ModelConfig, preset, storage_parameters
 from mdm_props.params import init_params
@@ -55,13 +56,13 @@ def test_the_tolerance_rejects_a_perturbed_storage_parameter():
     params = init_params(cfg, 5)
     template = c5.mirror_template(3, 0, (2,))
     fq, rq = forward_query(template, 0, 1, cfg.vocab), reverse_query(template, 0, 1, cfg.vocab)
-    r = c5.query_state(params, cfg, rq.tokens, rq.slot, 0)
+    lhs, e_lhs = deep_batches.logprob_state(params, cfg, rq.tokens, [rq.slot])  # what check_c5 evaluates
     phi = c5.reflect(params, cfg, 3)
     for delta, rejected in ((0.0, False), (1e-10, True)):
-        f = c5.query_state({**phi, "W_V": phi["W_V"] * (1 + delta)}, cfg, fq.tokens, fq.slot, 0)
-        error = float((r["logp"] - f["logp"]).abs().max())
-        tolerance = r["e_logp"] + f["e_logp"]
-        assert bool((tolerance < 1e-11 * r["logp"].abs()).all())
+        rhs, e_rhs = deep_batches.logprob_state({**phi, "W_V": phi["W_V"] * (1 + delta)}, cfg, fq.tokens, [fq.slot])
+        error = float((lhs - rhs).abs().max())
+        tolerance = e_lhs + e_rhs
+        assert bool((tolerance < 1e-11 * lhs.abs()).all())
         assert (error > float(tolerance.max())) == rejected, (delta, error, float(tolerance.max()))
 
 
@@ -183,3 +184,107 @@ def test_deep_case_draws_satisfy_the_hypotheses():
         assert 1 <= case.cfg.n_layers <= 4 and 3 <= case.template.length <= 7
     case = dataclasses.replace(c5.sample_deep_case(rng, mirror=False))
     assert not c5.is_mirror_symmetric(case.template)
+
+
+# ---------------------------------------------------------------------------------------------
+# the batched runners (mdm_props.claims.deep_batches): the same quantities and bounds as the per-draw
+# checker, every factor value covered, each row replayable
+
+
+VALUES = (("lhs", "rhs", "tol"), ("g_r", "g_f", "tol_g"), ("s_r", "s_f", "tol_s"))
+
+
+@pytest.mark.claim("C5")
+@pytest.mark.claim("C5b")
+def test_batched_quantities_are_the_per_draw_ones():
+    """On the same draws, the batched quantities equal the per-draw checker's (a batch of one, what
+    ``verify --replay`` runs) within the tolerance. log p's adjoint bound agrees to 1e-12 relative (draw by
+    draw one formula; vmap's kernels for K draws and for one may sum in another order, so bitwise equality
+    is not guaranteed, e.g. on AVX-512). The gradients' running radii are those of the kernels that run,
+    which differ with K (as C9b's, tests/test_c9.py): within 1.5x of each other (measured up to 1.13x)."""
+    batches = c5.c5_batches(24, 5, size=4)
+    for batch in batches:
+        c = batch.case
+        values = c5.c5_quantities_batch(batch.params(), c.cfg, c.template, c.A, c.B)
+        for i in range(batch.size):
+            one = c5.c5_quantities(batch.draw(i).params(), c.cfg, c.template, c.A, c.B)
+            for lhs, rhs, tol in VALUES:
+                for key in (lhs, rhs):
+                    assert ((values[key][i] - one[key][0]).abs() <= values[tol][i]).all(), (key, c.cfg)
+                if tol == "tol":
+                    torch.testing.assert_close(values[tol][i], one[tol][0], rtol=1e-12, atol=0.0)
+                else:
+                    e, e1 = values[tol][i], one[tol][0]
+                    assert bool(((e <= 1.5 * e1) & (e1 <= 1.5 * e)).all()), (tol, c.cfg)
+        # and the checker's verdicts on draw 0 are those of the batch
+        per_draw = c5.check_c5(*batch.draw(0).args())
+        batched = [ch.result(0) for ch in c5.evaluate_checks("C5", c5.C5_CHECKS, values)]
+        assert [r.holds for r in per_draw[:2]] == [r.holds for r in batched]
+
+
+@pytest.mark.claim("C5")
+@pytest.mark.claim("C5b")
+@pytest.mark.parametrize("claim", ["C5", "C5b"])
+def test_default_draws_cover_every_factor_value(claim):
+    """verify's default draws (at least 100) examine every relative encoding, both RoPE pairings, every
+    head count and GQA ratio, each preset, depth 1–4, every template length and every on/off option."""
+    from mdm_props import registry
+
+    row = registry.get(claim)
+    assert row.default_draws >= 100
+    seed = 0 if claim == "C5" else 1  # run_c5b draws from seed + 1
+    batches = c5.c5_batches(row.default_draws, seed)
+    seen = set().union(*(c5._factors(b.case) for b in batches))
+    assert c5.COVERAGE <= seen, sorted(c5.COVERAGE - seen)
+    assert {b.case.block for b in batches} == set(c5.BLOCKS)
+    assert all(c5.is_mirror_symmetric(b.case.template) for b in batches)
+
+
+@pytest.mark.claim("C5")
+def test_the_default_c5_row_catches_a_phi_that_reflects_only_the_queries(monkeypatch):
+    """Mutation check (the mutant phi-queries-only, tests/mutation/mutants.py): Φ with J on W_Q but not
+    on W_K no longer gives the scores at −δ; the C5 row at verify's default draws fails."""
+    from mdm_props import registry
+
+    original = c5.reflect
+
+    def queries_only(params, cfg, length=None, *, absolute=True):
+        out = original(params, cfg, length, absolute=absolute)
+        return {**out, "W_K": params["W_K"]} if cfg.pos == "rope" else out
+
+    monkeypatch.setattr(c5, "reflect", queries_only)
+    rows = c5.run_c5(registry.get("C5").default_draws, 0)
+    assert not summarize(rows)["holds"]
+    assert any(not r.holds and r.details["draw"]["pos"] == "rope" for r in rows)
+
+
+@pytest.mark.claim("C5")
+@pytest.mark.claim("C5b")
+def test_runner_rows_replay_their_draw():
+    """Each runner row records its draw in full; the draw reads back as the same case (verify --replay)."""
+    from mdm_props import search
+
+    rows = c5.run_c5(8, 2) + c5.run_c5b(8, 2)
+    worst = min(rows, key=lambda r: r.margin)
+    case = c5.recorded_case(worst.details["draw"])
+    assert c5.describe(case) == worst.details["draw"]
+    replayed = search.replay(worst.claim, worst.details["draw"])
+    match = [r for r in replayed if r.quantity == worst.quantity]
+    assert match and match[0].observed == pytest.approx(worst.observed, abs=worst.tolerance)
+    assert match[0].tolerance == pytest.approx(worst.tolerance, rel=1e-12)
+    for batch in c5.c5_batches(16, 3):
+        assert c5.recorded_case(c5.describe(batch.draw(1))) == batch.draw(1)
+
+
+def test_recorded_draws_are_checked():
+    case = c5.c5_batches(8, 4)[0].draw(0)
+    good = c5.describe(case)
+    bad_template = {**good, "template": [4, 0, 3, [2, 3]]}  # "A 2 3 B": not mirror-symmetric
+    with pytest.raises(ValueError, match="template"):
+        c5.recorded_case(bad_template)
+    with pytest.raises(ValueError, match="lacks"):
+        c5.recorded_case({k: v for k, v in good.items() if k != "A"})
+    with pytest.raises(ValueError, match="scale"):
+        c5.recorded_case({**good, "scale": 3.0})
+    with pytest.raises(ValueError, match="phi and forward_slot"):
+        c5.check_c5(*case.args(), parts=("logp",))

@@ -16,6 +16,7 @@ from mdm_props import strategies
 from mdm_props.checks import assert_holds, summarize
 from mdm_props.claims import c5_reflected_route as c5
 from mdm_props.claims import c9_entities as c9
+from mdm_props.claims import deep_batches
 from mdm_props.facts import EntityTemplate, entity_reverse_queries, reversed_forward_queries
 from mdm_props.model import ModelConfig, forward, preset
 from mdm_props.params import init_params
@@ -104,11 +105,12 @@ def test_the_log_p_tolerance_rejects_a_value_a_few_bounds_off():
     params, template, A, B = init_params(cfg, 5), EntityTemplate(3, (2, 3, 2)), (0, 1, 4), (5, 6, 7)
     rq = entity_reverse_queries(template, A, B, cfg.vocab)
     fq = reversed_forward_queries(template, A, B, cfg.vocab)
-    lhs, e_lhs = c9.logprob_state(params, cfg, rq[0].tokens, [q.slot for q in rq])
+    lhs, e_lhs = deep_batches.logprob_state(params, cfg, rq[0].tokens, [q.slot for q in rq])
     phi = c5.reflect(params, cfg, template.length)
 
     def error(delta):
-        rhs, e_rhs = c9.logprob_state({**phi, "W_V": phi["W_V"] * (1 + delta)}, cfg, fq[0].tokens, [q.slot for q in fq])
+        moved = {**phi, "W_V": phi["W_V"] * (1 + delta)}
+        rhs, e_rhs = deep_batches.logprob_state(moved, cfg, fq[0].tokens, [q.slot for q in fq])
         return float(((lhs - rhs).abs() / (e_lhs + e_rhs)).max())
 
     assert error(0.0) <= 1
@@ -128,13 +130,14 @@ def test_the_storage_gradient_tolerance_rejects_a_value_a_few_bounds_off():
     S = c5.value_read_parameters(cfg)
     rq = entity_reverse_queries(template, A, B, cfg.vocab)
     fq = reversed_forward_queries(template, A, B, cfg.vocab)
-    g_r, e_r = c9.storage_gradient_state(params, cfg, rq[0].tokens, [q.slot for q in rq], A, S)
+    g_r, e_r = deep_batches.storage_gradient_state(params, cfg, rq[0].tokens, [q.slot for q in rq], A, S)
     phi = c5.reflect(params, cfg, template.length)
 
     def error(delta):
         p = {**phi, "W_V": phi["W_V"] * (1 + delta)}
-        g_f, e_f = c9.storage_gradient_state(p, cfg, fq[0].tokens, [q.slot for q in fq], [q.target for q in fq], S)
-        return float(((g_r - g_f).abs() / (e_r + e_f).clamp_min(c9.TINY)).max())
+        targets = [q.target for q in fq]
+        g_f, e_f = deep_batches.storage_gradient_state(p, cfg, fq[0].tokens, [q.slot for q in fq], targets, S)
+        return float(((g_r - g_f).abs() / (e_r + e_f).clamp_min(deep_batches.TINY)).max())
 
     assert error(0.0) <= 1
     delta, ratio = _first_rejected(error, 1.0)
@@ -278,9 +281,9 @@ def test_a_batched_draw_agrees_with_its_batch_of_one():
         P = batch.params()
         rq = entity_reverse_queries(c.template, c.A, c.B, c.cfg.vocab)
         args = (rq[0].tokens, [q.slot for q in rq], [q.target for q in rq], c5.value_read_parameters(c.cfg))
-        g, e = c9.storage_gradient_state_batch(P, c.cfg, *args)
+        g, e = deep_batches.storage_gradient_state_batch(P, c.cfg, *args)
         for i in range(batch.size):
-            g1, e1 = c9.storage_gradient_state({n: v[i] for n, v in P.items()}, c.cfg, *args)
+            g1, e1 = deep_batches.storage_gradient_state({n: v[i] for n, v in P.items()}, c.cfg, *args)
             assert bool(((g[i] - g1).abs() <= e[i] + e1).all())
             assert bool(((e[i] <= 1.5 * e1) & (e1 <= 1.5 * e[i])).all())
 
@@ -321,7 +324,7 @@ def test_recorded_case_round_trips_every_drawn_structure():
         assert c9.recorded_case(json.loads(json.dumps(c9.describe(case)))) == case
         if case.block == "drawn":
             d = c9.describe(case)
-            assert all(d[name] in options for name, options in c9.DRAWN_OPTIONS.items()), d
+            assert all(d[name] in options for name, options in c5.DRAWN_OPTIONS.items()), d
 
 
 def _c9_draw(**fields):
@@ -377,4 +380,4 @@ def test_c9_rows_replay_from_a_verify_report(tmp_path, capsys):
         assert cli.main(["verify", "--replay", str(path), cid]) == 0
         out = capsys.readouterr().out
         assert "replaying draw" in out and f"{cid} " in out and "holds" in out
-        assert rows[cid]["draw"]["scale"] in c9.DRAWN_SCALES
+        assert rows[cid]["draw"]["scale"] in deep_batches.DRAWN_SCALES

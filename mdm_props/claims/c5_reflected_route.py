@@ -23,6 +23,15 @@ with each side's first-order error bound (× SAFETY 2): for log p the adjoint bo
 for gradients the running radii of every aten operation, forward and autograd backward
 (:func:`~mdm_props.rounding_mode.with_error_bounds`; sound, loose on deep blocks). Margins:
 ``1 − error/tolerance``.
+
+Batched (docs/claims/C5-reflected-route.md): the quantities (:func:`c5_quantities_batch`) take K parameter
+draws of one structure stacked on a leading axis (:mod:`mdm_props.claims.deep_batches`, shared with C9);
+:func:`check_c5` is a batch of one. log p's bound is
+:func:`~mdm_props.rounding_mode.adjoint_error_bounds_batch` (draw by draw the adjoint bound); the gradients'
+radii are those of the ``vmap``-ed forward and autograd backward pass. The runners take
+:data:`~mdm_props.claims.deep_batches.PER_STRUCTURE` draws per structure, the structures covering every value
+of :data:`COVERAGE` (:func:`c5_batches`), and record each draw in full (:func:`describe`) for
+``verify --replay`` (:func:`recorded_case`, :data:`RECORDED_ARGS`).
 """
 
 from __future__ import annotations
@@ -33,15 +42,32 @@ from dataclasses import dataclass
 
 import torch
 
-from ..checks import CheckResult, Counterexample, NegativeControl, worst_entry
+from ..checks import CheckResult, Counterexample, NegativeControl
+from ..claim import WorstEntry, evaluate_checks
 from ..facts import Template, forward_query, reverse_query
-from ..model import RELATIVE_ENCODINGS, ModelConfig, forward, rope_reflection, storage_parameters
+from ..model import RELATIVE_ENCODINGS, ModelConfig, forward, preset, rope_reflection, storage_parameters
 from ..params import check_params, init_params, resolve_device
 from ..rounding_mode import adjoint_error_bounds, with_error_bounds
 from ..search import search
 from ..validation import require_int, require_seed
+from .deep_batches import (
+    DRAWN_SCALES,
+    MAX_SEED,
+    PER_STRUCTURE,
+    TINY,
+    StructureBatch,
+    check_batch,
+    flat_batch,
+    gradient_state_batch,
+    logprob_state_batch,
+    run_batches,
+    stacked,
+    structure_batches,
+)
 
-MAX_SEED = 2**32 - 1
+# the deep case's own block (half the draws: it varies every option and encoding) or a preset at its depth
+BLOCKS = ("drawn", "drawn", "llada-like", "smdm-like")
+RUN_MAX_LAYERS = 4  # the runners draw depth 1 … 4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,6 +126,11 @@ def reflect(params: dict, cfg: ModelConfig, length: int | None = None, *, absolu
     return out
 
 
+def reflect_batch(params: dict, cfg: ModelConfig, length: int) -> dict:
+    """Φθ (:func:`reflect`) for each of K stacked draws (or stacked gradients)."""
+    return torch.func.vmap(lambda p: reflect(p, cfg, length))(params)
+
+
 def value_read_parameters(cfg: ModelConfig) -> tuple[str, ...]:
     """The storage S of C5b: the position-free parameters, and under ``absolute`` also P (the value path
     reads the position vectors)."""
@@ -112,7 +143,9 @@ def value_read_parameters(cfg: ModelConfig) -> tuple[str, ...]:
 
 
 def query_state(params: dict, cfg: ModelConfig, tokens, slot: int, target: int) -> dict:
-    """``logp`` (V,) at ``slot`` with its first-order error bound ``e_logp`` (the adjoint bound,
+    """The unbatched per-draw evaluation (the reference the 50-digit oracle meta-tests compare with; the
+    checker and runners use :func:`c5_quantities_batch`): ``logp`` (V,) at ``slot`` with its first-order
+    error bound ``e_logp`` (the adjoint bound,
     :func:`mdm_props.rounding_mode.adjoint_error_bounds`), and ``grad`` (dict) of −log p(target) by autograd
     with its running-error bound ``e_grad`` (:func:`mdm_props.rounding_mode.with_error_bounds`)."""
     device = params["E"].device
@@ -134,15 +167,15 @@ def query_state(params: dict, cfg: ModelConfig, tokens, slot: int, target: int) 
     return {"logp": logp, "e_logp": e_logp, "grad": grad, "e_grad": e_grad}
 
 
-def _flat(d: dict, names) -> torch.Tensor:
-    return torch.cat([d[n].reshape(-1) for n in names]) if names else torch.zeros(0, dtype=torch.float64)
-
-
 # ---------------------------------------------------------------------------------------------
-# C5 and C5b on one draw
+# C5 and C5b declared once: the quantities for K parameter draws of one structure (a leading draw axis;
+# the per-draw checker is a batch of one, :mod:`mdm_props.claims.deep_batches`) and the checks as data
+
+QUANTITY_PARTS = ("logp", "gradient", "storage")
+PHIS = ("reflect", "identity")
 
 
-def check_c5(
+def c5_quantities_batch(
     params: dict,
     cfg: ModelConfig,
     template: Template,
@@ -151,54 +184,90 @@ def check_c5(
     *,
     phi: str = "reflect",
     forward_slot: int | None = None,
-) -> list[CheckResult]:
-    """C5 on one draw: ``log p_r(·|θ) = log p_f(·|Φθ)`` (worst token), ``∇L_r(θ) = Φ∇L_f(Φθ)`` (worst
-    parameter entry) and C5b ``∇_S L_r(θ) = ∇_S L_f(Φθ)`` on the storage S (:func:`value_read_parameters`).
+    parts=QUANTITY_PARTS,
+) -> dict:
+    """For K stacked draws ``params`` of one structure (``parts`` picks what is computed):
 
-    ``phi="identity"`` uses Φ = id instead (a negative control under ``absolute``); ``forward_slot``
-    compares with the forward conditional at another slot (default: the query slot a)."""
-    if phi not in ("reflect", "identity"):
-        raise ValueError(f"phi must be one of 'reflect', 'identity'; got {phi!r}")
-    check_params(params, cfg)
+    ``logp``: ``lhs`` = log p_r(·|θ), ``rhs`` = log p_f(·|Φθ) (K, V), ``tol`` = e_lhs + e_rhs (the adjoint
+    bounds); ``gradient``: ``g_r`` = ∇L_r(θ), ``g_f`` = Φ∇L_f(Φθ) (K, |θ|), ``tol_g`` = e_r + |Φ e_f| (the
+    running radii); ``storage``: ``s_r`` = ∇_S L_r(θ), ``s_f`` = ∇_S L_f(Φθ) on the storage S
+    (:func:`value_read_parameters`), ``tol_s`` = e_r + e_f. ``phi="identity"`` uses Φ = id (a negative
+    control under ``absolute``); ``forward_slot`` reads the forward conditional at another slot."""
+    if phi not in PHIS:
+        raise ValueError(f"phi must be one of {', '.join(map(repr, PHIS))}; got {phi!r}")
+    if not parts or not set(parts) <= set(QUANTITY_PARTS):
+        raise ValueError(f"parts must be a non-empty subset of {QUANTITY_PARTS}; got {parts!r}")
+    check_batch(params, cfg)
     V, T = cfg.vocab, template.length
     fq, rq = forward_query(template, A, B, V), reverse_query(template, A, B, V)
     slot = fq.slot if forward_slot is None else forward_slot
     if isinstance(slot, bool) or not isinstance(slot, int) or not 0 <= slot < T:
         raise ValueError(f"forward_slot must be a position in [0, {T - 1}]; got {forward_slot!r}")
-    Phi = (lambda d: reflect(d, cfg, T)) if phi == "reflect" else (lambda d: dict(d))  # noqa: E731
-    r = query_state(params, cfg, rq.tokens, rq.slot, A)
-    f = query_state(Phi(params), cfg, fq.tokens, slot, A)
-    names = list(params)
-    g_r, e_r = _flat(r["grad"], names), _flat(r["e_grad"], names)
-    g_f, e_f = _flat(Phi(f["grad"]), names), _flat({k: v.abs() for k, v in Phi(f["e_grad"]).items()}, names)
+    Phi = (lambda d: reflect_batch(d, cfg, T)) if phi == "reflect" else (lambda d: dict(d))  # noqa: E731
+    phi_params = Phi(params)
     S = list(value_read_parameters(cfg))
-    s_r, es_r = _flat(r["grad"], S), _flat(r["e_grad"], S)
-    s_f, es_f = _flat(f["grad"], S), _flat(f["e_grad"], S)
-    info: dict = {"pos": cfg.pos, "n_layers": cfg.n_layers, "phi": phi, "forward_slot": slot}
-    tiny = torch.finfo(torch.float64).tiny  # a zero bound meets a zero difference: both sides exact
-    return [
-        worst_entry(
-            "C5",
-            "log p_r(·|θ) = log p_f(·|Φθ)",
-            r["logp"],
-            f["logp"],
-            (r["e_logp"] + f["e_logp"]).clamp_min(tiny),
-            reference_rounding=False,
-            **info,
-        ),
-        worst_entry(
-            "C5", "∇L_r(θ) = Φ ∇L_f(Φθ)", g_r, g_f, (e_r + e_f).clamp_min(tiny), reference_rounding=False, **info
-        ),
-        worst_entry(
-            "C5b",
-            "∇_S L_r(θ) = ∇_S L_f(Φθ) (storage S fixed by Φ)",
-            s_r,
-            s_f,
-            (es_r + es_f).clamp_min(tiny),
-            reference_rounding=False,
-            storage=S,
-            **info,
-        ),
+    out: dict = {"pos": cfg.pos, "n_layers": cfg.n_layers, "phi": phi, "forward_slot": slot, "storage": S}
+    if "logp" in parts:
+        lhs, e_lhs = logprob_state_batch(params, cfg, rq.tokens, [rq.slot])
+        rhs, e_rhs = logprob_state_batch(phi_params, cfg, fq.tokens, [slot])
+        out.update(lhs=lhs[:, 0], rhs=rhs[:, 0], tol=(e_lhs + e_rhs)[:, 0].clamp_min(TINY))
+    if "gradient" in parts or "storage" in parts:
+        names = list(params) if "gradient" in parts else S
+        g_r, e_r = gradient_state_batch(params, cfg, rq.tokens, [rq.slot], [A], names)
+        g_f, e_f = gradient_state_batch(phi_params, cfg, fq.tokens, [slot], [A], names)
+        if "gradient" in parts:
+            phi_g = Phi({**params, **g_f})  # Φ acts on a full parameter-shaped dict
+            phi_e = Phi({**params, **e_f})
+            out.update(
+                g_r=flat_batch(g_r, names),
+                g_f=flat_batch(phi_g, names),
+                tol_g=(flat_batch(e_r, names) + flat_batch(phi_e, names).abs()).clamp_min(TINY),
+            )
+        if "storage" in parts:
+            out.update(
+                s_r=flat_batch(g_r, S),
+                s_f=flat_batch(g_f, S),
+                tol_s=(flat_batch(e_r, S) + flat_batch(e_f, S)).clamp_min(TINY),
+            )
+    return out
+
+
+def c5_quantities(params: dict, cfg: ModelConfig, template: Template, A: int, B: int, **options) -> dict:
+    """:func:`c5_quantities_batch` for one draw (a leading draw axis of one)."""
+    check_params(params, cfg)
+    return c5_quantities_batch(stacked(params), cfg, template, A, B, **options)
+
+
+_DETAILS = tuple((name, name) for name in ("pos", "n_layers", "phi", "forward_slot"))
+C5_CHECKS = (
+    WorstEntry("log p", "log p_r(·|θ) = log p_f(·|Φθ)", "lhs", "rhs", "tol", _DETAILS),
+    WorstEntry("gradient", "∇L_r(θ) = Φ ∇L_f(Φθ)", "g_r", "g_f", "tol_g", _DETAILS),
+)
+C5B_CHECKS = (
+    WorstEntry(
+        "storage gradient",
+        "∇_S L_r(θ) = ∇_S L_f(Φθ) (storage S fixed by Φ)",
+        "s_r",
+        "s_f",
+        "tol_s",
+        _DETAILS + (("storage", "storage"),),
+    ),
+)
+
+
+def check_c5(params: dict, cfg: ModelConfig, template: Template, A: int, B: int, **options) -> list[CheckResult]:
+    """C5 on one draw: ``log p_r(·|θ) = log p_f(·|Φθ)`` (worst token), ``∇L_r(θ) = Φ∇L_f(Φθ)`` (worst
+    parameter entry) and C5b ``∇_S L_r(θ) = ∇_S L_f(Φθ)`` on the storage S (:func:`value_read_parameters`):
+    :func:`c5_quantities_batch` on a batch of one.
+
+    ``phi="identity"`` uses Φ = id instead (a negative control under ``absolute``); ``forward_slot``
+    compares with the forward conditional at another slot (default: the query slot a)."""
+    unknown = sorted(set(options) - {"phi", "forward_slot"})
+    if unknown:
+        raise ValueError(f"check_c5 takes the options phi and forward_slot; got {', '.join(unknown)}")
+    values = c5_quantities(params, cfg, template, A, B, **options)
+    return [c.result(0) for c in evaluate_checks("C5", C5_CHECKS, values)] + [
+        c.result(0) for c in evaluate_checks("C5b", C5B_CHECKS, values)
     ]
 
 
@@ -208,7 +277,8 @@ def check_c5(
 
 @dataclass(frozen=True)
 class DeepCase:
-    """A deep-block draw: structure, parameter seed and scale, a template and a pair A ≠ B."""
+    """A deep-block draw: structure (``block``: drawn, or the preset it is), parameter seed and scale, a
+    template and a pair A ≠ B."""
 
     cfg: ModelConfig
     seed: int
@@ -216,6 +286,7 @@ class DeepCase:
     template: Template
     A: int
     B: int
+    block: str = "drawn"
 
     def params(self, device="cpu") -> dict:
         return init_params(self.cfg, self.seed, scale=self.scale, device=device)
@@ -288,52 +359,239 @@ def sample_deep_case(rng: random.Random, **kwargs) -> DeepCase:
     return deep_case(rng.choice, rng.randint(0, MAX_SEED), **kwargs)
 
 
+def c5_case(choose, seed: int, *, blocks=BLOCKS, max_layers: int = RUN_MAX_LAYERS, **kwargs) -> DeepCase:
+    """A runner draw: :func:`deep_case` (``kwargs`` as there), then its block: the drawn structure or one
+    of the presets at its depth (``blocks``; the presets are RoPE: drawn only when ``pos`` has rope), the
+    template and pair kept (their token ids are below every preset's vocabulary, 8)."""
+    base = deep_case(choose, seed, max_layers=max_layers, **kwargs)
+    block = choose(tuple(b for b in blocks if b == "drawn" or "rope" in kwargs.get("pos", RELATIVE_ENCODINGS)))
+    if block == "drawn":
+        return base
+    c = base.cfg
+    cfg = preset(block, n_layers=c.n_layers, attention=c.attention, readout_offset=c.readout_offset)
+    return dataclasses.replace(base, cfg=cfg, block=block)
+
+
+def sample_c5_case(rng: random.Random, **kwargs) -> DeepCase:
+    """:func:`c5_case` driven by a ``random.Random``."""
+    return c5_case(rng.choice, rng.randint(0, MAX_SEED), **kwargs)
+
+
+def structure_factors(cfg: ModelConfig, block: str) -> set[tuple[str, object]]:
+    """The (factor, value) pairs a deep structure exhibits (the RoPE pairing only under RoPE)."""
+    out = {
+        ("n_layers", cfg.n_layers),
+        ("pos", cfg.pos),
+        ("block", block),
+        ("n_heads", cfg.n_heads),
+        ("group", cfg.n_heads // cfg.kv_heads),
+        ("norm", cfg.norm),
+        ("final_norm", cfg.final_norm),
+        ("mlp", cfg.mlp),
+        ("qk_bias", cfg.qk_bias),
+        ("v_bias", cfg.v_bias),
+        ("tied", cfg.tied),
+        ("merged_ov", cfg.merged_ov),
+    }
+    return out | ({("rope_pairing", cfg.rope_pairing)} if cfg.pos == "rope" else set())
+
+
+# every structural value a runner must examine at least once (given enough structures)
+STRUCTURE_COVERAGE = frozenset(
+    [("n_layers", n) for n in range(1, RUN_MAX_LAYERS + 1)]
+    + [("pos", p) for p in RELATIVE_ENCODINGS]
+    + [("block", b) for b in set(BLOCKS)]
+    + [("n_heads", h) for h in (1, 2, 4)]
+    + [("group", g) for g in (1, 2, 4)]
+    + [("norm", n) for n in ("none", "rms")]
+    + [("mlp", n) for n in ("none", "swiglu")]
+    + [(f, v) for f in ("final_norm", "qk_bias", "v_bias", "tied", "merged_ov") for v in (False, True)]
+    + [("rope_pairing", p) for p in ("interleaved", "half-split")]
+)
+TEMPLATE_LENGTHS = (3, 4, 5, 6, 7)
+
+
+def _factors(case: DeepCase) -> set[tuple[str, object]]:
+    """The (factor, value) pairs of a C5 draw: the structure's and the template length."""
+    return structure_factors(case.cfg, case.block) | {("length", case.template.length)}
+
+
+COVERAGE = STRUCTURE_COVERAGE | frozenset(("length", T) for T in TEMPLATE_LENGTHS)
+
+
+def c5_batches(draws: int, seed: int, size: int = PER_STRUCTURE) -> list[StructureBatch]:
+    """``draws`` seeded draws in ⌈draws/size⌉ structures of ``size`` parameter draws covering
+    :data:`COVERAGE` (:func:`mdm_props.claims.deep_batches.structure_batches` over :func:`sample_c5_case`)."""
+    return structure_batches(draws, seed, sample_c5_case, _factors, COVERAGE, size)
+
+
+def _c5b_quantities_batch(params, cfg, template, A, B) -> dict:
+    return c5_quantities_batch(params, cfg, template, A, B, parts=("storage",))
+
+
+def _c5_quantities_batch(params, cfg, template, A, B) -> dict:
+    return c5_quantities_batch(params, cfg, template, A, B, parts=("logp", "gradient"))
+
+
 def run_c5(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
-    """C5 (log-probabilities and full gradient) on ``draws`` seeded deep draws, every relative encoding."""
-    resolve_device(device)
-    rng = random.Random(require_seed("seed", seed))
-    return [
-        r
-        for _ in range(require_int("draws", draws, 1))
-        for r in check_c5(*sample_deep_case(rng).args(device))
-        if r.claim == "C5"
-    ]
+    """C5 (log-probabilities and full gradient) on ``draws`` seeded draws, :data:`PER_STRUCTURE` per
+    structure (:func:`c5_batches`: every relative encoding, RoPE pairing, GQA ratio, preset, depth 1–4)."""
+    return run_batches("C5", c5_batches(draws, seed), _c5_quantities_batch, C5_CHECKS, describe, device)
 
 
 def run_c5b(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
-    """C5b (storage gradients, no Φ) on ``draws`` seeded deep draws, every relative encoding."""
-    resolve_device(device)
-    rng = random.Random(require_seed("seed", seed) + 1)
-    return [
-        r
-        for _ in range(require_int("draws", draws, 1))
-        for r in check_c5(*sample_deep_case(rng).args(device))
-        if r.claim == "C5b"
-    ]
+    """C5b (storage gradients) on ``draws`` seeded draws (a stream of its own: seed + 1)."""
+    batches = c5_batches(draws, require_seed("seed", seed) + 1)
+    return run_batches("C5b", batches, _c5b_quantities_batch, C5B_CHECKS, describe, device)
 
 
 # ---------------------------------------------------------------------------------------------
 # negative controls: seeded searches for an O(1) violation once a hypothesis is dropped
 
 
-def describe(case: DeepCase, **more) -> dict:
+# ---------------------------------------------------------------------------------------------
+# a draw recorded in full (C5's and C9's runners), and read back as data for ``verify --replay``
+# (mdm_props.recorded_draws looks up RECORDED_ARGS through the registry's runner module, never the report)
+
+CONFIG_FIELDS = (
+    "vocab",
+    "d_model",
+    "d_head",
+    "n_heads",
+    "n_kv_heads",
+    "n_layers",
+    "pos",
+    "rope_base",
+    "attention",
+    "tied",
+    "merged_ov",
+    "norm",
+    "final_norm",
+    "mlp",
+    "d_mlp",
+    "qk_bias",
+    "v_bias",
+    "rope_pairing",
+    "readout_offset",
+)
+
+
+# the options deep_case draws from (tests/test_c9.py checks that every drawn structure is within them)
+DRAWN_OPTIONS = {
+    "vocab": (4, 5, 6, 8),
+    "d_model": (4, 6, 8, 12),
+    "d_head": (2, 4, 6),
+    "n_heads": (1, 2, 4),
+    "n_kv_heads": (1, 2, 4),
+    "n_layers": tuple(range(1, RUN_MAX_LAYERS + 1)),
+    "rope_base": (1e4, 100.0, 5e5),
+    "d_mlp": (8, 12),
+    "pos": RELATIVE_ENCODINGS,
+    "attention": ("bidirectional",),
+    "readout_offset": (0,),
+    "norm": ("none", "rms"),
+    "mlp": ("none", "swiglu"),
+    "rope_pairing": ("interleaved", "half-split"),
+}
+_BOOL_FIELDS = ("tied", "merged_ov", "final_norm", "qk_bias", "v_bias")
+STRUCTURE_FIELDS = ("block",) + CONFIG_FIELDS + ("seed", "scale")
+DRAW_FIELDS = STRUCTURE_FIELDS + ("template", "A", "B")
+
+
+def describe_structure(case) -> dict:
+    """A deep draw's block, every structural field :func:`deep_case` draws, its parameter seed and scale."""
     c = case.cfg
+    config = {name: getattr(c, name) for name in CONFIG_FIELDS if name != "n_kv_heads"}
+    return {"block": case.block, **config, "n_kv_heads": c.kv_heads, "seed": case.seed, "scale": case.scale}
+
+
+def describe(case: DeepCase, **more) -> dict:
+    """A draw as a plain dict (:func:`describe_structure`, the template [T, a, b, fillers], A, B): enough to
+    re-create it (:func:`recorded_case`, ``verify --replay``)."""
+    t = case.template
     return {
-        "pos": c.pos,
-        "n_layers": c.n_layers,
-        "n_heads": c.n_heads,
-        "n_kv_heads": c.kv_heads,
-        "norm": c.norm,
-        "mlp": c.mlp,
-        "rope_pairing": c.rope_pairing,
-        "attention": c.attention,
-        "readout_offset": c.readout_offset,
-        "seed": case.seed,
-        "template": (case.template.length, case.template.a, case.template.b, case.template.fillers),
+        **describe_structure(case),
+        "template": [t.length, t.a, t.b, list(t.fillers)],
         "A": case.A,
         "B": case.B,
         **more,
     }
+
+
+def recorded_structure(draw, fields: tuple, claim: str) -> tuple[ModelConfig, str]:
+    """The model and block of a recorded draw with exactly the fields ``fields``, every structural field
+    checked (type, and a value the runners could have drawn: a block of :data:`BLOCKS`, the options of
+    :data:`DRAWN_OPTIONS` or the block's preset); a ValueError names the field."""
+    from ..validation import require_bool, require_choice, require_number
+
+    if not isinstance(draw, dict):
+        raise ValueError(f"the draw must be a JSON object written by describe(); got {type(draw).__name__}")
+    missing, unknown = sorted(set(fields) - set(draw)), sorted(set(draw) - set(fields))
+    if missing:
+        raise ValueError(f"the draw lacks {', '.join(missing)}; a {claim} draw has the fields {', '.join(fields)}")
+    if unknown:
+        raise ValueError(
+            f"the draw has fields a {claim} draw does not: {', '.join(unknown)}; allowed: {', '.join(fields)}"
+        )
+    block = require_choice("draw['block']", draw["block"], tuple(dict.fromkeys(BLOCKS)))
+    values: dict = {}
+    for name in _BOOL_FIELDS:
+        values[name] = require_bool(f"draw[{name!r}]", draw[name])
+    for name, options in DRAWN_OPTIONS.items():
+        value = draw[name]
+        if name == "rope_base":
+            value = require_number("draw['rope_base']", value, positive=True)
+        elif name not in ("pos", "attention", "norm", "mlp", "rope_pairing"):
+            value = require_int(f"draw[{name!r}]", value, minimum=0)
+        values[name] = value if block != "drawn" else require_choice(f"draw[{name!r}]", value, options)
+    if block == "drawn":
+        return ModelConfig(**values), block
+    # a preset at the drawn depth: every recorded field must be the preset's
+    cfg = preset(block, n_layers=require_choice("draw['n_layers']", values["n_layers"], DRAWN_OPTIONS["n_layers"]))
+    wrong = [n for n in CONFIG_FIELDS if (cfg.kv_heads if n == "n_kv_heads" else getattr(cfg, n)) != values[n]]
+    if wrong:
+        raise ValueError(f"draw[{wrong[0]!r}] is not the {block} preset's ({', '.join(wrong)} differ)")
+    return cfg, block
+
+
+def recorded_seed_scale(draw: dict) -> tuple[int, float]:
+    """The parameter seed and scale of a recorded draw (a seed ≤ MAX_SEED, a scale of DRAWN_SCALES)."""
+    from ..validation import require_choice, require_number
+
+    seed = require_seed("draw['seed']", draw["seed"], maximum=MAX_SEED)
+    scale = require_choice("draw['scale']", require_number("draw['scale']", draw["scale"]), DRAWN_SCALES)
+    return seed, scale
+
+
+def recorded_case(draw) -> DeepCase:
+    """The :class:`DeepCase` of a draw that :func:`describe` recorded for a C5/C5b runner row, every field
+    checked (:func:`recorded_structure`, :func:`recorded_seed_scale`; a mirror-symmetric template of length
+    3–7 and A ≠ B below the vocabulary); a ValueError names the field."""
+    cfg, block = recorded_structure(draw, DRAW_FIELDS, "C5")
+    t = draw["template"]
+    if not (isinstance(t, list) and len(t) == 4 and isinstance(t[3], list)):
+        raise ValueError(f"draw['template'] must be [length, a, b, [fillers]]; got {t!r}")
+    T = require_int("draw['template'] length", t[0], minimum=min(TEMPLATE_LENGTHS), maximum=max(TEMPLATE_LENGTHS))
+    a = require_int("draw['template'] slot a", t[1], minimum=0, maximum=T - 1)
+    b = require_int("draw['template'] slot b", t[2], minimum=0, maximum=T - 1)
+    fillers = tuple(require_int("draw['template'] filler", f, minimum=0, maximum=cfg.vocab - 1) for f in t[3])
+    template = Template(T, a, b, fillers)
+    if not is_mirror_symmetric(template):
+        raise ValueError(f"draw['template'] must be mirror-symmetric (C5's hypothesis H-mirror); got {t!r}")
+    A = require_int("draw['A']", draw["A"], minimum=0, maximum=cfg.vocab - 1)
+    B = require_int("draw['B']", draw["B"], minimum=0, maximum=cfg.vocab - 1)
+    template.check_tokens(cfg.vocab, A, B)
+    seed, scale = recorded_seed_scale(draw)
+    return DeepCase(cfg, seed, scale, template, A, B, block)
+
+
+def recorded_args(draw):
+    """For ``verify --replay``: ``device -> (params, cfg, template, A, B)`` of the recorded draw (checked
+    by :func:`recorded_case`), the positional arguments of :func:`check_c5`."""
+    return recorded_case(draw).args
+
+
+RECORDED_ARGS = recorded_args  # the hook mdm_props.recorded_draws looks up in the runner's module
 
 
 def _cases(seed: int, **kwargs):
@@ -501,6 +759,7 @@ NEGATIVE_CONTROLS = [
 from ..registry import Claim  # noqa: E402  (the rows sit at the end of the module)
 
 _M = __name__ + ":"
+_B = "mdm_props.claims.deep_batches:"
 CLAIMS = (
     Claim(
         id="C5",
@@ -513,10 +772,15 @@ CLAIMS = (
         doc="claims/C5-reflected-route.md",
         checker=_M + "check_c5",
         runner=_M + "run_c5",
-        bounds=("mdm_props.rounding_mode:with_error_bounds",),
+        bounds=(
+            "mdm_props.rounding_mode:adjoint_error_bounds_batch",
+            "mdm_props.rounding_mode:with_error_bounds",
+            _B + "logprob_state_batch",
+            _B + "gradient_state_batch",
+        ),
         tests="tests/test_c5.py",
         needs_negative_control=True,
-        default_draws=3,
+        default_draws=100,
     ),
     Claim(
         id="C5b",
@@ -528,9 +792,9 @@ CLAIMS = (
         doc="claims/C5-reflected-route.md",
         checker=_M + "check_c5",
         runner=_M + "run_c5b",
-        bounds=("mdm_props.rounding_mode:with_error_bounds",),
+        bounds=("mdm_props.rounding_mode:with_error_bounds", _B + "gradient_state_batch"),
         tests="tests/test_c5.py",
         needs_negative_control=True,
-        default_draws=2,
+        default_draws=100,
     ),
 )

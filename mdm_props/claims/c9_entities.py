@@ -41,23 +41,41 @@ import dataclasses
 import random
 from dataclasses import dataclass
 
-import torch
-
 from ..checks import CheckResult, Counterexample, NegativeControl
 from ..claim import WorstEntry, evaluate_checks
 from ..facts import EntityTemplate, Query, entity_forward_queries, entity_reverse_queries, reversed_forward_queries
-from ..model import RELATIVE_ENCODINGS, ModelConfig, forward, preset
+from ..model import RELATIVE_ENCODINGS, ModelConfig, preset
 from ..params import check_params, init_params, resolve_device
-from ..rounding_mode import adjoint_error_bounds_batch, with_error_bounds
 from ..search import search
 from ..strategies import entity_fact
 from ..validation import require_int, require_seed
-from .c5_reflected_route import MAX_SEED, deep_case, reflect, value_read_parameters
+from .c5_reflected_route import (
+    BLOCKS,
+    RUN_MAX_LAYERS,
+    STRUCTURE_COVERAGE,
+    STRUCTURE_FIELDS,
+    deep_case,
+    describe_structure,
+    recorded_seed_scale,
+    recorded_structure,
+    reflect_batch,
+    structure_factors,
+    value_read_parameters,
+)
+from .deep_batches import (
+    MAX_SEED,
+    PER_STRUCTURE,
+    TINY,
+    StructureBatch,
+    check_batch,
+    logprob_state_batch,
+    run_batches,
+    stacked,
+    storage_gradient_state_batch,
+    structure_batches,
+)
 
 FORWARD_MAPS = ("order-reversed", "unreversed")
-# the deep case's own block (half the draws: it varies every option and encoding) or a preset at its depth
-BLOCKS = ("drawn", "drawn", "llada-like", "smdm-like")
-TINY = torch.finfo(torch.float64).tiny  # a zero bound meets a zero difference: both sides exact
 
 # ---------------------------------------------------------------------------------------------
 # the two configurations and their slots
@@ -88,97 +106,6 @@ def _slots(queries, slots, T: int) -> tuple[int, ...]:
 
 
 # ---------------------------------------------------------------------------------------------
-# one side: log p at the slots of a configuration, and the storage gradient of its summed loss, for K
-# parameter draws of one structure at once (a leading draw axis K; the per-draw functions are a batch of one)
-
-
-def _stacked(params: dict) -> dict:
-    """One draw's parameters as a batch of one (leading axis 1)."""
-    return {n: v.detach()[None] for n, v in params.items()}
-
-
-def _check_batch(params: dict, cfg: ModelConfig) -> int:
-    """K, after checking every draw of the stacked ``params`` (names, shapes, float64, finite)."""
-    sizes = {int(v.shape[0]) if v.dim() else -1 for v in params.values()}
-    if len(sizes) != 1 or -1 in sizes:
-        raise ValueError("params must hold every parameter stacked on one leading draw axis K")
-    K = sizes.pop()
-    for i in range(K):
-        check_params({n: v[i] for n, v in params.items()}, cfg)
-    return K
-
-
-def logprob_state_batch(params: dict, cfg: ModelConfig, tokens, slots) -> tuple[torch.Tensor, torch.Tensor]:
-    """log p (K, k, V) at ``slots`` of one token sequence for the K stacked draws ``params``, and each
-    draw's first-order error bound (the adjoint bound, :func:`mdm_props.rounding_mode.adjoint_error_bounds_batch`:
-    draw by draw the bound of :func:`mdm_props.rounding_mode.adjoint_error_bounds`)."""
-    tok = torch.as_tensor(tokens, dtype=torch.long, device=params["E"].device)
-    at = torch.as_tensor(slots, dtype=torch.long, device=tok.device)
-    return adjoint_error_bounds_batch(
-        lambda p: torch.log_softmax(forward(p, cfg, tok, checked=True).logits[at], dim=-1), params
-    )
-
-
-def logprob_state(params: dict, cfg: ModelConfig, tokens, slots) -> tuple[torch.Tensor, torch.Tensor]:
-    """log p (k, V) at ``slots`` of one token sequence and its first-order error bound: a batch of one of
-    :func:`logprob_state_batch`."""
-    check_params(params, cfg)
-    value, bound = logprob_state_batch(_stacked(params), cfg, tokens, slots)
-    return value[0], bound[0]
-
-
-def storage_gradient_state_batch(
-    params: dict, cfg: ModelConfig, tokens, slots, targets, storage
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """∇_S Σ_j −log p(target_j at slot_j) on the storage ``storage`` for the K stacked draws ``params``
-    (K, |S|), and its running-error bound (:func:`mdm_props.rounding_mode.with_error_bounds`, × SAFETY 2).
-
-    The K losses come from the model under ``torch.func.vmap``; autograd differentiates their sum (the draws
-    share no parameter, so draw i's gradient is ∂L_i/∂θ_i; the sum's backward hands each draw an exact 1).
-    The radii are those of the aten operations that actually run, forward and backward: under vmap the
-    batched kernels, each rule applied to them as to any operation (a contraction's length, a reduction's
-    count are per draw; an accumulating scatter may count the draw axis as well, which only enlarges its
-    γ_n). So the bound is the derivation of C5b for the computation performed; it is not bit for bit the
-    radius of the unbatched autograd pass (another sequence of kernels), and a batch of one
-    (:func:`storage_gradient_state`) runs the same kernels as the runner's batches."""
-    tok = torch.as_tensor(tokens, dtype=torch.long, device=params["E"].device)
-    at = torch.as_tensor(slots, dtype=torch.long, device=tok.device)
-    y = torch.as_tensor(targets, dtype=torch.long, device=tok.device)
-    S = tuple(storage)
-
-    def loss(p: dict) -> torch.Tensor:
-        logp = torch.log_softmax(forward(p, cfg, tok, checked=True).logits[at], dim=-1)
-        return -logp.gather(-1, y[:, None]).sum()
-
-    leaves = {n: v.detach().requires_grad_(True) for n, v in params.items()}
-
-    def run() -> dict:
-        with torch.enable_grad():
-            # the draws are independent: ∂(Σ_i L_i)/∂θ_i = ∂L_i/∂θ_i (the sum's backward hands each draw a 1)
-            total = torch.func.vmap(loss)(leaves).sum()
-            grads = torch.autograd.grad(total, [leaves[n] for n in S], allow_unused=True)
-        return dict(zip(S, grads, strict=True))
-
-    grad, bound = with_error_bounds(run)
-    K = params["E"].shape[0]
-
-    def flat(d):
-        return torch.cat([(torch.zeros_like(params[n]) if d[n] is None else d[n]).reshape(K, -1) for n in S], dim=1)
-
-    return flat(grad), flat(bound)
-
-
-def storage_gradient_state(
-    params: dict, cfg: ModelConfig, tokens, slots, targets, storage
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """∇_S Σ_j −log p(target_j at slot_j) on the storage ``storage`` (flattened) and its running-error bound:
-    a batch of one of :func:`storage_gradient_state_batch`."""
-    check_params(params, cfg)
-    value, bound = storage_gradient_state_batch(_stacked(params), cfg, tokens, slots, targets, storage)
-    return value[0], bound[0]
-
-
-# ---------------------------------------------------------------------------------------------
 # C9 and C9b declared once: the quantities (a leading draw axis K: K parameter draws of one structure,
 # one for the per-draw checkers) and the checks as data (mdm_props.claim's WorstEntry, evaluated by
 # claim.evaluate_checks). Not a claim.Spec: its backends are the one-layer storage model (claim.check
@@ -186,7 +113,7 @@ def storage_gradient_state(
 
 
 def _sides(params, cfg, template, A, B, forward_map, forward_slots):
-    _check_batch(params, cfg)
+    check_batch(params, cfg)
     rq = entity_reverse_queries(template, A, B, cfg.vocab)
     fq = forward_side(template, A, B, cfg.vocab, forward_map)
     return rq, fq, _slots(fq, forward_slots, template.length)
@@ -204,11 +131,6 @@ def _info(cfg: ModelConfig, template: EntityTemplate, forward_map: str, slots) -
 
 
 _DETAILS = tuple((name, name) for name in ("pos", "n_layers", "k", "m", "forward_map", "forward_slots"))
-
-
-def reflect_batch(params: dict, cfg: ModelConfig, length: int) -> dict:
-    """Φθ of C5 (:func:`~mdm_props.claims.c5_reflected_route.reflect`) for each of the K stacked draws."""
-    return torch.func.vmap(lambda p: reflect(p, cfg, length))(params)
 
 
 def c9_quantities_batch(
@@ -235,7 +157,7 @@ def c9_quantities_batch(
 def c9_quantities(params: dict, cfg: ModelConfig, template: EntityTemplate, A, B, **options) -> dict:
     """:func:`c9_quantities_batch` for one draw (a leading draw axis of one)."""
     check_params(params, cfg)
-    return c9_quantities_batch(_stacked(params), cfg, template, A, B, **options)
+    return c9_quantities_batch(stacked(params), cfg, template, A, B, **options)
 
 
 def c9b_quantities_batch(
@@ -262,7 +184,7 @@ def c9b_quantities_batch(
 def c9b_quantities(params: dict, cfg: ModelConfig, template: EntityTemplate, A, B, **options) -> dict:
     """:func:`c9b_quantities_batch` for one draw (a leading draw axis of one)."""
     check_params(params, cfg)
-    return c9b_quantities_batch(_stacked(params), cfg, template, A, B, **options)
+    return c9b_quantities_batch(stacked(params), cfg, template, A, B, **options)
 
 
 C9_CHECKS = (
@@ -362,113 +284,31 @@ def sample_entity_case(rng: random.Random, **kwargs) -> EntityCase:
 # the runners: structures covering every value of every factor, each with PER_STRUCTURE parameter draws
 # checked in one batched evaluation
 
-PER_STRUCTURE = 8  # parameter draws per structure, checked in one vmap-ed evaluation
-RUN_MAX_LAYERS = 4  # the runners draw depth 1 … 4
-DRAWN_SCALES = (1.0, 0.5, 2.0)  # deep_case's parameter scales
-CANDIDATES = 16  # structures examined per slot while some factor value is still uncovered
-
 
 def _factors(case: EntityCase) -> set[tuple[str, object]]:
-    """The (factor, value) pairs a draw's structure exhibits (the RoPE pairing only under RoPE)."""
-    c = case.cfg
-    out = {
-        ("k", case.template.k),
-        ("m", case.template.m),
-        ("n_layers", c.n_layers),
-        ("pos", c.pos),
-        ("block", case.block),
-        ("n_heads", c.n_heads),
-        ("group", c.n_heads // c.kv_heads),
-        ("norm", c.norm),
-        ("final_norm", c.final_norm),
-        ("mlp", c.mlp),
-        ("qk_bias", c.qk_bias),
-        ("v_bias", c.v_bias),
-        ("tied", c.tied),
-        ("merged_ov", c.merged_ov),
-    }
-    return out | ({("rope_pairing", c.rope_pairing)} if c.pos == "rope" else set())
+    """The (factor, value) pairs a draw's structure exhibits: C5's (:func:`structure_factors`), k and m."""
+    return structure_factors(case.cfg, case.block) | {("k", case.template.k), ("m", case.template.m)}
 
 
 # every value the runners must examine at least once (given enough structures: verify's defaults need 8 or so)
-COVERAGE = frozenset(
-    [("k", k) for k in range(1, 5)]
-    + [("m", m) for m in range(1, 4)]
-    + [("n_layers", n) for n in range(1, RUN_MAX_LAYERS + 1)]
-    + [("pos", p) for p in RELATIVE_ENCODINGS]
-    + [("block", b) for b in set(BLOCKS)]
-    + [("n_heads", h) for h in (1, 2, 4)]
-    + [("group", g) for g in (1, 2, 4)]
-    + [("norm", n) for n in ("none", "rms")]
-    + [("mlp", n) for n in ("none", "swiglu")]
-    + [(f, v) for f in ("final_norm", "qk_bias", "v_bias", "tied", "merged_ov") for v in (False, True)]
-    + [("rope_pairing", p) for p in ("interleaved", "half-split")]
-)
+COVERAGE = STRUCTURE_COVERAGE | frozenset([("k", k) for k in range(1, 5)] + [("m", m) for m in range(1, 4)])
 
 
-@dataclass(frozen=True)
-class EntityBatch:
-    """One structure (``case``, its draw 0) and the parameter draws (seed, scale) checked with it."""
-
-    case: EntityCase
-    seeds: tuple[int, ...]
-    scales: tuple[float, ...]
-
-    @property
-    def size(self) -> int:
-        return len(self.seeds)
-
-    def draw(self, i: int) -> EntityCase:
-        """Draw i as a per-draw :class:`EntityCase` (what :func:`check_c9` replays)."""
-        return dataclasses.replace(self.case, seed=self.seeds[i], scale=self.scales[i])
-
-    def params(self, device="cpu") -> dict:
-        """The draws' parameters (``init_params`` of each draw: the deep block's, norm gains included)
-        stacked on a leading axis."""
-        draws = [self.draw(i).params(device) for i in range(self.size)]
-        return {n: torch.stack([p[n] for p in draws]) for n in draws[0]}
+EntityBatch = StructureBatch  # one structure of entity cases and its parameter draws
 
 
-def entity_batches(draws: int, seed: int, size: int = PER_STRUCTURE) -> list[EntityBatch]:
-    """``draws`` seeded draws in ⌈draws/size⌉ structures of ``size`` parameter draws (the last one fewer).
-
-    Coverage: while some (factor, value) of :data:`COVERAGE` has not been drawn, each structure is the one,
-    among the next :data:`CANDIDATES` of the seeded stream (:func:`sample_entity_case`, depth 1 …
-    :data:`RUN_MAX_LAYERS`), that adds the most uncovered values (the first on a tie); afterwards structures
-    are taken as drawn. Every further draw of a structure takes a seed and a scale from the same stream."""
-    require_int("draws", draws, 1)
-    require_int("size", size, 1)
-    rng = random.Random(require_seed("seed", seed))
-    seen: set = set()
-    out = []
-    for start in range(0, draws, size):
-        missing = COVERAGE - seen
-        case = sample_entity_case(rng, max_layers=RUN_MAX_LAYERS)
-        if missing:
-            for _ in range(CANDIDATES - 1):
-                other = sample_entity_case(rng, max_layers=RUN_MAX_LAYERS)
-                if len(_factors(other) & missing) > len(_factors(case) & missing):
-                    case = other
-        seen |= _factors(case)
-        K = min(size, draws - start)
-        seeds = (case.seed,) + tuple(rng.randint(0, MAX_SEED) for _ in range(K - 1))
-        scales = (case.scale,) + tuple(rng.choice(DRAWN_SCALES) for _ in range(K - 1))
-        out.append(EntityBatch(case, seeds, scales))
-    return out
+def entity_batches(draws: int, seed: int, size: int = PER_STRUCTURE) -> list[StructureBatch]:
+    """``draws`` seeded draws in ⌈draws/size⌉ structures of ``size`` parameter draws (the last one fewer),
+    covering :data:`COVERAGE` (:func:`mdm_props.claims.deep_batches.structure_batches` over
+    :func:`sample_entity_case`, depth 1 … :data:`RUN_MAX_LAYERS`)."""
+    return structure_batches(
+        draws, seed, lambda rng: sample_entity_case(rng, max_layers=RUN_MAX_LAYERS), _factors, COVERAGE, size
+    )
 
 
 def _run(claim: str, quantities, checks, draws: int, seed: int, device: str) -> list[CheckResult]:
     """One result per draw (each carrying its full description, ``details["draw"]``, for ``verify --replay``)."""
-    dev = resolve_device(device)
-    out = []
-    for batch in entity_batches(draws, seed):
-        c = batch.case
-        values = quantities(batch.params(dev), c.cfg, c.template, c.A, c.B)
-        for check in evaluate_checks(claim, checks, values):
-            for i in range(batch.size):
-                r = check.result(i)
-                out.append(dataclasses.replace(r, details={**r.details, "draw": describe(batch.draw(i))}))
-    return out
+    return run_batches(claim, entity_batches(draws, seed), quantities, checks, describe, device)
 
 
 def run_c9(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
@@ -486,41 +326,15 @@ def run_c9b(draws: int, seed: int, device: str = "cpu") -> list[CheckResult]:
 # negative controls: seeded searches for an O(1) violation once a hypothesis is dropped
 
 
-CONFIG_FIELDS = (
-    "vocab",
-    "d_model",
-    "d_head",
-    "n_heads",
-    "n_kv_heads",
-    "n_layers",
-    "pos",
-    "rope_base",
-    "attention",
-    "tied",
-    "merged_ov",
-    "norm",
-    "final_norm",
-    "mlp",
-    "d_mlp",
-    "qk_bias",
-    "v_bias",
-    "rope_pairing",
-    "readout_offset",
-)
-DRAW_FIELDS = ("block",) + CONFIG_FIELDS + ("seed", "scale", "k", "relation", "A", "B")
+DRAW_FIELDS = STRUCTURE_FIELDS + ("k", "relation", "A", "B")
 
 
 def describe(case: EntityCase, **more) -> dict:
     """A draw as a plain dict: the block, every structural field :func:`entity_case` draws, the parameter
-    seed and scale, the fact: enough to re-create it (:func:`recorded_case`, ``verify --replay``)."""
-    c = case.cfg
-    config = {name: getattr(c, name) for name in CONFIG_FIELDS if name != "n_kv_heads"}
+    seed and scale (:func:`~mdm_props.claims.c5_reflected_route.describe_structure`), the fact: enough to
+    re-create it (:func:`recorded_case`, ``verify --replay``)."""
     return {
-        "block": case.block,
-        **config,
-        "n_kv_heads": c.kv_heads,
-        "seed": case.seed,
-        "scale": case.scale,
+        **describe_structure(case),
         "k": case.template.k,
         "relation": case.template.relation,
         "A": case.A,
@@ -532,25 +346,6 @@ def describe(case: EntityCase, **more) -> dict:
 # ---------------------------------------------------------------------------------------------
 # replay: a recorded draw read back as data (mdm_props.recorded_draws looks up RECORDED_ARGS through
 # the registry's runner module, never through the report)
-
-# the options deep_case draws from (tests/test_c9.py checks that every drawn structure is within them)
-DRAWN_OPTIONS = {
-    "vocab": (4, 5, 6, 8),
-    "d_model": (4, 6, 8, 12),
-    "d_head": (2, 4, 6),
-    "n_heads": (1, 2, 4),
-    "n_kv_heads": (1, 2, 4),
-    "n_layers": tuple(range(1, RUN_MAX_LAYERS + 1)),
-    "rope_base": (1e4, 100.0, 5e5),
-    "d_mlp": (8, 12),
-    "pos": RELATIVE_ENCODINGS,
-    "attention": ("bidirectional",),
-    "readout_offset": (0,),
-    "norm": ("none", "rms"),
-    "mlp": ("none", "swiglu"),
-    "rope_pairing": ("interleaved", "half-split"),
-}
-_BOOL_FIELDS = ("tied", "merged_ov", "final_norm", "qk_bias", "v_bias")
 
 
 def _tokens(name: str, value, length: tuple[int, int], vocab: int) -> tuple[int, ...]:
@@ -565,35 +360,8 @@ def recorded_case(draw) -> EntityCase:
     :data:`DRAWN_OPTIONS` or the block's preset, a scale of :data:`DRAWN_SCALES`, a palindromic relation,
     entities of k tokens outside it); a ValueError names the field."""
     from ..strategies import ENTITY_K, RELATION_M
-    from ..validation import require_bool, require_choice, require_number
 
-    if not isinstance(draw, dict):
-        raise ValueError(f"the draw must be a JSON object written by describe(); got {type(draw).__name__}")
-    missing, unknown = sorted(set(DRAW_FIELDS) - set(draw)), sorted(set(draw) - set(DRAW_FIELDS))
-    if missing:
-        raise ValueError(f"the draw lacks {', '.join(missing)}; a C9 draw has the fields {', '.join(DRAW_FIELDS)}")
-    if unknown:
-        raise ValueError(
-            f"the draw has fields a C9 draw does not: {', '.join(unknown)}; allowed: {', '.join(DRAW_FIELDS)}"
-        )
-    block = require_choice("draw['block']", draw["block"], tuple(dict.fromkeys(BLOCKS)))
-    fields: dict = {}
-    for name in _BOOL_FIELDS:
-        fields[name] = require_bool(f"draw[{name!r}]", draw[name])
-    for name, options in DRAWN_OPTIONS.items():
-        value = draw[name]
-        if name == "rope_base":
-            value = require_number("draw['rope_base']", value, positive=True)
-        elif name not in ("pos", "attention", "norm", "mlp", "rope_pairing"):
-            value = require_int(f"draw[{name!r}]", value, minimum=0)
-        fields[name] = value if block != "drawn" else require_choice(f"draw[{name!r}]", value, options)
-    if block == "drawn":
-        cfg = ModelConfig(**fields)
-    else:  # a preset at the drawn depth: every recorded field must be the preset's
-        cfg = preset(block, n_layers=require_choice("draw['n_layers']", fields["n_layers"], DRAWN_OPTIONS["n_layers"]))
-        wrong = [n for n in CONFIG_FIELDS if (cfg.kv_heads if n == "n_kv_heads" else getattr(cfg, n)) != fields[n]]
-        if wrong:
-            raise ValueError(f"draw[{wrong[0]!r}] is not the {block} preset's ({', '.join(wrong)} differ)")
+    cfg, block = recorded_structure(draw, DRAW_FIELDS, "C9")
     k = require_int("draw['k']", draw["k"], minimum=ENTITY_K[0], maximum=ENTITY_K[1])
     relation = _tokens("relation", draw["relation"], RELATION_M, cfg.vocab)
     template = EntityTemplate(k, relation)
@@ -602,8 +370,7 @@ def recorded_case(draw) -> EntityCase:
     A, B = (_tokens(name, draw[name], (k, k), cfg.vocab) for name in ("A", "B"))
     if A == B or set(A + B) & set(relation):
         raise ValueError("draw['A'] and draw['B'] must be distinct k-token entities outside the relation")
-    seed = require_seed("draw['seed']", draw["seed"], maximum=MAX_SEED)
-    scale = require_choice("draw['scale']", require_number("draw['scale']", draw["scale"]), DRAWN_SCALES)
+    seed, scale = recorded_seed_scale(draw)
     return EntityCase(cfg, seed, scale, template, A, B, block)
 
 
@@ -790,6 +557,7 @@ NEGATIVE_CONTROLS = [
 from ..registry import Claim  # noqa: E402  (the rows sit at the end of the module, as in every claim module)
 
 _M = __name__ + ":"
+_B = "mdm_props.claims.deep_batches:"
 _DOC = "claims/C9-multi-token-entities.md"
 CLAIMS = (
     Claim(
@@ -803,7 +571,7 @@ CLAIMS = (
         doc=_DOC,
         checker=_M + "check_c9",
         runner=_M + "run_c9",
-        bounds=("mdm_props.rounding_mode:adjoint_error_bounds_batch", _M + "logprob_state_batch"),
+        bounds=("mdm_props.rounding_mode:adjoint_error_bounds_batch", _B + "logprob_state_batch"),
         tests="tests/test_c9.py",
         needs_negative_control=True,
         default_draws=200,
@@ -818,7 +586,7 @@ CLAIMS = (
         doc=_DOC,
         checker=_M + "check_c9b",
         runner=_M + "run_c9b",
-        bounds=("mdm_props.rounding_mode:with_error_bounds", _M + "storage_gradient_state_batch"),
+        bounds=("mdm_props.rounding_mode:with_error_bounds", _B + "storage_gradient_state_batch"),
         tests="tests/test_c9.py",
         needs_negative_control=True,
         default_draws=200,
