@@ -22,8 +22,9 @@ import torch
 
 from .facts import Query, Template, check_query
 from .model import RELATIVE_ENCODINGS, ModelConfig, forward
-from .params import check_params, init_params
+from .params import check_params
 from .storage import arm_queries, pair_queries
+from .strategies import Case
 from .validation import require_choice
 
 MAX_SEED = 2**32 - 1
@@ -101,22 +102,12 @@ def layer_cosines(params: dict, cfg: ModelConfig, fq: Query, rq: Query) -> torch
 
 
 @dataclass(frozen=True)
-class StorageCase:
-    """A deep draw of the depth claims: structure, parameter seed, init scale, orthonormal embeddings or not, a
-    template and a pair A ≠ B; ``kind`` "mdm" (bidirectional, masked queries) or "arm" (causal, next-token
-    queries at slot b − 1)."""
+class StorageCase(Case):
+    """A deep draw of the depth claims: a :class:`~mdm_props.strategies.Case` (structure, parameter seed, init
+    scale, orthonormal embeddings or not, a template and a pair A ≠ B) with ``kind`` "mdm" (bidirectional,
+    masked queries) or "arm" (causal, next-token queries at slot b − 1)."""
 
-    cfg: ModelConfig
-    seed: int
-    scale: float
-    orthonormal: bool
-    template: Template
-    A: int
-    B: int
     kind: str = "mdm"
-
-    def params(self, device="cpu") -> dict:
-        return init_params(self.cfg, self.seed, scale=self.scale, orthonormal=self.orthonormal, device=device)
 
     def queries(self) -> tuple[Query, Query]:
         pair = arm_queries if self.kind == "arm" else pair_queries
