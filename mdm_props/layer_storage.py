@@ -23,6 +23,7 @@ import torch
 from .facts import Query, Template, check_query
 from .model import RELATIVE_ENCODINGS, ModelConfig, forward
 from .params import check_params
+from .search import describe
 from .storage import arm_queries, pair_queries
 from .strategies import Case
 from .validation import require_choice
@@ -114,32 +115,11 @@ class StorageCase(Case):
         return pair(self.template, self.A, self.B, self.cfg.vocab)
 
     def describe(self, **more) -> dict:
+        """:func:`mdm_props.search.describe`'s draw plus the query kind and the deep block's options."""
         c = self.cfg
-        return {
-            "kind": self.kind,
-            "pos": c.pos,
-            "n_layers": c.n_layers,
-            "n_heads": c.n_heads,
-            "n_kv_heads": c.kv_heads,
-            "norm": c.norm,
-            "final_norm": c.final_norm,
-            "mlp": c.mlp,
-            "qk_bias": c.qk_bias,
-            "rope_pairing": c.rope_pairing,
-            "rope_base": c.rope_base,
-            "d_mlp": c.d_mlp,
-            "vocab": c.vocab,
-            "d_model": c.d_model,
-            "d_head": c.d_head,
-            "tied": c.tied,
-            "seed": self.seed,
-            "scale": self.scale,
-            "orthonormal": self.orthonormal,
-            "template": (self.template.length, self.template.a, self.template.b, self.template.fillers),
-            "A": self.A,
-            "B": self.B,
-            **more,
-        }
+        deep = ("n_layers", "norm", "final_norm", "mlp", "qk_bias", "rope_pairing", "d_mlp", "tied")
+        options = {"kind": self.kind, "n_kv_heads": c.kv_heads, **{k: getattr(c, k) for k in deep}}
+        return describe(self, **{**options, **more})
 
 
 def storage_case(
