@@ -843,3 +843,15 @@ def test_report_writes_the_stamped_page_with_each_experiments_table_and_figures(
     assert "## Experiment: rev" in text and "| 1 | 2 |" in text
     assert "![rev: results-rev-signatures](figures/results-rev-signatures.png)" in text
     assert (page.parent / "figures" / "results-rev-signatures.png").read_bytes() == b"\x89PNG fake"
+
+
+def test_a_claims_note_is_printed_under_the_table_and_kept_in_its_json_row(tmp_path, capsys):
+    """Claim.note (declared in the claim module, here C4b's) travels with the row; a claim without one has none."""
+    note = registry.get("C4b").note
+    assert note and registry.get("C3").note is None
+    code, report = verify(tmp_path, "--claims", "C4b,C3", "--examples", "1")
+    assert code == 0
+    rows = {r["id"]: r for r in report["claims"]}
+    assert rows["C4b"]["note"] == note and "note" not in rows["C3"]
+    out = capsys.readouterr().out
+    assert f"note: C4b: {note}" in out and "note: C3" not in out
